@@ -1,0 +1,1 @@
+//! Workspace root: hosts tests/ and benches/.
