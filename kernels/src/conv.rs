@@ -1,0 +1,354 @@
+//! Dense 2-D convolution (no bias): stride, padding, dilation, groups, and an optional ReLU fused
+//! into the input read (`pre_relu`: the conv sees max(x, 0), as in DARTS's ReLU-Conv-BN blocks).
+//!
+//! Fast path: per sample (in parallel), im2col into a caller-given column buffer, then one sgemm per
+//! group. A 1x1 stride-1 unpadded conv without the fused ReLU skips im2col and is a plain sgemm on the
+//! input (the pointwise conv). Shapes: x [N, Cin, H, W], w [Cout, Cin/groups, kh, kw],
+//! y [N, Cout, Ho, Wo] with Ho = (H + 2p - d(kh - 1) - 1) / s + 1.
+use crate::gemm::{sgemm, Trans};
+use crate::par;
+
+/// The shape of one convolution. Also used by depthwise conv and pooling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub n: usize,
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub dilation: usize,
+    pub groups: usize,
+    /// Read the input through a ReLU (fused; the backward masks by x > 0).
+    pub pre_relu: bool,
+}
+
+/// Output length of a windowed op along one axis; `None` if the window does not fit.
+pub fn out_len(len: usize, k: usize, stride: usize, pad: usize, dilation: usize) -> Option<usize> {
+    let span = dilation * (k - 1) + 1;
+    let padded = len + 2 * pad;
+    (stride > 0 && k > 0 && padded >= span).then(|| (padded - span) / stride + 1)
+}
+
+impl ConvGeom {
+    /// (Ho, Wo). Callers validate the geometry first; an impossible one yields (0, 0).
+    pub fn out_hw(&self) -> (usize, usize) {
+        (
+            out_len(self.h, self.kh, self.stride, self.pad, self.dilation).unwrap_or(0),
+            out_len(self.w, self.kw, self.stride, self.pad, self.dilation).unwrap_or(0),
+        )
+    }
+
+    pub fn x_len(&self) -> usize {
+        self.n * self.c_in * self.h * self.w
+    }
+
+    pub fn y_len(&self) -> usize {
+        let (ho, wo) = self.out_hw();
+        self.n * self.c_out * ho * wo
+    }
+
+    pub fn w_len(&self) -> usize {
+        self.c_out * (self.c_in / self.groups) * self.kh * self.kw
+    }
+
+    /// True when the conv is a plain matrix product on the input (no im2col needed).
+    pub fn is_direct(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0 && !self.pre_relu
+    }
+
+    /// Rows of the im2col matrix of one group: (Cin / groups) * kh * kw.
+    fn col_rows(&self) -> usize {
+        self.c_in / self.groups * self.kh * self.kw
+    }
+
+    /// Length of the column buffer the forward and backward kernels need: N * (Cin / groups) * kh *
+    /// kw * Ho * Wo, or 0 for a direct (pointwise) conv.
+    pub fn col_len(&self) -> usize {
+        if self.is_direct() {
+            0
+        } else {
+            let (ho, wo) = self.out_hw();
+            self.n * self.col_rows() * ho * wo
+        }
+    }
+
+    fn flops(&self) -> usize {
+        2 * self.y_len() * self.col_rows()
+    }
+}
+
+/// Fills `col` ((Cin/groups * kh * kw) x (Ho * Wo)) from one group of one sample `x` ([Cin/groups, H, W]).
+fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
+    let (ho, wo) = g.out_hw();
+    let cg = g.c_in / g.groups;
+    for c in 0..cg {
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let row = &mut col[((c * g.kh + ki) * g.kw + kj) * ho * wo..][..ho * wo];
+                let (lo, hi) = valid_range(g.w, wo, kj * g.dilation, g.stride, g.pad);
+                for oh in 0..ho {
+                    let out = &mut row[oh * wo..][..wo];
+                    let ih = (oh * g.stride + ki * g.dilation) as isize - g.pad as isize;
+                    if ih < 0 || ih >= g.h as isize || lo >= hi {
+                        out.fill(0.0);
+                        continue;
+                    }
+                    let src = &x[(c * g.h + ih as usize) * g.w..][..g.w];
+                    out[..lo].fill(0.0);
+                    out[hi..].fill(0.0);
+                    let iw0 = lo * g.stride + kj * g.dilation - g.pad;
+                    for (ow, o) in out[lo..hi].iter_mut().enumerate() {
+                        let v = src[iw0 + ow * g.stride];
+                        *o = if g.pre_relu { v.max(0.0) } else { v };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds `col` back into the input positions it was read from: dx += col2im(col), masked by x > 0
+/// when the ReLU is fused.
+fn col2im_add(g: &ConvGeom, x: &[f32], col: &[f32], dx: &mut [f32]) {
+    let (ho, wo) = g.out_hw();
+    let cg = g.c_in / g.groups;
+    for c in 0..cg {
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let row = &col[((c * g.kh + ki) * g.kw + kj) * ho * wo..][..ho * wo];
+                let (lo, hi) = valid_range(g.w, wo, kj * g.dilation, g.stride, g.pad);
+                for oh in 0..ho {
+                    let ih = (oh * g.stride + ki * g.dilation) as isize - g.pad as isize;
+                    if ih < 0 || ih >= g.h as isize || lo >= hi {
+                        continue;
+                    }
+                    let off = (c * g.h + ih as usize) * g.w;
+                    let iw0 = lo * g.stride + kj * g.dilation - g.pad;
+                    for ow in lo..hi {
+                        let iw = off + iw0 + (ow - lo) * g.stride;
+                        if !g.pre_relu || x[iw] > 0.0 {
+                            dx[iw] += row[oh * wo + ow];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The output columns `lo..hi` whose input column `ow * stride + tap - pad` lies inside `0..w`.
+pub(crate) fn valid_range(w: usize, wo: usize, tap: usize, stride: usize, pad: usize) -> (usize, usize) {
+    // ow * s + tap >= pad  <=>  ow >= ceil((pad - tap) / s)
+    let lo = if tap >= pad { 0 } else { (pad - tap).div_ceil(stride) };
+    // ow * s + tap - pad <= w - 1  <=>  ow <= (w - 1 + pad - tap) / s
+    let hi = if w + pad > tap { ((w - 1 + pad - tap) / stride + 1).min(wo) } else { 0 };
+    (lo.min(hi), hi)
+}
+
+/// y = conv(x, w). `col` must hold [`ConvGeom::col_len`] values (its contents are scratch).
+pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32], col: &mut [f32]) {
+    let (ho, wo) = g.out_hw();
+    let (hw, cg, og) = (ho * wo, g.c_in / g.groups, g.c_out / g.groups);
+    let rows = g.col_rows();
+    let x_len = g.c_in * g.h * g.w;
+    par::chunks_with_scratch(y, g.c_out * hw, col, g.col_len() / g.n.max(1), g.flops(), |n, y, col| {
+        let x = &x[n * x_len..][..x_len];
+        for gi in 0..g.groups {
+            let xg = &x[gi * cg * g.h * g.w..][..cg * g.h * g.w];
+            let wg = &w[gi * og * rows..][..og * rows];
+            let yg = &mut y[gi * og * hw..][..og * hw];
+            let b = if g.is_direct() {
+                xg
+            } else {
+                im2col(g, xg, &mut col[..rows * hw]);
+                &col[..rows * hw]
+            };
+            sgemm(og, rows, hw, 1.0, wg, Trans::N, b, Trans::N, 0.0, yg);
+        }
+    });
+}
+
+/// dx += conv's input gradient. `col` must hold [`ConvGeom::col_len`] values (scratch).
+pub fn backward_data(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32], col: &mut [f32]) {
+    let (ho, wo) = g.out_hw();
+    let (hw, cg, og) = (ho * wo, g.c_in / g.groups, g.c_out / g.groups);
+    let rows = g.col_rows();
+    let x_len = g.c_in * g.h * g.w;
+    let y_len = g.c_out * hw;
+    par::chunks_with_scratch(dx, x_len, col, g.col_len() / g.n.max(1), g.flops(), |n, dx, col| {
+        let (x, dy) = (&x[n * x_len..][..x_len], &dy[n * y_len..][..y_len]);
+        for gi in 0..g.groups {
+            let gx = gi * cg * g.h * g.w..(gi + 1) * cg * g.h * g.w;
+            let wg = &w[gi * og * rows..][..og * rows];
+            let dyg = &dy[gi * og * hw..][..og * hw];
+            if g.is_direct() {
+                sgemm(rows, og, hw, 1.0, wg, Trans::T, dyg, Trans::N, 1.0, &mut dx[gx]);
+            } else {
+                let dcol = &mut col[..rows * hw];
+                sgemm(rows, og, hw, 1.0, wg, Trans::T, dyg, Trans::N, 0.0, dcol);
+                col2im_add(g, &x[gx.clone()], dcol, &mut dx[gx]);
+            }
+        }
+    });
+}
+
+/// Length of the per-sample partial buffer [`backward_weight`] needs: N * |w|.
+pub fn weight_partial_len(g: &ConvGeom) -> usize {
+    g.n * g.w_len()
+}
+
+/// dw += conv's weight gradient. Each sample's contribution goes to its own slot of `partial`
+/// ([`weight_partial_len`] values) in parallel; the slots are then added into `dw` in sample order,
+/// so the result does not depend on the thread count. `col` as in [`forward`].
+pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32], col: &mut [f32], partial: &mut [f32]) {
+    let (ho, wo) = g.out_hw();
+    let (hw, cg, og) = (ho * wo, g.c_in / g.groups, g.c_out / g.groups);
+    let rows = g.col_rows();
+    let (x_len, y_len, w_len) = (g.c_in * g.h * g.w, g.c_out * hw, g.w_len());
+    let partial = &mut partial[..g.n * w_len];
+    par::chunks_with_scratch(partial, w_len, col, g.col_len() / g.n.max(1), g.flops(), |n, pw, col| {
+        let (x, dy) = (&x[n * x_len..][..x_len], &dy[n * y_len..][..y_len]);
+        for gi in 0..g.groups {
+            let xg = &x[gi * cg * g.h * g.w..][..cg * g.h * g.w];
+            let dyg = &dy[gi * og * hw..][..og * hw];
+            let b = if g.is_direct() {
+                xg
+            } else {
+                im2col(g, xg, &mut col[..rows * hw]);
+                &col[..rows * hw]
+            };
+            sgemm(og, hw, rows, 1.0, dyg, Trans::N, b, Trans::T, 0.0, &mut pw[gi * og * rows..][..og * rows]);
+        }
+    });
+    for p in partial.chunks(w_len) {
+        crate::elementwise::axpy(1.0, p, dw);
+    }
+}
+
+/// Direct seven-loop definitions (same signatures minus the scratch buffers).
+pub mod reference {
+    use super::ConvGeom;
+
+    /// Calls `f(x_index, y_index, w_index)` for every (output, tap) pair that reads a real input.
+    fn for_each_tap(g: &ConvGeom, mut f: impl FnMut(usize, usize, usize)) {
+        let (ho, wo) = g.out_hw();
+        let (cg, og) = (g.c_in / g.groups, g.c_out / g.groups);
+        for n in 0..g.n {
+            for co in 0..g.c_out {
+                let gi = co / og;
+                for oh in 0..ho {
+                    for ow in 0..wo {
+                        for ci in 0..cg {
+                            for ki in 0..g.kh {
+                                for kj in 0..g.kw {
+                                    let ih = (oh * g.stride + ki * g.dilation) as isize - g.pad as isize;
+                                    let iw = (ow * g.stride + kj * g.dilation) as isize - g.pad as isize;
+                                    if ih < 0 || iw < 0 || ih >= g.h as isize || iw >= g.w as isize {
+                                        continue;
+                                    }
+                                    let xi = ((n * g.c_in + gi * cg + ci) * g.h + ih as usize) * g.w + iw as usize;
+                                    let yi = ((n * g.c_out + co) * ho + oh) * wo + ow;
+                                    let wi = ((co * cg + ci) * g.kh + ki) * g.kw + kj;
+                                    f(xi, yi, wi);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn input(g: &ConvGeom, v: f32) -> f32 {
+        if g.pre_relu {
+            v.max(0.0)
+        } else {
+            v
+        }
+    }
+
+    pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
+        y.fill(0.0);
+        for_each_tap(g, |xi, yi, wi| y[yi] += w[wi] * input(g, x[xi]));
+    }
+
+    pub fn backward_data(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32]) {
+        for_each_tap(g, |xi, yi, wi| {
+            if !g.pre_relu || x[xi] > 0.0 {
+                dx[xi] += w[wi] * dy[yi]
+            }
+        });
+    }
+
+    pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+        for_each_tap(g, |xi, yi, wi| dw[wi] += dy[yi] * input(g, x[xi]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{assert_close, vec_f32};
+    use proptest::prelude::*;
+
+    /// Random small geometries: kernel 1..=3, stride 1..=2, pad 0..=2, dilation 1..=2, groups 1..=2.
+    pub(crate) fn geom() -> impl Strategy<Value = ConvGeom> {
+        (1usize..3, 1usize..3, 1usize..3, 3usize..9, 3usize..9, 1usize..4, 1usize..4, 1usize..3, 0usize..3, 1usize..3, any::<bool>())
+            .prop_map(|(n, gr, cpg, h, w, k, k2, s, p, d, relu)| ConvGeom {
+                n, c_in: gr * cpg, h, w, c_out: gr * (1 + (k2 % 3)), kh: k, kw: k2,
+                stride: s, pad: p, dilation: d, groups: gr, pre_relu: relu,
+            })
+            .prop_filter("window fits", |g| { let (a, b) = g.out_hw(); a > 0 && b > 0 })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+        #[test]
+        fn fast_matches_reference(
+            (g, x, w, dy, dx0) in geom().prop_flat_map(|g| (Just(g), vec_f32(g.x_len()), vec_f32(g.w_len()), vec_f32(g.y_len()), vec_f32(g.x_len())))
+        ) {
+            let mut col = vec![0.0; g.col_len()];
+            let (mut y, mut y_ref) = (vec![f32::NAN; g.y_len()], vec![0.0; g.y_len()]);
+            forward(&g, &x, &w, &mut y, &mut col);
+            reference::forward(&g, &x, &w, &mut y_ref);
+            assert_close(&y, &y_ref, 1e-5);
+
+            let (mut dx, mut dx_ref) = (dx0.clone(), dx0.clone());
+            backward_data(&g, &x, &w, &dy, &mut dx, &mut col);
+            reference::backward_data(&g, &x, &w, &dy, &mut dx_ref);
+            assert_close(&dx, &dx_ref, 1e-5);
+
+            let mut partial = vec![0.0; weight_partial_len(&g)];
+            let (mut dw, mut dw_ref) = (w.clone(), w.clone());
+            backward_weight(&g, &x, &dy, &mut dw, &mut col, &mut partial);
+            reference::backward_weight(&g, &x, &dy, &mut dw_ref);
+            assert_close(&dw, &dw_ref, 1e-4);
+        }
+    }
+
+    #[test]
+    fn pointwise_is_direct_and_matches() {
+        let g = ConvGeom { n: 2, c_in: 5, h: 4, w: 3, c_out: 7, kh: 1, kw: 1, stride: 1, pad: 0, dilation: 1, groups: 1, pre_relu: false };
+        assert!(g.is_direct() && g.col_len() == 0);
+        let x: Vec<f32> = (0..g.x_len()).map(|i| (i as f32 * 0.37).sin()).collect();
+        let w: Vec<f32> = (0..g.w_len()).map(|i| (i as f32 * 0.11).cos()).collect();
+        let (mut y, mut y_ref) = (vec![0.0; g.y_len()], vec![0.0; g.y_len()]);
+        forward(&g, &x, &w, &mut y, &mut []);
+        reference::forward(&g, &x, &w, &mut y_ref);
+        assert_close(&y, &y_ref, 1e-5);
+    }
+
+    #[test]
+    fn valid_range_matches_brute_force() {
+        for w in 1..8 { for wo in 1..8 { for tap in 0..6 { for s in 1..3 { for p in 0..4 {
+            let (lo, hi) = valid_range(w, wo, tap, s, p);
+            let brute: Vec<usize> = (0..wo).filter(|ow| { let i = (ow * s + tap) as isize - p as isize; i >= 0 && i < w as isize }).collect();
+            let got: Vec<usize> = (lo..hi).collect();
+            assert_eq!(got, brute, "w {w} wo {wo} tap {tap} s {s} p {p}");
+        }}}}}
+    }
+}

@@ -1,0 +1,185 @@
+//! Elementwise kernels: relu, add, scale, axpy and the weighted sum of k inputs (the mixed op).
+//!
+//! The SIMD versions use plain multiply and add (no fused multiply-add), so they agree with the
+//! scalar references bit for bit.
+use crate::par::{self, ELEMENTWISE_CHUNK};
+use crate::simd::{self, f32x8, load, store, LANES};
+
+/// Rewrites `out` in place: full 8-lane blocks through `f8`, the tail through `f1`, chunked in
+/// parallel. Both get the element offset into the whole buffer and the current output value(s).
+fn map<F8, F1>(out: &mut [f32], f8: F8, f1: F1)
+where
+    F8: Fn(usize, f32x8) -> f32x8 + Sync + Send,
+    F1: Fn(usize, f32) -> f32 + Sync + Send,
+{
+    let work = out.len();
+    par::chunks(out, ELEMENTWISE_CHUNK, work, |ci, chunk| {
+        let base = ci * ELEMENTWISE_CHUNK;
+        let n8 = chunk.len() / LANES * LANES;
+        for i in (0..n8).step_by(LANES) {
+            let v = f8(base + i, load(&chunk[i..]));
+            store(v, &mut chunk[i..]);
+        }
+        for i in n8..chunk.len() {
+            chunk[i] = f1(base + i, chunk[i]);
+        }
+    });
+}
+
+/// y = max(x, 0).
+pub fn relu(x: &[f32], y: &mut [f32]) {
+    debug_assert_eq!(x.len(), y.len());
+    map(y, |i, _| load(&x[i..]).max(f32x8::ZERO), |i, _| x[i].max(0.0));
+}
+
+/// dx += dy * [x > 0]. (The derivative at exactly 0 is taken as 0, as PyTorch does.)
+pub fn relu_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    debug_assert!(x.len() == dy.len() && dy.len() == dx.len());
+    map(
+        dx,
+        |i, d| d + load(&x[i..]).simd_gt(f32x8::ZERO).select(load(&dy[i..]), f32x8::ZERO),
+        |i, d| d + if x[i] > 0.0 { dy[i] } else { 0.0 },
+    );
+}
+
+/// y = a + b.
+pub fn add(a: &[f32], b: &[f32], y: &mut [f32]) {
+    debug_assert!(a.len() == b.len() && b.len() == y.len());
+    map(y, |i, _| load(&a[i..]) + load(&b[i..]), |i, _| a[i] + b[i]);
+}
+
+/// y = s * x.
+pub fn scale(s: f32, x: &[f32], y: &mut [f32]) {
+    debug_assert_eq!(x.len(), y.len());
+    let sv = f32x8::splat(s);
+    map(y, |i, _| sv * load(&x[i..]), |i, _| s * x[i]);
+}
+
+/// y += a * x.
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    debug_assert_eq!(x.len(), y.len());
+    let av = f32x8::splat(a);
+    map(y, |i, y| y + av * load(&x[i..]), |i, y| y + a * x[i]);
+}
+
+/// y = sum_k w[k] * xs[k] (the mixed op's weighted sum), accumulated in order k = 0, 1, ...
+/// Inputs whose weight is exactly 0 still take part (0 * x), so a NaN in an input is not hidden.
+pub fn weighted_sum(w: &[f32], xs: &[&[f32]], y: &mut [f32]) {
+    debug_assert_eq!(w.len(), xs.len());
+    debug_assert!(xs.iter().all(|x| x.len() == y.len()));
+    map(
+        y,
+        |i, _| {
+            let mut acc = f32x8::ZERO;
+            for (wk, xk) in w.iter().zip(xs) {
+                acc += f32x8::splat(*wk) * load(&xk[i..]);
+            }
+            acc
+        },
+        |i, _| {
+            let mut acc = 0.0;
+            for (wk, xk) in w.iter().zip(xs) {
+                acc += wk * xk[i];
+            }
+            acc
+        },
+    );
+}
+
+/// Backward of [`weighted_sum`] for one input: dx_k += w_k * dy, and returns dL/dw_k = <dy, x_k>.
+/// The dot product runs in a fixed order (see [`simd::dot`]).
+pub fn weighted_sum_backward(w_k: f32, x_k: &[f32], dy: &[f32], dx_k: Option<&mut [f32]>) -> f32 {
+    if let Some(dx) = dx_k {
+        axpy(w_k, dy, dx);
+    }
+    simd::dot(dy, x_k)
+}
+
+/// The readable definitions.
+pub mod reference {
+    pub fn relu(x: &[f32], y: &mut [f32]) {
+        for (y, x) in y.iter_mut().zip(x) {
+            *y = x.max(0.0);
+        }
+    }
+
+    pub fn relu_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+        for i in 0..x.len() {
+            dx[i] += if x[i] > 0.0 { dy[i] } else { 0.0 };
+        }
+    }
+
+    pub fn add(a: &[f32], b: &[f32], y: &mut [f32]) {
+        for i in 0..y.len() {
+            y[i] = a[i] + b[i];
+        }
+    }
+
+    pub fn scale(s: f32, x: &[f32], y: &mut [f32]) {
+        for i in 0..y.len() {
+            y[i] = s * x[i];
+        }
+    }
+
+    pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+        for i in 0..y.len() {
+            y[i] += a * x[i];
+        }
+    }
+
+    pub fn weighted_sum(w: &[f32], xs: &[&[f32]], y: &mut [f32]) {
+        for i in 0..y.len() {
+            let mut acc = 0.0;
+            for (wk, xk) in w.iter().zip(xs) {
+                acc += wk * xk[i];
+            }
+            y[i] = acc;
+        }
+    }
+
+    pub fn weighted_sum_backward(w_k: f32, x_k: &[f32], dy: &[f32], dx_k: Option<&mut [f32]>) -> f32 {
+        if let Some(dx) = dx_k {
+            axpy(w_k, dy, dx);
+        }
+        x_k.iter().zip(dy).map(|(a, b)| a * b).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{assert_close, vec_f32};
+    use proptest::prelude::*;
+
+    fn lens() -> impl Strategy<Value = usize> {
+        prop_oneof![0usize..40, Just(ELEMENTWISE_CHUNK + 13), Just(3 * ELEMENTWISE_CHUNK + 5)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn simd_equals_reference_bitwise(
+            (x, y, z) in lens().prop_flat_map(|n| (vec_f32(n), vec_f32(n), vec_f32(n))),
+            a in -2.0f32..2.0,
+            w in proptest::collection::vec(-1.0f32..1.0, 3),
+        ) {
+            let n = x.len();
+            let (mut out, mut want) = (vec![0.0; n], vec![0.0; n]);
+            relu(&x, &mut out); reference::relu(&x, &mut want); prop_assert_eq!(&out, &want);
+            add(&x, &y, &mut out); reference::add(&x, &y, &mut want); prop_assert_eq!(&out, &want);
+            scale(a, &x, &mut out); reference::scale(a, &x, &mut want); prop_assert_eq!(&out, &want);
+            let (mut o2, mut w2) = (z.clone(), z.clone());
+            axpy(a, &x, &mut o2); reference::axpy(a, &x, &mut w2); prop_assert_eq!(&o2, &w2);
+            let (mut o3, mut w3) = (z.clone(), z.clone());
+            relu_backward(&x, &y, &mut o3); reference::relu_backward(&x, &y, &mut w3); prop_assert_eq!(&o3, &w3);
+            let xs: [&[f32]; 3] = [&x, &y, &z];
+            weighted_sum(&w, &xs, &mut out); reference::weighted_sum(&w, &xs, &mut want); prop_assert_eq!(&out, &want);
+            let (mut o4, mut w4) = (z.clone(), z.clone());
+            let g = weighted_sum_backward(a, &x, &y, Some(&mut o4));
+            let gr = reference::weighted_sum_backward(a, &x, &y, Some(&mut w4));
+            prop_assert_eq!(&o4, &w4);
+            assert_close(&[g], &[gr], 1e-4 * (n as f32).sqrt().max(1.0));
+        }
+    }
+}

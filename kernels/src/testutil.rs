@@ -1,0 +1,15 @@
+//! Shared helpers for the kernels' property tests.
+use proptest::prelude::*;
+
+/// A vector of `len` values in [-2, 2].
+pub fn vec_f32(len: usize) -> impl Strategy<Value = Vec<f32>> {
+    proptest::collection::vec(-2.0f32..2.0, len)
+}
+
+/// Asserts `|a - b| <= tol * (1 + |b|)` elementwise, naming the first bad index.
+pub fn assert_close(a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len(), "length");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= tol * (1.0 + y.abs()), "index {i}: fast {x} vs reference {y}");
+    }
+}
