@@ -1,1 +1,255 @@
+//! Batch normalisation over [N, C, HW] with PyTorch's semantics: training mode normalises with the
+//! batch mean and the biased batch variance, eval mode with the running statistics; the running
+//! statistics move with `momentum` towards the batch mean and the *unbiased* batch variance.
+//!
+//! y = (x - mean) * invstd * gamma + beta, invstd = 1 / sqrt(var + eps); gamma = 1, beta = 0 when the
+//! layer has no affine parameters. Statistics are summed per plane with f32x8 and across planes in f64,
+//! in a fixed order; the fast kernels run in parallel over channels (statistics) and planes (outputs).
+use crate::par;
+use crate::simd::{self, f32x8, load, store, LANES};
 
+/// The layout of a batch-norm input: N samples, C channels, HW values per plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BnShape {
+    pub n: usize,
+    pub c: usize,
+    pub hw: usize,
+}
+
+impl BnShape {
+    fn count(&self) -> usize {
+        self.n * self.hw
+    }
+}
+
+/// out[i] = a * x[i] + b over a plane (SIMD body, scalar tail).
+fn affine_plane(x: &[f32], a: f32, b: f32, out: &mut [f32]) {
+    let n8 = x.len() / LANES * LANES;
+    let (av, bv) = (f32x8::splat(a), f32x8::splat(b));
+    for i in (0..n8).step_by(LANES) {
+        store(av * load(&x[i..]) + bv, &mut out[i..]);
+    }
+    for i in n8..x.len() {
+        out[i] = a * x[i] + b;
+    }
+}
+
+/// Sum of (x - m)^2 over a plane.
+fn sq_dev(x: &[f32], m: f32) -> f32 {
+    let n8 = x.len() / LANES * LANES;
+    let (mut acc, mv) = (f32x8::ZERO, f32x8::splat(m));
+    for i in (0..n8).step_by(LANES) {
+        let d = load(&x[i..]) - mv;
+        acc += d * d;
+    }
+    let mut s = simd::hsum(acc);
+    for v in &x[n8..] {
+        s += (v - m) * (v - m);
+    }
+    s
+}
+
+/// Per-channel batch mean and biased variance of x, in parallel over channels.
+pub fn batch_stats(s: BnShape, x: &[f32], mean: &mut [f32], var: &mut [f32]) {
+    par::chunks2(mean, 1, var, 1, 2 * x.len(), |c, m, v| {
+        let planes = || (0..s.n).map(|n| &x[(n * s.c + c) * s.hw..][..s.hw]);
+        let mu = planes().map(|p| simd::sum(p) as f64).sum::<f64>() / s.count() as f64;
+        let ss: f64 = planes().map(|p| sq_dev(p, mu as f32) as f64).sum();
+        m[0] = mu as f32;
+        v[0] = (ss / s.count() as f64) as f32;
+    });
+}
+
+/// y = gamma * (x - mean) / sqrt(var + eps) + beta with the given per-channel statistics (batch
+/// statistics in training, running ones in eval). `gamma`/`beta` are `None` without affine parameters.
+#[allow(clippy::too_many_arguments)]
+pub fn normalize(s: BnShape, x: &[f32], mean: &[f32], var: &[f32], eps: f32, gamma: Option<&[f32]>, beta: Option<&[f32]>, y: &mut [f32]) {
+    par::chunks(y, s.hw, 2 * x.len(), |p, y| {
+        let c = p % s.c;
+        let a = gamma.map_or(1.0, |g| g[c]) / (var[c] + eps).sqrt();
+        let b = beta.map_or(0.0, |b| b[c]) - mean[c] * a;
+        affine_plane(&x[p * s.hw..][..s.hw], a, b, y);
+    });
+}
+
+/// running <- (1 - momentum) * running + momentum * batch, with the batch variance made unbiased
+/// (times count / (count - 1)) as PyTorch does.
+pub fn update_running(s: BnShape, mean: &[f32], var: &[f32], momentum: f32, running_mean: &mut [f32], running_var: &mut [f32]) {
+    let m = s.count() as f32;
+    let unbias = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
+    for c in 0..s.c {
+        running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * mean[c];
+        running_var[c] = (1.0 - momentum) * running_var[c] + momentum * var[c] * unbias;
+    }
+}
+
+/// Length of the scratch buffer [`backward_train`] needs: 2 * C.
+pub fn backward_scratch_len(s: BnShape) -> usize {
+    2 * s.c
+}
+
+/// Backward of training-mode batch norm (the batch statistics depend on x):
+/// dx += gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)), dgamma += sum(dy * xhat),
+/// dbeta += sum(dy), per channel, with xhat = (x - mean) * invstd. `scratch`: [`backward_scratch_len`].
+#[allow(clippy::too_many_arguments)]
+pub fn backward_train(
+    s: BnShape, x: &[f32], mean: &[f32], var: &[f32], eps: f32, gamma: Option<&[f32]>, dy: &[f32],
+    dx: Option<&mut [f32]>, dgamma: Option<&mut [f32]>, dbeta: Option<&mut [f32]>, scratch: &mut [f32],
+) {
+    let (sum_dy, sum_dy_xhat) = scratch[..2 * s.c].split_at_mut(s.c);
+    par::chunks2(sum_dy, 1, sum_dy_xhat, 1, 2 * x.len(), |c, sdy, sdx| {
+        let invstd = 1.0 / (var[c] + eps).sqrt();
+        let (mut a, mut b) = (0.0f64, 0.0f64);
+        for n in 0..s.n {
+            let off = (n * s.c + c) * s.hw;
+            let (xp, dyp) = (&x[off..][..s.hw], &dy[off..][..s.hw]);
+            a += simd::sum(dyp) as f64;
+            // sum(dy * (x - mean)) = dot(dy, x) - mean * sum(dy), per plane.
+            b += (simd::dot(dyp, xp) - mean[c] * simd::sum(dyp)) as f64;
+        }
+        sdy[0] = a as f32;
+        sdx[0] = (b as f32) * invstd;
+    });
+    if let Some(dg) = dgamma {
+        crate::elementwise::axpy(1.0, sum_dy_xhat, dg);
+    }
+    if let Some(db) = dbeta {
+        crate::elementwise::axpy(1.0, sum_dy, db);
+    }
+    let Some(dx) = dx else { return };
+    let m = s.count() as f32;
+    let (sum_dy, sum_dy_xhat) = (&*sum_dy, &*sum_dy_xhat);
+    par::chunks(dx, s.hw, 4 * x.len(), |p, dx| {
+        let c = p % s.c;
+        let invstd = 1.0 / (var[c] + eps).sqrt();
+        let a = gamma.map_or(1.0, |g| g[c]) * invstd;
+        // dx += a * dy + bx * (x - mean) + k, expanded so one pass does it.
+        let bx = -a * invstd * sum_dy_xhat[c] / m;
+        let k = -a * sum_dy[c] / m - bx * mean[c];
+        let (xp, dyp) = (&x[p * s.hw..][..s.hw], &dy[p * s.hw..][..s.hw]);
+        let n8 = s.hw / LANES * LANES;
+        let (av, bv, kv) = (f32x8::splat(a), f32x8::splat(bx), f32x8::splat(k));
+        for i in (0..n8).step_by(LANES) {
+            store(load(&dx[i..]) + av * load(&dyp[i..]) + bv * load(&xp[i..]) + kv, &mut dx[i..]);
+        }
+        for i in n8..s.hw {
+            dx[i] += a * dyp[i] + bx * xp[i] + k;
+        }
+    });
+}
+
+/// Backward of eval-mode batch norm (fixed statistics): dx += gamma * invstd * dy,
+/// dgamma += sum(dy * xhat), dbeta += sum(dy). Shares [`backward_train`]'s per-channel sums.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_eval(
+    s: BnShape, x: &[f32], mean: &[f32], var: &[f32], eps: f32, gamma: Option<&[f32]>, dy: &[f32],
+    dx: Option<&mut [f32]>, dgamma: Option<&mut [f32]>, dbeta: Option<&mut [f32]>, scratch: &mut [f32],
+) {
+    if dgamma.is_some() || dbeta.is_some() {
+        backward_train(s, x, mean, var, eps, gamma, dy, None, dgamma, dbeta, scratch);
+    }
+    if let Some(dx) = dx {
+        par::chunks(dx, s.hw, 2 * x.len(), |p, dx| {
+            let c = p % s.c;
+            let a = gamma.map_or(1.0, |g| g[c]) / (var[c] + eps).sqrt();
+            crate::elementwise::reference::axpy(a, &dy[p * s.hw..][..s.hw], dx);
+        });
+    }
+}
+
+/// Two-pass f64 definitions.
+pub mod reference {
+    use super::BnShape;
+
+    pub fn batch_stats(s: BnShape, x: &[f32], mean: &mut [f32], var: &mut [f32]) {
+        for c in 0..s.c {
+            let vals = || (0..s.n).flat_map(|n| x[(n * s.c + c) * s.hw..][..s.hw].iter().map(|&v| v as f64));
+            let mu = vals().sum::<f64>() / s.count() as f64;
+            mean[c] = mu as f32;
+            var[c] = (vals().map(|v| (v - mu) * (v - mu)).sum::<f64>() / s.count() as f64) as f32;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn normalize(s: BnShape, x: &[f32], mean: &[f32], var: &[f32], eps: f32, gamma: Option<&[f32]>, beta: Option<&[f32]>, y: &mut [f32]) {
+        for (i, (yv, xv)) in y.iter_mut().zip(x).enumerate() {
+            let c = i / s.hw % s.c;
+            let xhat = (xv - mean[c]) / (var[c] + eps).sqrt();
+            *yv = xhat * gamma.map_or(1.0, |g| g[c]) + beta.map_or(0.0, |b| b[c]);
+        }
+    }
+
+    /// dx, dgamma, dbeta of training-mode batch norm, straight from the formula, in f64.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_train(
+        s: BnShape, x: &[f32], mean: &[f32], var: &[f32], eps: f32, gamma: Option<&[f32]>, dy: &[f32],
+        dx: &mut [f32], dgamma: &mut [f32], dbeta: &mut [f32],
+    ) {
+        let m = s.count() as f64;
+        for c in 0..s.c {
+            let invstd = 1.0 / (var[c] as f64 + eps as f64).sqrt();
+            let idx = || (0..s.n).flat_map(move |n| (0..s.hw).map(move |i| (n * s.c + c) * s.hw + i));
+            let xhat = |i: usize| (x[i] as f64 - mean[c] as f64) * invstd;
+            let sdy: f64 = idx().map(|i| dy[i] as f64).sum();
+            let sdyx: f64 = idx().map(|i| dy[i] as f64 * xhat(i)).sum();
+            dgamma[c] += sdyx as f32;
+            dbeta[c] += sdy as f32;
+            let g = gamma.map_or(1.0, |g| g[c] as f64);
+            for i in idx() {
+                dx[i] += (g * invstd * (dy[i] as f64 - sdy / m - xhat(i) * sdyx / m)) as f32;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{assert_close, vec_f32};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn fast_matches_reference(
+            (s, x, dy, g, b) in (1usize..4, 1usize..5, 1usize..30).prop_flat_map(|(n, c, hw)| {
+                let s = BnShape { n, c, hw };
+                (Just(s), vec_f32(n * c * hw), vec_f32(n * c * hw), vec_f32(c), vec_f32(c))
+            }).prop_filter("more than one value per channel", |(s, ..)| s.count() > 1),
+            affine in any::<bool>(),
+        ) {
+            let (gamma, beta) = if affine { (Some(&g[..]), Some(&b[..])) } else { (None, None) };
+            let (mut m, mut v, mut mr, mut vr) = (vec![0.0; s.c], vec![0.0; s.c], vec![0.0; s.c], vec![0.0; s.c]);
+            batch_stats(s, &x, &mut m, &mut v);
+            reference::batch_stats(s, &x, &mut mr, &mut vr);
+            assert_close(&m, &mr, 1e-5);
+            assert_close(&v, &vr, 1e-5);
+            let (mut y, mut yr) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            normalize(s, &x, &m, &v, 1e-5, gamma, beta, &mut y);
+            reference::normalize(s, &x, &mr, &vr, 1e-5, gamma, beta, &mut yr);
+            assert_close(&y, &yr, 1e-3);
+
+            let mut scratch = vec![0.0; backward_scratch_len(s)];
+            let (mut dx, mut dg, mut db) = (vec![0.0; x.len()], vec![0.0; s.c], vec![0.0; s.c]);
+            let (mut dxr, mut dgr, mut dbr) = (vec![0.0; x.len()], vec![0.0; s.c], vec![0.0; s.c]);
+            backward_train(s, &x, &m, &v, 1e-5, gamma, &dy, Some(&mut dx), Some(&mut dg), Some(&mut db), &mut scratch);
+            reference::backward_train(s, &x, &mr, &vr, 1e-5, gamma, &dy, &mut dxr, &mut dgr, &mut dbr);
+            // Near-constant channels have huge invstd; compare relative to the gradient's scale.
+            let scale = dxr.iter().fold(1.0f32, |a, v| a.max(v.abs()));
+            assert_close(&dx.iter().map(|v| v / scale).collect::<Vec<_>>(), &dxr.iter().map(|v| v / scale).collect::<Vec<_>>(), 1e-3);
+            assert_close(&dg, &dgr, 1e-3);
+            assert_close(&db, &dbr, 1e-4);
+        }
+    }
+
+    #[test]
+    fn running_stats_use_unbiased_variance() {
+        let s = BnShape { n: 2, c: 1, hw: 1 };
+        let (mut m, mut v) = (vec![0.0], vec![0.0]);
+        batch_stats(s, &[1.0, 3.0], &mut m, &mut v);
+        assert_eq!((m[0], v[0]), (2.0, 1.0));
+        let (mut rm, mut rv) = (vec![0.0], vec![1.0]);
+        update_running(s, &m, &v, 0.1, &mut rm, &mut rv);
+        assert!((rm[0] - 0.2).abs() < 1e-7 && (rv[0] - (0.9 + 0.1 * 2.0)).abs() < 1e-6);
+    }
+}

@@ -50,3 +50,18 @@ where
             .for_each(|(i, (o, s))| f(i, o, s));
     }
 }
+
+/// Runs `f(i, a_i, b_i)` over matching chunks of two output buffers (`a_len` and `b_len` long), e.g. a
+/// max pool's values and argmax, or a batch norm's per-channel mean and inverse std.
+pub fn chunks2<A, B, F>(a: &mut [A], a_len: usize, b: &mut [B], b_len: usize, work: usize, f: F)
+where
+    A: Send,
+    B: Send,
+    F: Fn(usize, &mut [A], &mut [B]) + Sync + Send,
+{
+    a.par_chunks_mut(a_len.max(1))
+        .zip(b.par_chunks_mut(b_len.max(1)))
+        .with_min_len(min_len(work))
+        .enumerate()
+        .for_each(|(i, (x, y))| f(i, x, y));
+}
