@@ -1,0 +1,321 @@
+use crate::inspect::Stats;
+use crate::pool::BufferPool;
+use tensor::{Error, Result, Shape, Tensor};
+
+/// A handle to a node of a [`Tape`]: its index, plus the tape generation it belongs to (a handle
+/// kept across [`Tape::reset`] is caught instead of silently pointing at a new node).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Var {
+    index: usize,
+    generation: u32,
+}
+
+impl Var {
+    pub fn index(self) -> usize {
+        self.index
+    }
+}
+
+/// The gradient buffers of one node's inputs during its backward call, in input order. `None` for
+/// inputs that need no gradient; `Some` buffers are accumulated into (`+=`), never overwritten.
+pub type GradSlots = [Option<Tensor>];
+
+/// The vector-Jacobian product of one op. `inputs` are the op's input values, `output` its value,
+/// `grad_out` = dL/doutput. Implementations add dL/dinput_i into `grads[i]` when it is `Some`.
+pub trait Backward: Send + Sync {
+    fn backward(&self, inputs: &[&Tensor], output: &Tensor, grad_out: &Tensor, grads: &mut GradSlots);
+}
+
+struct Node {
+    op: &'static str,
+    inputs: Vec<Var>,
+    backward: Option<Box<dyn Backward>>,
+    requires_grad: bool,
+    keep_grad: bool,
+    scope: Option<String>,
+    name: Option<String>,
+    grad_stats: Option<Stats>,
+}
+
+/// A reverse-mode autodiff tape. See the crate docs for the idea.
+pub struct Tape {
+    nodes: Vec<Node>,
+    values: Vec<Tensor>,
+    grads: Vec<Option<Tensor>>,
+    generation: u32,
+    grad_enabled: bool,
+    record_grad_stats: bool,
+    scopes: Vec<String>,
+    pool: BufferPool,
+}
+
+impl Default for Tape {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tape {
+    pub fn new() -> Self {
+        Tape {
+            nodes: Vec::new(),
+            values: Vec::new(),
+            grads: Vec::new(),
+            generation: 0,
+            grad_enabled: true,
+            record_grad_stats: false,
+            scopes: Vec::new(),
+            pool: BufferPool::default(),
+        }
+    }
+
+    /// Forgets every node but keeps their buffers for reuse by the next step. Old handles become invalid.
+    pub fn reset(&mut self) {
+        for t in self.values.drain(..) {
+            self.pool.give(t.into_vec());
+        }
+        for t in self.grads.drain(..).flatten() {
+            self.pool.give(t.into_vec());
+        }
+        self.nodes.clear();
+        self.scopes.clear();
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    // ---- modes and scopes ----
+
+    /// With gradients disabled, ops record values only: no backward closures, nothing requires grad.
+    pub fn set_grad_enabled(&mut self, enabled: bool) {
+        self.grad_enabled = enabled;
+    }
+
+    pub fn grad_enabled(&self) -> bool {
+        self.grad_enabled
+    }
+
+    /// Runs `f` with gradients disabled, then restores the previous mode.
+    pub fn no_grad<R>(&mut self, f: impl FnOnce(&mut Tape) -> R) -> R {
+        let was = std::mem::replace(&mut self.grad_enabled, false);
+        let r = f(self);
+        self.grad_enabled = was;
+        r
+    }
+
+    /// Keep min/max/mean/norm of every gradient as it is consumed, for [`Tape::nodes`].
+    pub fn set_record_grad_stats(&mut self, on: bool) {
+        self.record_grad_stats = on;
+    }
+
+    /// Nodes created inside `f` get `name` appended to the current scope (joined with '.').
+    pub fn scoped<R>(&mut self, name: impl Into<String>, f: impl FnOnce(&mut Tape) -> R) -> R {
+        self.scopes.push(name.into());
+        let r = f(self);
+        self.scopes.pop();
+        r
+    }
+
+    fn current_scope(&self) -> Option<String> {
+        (!self.scopes.is_empty()).then(|| self.scopes.join("."))
+    }
+
+    // ---- building ----
+
+    /// A leaf node (input or parameter). Leaves that require grad keep their gradient after backward.
+    pub fn leaf(&mut self, value: Tensor, requires_grad: bool) -> Var {
+        let requires_grad = requires_grad && self.grad_enabled;
+        self.push_node(value, "leaf", Vec::new(), None, requires_grad, requires_grad)
+    }
+
+    /// A named parameter leaf (requires grad); the name shows in inspection and DOT output.
+    pub fn param(&mut self, name: impl Into<String>, value: &Tensor) -> Var {
+        let mut buf = self.pool.take(value.numel());
+        buf.copy_from_slice(value.data());
+        let t = Tensor::from_vec(value.shape().clone(), buf).expect("same length");
+        let v = self.leaf(t, true);
+        self.nodes[v.index].name = Some(name.into());
+        v
+    }
+
+    /// Records an op's result. `backward` is kept only if some input requires grad (and grad is
+    /// enabled). This is what the `ops` crate calls for every op.
+    pub fn push(&mut self, op: &'static str, value: Tensor, inputs: &[Var], backward: impl Backward + 'static) -> Var {
+        for &v in inputs {
+            self.check(v);
+        }
+        let requires_grad = self.grad_enabled && inputs.iter().any(|v| self.nodes[v.index].requires_grad);
+        let backward: Option<Box<dyn Backward>> = requires_grad.then(|| Box::new(backward) as Box<dyn Backward>);
+        self.push_node(value, op, inputs.to_vec(), backward, requires_grad, false)
+    }
+
+    fn push_node(&mut self, value: Tensor, op: &'static str, inputs: Vec<Var>, backward: Option<Box<dyn Backward>>, requires_grad: bool, keep_grad: bool) -> Var {
+        let index = self.nodes.len();
+        let scope = self.current_scope();
+        self.nodes.push(Node { op, inputs, backward, requires_grad, keep_grad, scope, name: None, grad_stats: None });
+        self.values.push(value);
+        self.grads.push(None);
+        Var { index, generation: self.generation }
+    }
+
+    /// A tensor of `shape` with unspecified contents, recycled from earlier steps when possible. For op
+    /// outputs that a kernel overwrites.
+    pub fn buffer(&mut self, shape: impl Into<Shape>) -> Tensor {
+        let shape = shape.into();
+        let buf = self.pool.take(shape.numel());
+        Tensor::from_vec(shape, buf).expect("pool returns the requested length")
+    }
+
+    /// A zero tensor of `shape`, recycled when possible.
+    pub fn zeros(&mut self, shape: impl Into<Shape>) -> Tensor {
+        let shape = shape.into();
+        let buf = self.pool.zeros(shape.numel());
+        Tensor::from_vec(shape, buf).expect("pool returns the requested length")
+    }
+
+    /// Keep this node's gradient after backward (for inspection of intermediate gradients).
+    pub fn retain_grad(&mut self, v: Var) {
+        self.check(v);
+        self.nodes[v.index].keep_grad = true;
+    }
+
+    /// Gives a node a display name (shown by inspection and DOT export).
+    pub fn set_name(&mut self, v: Var, name: impl Into<String>) {
+        self.check(v);
+        self.nodes[v.index].name = Some(name.into());
+    }
+
+    // ---- reading ----
+
+    fn check(&self, v: Var) {
+        assert!(
+            v.generation == self.generation && v.index < self.nodes.len(),
+            "Var {} is not from this tape's current step (tape reset since it was made?)",
+            v.index
+        );
+    }
+
+    pub fn value(&self, v: Var) -> &Tensor {
+        self.check(v);
+        &self.values[v.index]
+    }
+
+    /// Takes a node's value out of the tape (the node keeps an empty tensor); for results a caller
+    /// wants to own without a copy.
+    pub fn take_value(&mut self, v: Var) -> Tensor {
+        self.check(v);
+        std::mem::replace(&mut self.values[v.index], Tensor::zeros([0]))
+    }
+
+    pub fn requires_grad(&self, v: Var) -> bool {
+        self.check(v);
+        self.nodes[v.index].requires_grad
+    }
+
+    /// The gradient of the last backward with respect to `v` (leaves and retained nodes only).
+    pub fn grad(&self, v: Var) -> Option<&Tensor> {
+        self.check(v);
+        self.grads[v.index].as_ref()
+    }
+
+    /// Moves a gradient out of the tape.
+    pub fn take_grad(&mut self, v: Var) -> Option<Tensor> {
+        self.check(v);
+        self.grads[v.index].take()
+    }
+
+    pub(crate) fn node_parts(&self, i: usize) -> (&'static str, &[Var], Option<&str>, Option<&str>, bool, Option<Stats>) {
+        let n = &self.nodes[i];
+        (n.op, &n.inputs, n.scope.as_deref(), n.name.as_deref(), n.requires_grad, n.grad_stats)
+    }
+
+    pub(crate) fn raw_value(&self, i: usize) -> &Tensor {
+        &self.values[i]
+    }
+
+    pub(crate) fn raw_grad(&self, i: usize) -> Option<&Tensor> {
+        self.grads[i].as_ref()
+    }
+
+    // ---- backward ----
+
+    /// Back-propagates from a one-element `loss`: dL/dloss = 1. Gradients accumulate into leaves that
+    /// already hold one (call [`Tape::zero_grads`] between steps that reuse a tape without reset).
+    pub fn backward(&mut self, loss: Var) -> Result<()> {
+        self.check(loss);
+        if self.values[loss.index].numel() != 1 {
+            return Err(Error::Tape(format!("backward needs a one-element loss, node {} has shape {:?}", loss.index, self.values[loss.index].dims())));
+        }
+        if !self.nodes[loss.index].requires_grad {
+            return Err(Error::Tape("the loss does not depend on anything that requires grad".into()));
+        }
+        let seed = Tensor::full(self.values[loss.index].shape().clone(), 1.0);
+        self.add_grad(loss.index, seed);
+        for i in (0..=loss.index).rev() {
+            let Some(grad_out) = self.grads[i].take() else { continue };
+            if self.record_grad_stats {
+                self.nodes[i].grad_stats = Some(Stats::of(grad_out.data()));
+            }
+            if let Some(bw) = self.nodes[i].backward.take() {
+                let inputs = self.nodes[i].inputs.clone();
+                // Each input's slot is its accumulated gradient so far (or zeros): ops add into it.
+                // An input used twice gets a fresh zero slot the second time; it is added back below.
+                let mut slots: Vec<Option<Tensor>> = Vec::with_capacity(inputs.len());
+                for v in &inputs {
+                    let slot = self.nodes[v.index].requires_grad.then(|| match self.grads[v.index].take() {
+                        Some(g) => g,
+                        None => {
+                            let shape = self.values[v.index].shape().clone();
+                            Tensor::from_vec(shape.clone(), self.pool.zeros(shape.numel())).expect("same length")
+                        }
+                    });
+                    slots.push(slot);
+                }
+                {
+                    let in_values: Vec<&Tensor> = inputs.iter().map(|v| &self.values[v.index]).collect();
+                    bw.backward(&in_values, &self.values[i], &grad_out, &mut slots);
+                }
+                self.nodes[i].backward = Some(bw);
+                for (v, slot) in inputs.iter().zip(slots) {
+                    if let Some(g) = slot {
+                        self.add_grad(v.index, g);
+                    }
+                }
+            }
+            if self.nodes[i].keep_grad {
+                self.grads[i] = Some(grad_out);
+            } else {
+                self.pool.give(grad_out.into_vec());
+            }
+        }
+        Ok(())
+    }
+
+    /// grads[i] += g, or grads[i] = g when it holds none.
+    fn add_grad(&mut self, i: usize, g: Tensor) {
+        match &mut self.grads[i] {
+            Some(acc) => {
+                for (a, b) in acc.data_mut().iter_mut().zip(g.data()) {
+                    *a += b;
+                }
+                self.pool.give(g.into_vec());
+            }
+            slot @ None => *slot = Some(g),
+        }
+    }
+
+    /// Drops every stored gradient (returning the buffers to the pool).
+    pub fn zero_grads(&mut self) {
+        for g in self.grads.iter_mut() {
+            if let Some(t) = g.take() {
+                self.pool.give(t.into_vec());
+            }
+        }
+    }
+}

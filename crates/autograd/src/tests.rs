@@ -1,0 +1,126 @@
+//! Tape tests with two tiny hand-written ops (the real ops live in the `ops` crate).
+use crate::*;
+
+/// y = a * b elementwise.
+struct Mul;
+impl Backward for Mul {
+    fn backward(&self, inputs: &[&Tensor], _out: &Tensor, g: &Tensor, grads: &mut GradSlots) {
+        for (k, other) in [(0, 1), (1, 0)] {
+            if let Some(d) = grads[k].as_mut() {
+                for ((d, g), o) in d.data_mut().iter_mut().zip(g.data()).zip(inputs[other].data()) {
+                    *d += g * o;
+                }
+            }
+        }
+    }
+}
+
+fn mul(t: &mut Tape, a: Var, b: Var) -> Var {
+    let v: Vec<f32> = t.value(a).data().iter().zip(t.value(b).data()).map(|(x, y)| x * y).collect();
+    let out = Tensor::from_vec(t.value(a).shape().clone(), v).unwrap();
+    t.push("mul", out, &[a, b], Mul)
+}
+
+/// y = sum(x), scaled by `1.0 + planted_error` in the backward.
+struct Sum(f32);
+impl Backward for Sum {
+    fn backward(&self, _inputs: &[&Tensor], _out: &Tensor, g: &Tensor, grads: &mut GradSlots) {
+        if let Some(d) = grads[0].as_mut() {
+            d.data_mut().iter_mut().for_each(|d| *d += g.data()[0] * (1.0 + self.0));
+        }
+    }
+}
+
+fn sum(t: &mut Tape, x: Var, planted: f32) -> Var {
+    let s = Tensor::scalar(t.value(x).data().iter().sum());
+    t.push("sum", s, &[x], Sum(planted))
+}
+
+fn t(v: &[f32]) -> Tensor {
+    Tensor::from_vec([v.len()], v.to_vec()).unwrap()
+}
+
+#[test]
+fn backward_accumulates_fan_out_and_repeated_inputs() {
+    let mut tape = Tape::new();
+    let x = tape.leaf(t(&[1.0, 2.0, -3.0]), true);
+    let y = mul(&mut tape, x, x); // x^2, same input twice
+    let z = mul(&mut tape, y, x); // x^3
+    let l = sum(&mut tape, z, 0.0);
+    tape.backward(l).unwrap();
+    assert_eq!(tape.grad(x).unwrap().data(), &[3.0, 12.0, 27.0]); // 3x^2
+    assert!(tape.grad(y).is_none(), "intermediate gradients are freed once consumed");
+}
+
+#[test]
+fn no_grad_records_no_backward_and_constants_get_no_grad() {
+    let mut tape = Tape::new();
+    let x = tape.leaf(t(&[1.0, 2.0]), true);
+    let c = tape.leaf(t(&[5.0, 6.0]), false);
+    let y = tape.no_grad(|tp| mul(tp, x, x));
+    assert!(!tape.requires_grad(y));
+    let z = mul(&mut tape, x, c);
+    let l = sum(&mut tape, z, 0.0);
+    tape.backward(l).unwrap();
+    assert_eq!(tape.grad(x).unwrap().data(), &[5.0, 6.0]);
+    assert!(tape.grad(c).is_none());
+    let l2 = sum(&mut tape, y, 0.0);
+    assert!(tape.backward(l2).is_err(), "nothing to differentiate");
+}
+
+#[test]
+fn backward_rejects_non_scalar_loss() {
+    let mut tape = Tape::new();
+    let x = tape.leaf(t(&[1.0, 2.0]), true);
+    let y = mul(&mut tape, x, x);
+    let err = tape.backward(y).unwrap_err();
+    assert!(err.to_string().contains("one-element"), "{err}");
+}
+
+#[test]
+fn reset_recycles_buffers_and_invalidates_handles() {
+    let mut tape = Tape::new();
+    let x = tape.leaf(t(&[1.0, 2.0]), true);
+    let l = sum(&mut tape, x, 0.0);
+    tape.backward(l).unwrap();
+    tape.reset();
+    assert!(tape.is_empty());
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tape.value(x).clone()));
+    assert!(r.is_err(), "stale handle must be caught");
+}
+
+#[test]
+fn scopes_names_inspection_and_dot() {
+    let mut tape = Tape::new();
+    tape.set_record_grad_stats(true);
+    let w = tape.param("cells.0.weight", &t(&[0.5, -1.0]));
+    let x = tape.leaf(t(&[2.0, 3.0]), false);
+    let y = tape.scoped("cells", |tp| tp.scoped("0", |tp| mul(tp, w, x)));
+    let l = sum(&mut tape, y, 0.0);
+    tape.backward(l).unwrap();
+    let nodes = tape.nodes();
+    assert_eq!(nodes[2].scope.as_deref(), Some("cells.0"));
+    assert_eq!(nodes[2].op, "mul");
+    assert_eq!(nodes[0].name.as_deref(), Some("cells.0.weight"));
+    assert!(nodes[2].grad.is_some(), "recorded while consumed");
+    assert_eq!(nodes[0].grad.unwrap().l2, (4.0f32 + 9.0).sqrt());
+    let dot = tape.to_dot();
+    assert!(dot.starts_with("digraph") && dot.contains("n0 -> n2") && dot.contains("cluster_0") && dot.contains("cells.0.weight"));
+    assert!(tape.summary().contains("mul"));
+}
+
+#[test]
+fn gradcheck_accepts_a_right_backward_and_rejects_a_planted_one() {
+    let x = t(&[0.3, -0.7, 1.1, 0.9]);
+    let f = |planted: f32| move |tp: &mut Tape, v: &[Var]| -> Result<Var> {
+        let y = mul(tp, v[0], v[0]);
+        let z = mul(tp, y, v[0]);
+        Ok(sum(tp, z, planted))
+    };
+    let good = gradcheck(f(0.0), std::slice::from_ref(&x), GradcheckOptions::default()).unwrap();
+    assert!(good.passed, "{good}");
+    let bad = gradcheck(f(0.01), std::slice::from_ref(&x), GradcheckOptions::default()).unwrap();
+    assert!(!bad.passed, "a 1% wrong backward must be rejected: {bad}");
+    let w = bad.worst.unwrap();
+    assert_eq!((w.input, w.index), (0, 2), "worst element is the one with the largest gradient");
+}
