@@ -23,6 +23,13 @@ pub fn split_channels_add(dout: &[f32], channels: &[usize], k: usize, n: usize, 
     par::chunks(dpart, c, n * c, |s, dp| crate::elementwise::axpy(1.0, &dout[s * total * hw + off..][..c], dp));
 }
 
+/// Backward of a channel split for part `k`: the channel block of dwhole += dpart.
+pub fn merge_channels_add(dpart: &[f32], channels: &[usize], k: usize, n: usize, hw: usize, dwhole: &mut [f32]) {
+    let total: usize = channels.iter().sum();
+    let (off, c) = (channels[..k].iter().sum::<usize>() * hw, channels[k] * hw);
+    par::chunks(dwhole, total * hw, n * c, |s, dw| crate::elementwise::axpy(1.0, &dpart[s * c..][..c], &mut dw[off..off + c]));
+}
+
 /// A strided window of each plane: out[p, i, j] = x[p, top + i * stride, left + j * stride] for
 /// i < out_h, j < out_w. Planes are H x W.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +125,18 @@ pub mod reference {
         }
     }
 
+    pub fn merge_channels_add(dpart: &[f32], channels: &[usize], k: usize, n: usize, hw: usize, dwhole: &mut [f32]) {
+        let total: usize = channels.iter().sum();
+        let (c0, c) = (channels[..k].iter().sum::<usize>(), channels[k]);
+        for s in 0..n {
+            for ci in 0..c {
+                for i in 0..hw {
+                    dwhole[(s * total + c0 + ci) * hw + i] += dpart[(s * c + ci) * hw + i];
+                }
+            }
+        }
+    }
+
     pub fn slice2d(s: &Slice2d, x: &[f32], out: &mut [f32]) {
         for p in 0..s.planes {
             for i in 0..s.out_h {
@@ -182,6 +201,10 @@ mod tests {
                 reference::split_channels_add(&out, &ch, k, n, hw, &mut b);
                 prop_assert_eq!(&a, &b);
                 prop_assert_eq!(a, parts[k].iter().map(|v| 2.0 * v).collect::<Vec<_>>());
+                let (mut m, mut mr) = (out.clone(), out.clone());
+                merge_channels_add(parts[k], &ch, k, n, hw, &mut m);
+                reference::merge_channels_add(parts[k], &ch, k, n, hw, &mut mr);
+                prop_assert_eq!(m, mr);
             }
         }
 

@@ -66,3 +66,15 @@ impl<const N: usize> From<[usize; N]> for Shape {
         Shape::new(&d)
     }
 }
+
+impl From<Vec<usize>> for Shape {
+    fn from(d: Vec<usize>) -> Self {
+        Shape(d)
+    }
+}
+
+impl From<&Shape> for Shape {
+    fn from(s: &Shape) -> Self {
+        s.clone()
+    }
+}

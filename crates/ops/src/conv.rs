@@ -1,0 +1,145 @@
+//! Convolutions: dense (groups, stride, padding, dilation) and depthwise, both with an optional ReLU
+//! fused into the input read. No bias (DARTS convs have none).
+use crate::check;
+use autograd::{Backward, Error, GradSlots, Result, Tape, Tensor, Var};
+use kernels::conv::{self as kconv, out_len, ConvGeom};
+use kernels::depthwise as kdw;
+
+/// Conv hyper-parameters. `pre_relu` computes conv(relu(x)) in one op (the ReLU of DARTS's
+/// ReLU-Conv-BN blocks), saving a tensor and a pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dOptions {
+    pub stride: usize,
+    pub padding: usize,
+    pub dilation: usize,
+    pub groups: usize,
+    pub pre_relu: bool,
+}
+
+impl Default for Conv2dOptions {
+    fn default() -> Self {
+        Conv2dOptions { stride: 1, padding: 0, dilation: 1, groups: 1, pre_relu: false }
+    }
+}
+
+/// Validates x [N, Cin, H, W] against w [Cout, Cin / groups, kh, kw] and builds the geometry.
+fn geometry(tape: &Tape, x: Var, w: Var, o: Conv2dOptions, op: &'static str) -> Result<ConvGeom> {
+    let [n, c_in, h, wd] = check::nchw(tape, x, op)?;
+    let wdims = tape.value(w).dims().to_vec();
+    let [c_out, cg, kh, kw] = <[usize; 4]>::try_from(wdims.as_slice())
+        .map_err(|_| Error::BadShape { op, shape: wdims.clone(), why: "weight must be [Cout, Cin/groups, kh, kw]".into() })?;
+    check::arg(o.stride > 0 && o.dilation > 0 && o.groups > 0, op, || format!("stride {}, dilation {} and groups {} must be positive", o.stride, o.dilation, o.groups))?;
+    check::arg(c_in % o.groups == 0 && c_out % o.groups == 0, op, || format!("channels in {c_in} and out {c_out} must divide by groups {}", o.groups))?;
+    if cg != c_in / o.groups {
+        return Err(Error::ShapeMismatch { op, expected: vec![c_out, c_in / o.groups, kh, kw], got: wdims });
+    }
+    check::arg(kh > 0 && kw > 0, op, || "kernel size must be positive".into())?;
+    let fits = out_len(h, kh, o.stride, o.padding, o.dilation).is_some_and(|v| v > 0) && out_len(wd, kw, o.stride, o.padding, o.dilation).is_some_and(|v| v > 0);
+    check::arg(fits, op, || format!("a {kh}x{kw} kernel (dilation {}, padding {}) does not fit a {h}x{wd} input", o.dilation, o.padding))?;
+    Ok(ConvGeom { n, c_in, h, w: wd, c_out, kh, kw, stride: o.stride, pad: o.padding, dilation: o.dilation, groups: o.groups, pre_relu: o.pre_relu })
+}
+
+struct ConvBack(ConvGeom);
+impl Backward for ConvBack {
+    /// dx = W^T * dy (col2im, masked by x > 0 with the fused ReLU); dW = sum_n dy_n * im2col(x_n)^T.
+    fn backward(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, grads: &mut GradSlots) {
+        let (x, w, geom) = (inputs[0].data(), inputs[1].data(), &self.0);
+        let mut col = vec![0.0; geom.col_len()];
+        if let Some(dx) = grads[0].as_mut() {
+            kconv::backward_data(geom, x, w, g.data(), dx.data_mut(), &mut col);
+        }
+        if let Some(dw) = grads[1].as_mut() {
+            let mut partial = vec![0.0; kconv::weight_partial_len(geom)];
+            kconv::backward_weight(geom, x, g.data(), dw.data_mut(), &mut col, &mut partial);
+        }
+    }
+}
+
+/// Dense 2-D convolution: x [N, Cin, H, W], w [Cout, Cin/groups, kh, kw] -> [N, Cout, Ho, Wo].
+pub fn conv2d(tape: &mut Tape, x: Var, w: Var, o: Conv2dOptions) -> Result<Var> {
+    let g = geometry(tape, x, w, o, "conv2d")?;
+    let (ho, wo) = g.out_hw();
+    let mut y = tape.buffer([g.n, g.c_out, ho, wo]);
+    let mut col = vec![0.0; g.col_len()];
+    kconv::forward(&g, tape.value(x).data(), tape.value(w).data(), y.data_mut(), &mut col);
+    Ok(tape.push("conv2d", y, &[x, w], ConvBack(g)))
+}
+
+struct DepthwiseBack(ConvGeom);
+impl Backward for DepthwiseBack {
+    fn backward(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, grads: &mut GradSlots) {
+        let (x, w, geom) = (inputs[0].data(), inputs[1].data(), &self.0);
+        if let Some(dx) = grads[0].as_mut() {
+            kdw::backward_data(geom, x, w, g.data(), dx.data_mut());
+        }
+        if let Some(dw) = grads[1].as_mut() {
+            kdw::backward_weight(geom, x, g.data(), dw.data_mut());
+        }
+    }
+}
+
+/// Depthwise 2-D convolution: x [N, C, H, W], w [C, 1, kh, kw] -> [N, C, Ho, Wo]. `o.groups` is
+/// ignored (it is C).
+pub fn depthwise_conv2d(tape: &mut Tape, x: Var, w: Var, o: Conv2dOptions) -> Result<Var> {
+    let c = check::nchw(tape, x, "depthwise_conv2d")?[1];
+    let g = geometry(tape, x, w, Conv2dOptions { groups: c, ..o }, "depthwise_conv2d")?;
+    check::arg(g.c_out == c, "depthwise_conv2d", || format!("weight has {} filters for {c} channels", g.c_out))?;
+    let (ho, wo) = g.out_hw();
+    let mut y = tape.buffer([g.n, c, ho, wo]);
+    kdw::forward(&g, tape.value(x).data(), tape.value(w).data(), y.data_mut());
+    Ok(tape.push("depthwise_conv2d", y, &[x, w], DepthwiseBack(g)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{away_from_zero, check, tensor};
+    use proptest::prelude::*;
+
+    fn fits(x: &Tensor, w: &Tensor, o: &Conv2dOptions) -> bool {
+        (2..4).all(|d| out_len(x.dims()[d], w.dims()[d], o.stride, o.padding, o.dilation).is_some())
+    }
+
+    fn options() -> impl Strategy<Value = Conv2dOptions> {
+        (1usize..3, 0usize..3, 1usize..3, any::<bool>()).prop_map(|(stride, padding, dilation, pre_relu)| Conv2dOptions { stride, padding, dilation, groups: 1, pre_relu })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn conv2d_gradient(
+            (x, w, o) in (1usize..3, 1usize..3, 1usize..4, 4usize..7, 4usize..7, 1usize..4, options(), 1usize..3)
+                .prop_flat_map(|(n, cpg, opg, h, wd, k, o, groups)| (tensor(vec![n, cpg * groups, h, wd]), tensor(vec![opg * groups, cpg, k, k]), Just(Conv2dOptions { groups, ..o })))
+                .prop_filter("fits", |(x, w, o)| fits(x, w, o))
+        ) {
+            let x = if o.pre_relu { away_from_zero(x, 0.05) } else { x };
+            check(|t, v| conv2d(t, v[0], v[1], o), &[x, w], 7);
+        }
+
+        #[test]
+        fn depthwise_gradient(
+            (x, w, o) in (1usize..3, 1usize..4, 4usize..9, 4usize..9, prop_oneof![Just(3usize), Just(5)], options())
+                .prop_flat_map(|(n, c, h, wd, k, o)| (tensor(vec![n, c, h, wd]), tensor(vec![c, 1, k, k]), Just(o)))
+                .prop_filter("fits", |(x, w, o)| fits(x, w, o))
+        ) {
+            let x = if o.pre_relu { away_from_zero(x, 0.05) } else { x };
+            check(|t, v| depthwise_conv2d(t, v[0], v[1], o), &[x, w], 8);
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors_not_panics() {
+        let mut t = Tape::new();
+        let x = t.leaf(Tensor::zeros([1, 3, 4, 4]), true);
+        let w_bad_cin = t.leaf(Tensor::zeros([2, 2, 3, 3]), true);
+        let w_big = t.leaf(Tensor::zeros([2, 3, 7, 7]), true);
+        let w_ok = t.leaf(Tensor::zeros([2, 3, 3, 3]), true);
+        let v = t.leaf(Tensor::zeros([3, 4]), true);
+        assert!(matches!(conv2d(&mut t, x, w_bad_cin, Conv2dOptions::default()), Err(Error::ShapeMismatch { .. })));
+        assert!(conv2d(&mut t, x, w_big, Conv2dOptions::default()).unwrap_err().to_string().contains("does not fit"));
+        assert!(conv2d(&mut t, x, w_ok, Conv2dOptions { stride: 0, ..Default::default() }).is_err());
+        assert!(conv2d(&mut t, x, w_ok, Conv2dOptions { groups: 2, ..Default::default() }).is_err());
+        assert!(conv2d(&mut t, v, w_ok, Conv2dOptions::default()).is_err());
+        assert!(depthwise_conv2d(&mut t, x, w_ok, Conv2dOptions::default()).is_err());
+    }
+}

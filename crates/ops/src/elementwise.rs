@@ -1,0 +1,106 @@
+//! Elementwise ops: relu, add, add_n, scale, axpy.
+use crate::check;
+use autograd::{Backward, GradSlots, Result, Tape, Tensor, Var};
+use kernels::elementwise as k;
+
+struct ReluBack;
+impl Backward for ReluBack {
+    /// dx = dy * [x > 0].
+    fn backward(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, grads: &mut GradSlots) {
+        if let Some(dx) = grads[0].as_mut() {
+            k::relu_backward(inputs[0].data(), g.data(), dx.data_mut());
+        }
+    }
+}
+
+/// max(x, 0).
+pub fn relu(tape: &mut Tape, x: Var) -> Result<Var> {
+    let mut y = tape.buffer(tape.value(x).shape().clone());
+    k::relu(tape.value(x).data(), y.data_mut());
+    Ok(tape.push("relu", y, &[x], ReluBack))
+}
+
+/// Passes `scale_k * dy` to input k.
+struct LinearComboBack(Vec<f32>);
+impl Backward for LinearComboBack {
+    fn backward(&self, _: &[&Tensor], _: &Tensor, g: &Tensor, grads: &mut GradSlots) {
+        for (slot, &s) in grads.iter_mut().zip(&self.0) {
+            if let Some(dx) = slot.as_mut() {
+                k::axpy(s, g.data(), dx.data_mut());
+            }
+        }
+    }
+}
+
+/// a + b (same shapes).
+pub fn add(tape: &mut Tape, a: Var, b: Var) -> Result<Var> {
+    check::same_shape(tape, a, b, "add")?;
+    let mut y = tape.buffer(tape.value(a).shape().clone());
+    k::add(tape.value(a).data(), tape.value(b).data(), y.data_mut());
+    Ok(tape.push("add", y, &[a, b], LinearComboBack(vec![1.0, 1.0])))
+}
+
+/// x_0 + x_1 + ... (same shapes, at least one), summed in order.
+pub fn add_n(tape: &mut Tape, xs: &[Var]) -> Result<Var> {
+    check::arg(!xs.is_empty(), "add_n", || "needs at least one input".into())?;
+    for &x in &xs[1..] {
+        check::same_shape(tape, xs[0], x, "add_n")?;
+    }
+    let mut y = tape.buffer(tape.value(xs[0]).shape().clone());
+    let ones = vec![1.0; xs.len()];
+    let parts: Vec<&[f32]> = xs.iter().map(|&x| tape.value(x).data()).collect();
+    k::weighted_sum(&ones, &parts, y.data_mut());
+    Ok(tape.push("add_n", y, xs, LinearComboBack(ones)))
+}
+
+/// s * x for a constant s.
+pub fn scale(tape: &mut Tape, x: Var, s: f32) -> Result<Var> {
+    let mut y = tape.buffer(tape.value(x).shape().clone());
+    k::scale(s, tape.value(x).data(), y.data_mut());
+    Ok(tape.push("scale", y, &[x], LinearComboBack(vec![s])))
+}
+
+/// a * x + y for a constant a (same shapes).
+pub fn axpy(tape: &mut Tape, a: f32, x: Var, y: Var) -> Result<Var> {
+    check::same_shape(tape, x, y, "axpy")?;
+    let mut out = tape.buffer(tape.value(y).shape().clone());
+    out.data_mut().copy_from_slice(tape.value(y).data());
+    k::axpy(a, tape.value(x).data(), out.data_mut());
+    Ok(tape.push("axpy", out, &[x, y], LinearComboBack(vec![a, 1.0])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{away_from_zero, check, tensor};
+    use proptest::prelude::*;
+
+    fn dims() -> impl Strategy<Value = Vec<usize>> {
+        proptest::collection::vec(1usize..5, 1..4)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+        #[test]
+        fn relu_gradient(x in dims().prop_flat_map(tensor)) {
+            check(|t, v| relu(t, v[0]), &[away_from_zero(x, 0.05)], 2);
+        }
+
+        #[test]
+        fn add_scale_axpy_add_n_gradients((a, b, c) in dims().prop_flat_map(|d| (tensor(d.clone()), tensor(d.clone()), tensor(d))), s in -2.0f32..2.0) {
+            check(|t, v| add(t, v[0], v[1]), &[a.clone(), b.clone()], 3);
+            check(|t, v| scale(t, v[0], s), &[a.clone()], 4);
+            check(|t, v| axpy(t, s, v[0], v[1]), &[a.clone(), b.clone()], 5);
+            check(|t, v| add_n(t, v), &[a, b, c], 6);
+        }
+    }
+
+    #[test]
+    fn shape_mismatch_is_an_error() {
+        let mut t = Tape::new();
+        let a = t.leaf(Tensor::zeros([2, 3]), true);
+        let b = t.leaf(Tensor::zeros([3, 2]), true);
+        assert!(add(&mut t, a, b).is_err());
+        assert!(add_n(&mut t, &[]).is_err());
+    }
+}

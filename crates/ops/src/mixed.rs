@@ -1,0 +1,77 @@
+//! The mixed op's weighted sum: out = sum_k w[row, k] * x_k, with the weights themselves on the tape.
+use crate::check;
+use autograd::{Backward, Error, GradSlots, Result, Tape, Tensor, Var};
+use kernels::elementwise as ke;
+
+struct WeightedSumBack {
+    row_offset: usize,
+    columns: Vec<usize>,
+}
+impl Backward for WeightedSumBack {
+    /// dx_k = w[row, k] * dy; dw[row, k] = <dy, x_k>. Inputs: [weights, x_0, x_1, ...].
+    fn backward(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, grads: &mut GradSlots) {
+        let (dw_slot, dx_slots) = grads.split_first_mut().expect("weights slot");
+        let w = inputs[0].data();
+        for (j, (&k, slot)) in self.columns.iter().zip(dx_slots.iter_mut()).enumerate() {
+            let wk = w[self.row_offset + k];
+            let dwk = ke::weighted_sum_backward(wk, inputs[1 + j].data(), g.data(), slot.as_mut().map(|t| t.data_mut()));
+            if let Some(dw) = dw_slot.as_mut() {
+                dw.data_mut()[self.row_offset + k] += dwk;
+            }
+        }
+    }
+}
+
+/// sum over `terms` (k, x_k) of weights[row, k] * x_k. `weights` is [rows, K] (or [K] with row 0);
+/// all x_k share one shape. Terms may leave columns out: DARTS's `none` op contributes exactly zero,
+/// so it is simply not passed (its weight then gets zero gradient, as it would from 0 * w).
+pub fn weighted_sum(tape: &mut Tape, weights: Var, row: usize, terms: &[(usize, Var)]) -> Result<Var> {
+    const OP: &str = "weighted_sum";
+    let (rows, cols) = crate::softmax::rows_cols(tape, weights, OP)?;
+    check::arg(row < rows, OP, || format!("row {row} out of range for {rows} rows of weights"))?;
+    check::arg(!terms.is_empty(), OP, || "needs at least one term".into())?;
+    for &(k, x) in terms {
+        check::arg(k < cols, OP, || format!("column {k} out of range for {cols} weights per row"))?;
+        check::same_shape(tape, terms[0].1, x, OP)?;
+    }
+    if terms.iter().enumerate().any(|(i, (k, _))| terms[..i].iter().any(|(k2, _)| k2 == k)) {
+        return Err(Error::BadArgument { op: OP, why: "a column appears twice".into() });
+    }
+    let w = tape.value(weights).data();
+    let ws: Vec<f32> = terms.iter().map(|&(k, _)| w[row * cols + k]).collect();
+    let parts: Vec<&[f32]> = terms.iter().map(|&(_, x)| tape.value(x).data()).collect();
+    let mut y = Tensor::zeros(tape.value(terms[0].1).shape().clone());
+    ke::weighted_sum(&ws, &parts, y.data_mut());
+    let inputs: Vec<Var> = std::iter::once(weights).chain(terms.iter().map(|&(_, x)| x)).collect();
+    Ok(tape.push(OP, y, &inputs, WeightedSumBack { row_offset: row * cols, columns: terms.iter().map(|&(k, _)| k).collect() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{check, tensor};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn weighted_sum_gradient((w, a, b, c) in (1usize..3, 1usize..4).prop_flat_map(|(n, h)|
+            (tensor(vec![3, 8]), tensor(vec![n, 2, h, h]), tensor(vec![n, 2, h, h]), tensor(vec![n, 2, h, h])))) {
+            // Row 1, columns 1, 4 and 7 (column 0, `none`, left out).
+            check(|t, v| weighted_sum(t, v[0], 1, &[(1, v[1]), (4, v[2]), (7, v[3])]), &[w, a, b, c], 25);
+        }
+    }
+
+    #[test]
+    fn composes_with_maxw_and_checks_arguments() {
+        let mut t = Tape::new();
+        let alpha = t.leaf(Tensor::zeros([2, 8]), true);
+        let x = t.leaf(Tensor::full([1, 1, 2, 2], 1.0), true);
+        let w = crate::maxw(&mut t, alpha).unwrap();
+        let y = weighted_sum(&mut t, w, 1, &[(3, x)]).unwrap();
+        assert_eq!(t.value(y).data(), &[1.0; 4]); // all alphas equal: every Max-W weight is 1
+        assert!(weighted_sum(&mut t, w, 2, &[(3, x)]).is_err());
+        assert!(weighted_sum(&mut t, w, 0, &[(8, x)]).is_err());
+        assert!(weighted_sum(&mut t, w, 0, &[(1, x), (1, x)]).is_err());
+    }
+}

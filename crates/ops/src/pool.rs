@@ -1,0 +1,95 @@
+//! Max and average pooling (kxk windows, stride, zero padding; average excludes padding).
+use crate::check;
+use autograd::{Backward, GradSlots, Result, Tape, Tensor, Var};
+use kernels::conv::{out_len, ConvGeom};
+use kernels::pool as kp;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolOptions {
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+fn geometry(tape: &Tape, x: Var, o: PoolOptions, op: &'static str) -> Result<ConvGeom> {
+    let [n, c, h, w] = check::nchw(tape, x, op)?;
+    check::arg(o.kernel > 0 && o.stride > 0, op, || "kernel and stride must be positive".into())?;
+    check::arg(o.padding <= o.kernel / 2, op, || format!("padding {} exceeds half the kernel {}", o.padding, o.kernel))?;
+    let fits = out_len(h, o.kernel, o.stride, o.padding, 1).is_some() && out_len(w, o.kernel, o.stride, o.padding, 1).is_some();
+    check::arg(fits, op, || format!("a {0}x{0} window does not fit a {h}x{w} input", o.kernel))?;
+    Ok(ConvGeom { n, c_in: c, h, w, c_out: c, kh: o.kernel, kw: o.kernel, stride: o.stride, pad: o.padding, dilation: 1, groups: 1, pre_relu: false })
+}
+
+struct MaxBack(ConvGeom, Vec<u32>);
+impl Backward for MaxBack {
+    /// dx[argmax] += dy.
+    fn backward(&self, _: &[&Tensor], _: &Tensor, g: &Tensor, grads: &mut GradSlots) {
+        if let Some(dx) = grads[0].as_mut() {
+            kp::max_backward(&self.0, g.data(), &self.1, dx.data_mut());
+        }
+    }
+}
+
+/// Max over each window; the gradient goes to the first maximum of the window.
+pub fn max_pool2d(tape: &mut Tape, x: Var, o: PoolOptions) -> Result<Var> {
+    let g = geometry(tape, x, o, "max_pool2d")?;
+    let (ho, wo) = g.out_hw();
+    let mut y = tape.buffer([g.n, g.c_in, ho, wo]);
+    let mut argmax = vec![0u32; y.numel()];
+    kp::max_forward(&g, tape.value(x).data(), y.data_mut(), &mut argmax);
+    Ok(tape.push("max_pool2d", y, &[x], MaxBack(g, argmax)))
+}
+
+struct AvgBack(ConvGeom);
+impl Backward for AvgBack {
+    /// dx += dy / count over each window.
+    fn backward(&self, _: &[&Tensor], _: &Tensor, g: &Tensor, grads: &mut GradSlots) {
+        if let Some(dx) = grads[0].as_mut() {
+            kp::avg_backward(&self.0, g.data(), dx.data_mut());
+        }
+    }
+}
+
+/// Mean over the in-bounds part of each window (`count_include_pad=False`).
+pub fn avg_pool2d(tape: &mut Tape, x: Var, o: PoolOptions) -> Result<Var> {
+    let g = geometry(tape, x, o, "avg_pool2d")?;
+    let (ho, wo) = g.out_hw();
+    let mut y = tape.buffer([g.n, g.c_in, ho, wo]);
+    kp::avg_forward(&g, tape.value(x).data(), y.data_mut());
+    Ok(tape.push("avg_pool2d", y, &[x], AvgBack(g)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{check, distinct, tensor};
+    use proptest::prelude::*;
+
+    fn case() -> impl Strategy<Value = (Tensor, PoolOptions)> {
+        (1usize..3, 1usize..3, 3usize..8, 3usize..8, prop_oneof![Just(3usize), 1usize..6], 1usize..3, 0usize..3)
+            .prop_flat_map(|(n, c, h, w, k, s, p)| (tensor(vec![n, c, h, w]), Just(PoolOptions { kernel: k, stride: s, padding: p.min(k / 2) })))
+            .prop_filter("fits", |(x, o)| o.kernel <= x.dims()[2] + 2 * o.padding && o.kernel <= x.dims()[3] + 2 * o.padding)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn max_pool_gradient((x, o) in case()) {
+            // Distinct values 0.05 apart: no window max changes within the FD step.
+            check(|t, v| max_pool2d(t, v[0], o), &[distinct(x, 0.05)], 9);
+        }
+
+        #[test]
+        fn avg_pool_gradient((x, o) in case()) {
+            check(|t, v| avg_pool2d(t, v[0], o), &[x], 10);
+        }
+    }
+
+    #[test]
+    fn window_larger_than_input_is_an_error() {
+        let mut t = Tape::new();
+        let x = t.leaf(Tensor::zeros([1, 1, 2, 2]), true);
+        assert!(max_pool2d(&mut t, x, PoolOptions { kernel: 5, stride: 1, padding: 0 }).is_err());
+        assert!(avg_pool2d(&mut t, x, PoolOptions { kernel: 3, stride: 1, padding: 2 }).is_err());
+    }
+}

@@ -1,0 +1,43 @@
+//! Finite-difference test helpers: random tensors, kink avoidance, and the probe loss.
+use autograd::{gradcheck, GradcheckOptions, Result, Tape, Tensor, Var};
+use proptest::prelude::*;
+
+/// A tensor of `dims` with values in [-1, 1].
+pub fn tensor(dims: Vec<usize>) -> impl Strategy<Value = Tensor> {
+    let n: usize = dims.iter().product();
+    proptest::collection::vec(-1.0f32..1.0, n).prop_map(move |v| Tensor::from_vec(dims.clone(), v).unwrap())
+}
+
+/// Moves values at least `margin` away from 0 (so a ReLU kink is never within the FD step).
+pub fn away_from_zero(t: Tensor, margin: f32) -> Tensor {
+    let v = t.data().iter().map(|&x| if x >= 0.0 { x + margin } else { x - margin }).collect();
+    Tensor::from_vec(t.shape().clone(), v).unwrap()
+}
+
+/// Distinct values spaced `gap` apart in a random order (seeded by `t`), so every window max is unique
+/// by more than the FD step.
+pub fn distinct(t: Tensor, gap: f32) -> Tensor {
+    let mut idx: Vec<usize> = (0..t.numel()).collect();
+    idx.sort_by(|&a, &b| t.data()[a].total_cmp(&t.data()[b]));
+    let mut v = vec![0.0; t.numel()];
+    for (rank, &i) in idx.iter().enumerate() {
+        v[i] = (rank as f32 - t.numel() as f32 / 2.0) * gap;
+    }
+    Tensor::from_vec(t.shape().clone(), v).unwrap()
+}
+
+/// Gradchecks `loss = <f(inputs), r>` for a fixed random cotangent `r` (so the whole vector-Jacobian
+/// product is tested), and panics with the report if it fails.
+pub fn check<F>(f: F, inputs: &[Tensor], seed: u64)
+where
+    F: Fn(&mut Tape, &[Var]) -> Result<Var>,
+{
+    let probe = |tape: &mut Tape, vars: &[Var]| -> Result<Var> {
+        let y = f(tape, vars)?;
+        let mut rng = tensor::Rng::new(seed);
+        let r = Tensor::uniform(tape.value(y).shape().clone(), -1.0, 1.0, &mut rng);
+        crate::dot_const(tape, y, &r)
+    };
+    let report = gradcheck(probe, inputs, GradcheckOptions::default()).unwrap();
+    assert!(report.passed, "{report}");
+}
