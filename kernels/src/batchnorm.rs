@@ -63,7 +63,16 @@ pub fn batch_stats(s: BnShape, x: &[f32], mean: &mut [f32], var: &mut [f32]) {
 /// y = gamma * (x - mean) / sqrt(var + eps) + beta with the given per-channel statistics (batch
 /// statistics in training, running ones in eval). `gamma`/`beta` are `None` without affine parameters.
 #[allow(clippy::too_many_arguments)]
-pub fn normalize(s: BnShape, x: &[f32], mean: &[f32], var: &[f32], eps: f32, gamma: Option<&[f32]>, beta: Option<&[f32]>, y: &mut [f32]) {
+pub fn normalize(
+    s: BnShape,
+    x: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f32,
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+    y: &mut [f32],
+) {
     par::chunks(y, s.hw, 2 * x.len(), |p, y| {
         let c = p % s.c;
         let a = gamma.map_or(1.0, |g| g[c]) / (var[c] + eps).sqrt();
@@ -74,7 +83,14 @@ pub fn normalize(s: BnShape, x: &[f32], mean: &[f32], var: &[f32], eps: f32, gam
 
 /// running <- (1 - momentum) * running + momentum * batch, with the batch variance made unbiased
 /// (times count / (count - 1)) as PyTorch does.
-pub fn update_running(s: BnShape, mean: &[f32], var: &[f32], momentum: f32, running_mean: &mut [f32], running_var: &mut [f32]) {
+pub fn update_running(
+    s: BnShape,
+    mean: &[f32],
+    var: &[f32],
+    momentum: f32,
+    running_mean: &mut [f32],
+    running_var: &mut [f32],
+) {
     let m = s.count() as f32;
     let unbias = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
     for c in 0..s.c {
@@ -93,8 +109,17 @@ pub fn backward_scratch_len(s: BnShape) -> usize {
 /// dbeta += sum(dy), per channel, with xhat = (x - mean) * invstd. `scratch`: [`backward_scratch_len`].
 #[allow(clippy::too_many_arguments)]
 pub fn backward_train(
-    s: BnShape, x: &[f32], mean: &[f32], var: &[f32], eps: f32, gamma: Option<&[f32]>, dy: &[f32],
-    dx: Option<&mut [f32]>, dgamma: Option<&mut [f32]>, dbeta: Option<&mut [f32]>, scratch: &mut [f32],
+    s: BnShape,
+    x: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f32,
+    gamma: Option<&[f32]>,
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    dgamma: Option<&mut [f32]>,
+    dbeta: Option<&mut [f32]>,
+    scratch: &mut [f32],
 ) {
     let (sum_dy, sum_dy_xhat) = scratch[..2 * s.c].split_at_mut(s.c);
     par::chunks2(sum_dy, 1, sum_dy_xhat, 1, 2 * x.len(), |c, sdy, sdx| {
@@ -130,7 +155,10 @@ pub fn backward_train(
         let n8 = s.hw / LANES * LANES;
         let (av, bv, kv) = (f32x8::splat(a), f32x8::splat(bx), f32x8::splat(k));
         for i in (0..n8).step_by(LANES) {
-            store(load(&dx[i..]) + av * load(&dyp[i..]) + bv * load(&xp[i..]) + kv, &mut dx[i..]);
+            store(
+                load(&dx[i..]) + av * load(&dyp[i..]) + bv * load(&xp[i..]) + kv,
+                &mut dx[i..],
+            );
         }
         for i in n8..s.hw {
             dx[i] += a * dyp[i] + bx * xp[i] + k;
@@ -142,11 +170,22 @@ pub fn backward_train(
 /// dgamma += sum(dy * xhat), dbeta += sum(dy). Shares [`backward_train`]'s per-channel sums.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_eval(
-    s: BnShape, x: &[f32], mean: &[f32], var: &[f32], eps: f32, gamma: Option<&[f32]>, dy: &[f32],
-    dx: Option<&mut [f32]>, dgamma: Option<&mut [f32]>, dbeta: Option<&mut [f32]>, scratch: &mut [f32],
+    s: BnShape,
+    x: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f32,
+    gamma: Option<&[f32]>,
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    dgamma: Option<&mut [f32]>,
+    dbeta: Option<&mut [f32]>,
+    scratch: &mut [f32],
 ) {
     if dgamma.is_some() || dbeta.is_some() {
-        backward_train(s, x, mean, var, eps, gamma, dy, None, dgamma, dbeta, scratch);
+        backward_train(
+            s, x, mean, var, eps, gamma, dy, None, dgamma, dbeta, scratch,
+        );
     }
     if let Some(dx) = dx {
         par::chunks(dx, s.hw, 2 * x.len(), |p, dx| {
@@ -163,7 +202,9 @@ pub mod reference {
 
     pub fn batch_stats(s: BnShape, x: &[f32], mean: &mut [f32], var: &mut [f32]) {
         for c in 0..s.c {
-            let vals = || (0..s.n).flat_map(|n| x[(n * s.c + c) * s.hw..][..s.hw].iter().map(|&v| v as f64));
+            let vals = || {
+                (0..s.n).flat_map(|n| x[(n * s.c + c) * s.hw..][..s.hw].iter().map(|&v| v as f64))
+            };
             let mu = vals().sum::<f64>() / s.count() as f64;
             mean[c] = mu as f32;
             var[c] = (vals().map(|v| (v - mu) * (v - mu)).sum::<f64>() / s.count() as f64) as f32;
@@ -171,7 +212,16 @@ pub mod reference {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn normalize(s: BnShape, x: &[f32], mean: &[f32], var: &[f32], eps: f32, gamma: Option<&[f32]>, beta: Option<&[f32]>, y: &mut [f32]) {
+    pub fn normalize(
+        s: BnShape,
+        x: &[f32],
+        mean: &[f32],
+        var: &[f32],
+        eps: f32,
+        gamma: Option<&[f32]>,
+        beta: Option<&[f32]>,
+        y: &mut [f32],
+    ) {
         for (i, (yv, xv)) in y.iter_mut().zip(x).enumerate() {
             let c = i / s.hw % s.c;
             let xhat = (xv - mean[c]) / (var[c] + eps).sqrt();
@@ -182,13 +232,22 @@ pub mod reference {
     /// dx, dgamma, dbeta of training-mode batch norm, straight from the formula, in f64.
     #[allow(clippy::too_many_arguments)]
     pub fn backward_train(
-        s: BnShape, x: &[f32], mean: &[f32], var: &[f32], eps: f32, gamma: Option<&[f32]>, dy: &[f32],
-        dx: &mut [f32], dgamma: &mut [f32], dbeta: &mut [f32],
+        s: BnShape,
+        x: &[f32],
+        mean: &[f32],
+        var: &[f32],
+        eps: f32,
+        gamma: Option<&[f32]>,
+        dy: &[f32],
+        dx: &mut [f32],
+        dgamma: &mut [f32],
+        dbeta: &mut [f32],
     ) {
         let m = s.count() as f64;
         for c in 0..s.c {
             let invstd = 1.0 / (var[c] as f64 + eps as f64).sqrt();
-            let idx = || (0..s.n).flat_map(move |n| (0..s.hw).map(move |i| (n * s.c + c) * s.hw + i));
+            let idx =
+                || (0..s.n).flat_map(move |n| (0..s.hw).map(move |i| (n * s.c + c) * s.hw + i));
             let xhat = |i: usize| (x[i] as f64 - mean[c] as f64) * invstd;
             let sdy: f64 = idx().map(|i| dy[i] as f64).sum();
             let sdyx: f64 = idx().map(|i| dy[i] as f64 * xhat(i)).sum();

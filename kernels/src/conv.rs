@@ -141,11 +141,25 @@ fn col2im_add(g: &ConvGeom, x: &[f32], col: &[f32], dx: &mut [f32]) {
 }
 
 /// The output columns `lo..hi` whose input column `ow * stride + tap - pad` lies inside `0..w`.
-pub(crate) fn valid_range(w: usize, wo: usize, tap: usize, stride: usize, pad: usize) -> (usize, usize) {
+pub(crate) fn valid_range(
+    w: usize,
+    wo: usize,
+    tap: usize,
+    stride: usize,
+    pad: usize,
+) -> (usize, usize) {
     // ow * s + tap >= pad  <=>  ow >= ceil((pad - tap) / s)
-    let lo = if tap >= pad { 0 } else { (pad - tap).div_ceil(stride) };
+    let lo = if tap >= pad {
+        0
+    } else {
+        (pad - tap).div_ceil(stride)
+    };
     // ow * s + tap - pad <= w - 1  <=>  ow <= (w - 1 + pad - tap) / s
-    let hi = if w + pad > tap { ((w - 1 + pad - tap) / stride + 1).min(wo) } else { 0 };
+    let hi = if w + pad > tap {
+        ((w - 1 + pad - tap) / stride + 1).min(wo)
+    } else {
+        0
+    };
     (lo.min(hi), hi)
 }
 
@@ -155,45 +169,77 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32], col: &mut [f32
     let (hw, cg, og) = (ho * wo, g.c_in / g.groups, g.c_out / g.groups);
     let rows = g.col_rows();
     let x_len = g.c_in * g.h * g.w;
-    par::chunks_with_scratch(y, g.c_out * hw, col, g.col_len() / g.n.max(1), g.flops(), |n, y, col| {
-        let x = &x[n * x_len..][..x_len];
-        for gi in 0..g.groups {
-            let xg = &x[gi * cg * g.h * g.w..][..cg * g.h * g.w];
-            let wg = &w[gi * og * rows..][..og * rows];
-            let yg = &mut y[gi * og * hw..][..og * hw];
-            let b = if g.is_direct() {
-                xg
-            } else {
-                im2col(g, xg, &mut col[..rows * hw]);
-                &col[..rows * hw]
-            };
-            sgemm(og, rows, hw, 1.0, wg, Trans::N, b, Trans::N, 0.0, yg);
-        }
-    });
+    par::chunks_with_scratch(
+        y,
+        g.c_out * hw,
+        col,
+        g.col_len() / g.n.max(1),
+        g.flops(),
+        |n, y, col| {
+            let x = &x[n * x_len..][..x_len];
+            for gi in 0..g.groups {
+                let xg = &x[gi * cg * g.h * g.w..][..cg * g.h * g.w];
+                let wg = &w[gi * og * rows..][..og * rows];
+                let yg = &mut y[gi * og * hw..][..og * hw];
+                let b = if g.is_direct() {
+                    xg
+                } else {
+                    im2col(g, xg, &mut col[..rows * hw]);
+                    &col[..rows * hw]
+                };
+                sgemm(og, rows, hw, 1.0, wg, Trans::N, b, Trans::N, 0.0, yg);
+            }
+        },
+    );
 }
 
 /// dx += conv's input gradient. `col` must hold [`ConvGeom::col_len`] values (scratch).
-pub fn backward_data(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32], col: &mut [f32]) {
+pub fn backward_data(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    col: &mut [f32],
+) {
     let (ho, wo) = g.out_hw();
     let (hw, cg, og) = (ho * wo, g.c_in / g.groups, g.c_out / g.groups);
     let rows = g.col_rows();
     let x_len = g.c_in * g.h * g.w;
     let y_len = g.c_out * hw;
-    par::chunks_with_scratch(dx, x_len, col, g.col_len() / g.n.max(1), g.flops(), |n, dx, col| {
-        let (x, dy) = (&x[n * x_len..][..x_len], &dy[n * y_len..][..y_len]);
-        for gi in 0..g.groups {
-            let gx = gi * cg * g.h * g.w..(gi + 1) * cg * g.h * g.w;
-            let wg = &w[gi * og * rows..][..og * rows];
-            let dyg = &dy[gi * og * hw..][..og * hw];
-            if g.is_direct() {
-                sgemm(rows, og, hw, 1.0, wg, Trans::T, dyg, Trans::N, 1.0, &mut dx[gx]);
-            } else {
-                let dcol = &mut col[..rows * hw];
-                sgemm(rows, og, hw, 1.0, wg, Trans::T, dyg, Trans::N, 0.0, dcol);
-                col2im_add(g, &x[gx.clone()], dcol, &mut dx[gx]);
+    par::chunks_with_scratch(
+        dx,
+        x_len,
+        col,
+        g.col_len() / g.n.max(1),
+        g.flops(),
+        |n, dx, col| {
+            let (x, dy) = (&x[n * x_len..][..x_len], &dy[n * y_len..][..y_len]);
+            for gi in 0..g.groups {
+                let gx = gi * cg * g.h * g.w..(gi + 1) * cg * g.h * g.w;
+                let wg = &w[gi * og * rows..][..og * rows];
+                let dyg = &dy[gi * og * hw..][..og * hw];
+                if g.is_direct() {
+                    sgemm(
+                        rows,
+                        og,
+                        hw,
+                        1.0,
+                        wg,
+                        Trans::T,
+                        dyg,
+                        Trans::N,
+                        1.0,
+                        &mut dx[gx],
+                    );
+                } else {
+                    let dcol = &mut col[..rows * hw];
+                    sgemm(rows, og, hw, 1.0, wg, Trans::T, dyg, Trans::N, 0.0, dcol);
+                    col2im_add(g, &x[gx.clone()], dcol, &mut dx[gx]);
+                }
             }
-        }
-    });
+        },
+    );
 }
 
 /// Length of the per-sample partial buffer [`backward_weight`] needs: N * |w|.
@@ -204,26 +250,51 @@ pub fn weight_partial_len(g: &ConvGeom) -> usize {
 /// dw += conv's weight gradient. Each sample's contribution goes to its own slot of `partial`
 /// ([`weight_partial_len`] values) in parallel; the slots are then added into `dw` in sample order,
 /// so the result does not depend on the thread count. `col` as in [`forward`].
-pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32], col: &mut [f32], partial: &mut [f32]) {
+pub fn backward_weight(
+    g: &ConvGeom,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    col: &mut [f32],
+    partial: &mut [f32],
+) {
     let (ho, wo) = g.out_hw();
     let (hw, cg, og) = (ho * wo, g.c_in / g.groups, g.c_out / g.groups);
     let rows = g.col_rows();
     let (x_len, y_len, w_len) = (g.c_in * g.h * g.w, g.c_out * hw, g.w_len());
     let partial = &mut partial[..g.n * w_len];
-    par::chunks_with_scratch(partial, w_len, col, g.col_len() / g.n.max(1), g.flops(), |n, pw, col| {
-        let (x, dy) = (&x[n * x_len..][..x_len], &dy[n * y_len..][..y_len]);
-        for gi in 0..g.groups {
-            let xg = &x[gi * cg * g.h * g.w..][..cg * g.h * g.w];
-            let dyg = &dy[gi * og * hw..][..og * hw];
-            let b = if g.is_direct() {
-                xg
-            } else {
-                im2col(g, xg, &mut col[..rows * hw]);
-                &col[..rows * hw]
-            };
-            sgemm(og, hw, rows, 1.0, dyg, Trans::N, b, Trans::T, 0.0, &mut pw[gi * og * rows..][..og * rows]);
-        }
-    });
+    par::chunks_with_scratch(
+        partial,
+        w_len,
+        col,
+        g.col_len() / g.n.max(1),
+        g.flops(),
+        |n, pw, col| {
+            let (x, dy) = (&x[n * x_len..][..x_len], &dy[n * y_len..][..y_len]);
+            for gi in 0..g.groups {
+                let xg = &x[gi * cg * g.h * g.w..][..cg * g.h * g.w];
+                let dyg = &dy[gi * og * hw..][..og * hw];
+                let b = if g.is_direct() {
+                    xg
+                } else {
+                    im2col(g, xg, &mut col[..rows * hw]);
+                    &col[..rows * hw]
+                };
+                sgemm(
+                    og,
+                    hw,
+                    rows,
+                    1.0,
+                    dyg,
+                    Trans::N,
+                    b,
+                    Trans::T,
+                    0.0,
+                    &mut pw[gi * og * rows..][..og * rows],
+                );
+            }
+        },
+    );
     for p in partial.chunks(w_len) {
         crate::elementwise::axpy(1.0, p, dw);
     }
@@ -245,12 +316,17 @@ pub mod reference {
                         for ci in 0..cg {
                             for ki in 0..g.kh {
                                 for kj in 0..g.kw {
-                                    let ih = (oh * g.stride + ki * g.dilation) as isize - g.pad as isize;
-                                    let iw = (ow * g.stride + kj * g.dilation) as isize - g.pad as isize;
-                                    if ih < 0 || iw < 0 || ih >= g.h as isize || iw >= g.w as isize {
+                                    let ih =
+                                        (oh * g.stride + ki * g.dilation) as isize - g.pad as isize;
+                                    let iw =
+                                        (ow * g.stride + kj * g.dilation) as isize - g.pad as isize;
+                                    if ih < 0 || iw < 0 || ih >= g.h as isize || iw >= g.w as isize
+                                    {
                                         continue;
                                     }
-                                    let xi = ((n * g.c_in + gi * cg + ci) * g.h + ih as usize) * g.w + iw as usize;
+                                    let xi = ((n * g.c_in + gi * cg + ci) * g.h + ih as usize)
+                                        * g.w
+                                        + iw as usize;
                                     let yi = ((n * g.c_out + co) * ho + oh) * wo + ow;
                                     let wi = ((co * cg + ci) * g.kh + ki) * g.kw + kj;
                                     f(xi, yi, wi);
@@ -297,12 +373,37 @@ mod tests {
 
     /// Random small geometries: kernel 1..=3, stride 1..=2, pad 0..=2, dilation 1..=2, groups 1..=2.
     pub(crate) fn geom() -> impl Strategy<Value = ConvGeom> {
-        (1usize..3, 1usize..3, 1usize..3, 3usize..9, 3usize..9, 1usize..4, 1usize..4, 1usize..3, 0usize..3, 1usize..3, any::<bool>())
+        (
+            1usize..3,
+            1usize..3,
+            1usize..3,
+            3usize..9,
+            3usize..9,
+            1usize..4,
+            1usize..4,
+            1usize..3,
+            0usize..3,
+            1usize..3,
+            any::<bool>(),
+        )
             .prop_map(|(n, gr, cpg, h, w, k, k2, s, p, d, relu)| ConvGeom {
-                n, c_in: gr * cpg, h, w, c_out: gr * (1 + (k2 % 3)), kh: k, kw: k2,
-                stride: s, pad: p, dilation: d, groups: gr, pre_relu: relu,
+                n,
+                c_in: gr * cpg,
+                h,
+                w,
+                c_out: gr * (1 + (k2 % 3)),
+                kh: k,
+                kw: k2,
+                stride: s,
+                pad: p,
+                dilation: d,
+                groups: gr,
+                pre_relu: relu,
             })
-            .prop_filter("window fits", |g| { let (a, b) = g.out_hw(); a > 0 && b > 0 })
+            .prop_filter("window fits", |g| {
+                let (a, b) = g.out_hw();
+                a > 0 && b > 0
+            })
     }
 
     proptest! {
@@ -332,7 +433,20 @@ mod tests {
 
     #[test]
     fn pointwise_is_direct_and_matches() {
-        let g = ConvGeom { n: 2, c_in: 5, h: 4, w: 3, c_out: 7, kh: 1, kw: 1, stride: 1, pad: 0, dilation: 1, groups: 1, pre_relu: false };
+        let g = ConvGeom {
+            n: 2,
+            c_in: 5,
+            h: 4,
+            w: 3,
+            c_out: 7,
+            kh: 1,
+            kw: 1,
+            stride: 1,
+            pad: 0,
+            dilation: 1,
+            groups: 1,
+            pre_relu: false,
+        };
         assert!(g.is_direct() && g.col_len() == 0);
         let x: Vec<f32> = (0..g.x_len()).map(|i| (i as f32 * 0.37).sin()).collect();
         let w: Vec<f32> = (0..g.w_len()).map(|i| (i as f32 * 0.11).cos()).collect();
@@ -344,11 +458,24 @@ mod tests {
 
     #[test]
     fn valid_range_matches_brute_force() {
-        for w in 1..8 { for wo in 1..8 { for tap in 0..6 { for s in 1..3 { for p in 0..4 {
-            let (lo, hi) = valid_range(w, wo, tap, s, p);
-            let brute: Vec<usize> = (0..wo).filter(|ow| { let i = (ow * s + tap) as isize - p as isize; i >= 0 && i < w as isize }).collect();
-            let got: Vec<usize> = (lo..hi).collect();
-            assert_eq!(got, brute, "w {w} wo {wo} tap {tap} s {s} p {p}");
-        }}}}}
+        for w in 1..8 {
+            for wo in 1..8 {
+                for tap in 0..6 {
+                    for s in 1..3 {
+                        for p in 0..4 {
+                            let (lo, hi) = valid_range(w, wo, tap, s, p);
+                            let brute: Vec<usize> = (0..wo)
+                                .filter(|ow| {
+                                    let i = (ow * s + tap) as isize - p as isize;
+                                    i >= 0 && i < w as isize
+                                })
+                                .collect();
+                            let got: Vec<usize> = (lo..hi).collect();
+                            assert_eq!(got, brute, "w {w} wo {wo} tap {tap} s {s} p {p}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -9,7 +9,12 @@ use crate::simd::{f32x8, load, load_strided, store, LANES};
 
 /// The taps of one output row: calls `f(tap_index, ih, lo, hi, iw0)` for every kernel tap that reads
 /// a real input row `ih`, where output columns `lo..hi` read input columns `iw0 + (ow - lo) * stride`.
-fn row_taps(g: &ConvGeom, oh: usize, wo: usize, mut f: impl FnMut(usize, usize, usize, usize, usize)) {
+fn row_taps(
+    g: &ConvGeom,
+    oh: usize,
+    wo: usize,
+    mut f: impl FnMut(usize, usize, usize, usize, usize),
+) {
     for ki in 0..g.kh {
         let ih = (oh * g.stride + ki * g.dilation) as isize - g.pad as isize;
         if ih < 0 || ih >= g.h as isize {
@@ -18,7 +23,13 @@ fn row_taps(g: &ConvGeom, oh: usize, wo: usize, mut f: impl FnMut(usize, usize, 
         for kj in 0..g.kw {
             let (lo, hi) = valid_range(g.w, wo, kj * g.dilation, g.stride, g.pad);
             if lo < hi {
-                f(ki * g.kw + kj, ih as usize, lo, hi, lo * g.stride + kj * g.dilation - g.pad);
+                f(
+                    ki * g.kw + kj,
+                    ih as usize,
+                    lo,
+                    hi,
+                    lo * g.stride + kj * g.dilation - g.pad,
+                );
             }
         }
     }
@@ -27,7 +38,11 @@ fn row_taps(g: &ConvGeom, oh: usize, wo: usize, mut f: impl FnMut(usize, usize, 
 /// Input values at `x[0], x[stride], ...` (8 of them), through the fused ReLU if asked.
 #[inline(always)]
 fn read8(x: &[f32], stride: usize, relu: bool) -> f32x8 {
-    let v = if stride == 1 { load(x) } else { load_strided(x, stride) };
+    let v = if stride == 1 {
+        load(x)
+    } else {
+        load_strided(x, stride)
+    };
     if relu {
         v.max(f32x8::ZERO)
     } else {
@@ -58,7 +73,8 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
                 let out = &mut yrow[lo..hi];
                 let n8 = len / LANES * LANES;
                 for j in (0..n8).step_by(LANES) {
-                    let v = load(&out[j..]) + f32x8::splat(wv) * read8(&xs[j * g.stride..], g.stride, g.pre_relu);
+                    let v = load(&out[j..])
+                        + f32x8::splat(wv) * read8(&xs[j * g.stride..], g.stride, g.pre_relu);
                     store(v, &mut out[j..]);
                 }
                 for j in n8..len {
@@ -74,7 +90,11 @@ pub fn backward_data(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f
     let (ho, wo) = g.out_hw();
     let (plane, k2) = (g.h * g.w, g.kh * g.kw);
     par::chunks(dx, plane, 2 * g.y_len() * k2, |p, dx| {
-        let (x, w, dy) = (&x[p * plane..][..plane], &w[(p % g.c_in) * k2..][..k2], &dy[p * ho * wo..][..ho * wo]);
+        let (x, w, dy) = (
+            &x[p * plane..][..plane],
+            &w[(p % g.c_in) * k2..][..k2],
+            &dy[p * ho * wo..][..ho * wo],
+        );
         for oh in 0..ho {
             let dyrow = &dy[oh * wo..][..wo];
             row_taps(g, oh, wo, |t, ih, lo, hi, iw0| {
@@ -150,11 +170,35 @@ mod tests {
 
     fn geom() -> impl Strategy<Value = ConvGeom> {
         // Widths up to 40 so the 8-lane body and the tail both run; k up to 5 as in DARTS.
-        (1usize..3, 1usize..4, 3usize..12, 3usize..40, prop_oneof![Just(3usize), Just(5), 1usize..5], 1usize..3, 0usize..5, 1usize..3, any::<bool>())
+        (
+            1usize..3,
+            1usize..4,
+            3usize..12,
+            3usize..40,
+            prop_oneof![Just(3usize), Just(5), 1usize..5],
+            1usize..3,
+            0usize..5,
+            1usize..3,
+            any::<bool>(),
+        )
             .prop_map(|(n, c, h, w, k, s, p, d, relu)| ConvGeom {
-                n, c_in: c, h, w, c_out: c, kh: k, kw: k, stride: s, pad: p, dilation: d, groups: c, pre_relu: relu,
+                n,
+                c_in: c,
+                h,
+                w,
+                c_out: c,
+                kh: k,
+                kw: k,
+                stride: s,
+                pad: p,
+                dilation: d,
+                groups: c,
+                pre_relu: relu,
             })
-            .prop_filter("window fits", |g| { let (a, b) = g.out_hw(); a > 0 && b > 0 })
+            .prop_filter("window fits", |g| {
+                let (a, b) = g.out_hw();
+                a > 0 && b > 0
+            })
     }
 
     proptest! {

@@ -29,7 +29,11 @@ where
 /// y = max(x, 0).
 pub fn relu(x: &[f32], y: &mut [f32]) {
     debug_assert_eq!(x.len(), y.len());
-    map(y, |i, _| load(&x[i..]).max(f32x8::ZERO), |i, _| x[i].max(0.0));
+    map(
+        y,
+        |i, _| load(&x[i..]).max(f32x8::ZERO),
+        |i, _| x[i].max(0.0),
+    );
 }
 
 /// dx += dy * [x > 0]. (The derivative at exactly 0 is taken as 0, as PyTorch does.)
@@ -37,7 +41,11 @@ pub fn relu_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     debug_assert!(x.len() == dy.len() && dy.len() == dx.len());
     map(
         dx,
-        |i, d| d + load(&x[i..]).simd_gt(f32x8::ZERO).select(load(&dy[i..]), f32x8::ZERO),
+        |i, d| {
+            d + load(&x[i..])
+                .simd_gt(f32x8::ZERO)
+                .select(load(&dy[i..]), f32x8::ZERO)
+        },
         |i, d| d + if x[i] > 0.0 { dy[i] } else { 0.0 },
     );
 }
@@ -137,7 +145,12 @@ pub mod reference {
         }
     }
 
-    pub fn weighted_sum_backward(w_k: f32, x_k: &[f32], dy: &[f32], dx_k: Option<&mut [f32]>) -> f32 {
+    pub fn weighted_sum_backward(
+        w_k: f32,
+        x_k: &[f32],
+        dy: &[f32],
+        dx_k: Option<&mut [f32]>,
+    ) -> f32 {
         if let Some(dx) = dx_k {
             axpy(w_k, dy, dx);
         }
@@ -152,7 +165,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn lens() -> impl Strategy<Value = usize> {
-        prop_oneof![0usize..40, Just(ELEMENTWISE_CHUNK + 13), Just(3 * ELEMENTWISE_CHUNK + 5)]
+        prop_oneof![
+            0usize..40,
+            Just(ELEMENTWISE_CHUNK + 13),
+            Just(3 * ELEMENTWISE_CHUNK + 5)
+        ]
     }
 
     proptest! {

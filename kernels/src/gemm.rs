@@ -22,8 +22,22 @@ fn strides(t: Trans, cols: usize) -> (isize, isize) {
 /// C (m x n) = alpha * op(A) (m x k) * op(B) (k x n) + beta * C. With beta = 0, C is overwritten
 /// (its old contents are never read, NaN included).
 #[allow(clippy::too_many_arguments)]
-pub fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: &[f32], ta: Trans, b: &[f32], tb: Trans, beta: f32, c: &mut [f32]) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "sgemm: operand too short");
+pub fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: &[f32],
+    ta: Trans,
+    b: &[f32],
+    tb: Trans,
+    beta: f32,
+    c: &mut [f32],
+) {
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "sgemm: operand too short"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -32,7 +46,22 @@ pub fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: &[f32], ta: Trans, b: 
     let (rsb, csb) = strides(tb, if tb == Trans::N { n } else { k });
     // SAFETY: the asserts above guarantee every index the strides address lies inside the slices.
     unsafe {
-        matrixmultiply::sgemm(m, k, n, alpha, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), n as isize, 1);
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.as_ptr(),
+            rsa,
+            csa,
+            b.as_ptr(),
+            rsb,
+            csb,
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
     }
 }
 
@@ -40,16 +69,39 @@ pub mod reference {
     use super::Trans;
 
     #[allow(clippy::too_many_arguments)]
-    pub fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: &[f32], ta: Trans, b: &[f32], tb: Trans, beta: f32, c: &mut [f32]) {
+    pub fn sgemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f32,
+        a: &[f32],
+        ta: Trans,
+        b: &[f32],
+        tb: Trans,
+        beta: f32,
+        c: &mut [f32],
+    ) {
         for i in 0..m {
             for j in 0..n {
                 let mut acc = 0.0f32;
                 for p in 0..k {
-                    let av = if ta == Trans::N { a[i * k + p] } else { a[p * m + i] };
-                    let bv = if tb == Trans::N { b[p * n + j] } else { b[j * k + p] };
+                    let av = if ta == Trans::N {
+                        a[i * k + p]
+                    } else {
+                        a[p * m + i]
+                    };
+                    let bv = if tb == Trans::N {
+                        b[p * n + j]
+                    } else {
+                        b[j * k + p]
+                    };
                     acc += av * bv;
                 }
-                let old = if beta == 0.0 { 0.0 } else { beta * c[i * n + j] };
+                let old = if beta == 0.0 {
+                    0.0
+                } else {
+                    beta * c[i * n + j]
+                };
                 c[i * n + j] = alpha * acc + old;
             }
         }

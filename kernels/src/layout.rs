@@ -17,17 +17,35 @@ pub fn concat_channels(parts: &[&[f32]], channels: &[usize], n: usize, hw: usize
 }
 
 /// Backward of [`concat_channels`] for part `k`: dpart += the matching channel block of dout.
-pub fn split_channels_add(dout: &[f32], channels: &[usize], k: usize, n: usize, hw: usize, dpart: &mut [f32]) {
+pub fn split_channels_add(
+    dout: &[f32],
+    channels: &[usize],
+    k: usize,
+    n: usize,
+    hw: usize,
+    dpart: &mut [f32],
+) {
     let total: usize = channels.iter().sum();
     let (off, c) = (channels[..k].iter().sum::<usize>() * hw, channels[k] * hw);
-    par::chunks(dpart, c, n * c, |s, dp| crate::elementwise::axpy(1.0, &dout[s * total * hw + off..][..c], dp));
+    par::chunks(dpart, c, n * c, |s, dp| {
+        crate::elementwise::axpy(1.0, &dout[s * total * hw + off..][..c], dp)
+    });
 }
 
 /// Backward of a channel split for part `k`: the channel block of dwhole += dpart.
-pub fn merge_channels_add(dpart: &[f32], channels: &[usize], k: usize, n: usize, hw: usize, dwhole: &mut [f32]) {
+pub fn merge_channels_add(
+    dpart: &[f32],
+    channels: &[usize],
+    k: usize,
+    n: usize,
+    hw: usize,
+    dwhole: &mut [f32],
+) {
     let total: usize = channels.iter().sum();
     let (off, c) = (channels[..k].iter().sum::<usize>() * hw, channels[k] * hw);
-    par::chunks(dwhole, total * hw, n * c, |s, dw| crate::elementwise::axpy(1.0, &dpart[s * c..][..c], &mut dw[off..off + c]));
+    par::chunks(dwhole, total * hw, n * c, |s, dw| {
+        crate::elementwise::axpy(1.0, &dpart[s * c..][..c], &mut dw[off..off + c])
+    });
 }
 
 /// A strided window of each plane: out[p, i, j] = x[p, top + i * stride, left + j * stride] for
@@ -73,12 +91,20 @@ pub fn slice2d(s: &Slice2d, x: &[f32], out: &mut [f32]) {
 
 /// dx += the window's gradient scattered back to where [`slice2d`] read it.
 pub fn slice2d_backward(s: &Slice2d, dout: &[f32], dx: &mut [f32]) {
-    par::chunks(dx, s.h * s.w, dout.len(), |p, dx| reference::slice2d_backward_plane(s, &dout[p * s.out_h * s.out_w..][..s.out_h * s.out_w], dx));
+    par::chunks(dx, s.h * s.w, dout.len(), |p, dx| {
+        reference::slice2d_backward_plane(
+            s,
+            &dout[p * s.out_h * s.out_w..][..s.out_h * s.out_w],
+            dx,
+        )
+    });
 }
 
 /// y[p] = mean of plane p of x (planes of `hw` values).
 pub fn global_avg_pool(x: &[f32], hw: usize, y: &mut [f32]) {
-    par::chunks(y, 1, x.len(), |p, y| y[0] = simd::sum(&x[p * hw..][..hw]) / hw as f32);
+    par::chunks(y, 1, x.len(), |p, y| {
+        y[0] = simd::sum(&x[p * hw..][..hw]) / hw as f32
+    });
 }
 
 /// dx[p, :] += dy[p] / hw.
@@ -87,7 +113,10 @@ pub fn global_avg_pool_backward(dy: &[f32], hw: usize, dx: &mut [f32]) {
         let share = dy[p] / hw as f32;
         let n8 = hw / LANES * LANES;
         for i in (0..n8).step_by(LANES) {
-            store(simd::load(&dx[i..]) + simd::f32x8::splat(share), &mut dx[i..]);
+            store(
+                simd::load(&dx[i..]) + simd::f32x8::splat(share),
+                &mut dx[i..],
+            );
         }
         for v in &mut dx[n8..] {
             *v += share;
@@ -98,7 +127,13 @@ pub fn global_avg_pool_backward(dy: &[f32], hw: usize, dx: &mut [f32]) {
 pub mod reference {
     use super::Slice2d;
 
-    pub fn concat_channels(parts: &[&[f32]], channels: &[usize], n: usize, hw: usize, out: &mut [f32]) {
+    pub fn concat_channels(
+        parts: &[&[f32]],
+        channels: &[usize],
+        n: usize,
+        hw: usize,
+        out: &mut [f32],
+    ) {
         let total: usize = channels.iter().sum();
         for s in 0..n {
             let mut c0 = 0;
@@ -113,7 +148,14 @@ pub mod reference {
         }
     }
 
-    pub fn split_channels_add(dout: &[f32], channels: &[usize], k: usize, n: usize, hw: usize, dpart: &mut [f32]) {
+    pub fn split_channels_add(
+        dout: &[f32],
+        channels: &[usize],
+        k: usize,
+        n: usize,
+        hw: usize,
+        dpart: &mut [f32],
+    ) {
         let total: usize = channels.iter().sum();
         let (c0, c) = (channels[..k].iter().sum::<usize>(), channels[k]);
         for s in 0..n {
@@ -125,7 +167,14 @@ pub mod reference {
         }
     }
 
-    pub fn merge_channels_add(dpart: &[f32], channels: &[usize], k: usize, n: usize, hw: usize, dwhole: &mut [f32]) {
+    pub fn merge_channels_add(
+        dpart: &[f32],
+        channels: &[usize],
+        k: usize,
+        n: usize,
+        hw: usize,
+        dwhole: &mut [f32],
+    ) {
         let total: usize = channels.iter().sum();
         let (c0, c) = (channels[..k].iter().sum::<usize>(), channels[k]);
         for s in 0..n {
@@ -141,7 +190,8 @@ pub mod reference {
         for p in 0..s.planes {
             for i in 0..s.out_h {
                 for j in 0..s.out_w {
-                    out[(p * s.out_h + i) * s.out_w + j] = x[(p * s.h + s.top + i * s.stride) * s.w + s.left + j * s.stride];
+                    out[(p * s.out_h + i) * s.out_w + j] =
+                        x[(p * s.h + s.top + i * s.stride) * s.w + s.left + j * s.stride];
                 }
             }
         }
@@ -158,7 +208,11 @@ pub mod reference {
     pub fn slice2d_backward(s: &Slice2d, dout: &[f32], dx: &mut [f32]) {
         let (plane, oplane) = (s.h * s.w, s.out_h * s.out_w);
         for p in 0..s.planes {
-            slice2d_backward_plane(s, &dout[p * oplane..][..oplane], &mut dx[p * plane..][..plane]);
+            slice2d_backward_plane(
+                s,
+                &dout[p * oplane..][..oplane],
+                &mut dx[p * plane..][..plane],
+            );
         }
     }
 

@@ -3,7 +3,15 @@
 use crate::gemm::{sgemm, Trans};
 
 /// y = x W^T + b.
-pub fn forward(n: usize, d_in: usize, d_out: usize, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
+pub fn forward(
+    n: usize,
+    d_in: usize,
+    d_out: usize,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    y: &mut [f32],
+) {
     sgemm(n, d_in, d_out, 1.0, x, Trans::N, w, Trans::T, 0.0, y);
     if let Some(b) = b {
         for row in y.chunks_mut(d_out) {
@@ -14,7 +22,17 @@ pub fn forward(n: usize, d_in: usize, d_out: usize, x: &[f32], w: &[f32], b: Opt
 
 /// dx += dy W, dw += dy^T x, db += sum over rows of dy (rows in order).
 #[allow(clippy::too_many_arguments)]
-pub fn backward(n: usize, d_in: usize, d_out: usize, x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: Option<&mut [f32]>, db: Option<&mut [f32]>) {
+pub fn backward(
+    n: usize,
+    d_in: usize,
+    d_out: usize,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    dw: Option<&mut [f32]>,
+    db: Option<&mut [f32]>,
+) {
     if let Some(dx) = dx {
         sgemm(n, d_out, d_in, 1.0, dy, Trans::N, w, Trans::N, 1.0, dx);
     }
@@ -29,27 +47,52 @@ pub fn backward(n: usize, d_in: usize, d_out: usize, x: &[f32], w: &[f32], dy: &
 }
 
 pub mod reference {
-    pub fn forward(n: usize, d_in: usize, d_out: usize, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
+    pub fn forward(
+        n: usize,
+        d_in: usize,
+        d_out: usize,
+        x: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+        y: &mut [f32],
+    ) {
         for i in 0..n {
             for o in 0..d_out {
-                y[i * d_out + o] = (0..d_in).map(|k| x[i * d_in + k] * w[o * d_in + k]).sum::<f32>() + b.map_or(0.0, |b| b[o]);
+                y[i * d_out + o] = (0..d_in)
+                    .map(|k| x[i * d_in + k] * w[o * d_in + k])
+                    .sum::<f32>()
+                    + b.map_or(0.0, |b| b[o]);
             }
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn backward(n: usize, d_in: usize, d_out: usize, x: &[f32], w: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dw: Option<&mut [f32]>, db: Option<&mut [f32]>) {
+    pub fn backward(
+        n: usize,
+        d_in: usize,
+        d_out: usize,
+        x: &[f32],
+        w: &[f32],
+        dy: &[f32],
+        dx: Option<&mut [f32]>,
+        dw: Option<&mut [f32]>,
+        db: Option<&mut [f32]>,
+    ) {
         if let Some(dx) = dx {
             for i in 0..n {
                 for k in 0..d_in {
-                    dx[i * d_in + k] += (0..d_out).map(|o| dy[i * d_out + o] * w[o * d_in + k]).sum::<f32>();
+                    dx[i * d_in + k] += (0..d_out)
+                        .map(|o| dy[i * d_out + o] * w[o * d_in + k])
+                        .sum::<f32>();
                 }
             }
         }
         if let Some(dw) = dw {
             for o in 0..d_out {
                 for k in 0..d_in {
-                    dw[o * d_in + k] += (0..n).map(|i| dy[i * d_out + o] * x[i * d_in + k]).sum::<f32>();
+                    dw[o * d_in + k] += (0..n)
+                        .map(|i| dy[i * d_out + o] * x[i * d_in + k])
+                        .sum::<f32>();
                 }
             }
         }

@@ -12,7 +12,11 @@ pub fn forward(alpha: &[f32], cols: usize, p: &mut [f32], w: &mut [f32]) {
     if cols != LANES {
         return reference::forward(alpha, cols, p, w);
     }
-    for ((a, p), w) in alpha.chunks(LANES).zip(p.chunks_mut(LANES)).zip(w.chunks_mut(LANES)) {
+    for ((a, p), w) in alpha
+        .chunks(LANES)
+        .zip(p.chunks_mut(LANES))
+        .zip(w.chunks_mut(LANES))
+    {
         crate::softmax::softmax_row(a, p);
         let pv = load(p);
         store(f32x8::ONE - f32x8::splat(simd::hmax(pv)) + pv, w);
@@ -24,7 +28,11 @@ pub fn backward(p: &[f32], g: &[f32], cols: usize, dalpha: &mut [f32]) {
     if cols != LANES {
         return reference::backward(p, g, cols, dalpha);
     }
-    for ((p, g), da) in p.chunks(LANES).zip(g.chunks(LANES)).zip(dalpha.chunks_mut(LANES)) {
+    for ((p, g), da) in p
+        .chunks(LANES)
+        .zip(g.chunks(LANES))
+        .zip(dalpha.chunks_mut(LANES))
+    {
         let (pv, gv) = (load(p), load(g));
         let mv = f32x8::splat(simd::hmax(pv));
         let tied = pv.simd_eq(mv);
@@ -48,11 +56,19 @@ pub mod reference {
     }
 
     pub fn backward(p: &[f32], g: &[f32], cols: usize, dalpha: &mut [f32]) {
-        for ((pr, gr), dr) in p.chunks(cols).zip(g.chunks(cols)).zip(dalpha.chunks_mut(cols)) {
+        for ((pr, gr), dr) in p
+            .chunks(cols)
+            .zip(g.chunks(cols))
+            .zip(dalpha.chunks_mut(cols))
+        {
             let m = pr.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
             let ties = pr.iter().filter(|&&v| v == m).count() as f32;
             let share = gr.iter().sum::<f32>() / ties;
-            let dp: Vec<f32> = pr.iter().zip(gr).map(|(&pv, &gv)| if pv == m { gv - share } else { gv }).collect();
+            let dp: Vec<f32> = pr
+                .iter()
+                .zip(gr)
+                .map(|(&pv, &gv)| if pv == m { gv - share } else { gv })
+                .collect();
             let d: f32 = dp.iter().zip(pr).map(|(a, b)| a * b).sum();
             for k in 0..cols {
                 dr[k] += pr[k] * (dp[k] - d);

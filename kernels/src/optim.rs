@@ -44,7 +44,8 @@ pub struct Sgd {
 /// d = grad_scale * g - grad_shift + wd * w; v = momentum * v + d; w -= lr * v.
 pub fn sgd_step(h: Sgd, grad_scale: f32, grad_shift: f32, w: &mut [f32], g: &[f32], v: &mut [f32]) {
     let n8 = w.len() / LANES * LANES;
-    let [lr, mo, wd, gs, sh] = [h.lr, h.momentum, h.weight_decay, grad_scale, grad_shift].map(f32x8::splat);
+    let [lr, mo, wd, gs, sh] =
+        [h.lr, h.momentum, h.weight_decay, grad_scale, grad_shift].map(f32x8::splat);
     for i in (0..n8).step_by(LANES) {
         let wv = load(&w[i..]);
         let d = gs * load(&g[i..]) - sh + wd * wv;
@@ -52,7 +53,14 @@ pub fn sgd_step(h: Sgd, grad_scale: f32, grad_shift: f32, w: &mut [f32], g: &[f3
         store(vv, &mut v[i..]);
         store(wv - lr * vv, &mut w[i..]);
     }
-    reference::sgd_step(h, grad_scale, grad_shift, &mut w[n8..], &g[n8..], &mut v[n8..]);
+    reference::sgd_step(
+        h,
+        grad_scale,
+        grad_shift,
+        &mut w[n8..],
+        &g[n8..],
+        &mut v[n8..],
+    );
 }
 
 /// Hyper-parameters of Adam with L2 weight decay (PyTorch's `Adam`, not AdamW).
@@ -68,11 +76,29 @@ pub struct Adam {
 /// One Adam step number `step` (1-based): d = grad_scale * g - grad_shift + wd * w;
 /// m = b1 m + (1 - b1) d; v = b2 v + (1 - b2) d^2; w -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
 #[allow(clippy::too_many_arguments)]
-pub fn adam_step(h: Adam, step: u64, grad_scale: f32, grad_shift: f32, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+pub fn adam_step(
+    h: Adam,
+    step: u64,
+    grad_scale: f32,
+    grad_shift: f32,
+    w: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) {
     let (bc1, bc2_sqrt) = reference::bias_corrections(h, step);
     let n8 = w.len() / LANES * LANES;
-    let [b1, b2, eps, wd, gs, sh, step_size, bc2s] =
-        [h.beta1, h.beta2, h.eps, h.weight_decay, grad_scale, grad_shift, h.lr / bc1, bc2_sqrt].map(f32x8::splat);
+    let [b1, b2, eps, wd, gs, sh, step_size, bc2s] = [
+        h.beta1,
+        h.beta2,
+        h.eps,
+        h.weight_decay,
+        grad_scale,
+        grad_shift,
+        h.lr / bc1,
+        bc2_sqrt,
+    ]
+    .map(f32x8::splat);
     for i in (0..n8).step_by(LANES) {
         let wv = load(&w[i..]);
         let d = gs * load(&g[i..]) - sh + wd * wv;
@@ -80,9 +106,21 @@ pub fn adam_step(h: Adam, step: u64, grad_scale: f32, grad_shift: f32, w: &mut [
         let vv = b2 * load(&v[i..]) + (f32x8::ONE - b2) * d * d;
         store(mv, &mut m[i..]);
         store(vv, &mut v[i..]);
-        store(wv - step_size * (mv / (vv.sqrt() / bc2s + eps)), &mut w[i..]);
+        store(
+            wv - step_size * (mv / (vv.sqrt() / bc2s + eps)),
+            &mut w[i..],
+        );
     }
-    reference::adam_step(h, step, grad_scale, grad_shift, &mut w[n8..], &g[n8..], &mut m[n8..], &mut v[n8..]);
+    reference::adam_step(
+        h,
+        step,
+        grad_scale,
+        grad_shift,
+        &mut w[n8..],
+        &g[n8..],
+        &mut m[n8..],
+        &mut v[n8..],
+    );
 }
 
 pub mod reference {
@@ -97,7 +135,14 @@ pub mod reference {
         buf.iter_mut().for_each(|v| *v -= m);
     }
 
-    pub fn sgd_step(h: Sgd, grad_scale: f32, grad_shift: f32, w: &mut [f32], g: &[f32], v: &mut [f32]) {
+    pub fn sgd_step(
+        h: Sgd,
+        grad_scale: f32,
+        grad_shift: f32,
+        w: &mut [f32],
+        g: &[f32],
+        v: &mut [f32],
+    ) {
         for i in 0..w.len() {
             let d = grad_scale * g[i] - grad_shift + h.weight_decay * w[i];
             v[i] = h.momentum * v[i] + d;
@@ -108,11 +153,23 @@ pub mod reference {
     /// (1 - b1^t, sqrt(1 - b2^t)), computed in f64.
     pub(crate) fn bias_corrections(h: Adam, step: u64) -> (f32, f32) {
         let t = step.max(1) as i32;
-        ((1.0 - (h.beta1 as f64).powi(t)) as f32, (1.0 - (h.beta2 as f64).powi(t)).sqrt() as f32)
+        (
+            (1.0 - (h.beta1 as f64).powi(t)) as f32,
+            (1.0 - (h.beta2 as f64).powi(t)).sqrt() as f32,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn adam_step(h: Adam, step: u64, grad_scale: f32, grad_shift: f32, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+    pub fn adam_step(
+        h: Adam,
+        step: u64,
+        grad_scale: f32,
+        grad_shift: f32,
+        w: &mut [f32],
+        g: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+    ) {
         let (bc1, bc2_sqrt) = bias_corrections(h, step);
         let step_size = h.lr / bc1;
         for i in 0..w.len() {

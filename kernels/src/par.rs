@@ -27,22 +27,37 @@ pub fn chunks<F>(out: &mut [f32], chunk_len: usize, work: usize, f: F)
 where
     F: Fn(usize, &mut [f32]) + Sync + Send,
 {
-    out.par_chunks_mut(chunk_len.max(1)).with_min_len(min_len(work)).enumerate().for_each(|(i, c)| f(i, c));
+    out.par_chunks_mut(chunk_len.max(1))
+        .with_min_len(min_len(work))
+        .enumerate()
+        .for_each(|(i, c)| f(i, c));
 }
 
 /// Runs `f(i, out_i, scratch_i)` over matching chunks of `out` and a scratch buffer. A `scratch_len`
 /// of 0 passes an empty scratch slice to every call.
-pub fn chunks_with_scratch<T, F>(out: &mut [T], out_len: usize, scratch: &mut [f32], scratch_len: usize, work: usize, f: F)
-where
+pub fn chunks_with_scratch<T, F>(
+    out: &mut [T],
+    out_len: usize,
+    scratch: &mut [f32],
+    scratch_len: usize,
+    work: usize,
+    f: F,
+) where
     T: Send,
     F: Fn(usize, &mut [T], &mut [f32]) + Sync + Send,
 {
     let out_len = out_len.max(1);
     let ml = min_len(work);
     if scratch_len == 0 {
-        out.par_chunks_mut(out_len).with_min_len(ml).enumerate().for_each(|(i, o)| f(i, o, &mut []));
+        out.par_chunks_mut(out_len)
+            .with_min_len(ml)
+            .enumerate()
+            .for_each(|(i, o)| f(i, o, &mut []));
     } else {
-        assert!(scratch.len() >= out.len().div_ceil(out_len) * scratch_len, "scratch buffer too short");
+        assert!(
+            scratch.len() >= out.len().div_ceil(out_len) * scratch_len,
+            "scratch buffer too short"
+        );
         out.par_chunks_mut(out_len)
             .zip(scratch.par_chunks_mut(scratch_len))
             .with_min_len(ml)

@@ -24,7 +24,10 @@ pub fn load_strided(s: &[f32], stride: usize) -> f32x8 {
 /// Horizontal maximum (NaN-propagation is not relied on).
 #[inline(always)]
 pub fn hmax(v: f32x8) -> f32 {
-    v.as_array().iter().copied().fold(f32::NEG_INFINITY, f32::max)
+    v.as_array()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max)
 }
 
 /// Horizontal sum in a fixed order (lane 0 first).

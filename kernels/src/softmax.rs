@@ -62,7 +62,13 @@ pub fn cross_entropy(logits: &[f32], cols: usize, labels: &[u32], probs: &mut [f
 }
 
 /// dlogits += g / rows * (p - onehot(label)).
-pub fn cross_entropy_backward(probs: &[f32], cols: usize, labels: &[u32], g: f32, dlogits: &mut [f32]) {
+pub fn cross_entropy_backward(
+    probs: &[f32],
+    cols: usize,
+    labels: &[u32],
+    g: f32,
+    dlogits: &mut [f32],
+) {
     let s = g / labels.len() as f32;
     for (r, (pr, dr)) in probs.chunks(cols).zip(dlogits.chunks_mut(cols)).enumerate() {
         for k in 0..cols {
@@ -86,7 +92,11 @@ pub mod reference {
 
     pub fn cross_entropy(logits: &[f32], cols: usize, labels: &[u32], probs: &mut [f32]) -> f32 {
         softmax_rows(logits, cols, probs);
-        let loss: f64 = labels.iter().enumerate().map(|(r, &l)| -(probs[r * cols + l as usize] as f64).ln()).sum();
+        let loss: f64 = labels
+            .iter()
+            .enumerate()
+            .map(|(r, &l)| -(probs[r * cols + l as usize] as f64).ln())
+            .sum();
         (loss / labels.len() as f64) as f32
     }
 }

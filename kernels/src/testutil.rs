@@ -10,6 +10,9 @@ pub fn vec_f32(len: usize) -> impl Strategy<Value = Vec<f32>> {
 pub fn assert_close(a: &[f32], b: &[f32], tol: f32) {
     assert_eq!(a.len(), b.len(), "length");
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!((x - y).abs() <= tol * (1.0 + y.abs()), "index {i}: fast {x} vs reference {y}");
+        assert!(
+            (x - y).abs() <= tol * (1.0 + y.abs()),
+            "index {i}: fast {x} vs reference {y}"
+        );
     }
 }

@@ -16,7 +16,11 @@ pub struct GradcheckOptions {
 
 impl Default for GradcheckOptions {
     fn default() -> Self {
-        GradcheckOptions { eps: 1e-2, atol: 1e-3, rtol: 3e-3 }
+        GradcheckOptions {
+            eps: 1e-2,
+            atol: 1e-3,
+            rtol: 3e-3,
+        }
     }
 }
 
@@ -44,9 +48,19 @@ pub struct GradcheckReport {
 
 impl std::fmt::Display for GradcheckReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "gradcheck {}: {} elements, max abs error {:.3e}", if self.passed { "passed" } else { "FAILED" }, self.checked, self.max_abs_err)?;
+        write!(
+            f,
+            "gradcheck {}: {} elements, max abs error {:.3e}",
+            if self.passed { "passed" } else { "FAILED" },
+            self.checked,
+            self.max_abs_err
+        )?;
         if let Some(w) = &self.worst {
-            write!(f, "; worst: input {} element {}: analytic {:.6e} vs numeric {:.6e}", w.input, w.index, w.analytic, w.numeric)?;
+            write!(
+                f,
+                "; worst: input {} element {}: analytic {:.6e} vs numeric {:.6e}",
+                w.input, w.index, w.analytic, w.numeric
+            )?;
         }
         Ok(())
     }
@@ -68,9 +82,22 @@ where
     };
     let (mut tape, vars, loss) = eval(inputs, true)?;
     tape.backward(loss)?;
-    let analytic: Vec<Tensor> = vars.iter().zip(inputs).map(|(&v, x)| tape.grad(v).cloned().unwrap_or_else(|| Tensor::zeros(x.shape().clone()))).collect();
+    let analytic: Vec<Tensor> = vars
+        .iter()
+        .zip(inputs)
+        .map(|(&v, x)| {
+            tape.grad(v)
+                .cloned()
+                .unwrap_or_else(|| Tensor::zeros(x.shape().clone()))
+        })
+        .collect();
 
-    let mut report = GradcheckReport { passed: true, checked: 0, max_abs_err: 0.0, worst: None };
+    let mut report = GradcheckReport {
+        passed: true,
+        checked: 0,
+        max_abs_err: 0.0,
+        worst: None,
+    };
     let mut worst_ratio = -1.0f32;
     let mut xs = inputs.to_vec();
     for (k, a) in analytic.iter().enumerate() {
@@ -89,13 +116,22 @@ where
             let tol = opts.atol + opts.rtol * numeric.abs();
             report.checked += 1;
             report.max_abs_err = report.max_abs_err.max(err);
-            let ratio = if err.is_nan() { f32::INFINITY } else { err / tol };
+            let ratio = if err.is_nan() {
+                f32::INFINITY
+            } else {
+                err / tol
+            };
             if ratio > 1.0 {
                 report.passed = false;
             }
             if ratio > worst_ratio {
                 worst_ratio = ratio;
-                report.worst = Some(Mismatch { input: k, index: i, analytic, numeric });
+                report.worst = Some(Mismatch {
+                    input: k,
+                    index: i,
+                    analytic,
+                    numeric,
+                });
             }
         }
     }

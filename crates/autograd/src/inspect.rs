@@ -16,7 +16,8 @@ pub struct Stats {
 
 impl Stats {
     pub fn of(data: &[f32]) -> Stats {
-        let (mut min, mut max, mut sum, mut sq, mut bad) = (f32::INFINITY, f32::NEG_INFINITY, 0.0f64, 0.0f64, 0);
+        let (mut min, mut max, mut sum, mut sq, mut bad) =
+            (f32::INFINITY, f32::NEG_INFINITY, 0.0f64, 0.0f64, 0);
         for &v in data {
             if !v.is_finite() {
                 bad += 1;
@@ -28,7 +29,13 @@ impl Stats {
             sq += v as f64 * v as f64;
         }
         let n = (data.len() - bad).max(1) as f64;
-        Stats { min, max, mean: (sum / n) as f32, l2: sq.sqrt() as f32, non_finite: bad }
+        Stats {
+            min,
+            max,
+            mean: (sum / n) as f32,
+            l2: sq.sqrt() as f32,
+            non_finite: bad,
+        }
     }
 }
 
@@ -72,11 +79,23 @@ impl Tape {
 
     /// A plain-text table of [`Tape::nodes`], one line per node.
     pub fn summary(&self) -> String {
-        let mut s = format!("{:>5}  {:<14} {:<18} {:<28} {:>11} {:>11}\n", "node", "op", "shape", "scope/name", "|value|", "|grad|");
+        let mut s = format!(
+            "{:>5}  {:<14} {:<18} {:<28} {:>11} {:>11}\n",
+            "node", "op", "shape", "scope/name", "|value|", "|grad|"
+        );
         for n in self.nodes() {
             let label = n.name.clone().or(n.scope.clone()).unwrap_or_default();
             let grad = n.grad.map_or("-".to_string(), |g| format!("{:.4e}", g.l2));
-            let _ = writeln!(s, "{:>5}  {:<14} {:<18} {:<28} {:>11.4e} {:>11}", n.index, n.op, format!("{:?}", n.shape), label, n.value.l2, grad);
+            let _ = writeln!(
+                s,
+                "{:>5}  {:<14} {:<18} {:<28} {:>11.4e} {:>11}",
+                n.index,
+                n.op,
+                format!("{:?}", n.shape),
+                label,
+                n.value.l2,
+                grad
+            );
         }
         s
     }
@@ -84,14 +103,22 @@ impl Tape {
     /// The tape as a Graphviz digraph: leaves as ellipses (parameters named), ops as boxes labelled
     /// with op, shape and scope; nodes of one scope grouped in a cluster. Edges run input -> output.
     pub fn to_dot(&self) -> String {
-        let mut s = String::from("digraph tape {\n  rankdir=TB;\n  node [fontname=\"Helvetica\", fontsize=10];\n");
+        let mut s = String::from(
+            "digraph tape {\n  rankdir=TB;\n  node [fontname=\"Helvetica\", fontsize=10];\n",
+        );
         let nodes = self.nodes();
         let mut clusters: Vec<(String, Vec<usize>)> = Vec::new();
         for n in &nodes {
             let shape = if n.op == "leaf" { "ellipse" } else { "box" };
             let title = n.name.clone().unwrap_or_else(|| n.op.to_string());
-            let grad = n.grad.map_or(String::new(), |g| format!("\\n|grad| {:.3e}", g.l2));
-            let fill = if n.requires_grad { "#dbe9f6" } else { "#eeeeee" };
+            let grad = n
+                .grad
+                .map_or(String::new(), |g| format!("\\n|grad| {:.3e}", g.l2));
+            let fill = if n.requires_grad {
+                "#dbe9f6"
+            } else {
+                "#eeeeee"
+            };
             let _ = writeln!(s, "  n{} [shape={shape}, style=filled, fillcolor=\"{fill}\", label=\"#{} {}\\n{:?}{grad}\"];", n.index, n.index, escape(&title), n.shape);
             if let Some(scope) = &n.scope {
                 match clusters.iter_mut().find(|(name, _)| name == scope) {
@@ -101,7 +128,11 @@ impl Tape {
             }
         }
         for (k, (scope, members)) in clusters.iter().enumerate() {
-            let _ = write!(s, "  subgraph cluster_{k} {{ label=\"{}\"; style=dashed;", escape(scope));
+            let _ = write!(
+                s,
+                "  subgraph cluster_{k} {{ label=\"{}\"; style=dashed;",
+                escape(scope)
+            );
             for m in members {
                 let _ = write!(s, " n{m};");
             }

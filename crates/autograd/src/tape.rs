@@ -23,7 +23,13 @@ pub type GradSlots = [Option<Tensor>];
 /// The vector-Jacobian product of one op. `inputs` are the op's input values, `output` its value,
 /// `grad_out` = dL/doutput. Implementations add dL/dinput_i into `grads[i]` when it is `Some`.
 pub trait Backward: Send + Sync {
-    fn backward(&self, inputs: &[&Tensor], output: &Tensor, grad_out: &Tensor, grads: &mut GradSlots);
+    fn backward(
+        &self,
+        inputs: &[&Tensor],
+        output: &Tensor,
+        grad_out: &Tensor,
+        grads: &mut GradSlots,
+    );
 }
 
 struct Node {
@@ -131,7 +137,14 @@ impl Tape {
     /// A leaf node (input or parameter). Leaves that require grad keep their gradient after backward.
     pub fn leaf(&mut self, value: Tensor, requires_grad: bool) -> Var {
         let requires_grad = requires_grad && self.grad_enabled;
-        self.push_node(value, "leaf", Vec::new(), None, requires_grad, requires_grad)
+        self.push_node(
+            value,
+            "leaf",
+            Vec::new(),
+            None,
+            requires_grad,
+            requires_grad,
+        )
     }
 
     /// A named parameter leaf (requires grad); the name shows in inspection and DOT output.
@@ -146,22 +159,50 @@ impl Tape {
 
     /// Records an op's result. `backward` is kept only if some input requires grad (and grad is
     /// enabled). This is what the `ops` crate calls for every op.
-    pub fn push(&mut self, op: &'static str, value: Tensor, inputs: &[Var], backward: impl Backward + 'static) -> Var {
+    pub fn push(
+        &mut self,
+        op: &'static str,
+        value: Tensor,
+        inputs: &[Var],
+        backward: impl Backward + 'static,
+    ) -> Var {
         for &v in inputs {
             self.check(v);
         }
-        let requires_grad = self.grad_enabled && inputs.iter().any(|v| self.nodes[v.index].requires_grad);
-        let backward: Option<Box<dyn Backward>> = requires_grad.then(|| Box::new(backward) as Box<dyn Backward>);
+        let requires_grad =
+            self.grad_enabled && inputs.iter().any(|v| self.nodes[v.index].requires_grad);
+        let backward: Option<Box<dyn Backward>> =
+            requires_grad.then(|| Box::new(backward) as Box<dyn Backward>);
         self.push_node(value, op, inputs.to_vec(), backward, requires_grad, false)
     }
 
-    fn push_node(&mut self, value: Tensor, op: &'static str, inputs: Vec<Var>, backward: Option<Box<dyn Backward>>, requires_grad: bool, keep_grad: bool) -> Var {
+    fn push_node(
+        &mut self,
+        value: Tensor,
+        op: &'static str,
+        inputs: Vec<Var>,
+        backward: Option<Box<dyn Backward>>,
+        requires_grad: bool,
+        keep_grad: bool,
+    ) -> Var {
         let index = self.nodes.len();
         let scope = self.current_scope();
-        self.nodes.push(Node { op, inputs, backward, requires_grad, keep_grad, scope, name: None, grad_stats: None });
+        self.nodes.push(Node {
+            op,
+            inputs,
+            backward,
+            requires_grad,
+            keep_grad,
+            scope,
+            name: None,
+            grad_stats: None,
+        });
         self.values.push(value);
         self.grads.push(None);
-        Var { index, generation: self.generation }
+        Var {
+            index,
+            generation: self.generation,
+        }
     }
 
     /// A tensor of `shape` with unspecified contents, recycled from earlier steps when possible. For op
@@ -230,9 +271,26 @@ impl Tape {
         self.grads[v.index].take()
     }
 
-    pub(crate) fn node_parts(&self, i: usize) -> (&'static str, &[Var], Option<&str>, Option<&str>, bool, Option<Stats>) {
+    pub(crate) fn node_parts(
+        &self,
+        i: usize,
+    ) -> (
+        &'static str,
+        &[Var],
+        Option<&str>,
+        Option<&str>,
+        bool,
+        Option<Stats>,
+    ) {
         let n = &self.nodes[i];
-        (n.op, &n.inputs, n.scope.as_deref(), n.name.as_deref(), n.requires_grad, n.grad_stats)
+        (
+            n.op,
+            &n.inputs,
+            n.scope.as_deref(),
+            n.name.as_deref(),
+            n.requires_grad,
+            n.grad_stats,
+        )
     }
 
     pub(crate) fn raw_value(&self, i: usize) -> &Tensor {
@@ -250,15 +308,23 @@ impl Tape {
     pub fn backward(&mut self, loss: Var) -> Result<()> {
         self.check(loss);
         if self.values[loss.index].numel() != 1 {
-            return Err(Error::Tape(format!("backward needs a one-element loss, node {} has shape {:?}", loss.index, self.values[loss.index].dims())));
+            return Err(Error::Tape(format!(
+                "backward needs a one-element loss, node {} has shape {:?}",
+                loss.index,
+                self.values[loss.index].dims()
+            )));
         }
         if !self.nodes[loss.index].requires_grad {
-            return Err(Error::Tape("the loss does not depend on anything that requires grad".into()));
+            return Err(Error::Tape(
+                "the loss does not depend on anything that requires grad".into(),
+            ));
         }
         let seed = Tensor::full(self.values[loss.index].shape().clone(), 1.0);
         self.add_grad(loss.index, seed);
         for i in (0..=loss.index).rev() {
-            let Some(grad_out) = self.grads[i].take() else { continue };
+            let Some(grad_out) = self.grads[i].take() else {
+                continue;
+            };
             if self.record_grad_stats {
                 self.nodes[i].grad_stats = Some(Stats::of(grad_out.data()));
             }
@@ -268,17 +334,21 @@ impl Tape {
                 // An input used twice gets a fresh zero slot the second time; it is added back below.
                 let mut slots: Vec<Option<Tensor>> = Vec::with_capacity(inputs.len());
                 for v in &inputs {
-                    let slot = self.nodes[v.index].requires_grad.then(|| match self.grads[v.index].take() {
-                        Some(g) => g,
-                        None => {
-                            let shape = self.values[v.index].shape().clone();
-                            Tensor::from_vec(shape.clone(), self.pool.zeros(shape.numel())).expect("same length")
+                    let slot = self.nodes[v.index].requires_grad.then(|| {
+                        match self.grads[v.index].take() {
+                            Some(g) => g,
+                            None => {
+                                let shape = self.values[v.index].shape().clone();
+                                Tensor::from_vec(shape.clone(), self.pool.zeros(shape.numel()))
+                                    .expect("same length")
+                            }
                         }
                     });
                     slots.push(slot);
                 }
                 {
-                    let in_values: Vec<&Tensor> = inputs.iter().map(|v| &self.values[v.index]).collect();
+                    let in_values: Vec<&Tensor> =
+                        inputs.iter().map(|v| &self.values[v.index]).collect();
                     bw.backward(&in_values, &self.values[i], &grad_out, &mut slots);
                 }
                 self.nodes[i].backward = Some(bw);

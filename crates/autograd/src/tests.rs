@@ -7,7 +7,12 @@ impl Backward for Mul {
     fn backward(&self, inputs: &[&Tensor], _out: &Tensor, g: &Tensor, grads: &mut GradSlots) {
         for (k, other) in [(0, 1), (1, 0)] {
             if let Some(d) = grads[k].as_mut() {
-                for ((d, g), o) in d.data_mut().iter_mut().zip(g.data()).zip(inputs[other].data()) {
+                for ((d, g), o) in d
+                    .data_mut()
+                    .iter_mut()
+                    .zip(g.data())
+                    .zip(inputs[other].data())
+                {
                     *d += g * o;
                 }
             }
@@ -16,7 +21,13 @@ impl Backward for Mul {
 }
 
 fn mul(t: &mut Tape, a: Var, b: Var) -> Var {
-    let v: Vec<f32> = t.value(a).data().iter().zip(t.value(b).data()).map(|(x, y)| x * y).collect();
+    let v: Vec<f32> = t
+        .value(a)
+        .data()
+        .iter()
+        .zip(t.value(b).data())
+        .map(|(x, y)| x * y)
+        .collect();
     let out = Tensor::from_vec(t.value(a).shape().clone(), v).unwrap();
     t.push("mul", out, &[a, b], Mul)
 }
@@ -26,7 +37,9 @@ struct Sum(f32);
 impl Backward for Sum {
     fn backward(&self, _inputs: &[&Tensor], _out: &Tensor, g: &Tensor, grads: &mut GradSlots) {
         if let Some(d) = grads[0].as_mut() {
-            d.data_mut().iter_mut().for_each(|d| *d += g.data()[0] * (1.0 + self.0));
+            d.data_mut()
+                .iter_mut()
+                .for_each(|d| *d += g.data()[0] * (1.0 + self.0));
         }
     }
 }
@@ -49,7 +62,10 @@ fn backward_accumulates_fan_out_and_repeated_inputs() {
     let l = sum(&mut tape, z, 0.0);
     tape.backward(l).unwrap();
     assert_eq!(tape.grad(x).unwrap().data(), &[3.0, 12.0, 27.0]); // 3x^2
-    assert!(tape.grad(y).is_none(), "intermediate gradients are freed once consumed");
+    assert!(
+        tape.grad(y).is_none(),
+        "intermediate gradients are freed once consumed"
+    );
 }
 
 #[test]
@@ -105,22 +121,43 @@ fn scopes_names_inspection_and_dot() {
     assert!(nodes[2].grad.is_some(), "recorded while consumed");
     assert_eq!(nodes[0].grad.unwrap().l2, (4.0f32 + 9.0).sqrt());
     let dot = tape.to_dot();
-    assert!(dot.starts_with("digraph") && dot.contains("n0 -> n2") && dot.contains("cluster_0") && dot.contains("cells.0.weight"));
+    assert!(
+        dot.starts_with("digraph")
+            && dot.contains("n0 -> n2")
+            && dot.contains("cluster_0")
+            && dot.contains("cells.0.weight")
+    );
     assert!(tape.summary().contains("mul"));
 }
 
 #[test]
 fn gradcheck_accepts_a_right_backward_and_rejects_a_planted_one() {
     let x = t(&[0.3, -0.7, 1.1, 0.9]);
-    let f = |planted: f32| move |tp: &mut Tape, v: &[Var]| -> Result<Var> {
-        let y = mul(tp, v[0], v[0]);
-        let z = mul(tp, y, v[0]);
-        Ok(sum(tp, z, planted))
+    let f = |planted: f32| {
+        move |tp: &mut Tape, v: &[Var]| -> Result<Var> {
+            let y = mul(tp, v[0], v[0]);
+            let z = mul(tp, y, v[0]);
+            Ok(sum(tp, z, planted))
+        }
     };
-    let good = gradcheck(f(0.0), std::slice::from_ref(&x), GradcheckOptions::default()).unwrap();
+    let good = gradcheck(
+        f(0.0),
+        std::slice::from_ref(&x),
+        GradcheckOptions::default(),
+    )
+    .unwrap();
     assert!(good.passed, "{good}");
-    let bad = gradcheck(f(0.01), std::slice::from_ref(&x), GradcheckOptions::default()).unwrap();
+    let bad = gradcheck(
+        f(0.01),
+        std::slice::from_ref(&x),
+        GradcheckOptions::default(),
+    )
+    .unwrap();
     assert!(!bad.passed, "a 1% wrong backward must be rejected: {bad}");
     let w = bad.worst.unwrap();
-    assert_eq!((w.input, w.index), (0, 2), "worst element is the one with the largest gradient");
+    assert_eq!(
+        (w.input, w.index),
+        (0, 2),
+        "worst element is the one with the largest gradient"
+    );
 }

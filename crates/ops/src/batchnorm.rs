@@ -14,7 +14,10 @@ pub struct RunningStats {
 impl RunningStats {
     /// PyTorch's initial state: mean 0, variance 1.
     pub fn new(channels: usize) -> Self {
-        RunningStats { mean: vec![0.0; channels], var: vec![1.0; channels] }
+        RunningStats {
+            mean: vec![0.0; channels],
+            var: vec![1.0; channels],
+        }
     }
 }
 
@@ -28,7 +31,11 @@ pub struct BatchNormOptions {
 impl Default for BatchNormOptions {
     /// Training mode, PyTorch's momentum 0.1 and eps 1e-5.
     fn default() -> Self {
-        BatchNormOptions { training: true, momentum: 0.1, eps: 1e-5 }
+        BatchNormOptions {
+            training: true,
+            momentum: 0.1,
+            eps: 1e-5,
+        }
     }
 }
 
@@ -47,51 +54,117 @@ impl Backward for BnBack {
         let gamma = inputs.get(1).map(|t| t.data());
         let [dx, rest @ ..] = grads else { return };
         let (dgamma, dbeta) = match rest {
-            [a, b] => (a.as_mut().map(|t| t.data_mut()), b.as_mut().map(|t| t.data_mut())),
+            [a, b] => (
+                a.as_mut().map(|t| t.data_mut()),
+                b.as_mut().map(|t| t.data_mut()),
+            ),
             _ => (None, None),
         };
         let mut scratch = vec![0.0; kbn::backward_scratch_len(self.shape)];
-        let pass = if self.training { kbn::backward_train } else { kbn::backward_eval };
-        pass(self.shape, inputs[0].data(), &self.mean, &self.var, self.eps, gamma, g.data(), dx.as_mut().map(|t| t.data_mut()), dgamma, dbeta, &mut scratch);
+        let pass = if self.training {
+            kbn::backward_train
+        } else {
+            kbn::backward_eval
+        };
+        pass(
+            self.shape,
+            inputs[0].data(),
+            &self.mean,
+            &self.var,
+            self.eps,
+            gamma,
+            g.data(),
+            dx.as_mut().map(|t| t.data_mut()),
+            dgamma,
+            dbeta,
+            &mut scratch,
+        );
     }
 }
 
 /// Batch norm of x [N, C, H, W] (or [N, C]) per channel. `affine` = (gamma, beta), each [C].
 /// Training mode needs more than one value per channel and updates `running` if given; eval mode
 /// requires `running`.
-pub fn batch_norm(tape: &mut Tape, x: Var, affine: Option<(Var, Var)>, running: Option<&mut RunningStats>, o: BatchNormOptions) -> Result<Var> {
+pub fn batch_norm(
+    tape: &mut Tape,
+    x: Var,
+    affine: Option<(Var, Var)>,
+    running: Option<&mut RunningStats>,
+    o: BatchNormOptions,
+) -> Result<Var> {
     const OP: &str = "batch_norm";
     let dims = tape.value(x).dims().to_vec();
-    check::arg(dims.len() >= 2, OP, || format!("input {dims:?} needs at least [N, C]"))?;
-    let shape = BnShape { n: dims[0], c: dims[1], hw: dims[2..].iter().product() };
+    check::arg(dims.len() >= 2, OP, || {
+        format!("input {dims:?} needs at least [N, C]")
+    })?;
+    let shape = BnShape {
+        n: dims[0],
+        c: dims[1],
+        hw: dims[2..].iter().product(),
+    };
     if let Some((g, b)) = affine {
         check::shape_is(tape, g, &[shape.c], OP)?;
         check::shape_is(tape, b, &[shape.c], OP)?;
     }
     if let Some(r) = &running {
-        check::arg(r.mean.len() == shape.c && r.var.len() == shape.c, OP, || format!("running stats hold {} channels, input has {}", r.mean.len(), shape.c))?;
+        check::arg(
+            r.mean.len() == shape.c && r.var.len() == shape.c,
+            OP,
+            || {
+                format!(
+                    "running stats hold {} channels, input has {}",
+                    r.mean.len(),
+                    shape.c
+                )
+            },
+        )?;
     }
     let (mut mean, mut var) = (vec![0.0; shape.c], vec![0.0; shape.c]);
     if o.training {
-        check::arg(shape.n * shape.hw > 1, OP, || format!("training needs more than one value per channel, input {dims:?}"))?;
+        check::arg(shape.n * shape.hw > 1, OP, || {
+            format!("training needs more than one value per channel, input {dims:?}")
+        })?;
         kbn::batch_stats(shape, tape.value(x).data(), &mut mean, &mut var);
         if let Some(r) = running {
             kbn::update_running(shape, &mean, &var, o.momentum, &mut r.mean, &mut r.var);
         }
     } else {
-        let r = running.ok_or_else(|| autograd::Error::BadArgument { op: OP, why: "eval mode needs running statistics".into() })?;
+        let r = running.ok_or_else(|| autograd::Error::BadArgument {
+            op: OP,
+            why: "eval mode needs running statistics".into(),
+        })?;
         mean.copy_from_slice(&r.mean);
         var.copy_from_slice(&r.var);
     }
     let mut y = tape.buffer(dims);
     let gamma = affine.map(|(g, _)| tape.value(g).data());
     let beta = affine.map(|(_, b)| tape.value(b).data());
-    kbn::normalize(shape, tape.value(x).data(), &mean, &var, o.eps, gamma, beta, y.data_mut());
+    kbn::normalize(
+        shape,
+        tape.value(x).data(),
+        &mean,
+        &var,
+        o.eps,
+        gamma,
+        beta,
+        y.data_mut(),
+    );
     let inputs: Vec<Var> = match affine {
         Some((g, b)) => vec![x, g, b],
         None => vec![x],
     };
-    Ok(tape.push(OP, y, &inputs, BnBack { shape, mean, var, eps: o.eps, training: o.training }))
+    Ok(tape.push(
+        OP,
+        y,
+        &inputs,
+        BnBack {
+            shape,
+            mean,
+            var,
+            eps: o.eps,
+            training: o.training,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -121,10 +194,26 @@ mod tests {
     fn bad_inputs_are_errors() {
         let mut t = Tape::new();
         let x = t.leaf(Tensor::zeros([1, 2, 1, 1]), true);
-        assert!(batch_norm(&mut t, x, None, None, BatchNormOptions::default()).is_err(), "one value per channel");
+        assert!(
+            batch_norm(&mut t, x, None, None, BatchNormOptions::default()).is_err(),
+            "one value per channel"
+        );
         let x = t.leaf(Tensor::zeros([2, 2, 2, 2]), true);
-        let eval = BatchNormOptions { training: false, ..Default::default() };
-        assert!(batch_norm(&mut t, x, None, None, eval).is_err(), "eval without running stats");
-        assert!(batch_norm(&mut t, x, None, Some(&mut RunningStats::new(3)), BatchNormOptions::default()).is_err());
+        let eval = BatchNormOptions {
+            training: false,
+            ..Default::default()
+        };
+        assert!(
+            batch_norm(&mut t, x, None, None, eval).is_err(),
+            "eval without running stats"
+        );
+        assert!(batch_norm(
+            &mut t,
+            x,
+            None,
+            Some(&mut RunningStats::new(3)),
+            BatchNormOptions::default()
+        )
+        .is_err());
     }
 }

@@ -22,6 +22,10 @@ pub(crate) fn shape_is(tape: &Tape, v: Var, want: &[usize], op: &'static str) ->
     if got == want {
         Ok(())
     } else {
-        Err(Error::ShapeMismatch { op, expected: want.to_vec(), got: got.to_vec() })
+        Err(Error::ShapeMismatch {
+            op,
+            expected: want.to_vec(),
+            got: got.to_vec(),
+        })
     }
 }

@@ -18,7 +18,13 @@ pub struct Conv2dOptions {
 
 impl Default for Conv2dOptions {
     fn default() -> Self {
-        Conv2dOptions { stride: 1, padding: 0, dilation: 1, groups: 1, pre_relu: false }
+        Conv2dOptions {
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+            groups: 1,
+            pre_relu: false,
+        }
     }
 }
 
@@ -26,17 +32,56 @@ impl Default for Conv2dOptions {
 fn geometry(tape: &Tape, x: Var, w: Var, o: Conv2dOptions, op: &'static str) -> Result<ConvGeom> {
     let [n, c_in, h, wd] = check::nchw(tape, x, op)?;
     let wdims = tape.value(w).dims().to_vec();
-    let [c_out, cg, kh, kw] = <[usize; 4]>::try_from(wdims.as_slice())
-        .map_err(|_| Error::BadShape { op, shape: wdims.clone(), why: "weight must be [Cout, Cin/groups, kh, kw]".into() })?;
-    check::arg(o.stride > 0 && o.dilation > 0 && o.groups > 0, op, || format!("stride {}, dilation {} and groups {} must be positive", o.stride, o.dilation, o.groups))?;
-    check::arg(c_in % o.groups == 0 && c_out % o.groups == 0, op, || format!("channels in {c_in} and out {c_out} must divide by groups {}", o.groups))?;
+    let [c_out, cg, kh, kw] =
+        <[usize; 4]>::try_from(wdims.as_slice()).map_err(|_| Error::BadShape {
+            op,
+            shape: wdims.clone(),
+            why: "weight must be [Cout, Cin/groups, kh, kw]".into(),
+        })?;
+    check::arg(o.stride > 0 && o.dilation > 0 && o.groups > 0, op, || {
+        format!(
+            "stride {}, dilation {} and groups {} must be positive",
+            o.stride, o.dilation, o.groups
+        )
+    })?;
+    check::arg(c_in % o.groups == 0 && c_out % o.groups == 0, op, || {
+        format!(
+            "channels in {c_in} and out {c_out} must divide by groups {}",
+            o.groups
+        )
+    })?;
     if cg != c_in / o.groups {
-        return Err(Error::ShapeMismatch { op, expected: vec![c_out, c_in / o.groups, kh, kw], got: wdims });
+        return Err(Error::ShapeMismatch {
+            op,
+            expected: vec![c_out, c_in / o.groups, kh, kw],
+            got: wdims,
+        });
     }
-    check::arg(kh > 0 && kw > 0, op, || "kernel size must be positive".into())?;
-    let fits = out_len(h, kh, o.stride, o.padding, o.dilation).is_some_and(|v| v > 0) && out_len(wd, kw, o.stride, o.padding, o.dilation).is_some_and(|v| v > 0);
-    check::arg(fits, op, || format!("a {kh}x{kw} kernel (dilation {}, padding {}) does not fit a {h}x{wd} input", o.dilation, o.padding))?;
-    Ok(ConvGeom { n, c_in, h, w: wd, c_out, kh, kw, stride: o.stride, pad: o.padding, dilation: o.dilation, groups: o.groups, pre_relu: o.pre_relu })
+    check::arg(kh > 0 && kw > 0, op, || {
+        "kernel size must be positive".into()
+    })?;
+    let fits = out_len(h, kh, o.stride, o.padding, o.dilation).is_some_and(|v| v > 0)
+        && out_len(wd, kw, o.stride, o.padding, o.dilation).is_some_and(|v| v > 0);
+    check::arg(fits, op, || {
+        format!(
+            "a {kh}x{kw} kernel (dilation {}, padding {}) does not fit a {h}x{wd} input",
+            o.dilation, o.padding
+        )
+    })?;
+    Ok(ConvGeom {
+        n,
+        c_in,
+        h,
+        w: wd,
+        c_out,
+        kh,
+        kw,
+        stride: o.stride,
+        pad: o.padding,
+        dilation: o.dilation,
+        groups: o.groups,
+        pre_relu: o.pre_relu,
+    })
 }
 
 struct ConvBack(ConvGeom);
@@ -61,7 +106,13 @@ pub fn conv2d(tape: &mut Tape, x: Var, w: Var, o: Conv2dOptions) -> Result<Var> 
     let (ho, wo) = g.out_hw();
     let mut y = tape.buffer([g.n, g.c_out, ho, wo]);
     let mut col = vec![0.0; g.col_len()];
-    kconv::forward(&g, tape.value(x).data(), tape.value(w).data(), y.data_mut(), &mut col);
+    kconv::forward(
+        &g,
+        tape.value(x).data(),
+        tape.value(w).data(),
+        y.data_mut(),
+        &mut col,
+    );
     Ok(tape.push("conv2d", y, &[x, w], ConvBack(g)))
 }
 
@@ -82,8 +133,16 @@ impl Backward for DepthwiseBack {
 /// ignored (it is C).
 pub fn depthwise_conv2d(tape: &mut Tape, x: Var, w: Var, o: Conv2dOptions) -> Result<Var> {
     let c = check::nchw(tape, x, "depthwise_conv2d")?[1];
-    let g = geometry(tape, x, w, Conv2dOptions { groups: c, ..o }, "depthwise_conv2d")?;
-    check::arg(g.c_out == c, "depthwise_conv2d", || format!("weight has {} filters for {c} channels", g.c_out))?;
+    let g = geometry(
+        tape,
+        x,
+        w,
+        Conv2dOptions { groups: c, ..o },
+        "depthwise_conv2d",
+    )?;
+    check::arg(g.c_out == c, "depthwise_conv2d", || {
+        format!("weight has {} filters for {c} channels", g.c_out)
+    })?;
     let (ho, wo) = g.out_hw();
     let mut y = tape.buffer([g.n, c, ho, wo]);
     kdw::forward(&g, tape.value(x).data(), tape.value(w).data(), y.data_mut());
@@ -101,7 +160,15 @@ mod tests {
     }
 
     fn options() -> impl Strategy<Value = Conv2dOptions> {
-        (1usize..3, 0usize..3, 1usize..3, any::<bool>()).prop_map(|(stride, padding, dilation, pre_relu)| Conv2dOptions { stride, padding, dilation, groups: 1, pre_relu })
+        (1usize..3, 0usize..3, 1usize..3, any::<bool>()).prop_map(
+            |(stride, padding, dilation, pre_relu)| Conv2dOptions {
+                stride,
+                padding,
+                dilation,
+                groups: 1,
+                pre_relu,
+            },
+        )
     }
 
     proptest! {
@@ -135,10 +202,34 @@ mod tests {
         let w_big = t.leaf(Tensor::zeros([2, 3, 7, 7]), true);
         let w_ok = t.leaf(Tensor::zeros([2, 3, 3, 3]), true);
         let v = t.leaf(Tensor::zeros([3, 4]), true);
-        assert!(matches!(conv2d(&mut t, x, w_bad_cin, Conv2dOptions::default()), Err(Error::ShapeMismatch { .. })));
-        assert!(conv2d(&mut t, x, w_big, Conv2dOptions::default()).unwrap_err().to_string().contains("does not fit"));
-        assert!(conv2d(&mut t, x, w_ok, Conv2dOptions { stride: 0, ..Default::default() }).is_err());
-        assert!(conv2d(&mut t, x, w_ok, Conv2dOptions { groups: 2, ..Default::default() }).is_err());
+        assert!(matches!(
+            conv2d(&mut t, x, w_bad_cin, Conv2dOptions::default()),
+            Err(Error::ShapeMismatch { .. })
+        ));
+        assert!(conv2d(&mut t, x, w_big, Conv2dOptions::default())
+            .unwrap_err()
+            .to_string()
+            .contains("does not fit"));
+        assert!(conv2d(
+            &mut t,
+            x,
+            w_ok,
+            Conv2dOptions {
+                stride: 0,
+                ..Default::default()
+            }
+        )
+        .is_err());
+        assert!(conv2d(
+            &mut t,
+            x,
+            w_ok,
+            Conv2dOptions {
+                groups: 2,
+                ..Default::default()
+            }
+        )
+        .is_err());
         assert!(conv2d(&mut t, v, w_ok, Conv2dOptions::default()).is_err());
         assert!(depthwise_conv2d(&mut t, x, w_ok, Conv2dOptions::default()).is_err());
     }

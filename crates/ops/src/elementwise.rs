@@ -42,7 +42,9 @@ pub fn add(tape: &mut Tape, a: Var, b: Var) -> Result<Var> {
 
 /// x_0 + x_1 + ... (same shapes, at least one), summed in order.
 pub fn add_n(tape: &mut Tape, xs: &[Var]) -> Result<Var> {
-    check::arg(!xs.is_empty(), "add_n", || "needs at least one input".into())?;
+    check::arg(!xs.is_empty(), "add_n", || {
+        "needs at least one input".into()
+    })?;
     for &x in &xs[1..] {
         check::same_shape(tape, xs[0], x, "add_n")?;
     }

@@ -24,7 +24,11 @@ pub fn concat_channels(tape: &mut Tape, xs: &[Var]) -> Result<Var> {
     for &x in xs {
         let [n2, c, h2, w2] = check::nchw(tape, x, OP)?;
         if (n2, h2, w2) != (n, h, w) {
-            return Err(Error::ShapeMismatch { op: OP, expected: vec![n, c, h, w], got: vec![n2, c, h2, w2] });
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                expected: vec![n, c, h, w],
+                got: vec![n2, c, h2, w2],
+            });
         }
         channels.push(c);
     }
@@ -48,7 +52,11 @@ impl Backward for SplitBack {
 pub fn split_channels(tape: &mut Tape, x: Var, sizes: &[usize]) -> Result<Vec<Var>> {
     const OP: &str = "split_channels";
     let [n, c, h, w] = check::nchw(tape, x, OP)?;
-    check::arg(sizes.iter().sum::<usize>() == c && sizes.iter().all(|&s| s > 0), OP, || format!("sizes {sizes:?} must be positive and add up to {c} channels"))?;
+    check::arg(
+        sizes.iter().sum::<usize>() == c && sizes.iter().all(|&s| s > 0),
+        OP,
+        || format!("sizes {sizes:?} must be positive and add up to {c} channels"),
+    )?;
     let mut out = Vec::with_capacity(sizes.len());
     for k in 0..sizes.len() {
         let mut y = tape.zeros([n, sizes[k], h, w]);
@@ -73,12 +81,24 @@ pub struct Slice {
 impl Slice {
     /// x[:, :, top.., left..] for an h x w input.
     pub fn crop(top: usize, left: usize, h: usize, w: usize) -> Slice {
-        Slice { top, left, stride: 1, out_h: h.saturating_sub(top), out_w: w.saturating_sub(left) }
+        Slice {
+            top,
+            left,
+            stride: 1,
+            out_h: h.saturating_sub(top),
+            out_w: w.saturating_sub(left),
+        }
     }
 
     /// x[:, :, ::stride, ::stride] for an h x w input.
     pub fn subsample(stride: usize, h: usize, w: usize) -> Slice {
-        Slice { top: 0, left: 0, stride, out_h: h.div_ceil(stride.max(1)), out_w: w.div_ceil(stride.max(1)) }
+        Slice {
+            top: 0,
+            left: 0,
+            stride,
+            out_h: h.div_ceil(stride.max(1)),
+            out_w: w.div_ceil(stride.max(1)),
+        }
     }
 }
 
@@ -96,8 +116,19 @@ impl Backward for SliceBack {
 pub fn slice2d(tape: &mut Tape, x: Var, s: Slice) -> Result<Var> {
     const OP: &str = "slice2d";
     let [n, c, h, w] = check::nchw(tape, x, OP)?;
-    let k = Slice2d { planes: n * c, h, w, top: s.top, left: s.left, stride: s.stride, out_h: s.out_h, out_w: s.out_w };
-    check::arg(k.fits() && s.out_h > 0 && s.out_w > 0, OP, || format!("{s:?} does not fit a {h}x{w} input"))?;
+    let k = Slice2d {
+        planes: n * c,
+        h,
+        w,
+        top: s.top,
+        left: s.left,
+        stride: s.stride,
+        out_h: s.out_h,
+        out_w: s.out_w,
+    };
+    check::arg(k.fits() && s.out_h > 0 && s.out_w > 0, OP, || {
+        format!("{s:?} does not fit a {h}x{w} input")
+    })?;
     let mut y = tape.buffer([n, c, s.out_h, s.out_w]);
     kl::slice2d(&k, tape.value(x).data(), y.data_mut());
     Ok(tape.push(OP, y, &[x], SliceBack(k)))
@@ -152,6 +183,17 @@ mod tests {
         let b = t.leaf(Tensor::zeros([1, 2, 4, 4]), true);
         assert!(concat_channels(&mut t, &[a, b]).is_err());
         assert!(split_channels(&mut t, a, &[1, 2]).is_err());
-        assert!(slice2d(&mut t, a, Slice { top: 0, left: 0, stride: 1, out_h: 4, out_w: 1 }).is_err());
+        assert!(slice2d(
+            &mut t,
+            a,
+            Slice {
+                top: 0,
+                left: 0,
+                stride: 1,
+                out_h: 4,
+                out_w: 1
+            }
+        )
+        .is_err());
     }
 }

@@ -9,8 +9,21 @@ impl Backward for LinearBack {
     fn backward(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, grads: &mut GradSlots) {
         let (n, di, dout) = (self.0, self.1, self.2);
         let [dx, dw, db @ ..] = grads else { return };
-        let db = db.first_mut().and_then(|s| s.as_mut()).map(|t| t.data_mut());
-        kl::backward(n, di, dout, inputs[0].data(), inputs[1].data(), g.data(), dx.as_mut().map(|t| t.data_mut()), dw.as_mut().map(|t| t.data_mut()), db);
+        let db = db
+            .first_mut()
+            .and_then(|s| s.as_mut())
+            .map(|t| t.data_mut());
+        kl::backward(
+            n,
+            di,
+            dout,
+            inputs[0].data(),
+            inputs[1].data(),
+            g.data(),
+            dx.as_mut().map(|t| t.data_mut()),
+            dw.as_mut().map(|t| t.data_mut()),
+            db,
+        );
     }
 }
 
@@ -19,12 +32,22 @@ pub fn linear(tape: &mut Tape, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
     const OP: &str = "linear";
     let [n, di] = tape.value(x).shape().rows_cols(OP)?;
     let [dout, wi] = tape.value(w).shape().rows_cols(OP)?;
-    check::arg(wi == di, OP, || format!("weight expects {wi} inputs, x has {di}"))?;
+    check::arg(wi == di, OP, || {
+        format!("weight expects {wi} inputs, x has {di}")
+    })?;
     if let Some(b) = b {
         check::shape_is(tape, b, &[dout], OP)?;
     }
     let mut y = tape.buffer([n, dout]);
-    kl::forward(n, di, dout, tape.value(x).data(), tape.value(w).data(), b.map(|b| tape.value(b).data()), y.data_mut());
+    kl::forward(
+        n,
+        di,
+        dout,
+        tape.value(x).data(),
+        tape.value(w).data(),
+        b.map(|b| tape.value(b).data()),
+        y.data_mut(),
+    );
     let inputs: Vec<Var> = [Some(x), Some(w), b].into_iter().flatten().collect();
     Ok(tape.push(OP, y, &inputs, LinearBack(n, di, dout)))
 }

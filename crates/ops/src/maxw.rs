@@ -54,7 +54,10 @@ mod tests {
     #[test]
     fn strongest_weight_is_one() {
         let mut t = Tape::new();
-        let a = t.leaf(Tensor::from_vec([2, 8], (0..16).map(|i| (i as f32 * 0.37).sin()).collect()).unwrap(), true);
+        let a = t.leaf(
+            Tensor::from_vec([2, 8], (0..16).map(|i| (i as f32 * 0.37).sin()).collect()).unwrap(),
+            true,
+        );
         let w = maxw(&mut t, a).unwrap();
         for row in t.value(w).data().chunks(8) {
             assert_eq!(row.iter().fold(f32::MIN, |m, &v| m.max(v)), 1.0);

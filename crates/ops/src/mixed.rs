@@ -14,7 +14,12 @@ impl Backward for WeightedSumBack {
         let w = inputs[0].data();
         for (j, (&k, slot)) in self.columns.iter().zip(dx_slots.iter_mut()).enumerate() {
             let wk = w[self.row_offset + k];
-            let dwk = ke::weighted_sum_backward(wk, inputs[1 + j].data(), g.data(), slot.as_mut().map(|t| t.data_mut()));
+            let dwk = ke::weighted_sum_backward(
+                wk,
+                inputs[1 + j].data(),
+                g.data(),
+                slot.as_mut().map(|t| t.data_mut()),
+            );
             if let Some(dw) = dw_slot.as_mut() {
                 dw.data_mut()[self.row_offset + k] += dwk;
             }
@@ -25,25 +30,51 @@ impl Backward for WeightedSumBack {
 /// sum over `terms` (k, x_k) of weights[row, k] * x_k. `weights` is [rows, K] (or [K] with row 0);
 /// all x_k share one shape. Terms may leave columns out: DARTS's `none` op contributes exactly zero,
 /// so it is simply not passed (its weight then gets zero gradient, as it would from 0 * w).
-pub fn weighted_sum(tape: &mut Tape, weights: Var, row: usize, terms: &[(usize, Var)]) -> Result<Var> {
+pub fn weighted_sum(
+    tape: &mut Tape,
+    weights: Var,
+    row: usize,
+    terms: &[(usize, Var)],
+) -> Result<Var> {
     const OP: &str = "weighted_sum";
     let (rows, cols) = crate::softmax::rows_cols(tape, weights, OP)?;
-    check::arg(row < rows, OP, || format!("row {row} out of range for {rows} rows of weights"))?;
+    check::arg(row < rows, OP, || {
+        format!("row {row} out of range for {rows} rows of weights")
+    })?;
     check::arg(!terms.is_empty(), OP, || "needs at least one term".into())?;
     for &(k, x) in terms {
-        check::arg(k < cols, OP, || format!("column {k} out of range for {cols} weights per row"))?;
+        check::arg(k < cols, OP, || {
+            format!("column {k} out of range for {cols} weights per row")
+        })?;
         check::same_shape(tape, terms[0].1, x, OP)?;
     }
-    if terms.iter().enumerate().any(|(i, (k, _))| terms[..i].iter().any(|(k2, _)| k2 == k)) {
-        return Err(Error::BadArgument { op: OP, why: "a column appears twice".into() });
+    if terms
+        .iter()
+        .enumerate()
+        .any(|(i, (k, _))| terms[..i].iter().any(|(k2, _)| k2 == k))
+    {
+        return Err(Error::BadArgument {
+            op: OP,
+            why: "a column appears twice".into(),
+        });
     }
     let w = tape.value(weights).data();
     let ws: Vec<f32> = terms.iter().map(|&(k, _)| w[row * cols + k]).collect();
     let parts: Vec<&[f32]> = terms.iter().map(|&(_, x)| tape.value(x).data()).collect();
     let mut y = Tensor::zeros(tape.value(terms[0].1).shape().clone());
     ke::weighted_sum(&ws, &parts, y.data_mut());
-    let inputs: Vec<Var> = std::iter::once(weights).chain(terms.iter().map(|&(_, x)| x)).collect();
-    Ok(tape.push(OP, y, &inputs, WeightedSumBack { row_offset: row * cols, columns: terms.iter().map(|&(k, _)| k).collect() }))
+    let inputs: Vec<Var> = std::iter::once(weights)
+        .chain(terms.iter().map(|&(_, x)| x))
+        .collect();
+    Ok(tape.push(
+        OP,
+        y,
+        &inputs,
+        WeightedSumBack {
+            row_offset: row * cols,
+            columns: terms.iter().map(|&(k, _)| k).collect(),
+        },
+    ))
 }
 
 #[cfg(test)]

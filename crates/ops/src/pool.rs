@@ -13,11 +13,31 @@ pub struct PoolOptions {
 
 fn geometry(tape: &Tape, x: Var, o: PoolOptions, op: &'static str) -> Result<ConvGeom> {
     let [n, c, h, w] = check::nchw(tape, x, op)?;
-    check::arg(o.kernel > 0 && o.stride > 0, op, || "kernel and stride must be positive".into())?;
-    check::arg(o.padding <= o.kernel / 2, op, || format!("padding {} exceeds half the kernel {}", o.padding, o.kernel))?;
-    let fits = out_len(h, o.kernel, o.stride, o.padding, 1).is_some() && out_len(w, o.kernel, o.stride, o.padding, 1).is_some();
-    check::arg(fits, op, || format!("a {0}x{0} window does not fit a {h}x{w} input", o.kernel))?;
-    Ok(ConvGeom { n, c_in: c, h, w, c_out: c, kh: o.kernel, kw: o.kernel, stride: o.stride, pad: o.padding, dilation: 1, groups: 1, pre_relu: false })
+    check::arg(o.kernel > 0 && o.stride > 0, op, || {
+        "kernel and stride must be positive".into()
+    })?;
+    check::arg(o.padding <= o.kernel / 2, op, || {
+        format!("padding {} exceeds half the kernel {}", o.padding, o.kernel)
+    })?;
+    let fits = out_len(h, o.kernel, o.stride, o.padding, 1).is_some()
+        && out_len(w, o.kernel, o.stride, o.padding, 1).is_some();
+    check::arg(fits, op, || {
+        format!("a {0}x{0} window does not fit a {h}x{w} input", o.kernel)
+    })?;
+    Ok(ConvGeom {
+        n,
+        c_in: c,
+        h,
+        w,
+        c_out: c,
+        kh: o.kernel,
+        kw: o.kernel,
+        stride: o.stride,
+        pad: o.padding,
+        dilation: 1,
+        groups: 1,
+        pre_relu: false,
+    })
 }
 
 struct MaxBack(ConvGeom, Vec<u32>);
@@ -66,9 +86,28 @@ mod tests {
     use proptest::prelude::*;
 
     fn case() -> impl Strategy<Value = (Tensor, PoolOptions)> {
-        (1usize..3, 1usize..3, 3usize..8, 3usize..8, prop_oneof![Just(3usize), 1usize..6], 1usize..3, 0usize..3)
-            .prop_flat_map(|(n, c, h, w, k, s, p)| (tensor(vec![n, c, h, w]), Just(PoolOptions { kernel: k, stride: s, padding: p.min(k / 2) })))
-            .prop_filter("fits", |(x, o)| o.kernel <= x.dims()[2] + 2 * o.padding && o.kernel <= x.dims()[3] + 2 * o.padding)
+        (
+            1usize..3,
+            1usize..3,
+            3usize..8,
+            3usize..8,
+            prop_oneof![Just(3usize), 1usize..6],
+            1usize..3,
+            0usize..3,
+        )
+            .prop_flat_map(|(n, c, h, w, k, s, p)| {
+                (
+                    tensor(vec![n, c, h, w]),
+                    Just(PoolOptions {
+                        kernel: k,
+                        stride: s,
+                        padding: p.min(k / 2),
+                    }),
+                )
+            })
+            .prop_filter("fits", |(x, o)| {
+                o.kernel <= x.dims()[2] + 2 * o.padding && o.kernel <= x.dims()[3] + 2 * o.padding
+            })
     }
 
     proptest! {
@@ -89,7 +128,25 @@ mod tests {
     fn window_larger_than_input_is_an_error() {
         let mut t = Tape::new();
         let x = t.leaf(Tensor::zeros([1, 1, 2, 2]), true);
-        assert!(max_pool2d(&mut t, x, PoolOptions { kernel: 5, stride: 1, padding: 0 }).is_err());
-        assert!(avg_pool2d(&mut t, x, PoolOptions { kernel: 3, stride: 1, padding: 2 }).is_err());
+        assert!(max_pool2d(
+            &mut t,
+            x,
+            PoolOptions {
+                kernel: 5,
+                stride: 1,
+                padding: 0
+            }
+        )
+        .is_err());
+        assert!(avg_pool2d(
+            &mut t,
+            x,
+            PoolOptions {
+                kernel: 3,
+                stride: 1,
+                padding: 2
+            }
+        )
+        .is_err());
     }
 }

@@ -33,7 +33,12 @@ impl Backward for DotConstBack {
 pub fn dot_const(tape: &mut Tape, x: Var, r: &Tensor) -> Result<Var> {
     r.shape().expect_eq(tape.value(x).shape(), "dot_const")?;
     let s = kernels::simd::dot(tape.value(x).data(), r.data());
-    Ok(tape.push("dot_const", Tensor::scalar(s), &[x], DotConstBack(r.clone())))
+    Ok(tape.push(
+        "dot_const",
+        Tensor::scalar(s),
+        &[x],
+        DotConstBack(r.clone()),
+    ))
 }
 
 #[cfg(test)]

@@ -9,7 +9,11 @@ pub(crate) fn rows_cols(tape: &Tape, x: Var, op: &'static str) -> Result<(usize,
     match *d {
         [c] => Ok((1, c)),
         [r, c] => Ok((r, c)),
-        _ => Err(autograd::Error::BadShape { op, shape: d.to_vec(), why: "expected [rows, cols] or [cols]".into() }),
+        _ => Err(autograd::Error::BadShape {
+            op,
+            shape: d.to_vec(),
+            why: "expected [rows, cols] or [cols]".into(),
+        }),
     }
 }
 
@@ -40,7 +44,13 @@ impl Backward for CrossEntropyBack {
     /// dlogits = (softmax(logits) - onehot(label)) / N.
     fn backward(&self, _: &[&Tensor], _: &Tensor, g: &Tensor, grads: &mut GradSlots) {
         if let Some(dx) = grads[0].as_mut() {
-            ks::cross_entropy_backward(&self.probs, self.cols, &self.labels, g.data()[0], dx.data_mut());
+            ks::cross_entropy_backward(
+                &self.probs,
+                self.cols,
+                &self.labels,
+                g.data()[0],
+                dx.data_mut(),
+            );
         }
     }
 }
@@ -49,13 +59,27 @@ impl Backward for CrossEntropyBack {
 pub fn cross_entropy(tape: &mut Tape, logits: Var, labels: &[u32]) -> Result<Var> {
     const OP: &str = "cross_entropy";
     let [n, k] = tape.value(logits).shape().rows_cols(OP)?;
-    check::arg(labels.len() == n, OP, || format!("{} labels for {n} rows of logits", labels.len()))?;
+    check::arg(labels.len() == n, OP, || {
+        format!("{} labels for {n} rows of logits", labels.len())
+    })?;
     if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= k) {
-        return Err(autograd::Error::BadArgument { op: OP, why: format!("label {l} at position {i} is out of range for {k} classes") });
+        return Err(autograd::Error::BadArgument {
+            op: OP,
+            why: format!("label {l} at position {i} is out of range for {k} classes"),
+        });
     }
     let mut probs = vec![0.0; n * k];
     let loss = ks::cross_entropy(tape.value(logits).data(), k, labels, &mut probs);
-    Ok(tape.push(OP, Tensor::scalar(loss), &[logits], CrossEntropyBack { probs, labels: labels.to_vec(), cols: k }))
+    Ok(tape.push(
+        OP,
+        Tensor::scalar(loss),
+        &[logits],
+        CrossEntropyBack {
+            probs,
+            labels: labels.to_vec(),
+            cols: k,
+        },
+    ))
 }
 
 #[cfg(test)]

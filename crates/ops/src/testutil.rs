@@ -5,12 +5,17 @@ use proptest::prelude::*;
 /// A tensor of `dims` with values in [-1, 1].
 pub fn tensor(dims: Vec<usize>) -> impl Strategy<Value = Tensor> {
     let n: usize = dims.iter().product();
-    proptest::collection::vec(-1.0f32..1.0, n).prop_map(move |v| Tensor::from_vec(dims.clone(), v).unwrap())
+    proptest::collection::vec(-1.0f32..1.0, n)
+        .prop_map(move |v| Tensor::from_vec(dims.clone(), v).unwrap())
 }
 
 /// Moves values at least `margin` away from 0 (so a ReLU kink is never within the FD step).
 pub fn away_from_zero(t: Tensor, margin: f32) -> Tensor {
-    let v = t.data().iter().map(|&x| if x >= 0.0 { x + margin } else { x - margin }).collect();
+    let v = t
+        .data()
+        .iter()
+        .map(|&x| if x >= 0.0 { x + margin } else { x - margin })
+        .collect();
     Tensor::from_vec(t.shape().clone(), v).unwrap()
 }
 

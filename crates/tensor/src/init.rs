@@ -5,7 +5,11 @@ use crate::{Error, Result, Rng, Shape, Tensor};
 pub fn fan_in_out(shape: &Shape) -> Result<(usize, usize)> {
     let d = shape.dims();
     if d.len() < 2 {
-        return Err(Error::BadShape { op: "fan_in_out", shape: d.to_vec(), why: "needs rank >= 2".into() });
+        return Err(Error::BadShape {
+            op: "fan_in_out",
+            shape: d.to_vec(),
+            why: "needs rank >= 2".into(),
+        });
     }
     let receptive: usize = d[2..].iter().product();
     Ok((d[1] * receptive, d[0] * receptive))
@@ -37,7 +41,10 @@ mod tests {
         let w = kaiming_uniform([16, 8, 3, 3], &mut rng).unwrap();
         let bound = 1.0 / (72.0f32).sqrt();
         let max = w.data().iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        assert!(max <= bound && max > 0.95 * bound, "max {max} bound {bound}");
+        assert!(
+            max <= bound && max > 0.95 * bound,
+            "max {max} bound {bound}"
+        );
         assert!(kaiming_uniform([3], &mut rng).is_err());
     }
 }

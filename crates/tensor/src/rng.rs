@@ -18,7 +18,14 @@ fn splitmix64(state: &mut u64) -> u64 {
 impl Rng {
     pub fn new(seed: u64) -> Self {
         let mut sm = seed;
-        Rng { s: [splitmix64(&mut sm), splitmix64(&mut sm), splitmix64(&mut sm), splitmix64(&mut sm)] }
+        Rng {
+            s: [
+                splitmix64(&mut sm),
+                splitmix64(&mut sm),
+                splitmix64(&mut sm),
+                splitmix64(&mut sm),
+            ],
+        }
     }
 
     /// The full internal state, for checkpoints; [`Rng::from_state`] restores it exactly.
@@ -84,7 +91,10 @@ mod tests {
     #[test]
     fn same_seed_same_stream_and_splits_differ() {
         let (mut a, mut b) = (Rng::new(7), Rng::new(7));
-        assert_eq!((0..10).map(|_| a.next_u64()).collect::<Vec<_>>(), (0..10).map(|_| b.next_u64()).collect::<Vec<_>>());
+        assert_eq!(
+            (0..10).map(|_| a.next_u64()).collect::<Vec<_>>(),
+            (0..10).map(|_| b.next_u64()).collect::<Vec<_>>()
+        );
         let mut c = a.split();
         assert_ne!(a.next_u64(), c.next_u64());
     }

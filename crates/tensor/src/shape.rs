@@ -27,7 +27,11 @@ impl Shape {
     pub fn nchw(&self, op: &'static str) -> Result<[usize; 4]> {
         match self.0.as_slice() {
             &[n, c, h, w] => Ok([n, c, h, w]),
-            _ => Err(Error::BadShape { op, shape: self.0.clone(), why: "expected rank 4 (NCHW)".into() }),
+            _ => Err(Error::BadShape {
+                op,
+                shape: self.0.clone(),
+                why: "expected rank 4 (NCHW)".into(),
+            }),
         }
     }
 
@@ -35,7 +39,11 @@ impl Shape {
     pub fn rows_cols(&self, op: &'static str) -> Result<[usize; 2]> {
         match self.0.as_slice() {
             &[r, c] => Ok([r, c]),
-            _ => Err(Error::BadShape { op, shape: self.0.clone(), why: "expected rank 2 (rows, cols)".into() }),
+            _ => Err(Error::BadShape {
+                op,
+                shape: self.0.clone(),
+                why: "expected rank 2 (rows, cols)".into(),
+            }),
         }
     }
 
@@ -44,7 +52,11 @@ impl Shape {
         if self == other {
             Ok(())
         } else {
-            Err(Error::ShapeMismatch { op, expected: other.0.clone(), got: self.0.clone() })
+            Err(Error::ShapeMismatch {
+                op,
+                expected: other.0.clone(),
+                got: self.0.clone(),
+            })
         }
     }
 }

@@ -12,7 +12,11 @@ impl Tensor {
     pub fn from_vec(shape: impl Into<Shape>, data: Vec<f32>) -> Result<Self> {
         let shape = shape.into();
         if shape.numel() != data.len() {
-            return Err(Error::LenMismatch { what: "Tensor::from_vec", expected: shape.numel(), got: data.len() });
+            return Err(Error::LenMismatch {
+                what: "Tensor::from_vec",
+                expected: shape.numel(),
+                got: data.len(),
+            });
         }
         Ok(Tensor { shape, data })
     }
@@ -28,7 +32,10 @@ impl Tensor {
     }
 
     pub fn scalar(value: f32) -> Self {
-        Tensor { shape: Shape::new(&[]), data: vec![value] }
+        Tensor {
+            shape: Shape::new(&[]),
+            data: vec![value],
+        }
     }
 
     /// Samples of N(0, std^2) from `rng`.
@@ -78,7 +85,11 @@ impl Tensor {
     pub fn item(&self) -> Result<f32> {
         match self.data.as_slice() {
             &[v] => Ok(v),
-            _ => Err(Error::BadShape { op: "Tensor::item", shape: self.dims().to_vec(), why: "needs exactly one element".into() }),
+            _ => Err(Error::BadShape {
+                op: "Tensor::item",
+                shape: self.dims().to_vec(),
+                why: "needs exactly one element".into(),
+            }),
         }
     }
 
@@ -86,9 +97,16 @@ impl Tensor {
     pub fn reshape(self, shape: impl Into<Shape>) -> Result<Self> {
         let shape = shape.into();
         if shape.numel() != self.data.len() {
-            return Err(Error::ShapeMismatch { op: "reshape", expected: self.dims().to_vec(), got: shape.dims().to_vec() });
+            return Err(Error::ShapeMismatch {
+                op: "reshape",
+                expected: self.dims().to_vec(),
+                got: shape.dims().to_vec(),
+            });
         }
-        Ok(Tensor { shape, data: self.data })
+        Ok(Tensor {
+            shape,
+            data: self.data,
+        })
     }
 
     /// Largest absolute elementwise difference to `other` (infinite if the shapes differ).
@@ -96,14 +114,23 @@ impl Tensor {
         if self.shape != other.shape {
             return f32::INFINITY;
         }
-        self.data.iter().zip(&other.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+        self.data
+            .iter()
+            .zip(&other.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
     }
 }
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         const SHOWN: usize = 8;
-        write!(f, "Tensor{:?} {:?}", self.shape, &self.data[..self.data.len().min(SHOWN)])?;
+        write!(
+            f,
+            "Tensor{:?} {:?}",
+            self.shape,
+            &self.data[..self.data.len().min(SHOWN)]
+        )?;
         if self.data.len() > SHOWN {
             write!(f, "..")?;
         }
