@@ -13,7 +13,7 @@ use tensor::{kaiming_uniform, Rng};
 fn main() -> Result<()> {
     let mut rng = Rng::new(0);
     let (n, steps) = (32, 60);
-    let mut params = vec![
+    let mut params = [
         ("conv.weight", kaiming_uniform([8, 3, 3, 3], &mut rng)?),
         ("bn.weight", Tensor::full([8], 1.0)),
         ("bn.bias", Tensor::zeros([8])),

@@ -60,18 +60,20 @@ impl Tape {
     pub fn nodes(&self) -> Vec<NodeInfo> {
         (0..self.len())
             .map(|i| {
-                let (op, inputs, scope, name, requires_grad, grad_stats) = self.node_parts(i);
-                let value = self.raw_value(i);
+                let (node, value) = (self.node(i), self.raw_value(i));
                 NodeInfo {
                     index: i,
-                    op,
+                    op: node.op,
                     shape: value.dims().to_vec(),
-                    inputs: inputs.iter().map(|v| v.index()).collect(),
-                    scope: scope.map(str::to_owned),
-                    name: name.map(str::to_owned),
-                    requires_grad,
+                    inputs: node.inputs.iter().map(|v| v.index()).collect(),
+                    scope: node.scope.clone(),
+                    name: node.name.clone(),
+                    requires_grad: node.requires_grad,
                     value: Stats::of(value.data()),
-                    grad: self.raw_grad(i).map(|g| Stats::of(g.data())).or(grad_stats),
+                    grad: self
+                        .raw_grad(i)
+                        .map(|g| Stats::of(g.data()))
+                        .or(node.grad_stats),
                 }
             })
             .collect()

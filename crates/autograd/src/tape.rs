@@ -32,15 +32,15 @@ pub trait Backward: Send + Sync {
     );
 }
 
-struct Node {
-    op: &'static str,
-    inputs: Vec<Var>,
+pub(crate) struct Node {
+    pub(crate) op: &'static str,
+    pub(crate) inputs: Vec<Var>,
     backward: Option<Box<dyn Backward>>,
-    requires_grad: bool,
+    pub(crate) requires_grad: bool,
     keep_grad: bool,
-    scope: Option<String>,
-    name: Option<String>,
-    grad_stats: Option<Stats>,
+    pub(crate) scope: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) grad_stats: Option<Stats>,
 }
 
 /// A reverse-mode autodiff tape. See the crate docs for the idea.
@@ -271,26 +271,8 @@ impl Tape {
         self.grads[v.index].take()
     }
 
-    pub(crate) fn node_parts(
-        &self,
-        i: usize,
-    ) -> (
-        &'static str,
-        &[Var],
-        Option<&str>,
-        Option<&str>,
-        bool,
-        Option<Stats>,
-    ) {
-        let n = &self.nodes[i];
-        (
-            n.op,
-            &n.inputs,
-            n.scope.as_deref(),
-            n.name.as_deref(),
-            n.requires_grad,
-            n.grad_stats,
-        )
+    pub(crate) fn node(&self, i: usize) -> &Node {
+        &self.nodes[i]
     }
 
     pub(crate) fn raw_value(&self, i: usize) -> &Tensor {

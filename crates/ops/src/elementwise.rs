@@ -93,7 +93,7 @@ mod tests {
             check(|t, v| add(t, v[0], v[1]), &[a.clone(), b.clone()], 3);
             check(|t, v| scale(t, v[0], s), &[a.clone()], 4);
             check(|t, v| axpy(t, s, v[0], v[1]), &[a.clone(), b.clone()], 5);
-            check(|t, v| add_n(t, v), &[a, b, c], 6);
+            check(add_n, &[a, b, c], 6);
         }
     }
 
