@@ -1,0 +1,57 @@
+//! DARTS's training augmentation: random crop of the original size from the image zero-padded by 4
+//! (the padding is black before normalisation), then a horizontal flip with probability 1/2.
+use super::Dataset;
+use tensor::Rng;
+
+/// Zero padding on each side, as in the reference `RandomCrop(32, padding=4)`.
+pub const PAD: usize = 4;
+
+/// Writes augmented image `i` of `data` into `out` (one image long).
+pub fn augment_into(data: &Dataset, i: usize, rng: &mut Rng, out: &mut [f32]) {
+    let (h, w) = (data.height, data.width);
+    let dy = rng.below(2 * PAD + 1) as isize - PAD as isize;
+    let dx = rng.below(2 * PAD + 1) as isize - PAD as isize;
+    let flip = rng.below(2) == 1;
+    let img = data.image(i);
+    for c in 0..data.channels {
+        for y in 0..h {
+            for x in 0..w {
+                let sx = if flip { w - 1 - x } else { x } as isize + dx;
+                let sy = y as isize + dy;
+                out[(c * h + y) * w + x] = if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
+                    img[(c * h + sy as usize) * w + sx as usize]
+                } else {
+                    data.pad_value[c]
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crops_stay_in_the_padded_frame_and_flips_mirror() {
+        let img: Vec<f32> = (0..16).map(|v| v as f32).collect();
+        let d = Dataset { images: img.clone(), labels: vec![0], channels: 1, height: 4, width: 4, classes: 2, pad_value: vec![-1.0] };
+        let mut rng = Rng::new(1);
+        let mut seen_flip = false;
+        for _ in 0..64 {
+            let mut out = vec![0.0; 16];
+            augment_into(&d, 0, &mut rng, &mut out);
+            // Every value is an original pixel or padding; rows keep a constant step of +-1.
+            assert!(out.iter().all(|v| *v == -1.0 || img.contains(v)));
+            for row in out.chunks(4) {
+                for p in row.windows(2) {
+                    if p[0] >= 0.0 && p[1] >= 0.0 {
+                        assert_eq!((p[1] - p[0]).abs(), 1.0);
+                        seen_flip |= p[1] < p[0];
+                    }
+                }
+            }
+        }
+        assert!(seen_flip);
+    }
+}

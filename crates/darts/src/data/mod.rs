@@ -1,0 +1,100 @@
+//! Datasets: in-memory images with labels, the built-in procedural set, CIFAR-10 binary and IDX
+//! files; batches with DARTS's augmentation (random crop with padding 4, horizontal flip).
+mod augment;
+mod cifar;
+mod idx;
+mod synthetic;
+
+pub use augment::augment_into;
+pub use cifar::load_cifar10;
+pub use idx::load_idx;
+pub use synthetic::{synthetic, SyntheticConfig};
+
+use crate::{DartsError, Result};
+use tensor::{Rng, Tensor};
+
+/// Normalised images [N, C, H, W] (row-major in one buffer) and their labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    pub images: Vec<f32>,
+    pub labels: Vec<u32>,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub classes: usize,
+    /// The normalised value of a black pixel per channel: what zero padding of the raw image becomes.
+    pub pad_value: Vec<f32>,
+}
+
+/// A training set and, where the source has one, a test set.
+#[derive(Clone, Debug)]
+pub struct Splits {
+    pub train: Dataset,
+    pub test: Option<Dataset>,
+}
+
+impl Dataset {
+    /// Wraps in-memory tensors: x [N, C, H, W] (already normalised) and labels (each < classes).
+    pub fn from_tensors(x: &Tensor, labels: Vec<u32>, classes: usize) -> Result<Dataset> {
+        let [n, c, h, w] = x.shape().nchw("Dataset::from_tensors")?;
+        if labels.len() != n {
+            return Err(DartsError::Config(format!("{} labels for {n} images", labels.len())));
+        }
+        if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
+            return Err(DartsError::Config(format!("label {l} of image {i} is out of range for {classes} classes")));
+        }
+        Ok(Dataset { images: x.data().to_vec(), labels, channels: c, height: h, width: w, classes, pad_value: vec![0.0; c] })
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn image_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    pub fn image(&self, i: usize) -> &[f32] {
+        &self.images[i * self.image_len()..][..self.image_len()]
+    }
+
+    /// The first `n` examples (all of them if n >= len).
+    pub fn truncate(&mut self, n: usize) {
+        let n = n.min(self.len());
+        self.labels.truncate(n);
+        self.images.truncate(n * self.image_len());
+    }
+
+    /// The batch of images `indices` as [B, C, H, W], augmented with `rng` when given.
+    pub fn batch(&self, indices: &[usize], rng: Option<&mut Rng>) -> (Tensor, Vec<u32>) {
+        let il = self.image_len();
+        let mut x = vec![0.0; indices.len() * il];
+        match rng {
+            Some(rng) => {
+                for (slot, &i) in x.chunks_mut(il).zip(indices) {
+                    augment_into(self, i, rng, slot);
+                }
+            }
+            None => {
+                for (slot, &i) in x.chunks_mut(il).zip(indices) {
+                    slot.copy_from_slice(self.image(i));
+                }
+            }
+        }
+        let labels = indices.iter().map(|&i| self.labels[i]).collect();
+        (Tensor::from_vec([indices.len(), self.channels, self.height, self.width], x).expect("sizes agree"), labels)
+    }
+}
+
+/// Raw u8 pixels (planar per image) normalised with per-channel mean and std (of the [0, 1] scale).
+pub(crate) fn normalise(raw: &[u8], channels: usize, plane: usize, mean: &[f32], std: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let images = raw.iter().enumerate().map(|(i, &b)| {
+        let c = i / plane % channels;
+        (b as f32 / 255.0 - mean[c]) / std[c]
+    });
+    (images.collect(), (0..channels).map(|c| -mean[c] / std[c]).collect())
+}

@@ -1,0 +1,51 @@
+use std::path::PathBuf;
+
+/// Everything a search, a data file or a checkpoint can report. Each message names the file, flag
+/// or tensor concerned.
+#[derive(Debug)]
+pub enum DartsError {
+    /// A file could not be read or written.
+    Io { path: PathBuf, source: std::io::Error },
+    /// A data file exists but its contents are wrong (magic number, truncation, label range, ...).
+    Data { path: PathBuf, why: String },
+    /// A checkpoint is missing tensors, has extra or mis-shaped ones, or is not a safetensors file.
+    Checkpoint { path: PathBuf, why: String },
+    /// An invalid option or combination of options.
+    Config(String),
+    /// A genotype that cannot be parsed or does not describe a valid cell.
+    Genotype(String),
+    /// The loss became NaN or infinite.
+    NonFinite { epoch: usize, step: usize, what: String },
+    /// An engine error (shapes, arguments).
+    Engine(tensor::Error),
+}
+
+pub type Result<T> = std::result::Result<T, DartsError>;
+
+impl std::fmt::Display for DartsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DartsError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            DartsError::Data { path, why } => write!(f, "{}: {why}", path.display()),
+            DartsError::Checkpoint { path, why } => write!(f, "checkpoint {}: {why}", path.display()),
+            DartsError::Config(why) => write!(f, "invalid configuration: {why}"),
+            DartsError::Genotype(why) => write!(f, "genotype: {why}"),
+            DartsError::NonFinite { epoch, step, what } => write!(f, "non-finite {what} at epoch {epoch}, step {step}"),
+            DartsError::Engine(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for DartsError {}
+
+impl From<tensor::Error> for DartsError {
+    fn from(e: tensor::Error) -> Self {
+        DartsError::Engine(e)
+    }
+}
+
+/// Wraps an io::Error with the path it concerns.
+pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> DartsError {
+    let path = path.into();
+    move |source| DartsError::Io { path, source }
+}
