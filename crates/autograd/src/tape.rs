@@ -149,10 +149,20 @@ impl Tape {
 
     /// A named parameter leaf (requires grad); the name shows in inspection and DOT output.
     pub fn param(&mut self, name: impl Into<String>, value: &Tensor) -> Var {
+        self.named_leaf(name, value, true)
+    }
+
+    /// A named leaf holding a copy of `value` (in a recycled buffer), with or without gradient.
+    pub fn named_leaf(
+        &mut self,
+        name: impl Into<String>,
+        value: &Tensor,
+        requires_grad: bool,
+    ) -> Var {
         let mut buf = self.pool.take(value.numel());
         buf.copy_from_slice(value.data());
         let t = Tensor::from_vec(value.shape().clone(), buf).expect("same length");
-        let v = self.leaf(t, true);
+        let v = self.leaf(t, requires_grad);
         self.nodes[v.index].name = Some(name.into());
         v
     }

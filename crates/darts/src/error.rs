@@ -5,7 +5,10 @@ use std::path::PathBuf;
 #[derive(Debug)]
 pub enum DartsError {
     /// A file could not be read or written.
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A data file exists but its contents are wrong (magic number, truncation, label range, ...).
     Data { path: PathBuf, why: String },
     /// A checkpoint is missing tensors, has extra or mis-shaped ones, or is not a safetensors file.
@@ -15,7 +18,11 @@ pub enum DartsError {
     /// A genotype that cannot be parsed or does not describe a valid cell.
     Genotype(String),
     /// The loss became NaN or infinite.
-    NonFinite { epoch: usize, step: usize, what: String },
+    NonFinite {
+        epoch: usize,
+        step: usize,
+        what: String,
+    },
     /// An engine error (shapes, arguments).
     Engine(tensor::Error),
 }
@@ -27,10 +34,14 @@ impl std::fmt::Display for DartsError {
         match self {
             DartsError::Io { path, source } => write!(f, "{}: {source}", path.display()),
             DartsError::Data { path, why } => write!(f, "{}: {why}", path.display()),
-            DartsError::Checkpoint { path, why } => write!(f, "checkpoint {}: {why}", path.display()),
+            DartsError::Checkpoint { path, why } => {
+                write!(f, "checkpoint {}: {why}", path.display())
+            }
             DartsError::Config(why) => write!(f, "invalid configuration: {why}"),
             DartsError::Genotype(why) => write!(f, "genotype: {why}"),
-            DartsError::NonFinite { epoch, step, what } => write!(f, "non-finite {what} at epoch {epoch}, step {step}"),
+            DartsError::NonFinite { epoch, step, what } => {
+                write!(f, "non-finite {what} at epoch {epoch}, step {step}")
+            }
             DartsError::Engine(e) => write!(f, "{e}"),
         }
     }

@@ -1,14 +1,20 @@
 //! DARTS and sharpDARTS Max-W architecture search on the engine (SPEC sections 1-4).
 
-mod error;
-pub mod model;
-pub mod params;
+pub mod architect;
+pub mod checkpoint;
 pub mod data;
+mod error;
+pub mod genotype;
+pub mod model;
 pub mod optim;
+pub mod params;
 pub mod primitives;
 pub mod schedule;
+pub mod search;
 pub mod weighting;
 
 pub use error::{DartsError, Result};
+pub use genotype::Genotype;
 pub use model::{NetConfig, Supernet};
+pub use search::{Event, Order, Outcome, Search, SearchConfig};
 pub use weighting::Weighting;

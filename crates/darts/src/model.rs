@@ -26,7 +26,12 @@ impl NetConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.channels < 2 || self.channels % 2 != 0 || self.layers < 1 || self.classes < 2 || self.in_channels < 1 {
+        if self.channels < 2
+            || self.channels % 2 != 0
+            || self.layers < 1
+            || self.classes < 2
+            || self.in_channels < 1
+        {
             return Err(crate::DartsError::Config(format!(
                 "network needs an even channel count >= 2 (got {}), >= 1 layer (got {}), >= 2 classes (got {}) and >= 1 input channel (got {})",
                 self.channels, self.layers, self.classes, self.in_channels
@@ -115,7 +120,10 @@ impl Builder<'_> {
     }
 
     fn rcb(&mut self, p: &str, c_in: usize, c_out: usize) -> ReluConvBn {
-        ReluConvBn { conv: self.conv(format!("{p}.op.1.weight"), [c_out, c_in, 1, 1]), bn: self.bn(format!("{p}.op.2"), c_out) }
+        ReluConvBn {
+            conv: self.conv(format!("{p}.op.1.weight"), [c_out, c_in, 1, 1]),
+            bn: self.bn(format!("{p}.op.2"), c_out),
+        }
     }
 
     fn fr(&mut self, p: &str, c_in: usize, c_out: usize) -> FactorizedReduce {
@@ -127,7 +135,11 @@ impl Builder<'_> {
     }
 
     fn dw(&mut self, p: &str, at: usize, c: usize, k: usize) -> [usize; 3] {
-        [self.conv(format!("{p}.op.{at}.weight"), [c, 1, k, k]), self.conv(format!("{p}.op.{}.weight", at + 1), [c, c, 1, 1]), self.bn(format!("{p}.op.{}", at + 2), c)]
+        [
+            self.conv(format!("{p}.op.{at}.weight"), [c, 1, k, k]),
+            self.conv(format!("{p}.op.{}.weight", at + 1), [c, c, 1, 1]),
+            self.bn(format!("{p}.op.{}", at + 2), c),
+        ]
     }
 
     fn edge(&mut self, p: &str, c: usize, stride: usize) -> Vec<EdgeOp> {
@@ -136,17 +148,39 @@ impl Builder<'_> {
                 let q = format!("{p}._ops.{k}");
                 match PRIMITIVES[k] {
                     "none" => EdgeOp::None,
-                    "max_pool_3x3" => EdgeOp::MaxPool { bn: self.bn(format!("{q}.1"), c) },
-                    "avg_pool_3x3" => EdgeOp::AvgPool { bn: self.bn(format!("{q}.1"), c) },
+                    "max_pool_3x3" => EdgeOp::MaxPool {
+                        bn: self.bn(format!("{q}.1"), c),
+                    },
+                    "avg_pool_3x3" => EdgeOp::AvgPool {
+                        bn: self.bn(format!("{q}.1"), c),
+                    },
                     "skip_connect" if stride == 1 => EdgeOp::Identity,
                     "skip_connect" => EdgeOp::Reduce(self.fr(&q, c, c)),
                     "sep_conv_3x3" | "sep_conv_5x5" => {
-                        let kernel = if PRIMITIVES[k] == "sep_conv_3x3" { 3 } else { 5 };
-                        EdgeOp::Conv(DwConvs { first: self.dw(&q, 1, c, kernel), second: Some(self.dw(&q, 5, c, kernel)), kernel, dilation: 1 })
+                        let kernel = if PRIMITIVES[k] == "sep_conv_3x3" {
+                            3
+                        } else {
+                            5
+                        };
+                        EdgeOp::Conv(DwConvs {
+                            first: self.dw(&q, 1, c, kernel),
+                            second: Some(self.dw(&q, 5, c, kernel)),
+                            kernel,
+                            dilation: 1,
+                        })
                     }
                     _ => {
-                        let kernel = if PRIMITIVES[k] == "dil_conv_3x3" { 3 } else { 5 };
-                        EdgeOp::Conv(DwConvs { first: self.dw(&q, 1, c, kernel), second: None, kernel, dilation: 2 })
+                        let kernel = if PRIMITIVES[k] == "dil_conv_3x3" {
+                            3
+                        } else {
+                            5
+                        };
+                        EdgeOp::Conv(DwConvs {
+                            first: self.dw(&q, 1, c, kernel),
+                            second: None,
+                            kernel,
+                            dilation: 2,
+                        })
                     }
                 }
             })
@@ -167,11 +201,17 @@ impl Supernet {
     /// Builds the network of `config`, drawing initial values from `rng`.
     pub fn init(config: NetConfig, rng: &mut Rng) -> Result<Initialised> {
         config.validate()?;
-        let mut b = Builder { rng, params: ParamStore::default(), bns: BnStore::default() };
+        let mut b = Builder {
+            rng,
+            params: ParamStore::default(),
+            bns: BnStore::default(),
+        };
         let c = config.channels;
         let stem_c = 3 * c;
         let stem_conv = b.conv("stem.0.weight".into(), [stem_c, config.in_channels, 3, 3]);
-        let g = b.params.push("stem.1.weight".into(), Tensor::full([stem_c], 1.0));
+        let g = b
+            .params
+            .push("stem.1.weight".into(), Tensor::full([stem_c], 1.0));
         let be = b.params.push("stem.1.bias".into(), Tensor::zeros([stem_c]));
         let stem_bn = (g, be, b.bn("stem.1".into(), stem_c));
         let (mut c_pp, mut c_p, mut c_cur) = (stem_c, stem_c, c);
@@ -183,7 +223,11 @@ impl Supernet {
                 c_cur *= 2;
             }
             let p = format!("cells.{i}");
-            let pre0 = if reduction_prev { Preprocess::Reduce(b.fr(&format!("{p}.preprocess0"), c_pp, c_cur)) } else { Preprocess::Rcb(b.rcb(&format!("{p}.preprocess0"), c_pp, c_cur)) };
+            let pre0 = if reduction_prev {
+                Preprocess::Reduce(b.fr(&format!("{p}.preprocess0"), c_pp, c_cur))
+            } else {
+                Preprocess::Rcb(b.rcb(&format!("{p}.preprocess0"), c_pp, c_cur))
+            };
             let pre1 = b.rcb(&format!("{p}.preprocess1"), c_p, c_cur);
             let edges = crate::primitives::edge_endpoints()
                 .iter()
@@ -193,15 +237,37 @@ impl Supernet {
                     b.edge(&format!("{p}._ops.{e}"), c_cur, stride)
                 })
                 .collect();
-            cells.push(Cell { reduction, pre0, pre1, edges });
+            cells.push(Cell {
+                reduction,
+                pre0,
+                pre1,
+                edges,
+            });
             reduction_prev = reduction;
             (c_pp, c_p) = (c_p, STEPS * c_cur);
         }
         let fc_w = kaiming_uniform([config.classes, c_p], b.rng)?;
         let fc_b = uniform_bias(config.classes, c_p, b.rng);
-        let fc = (b.params.push("classifier.weight".into(), fc_w), b.params.push("classifier.bias".into(), fc_b));
-        let alphas = [Tensor::randn([EDGES, PRIMITIVES.len()], 1e-3, b.rng), Tensor::randn([EDGES, PRIMITIVES.len()], 1e-3, b.rng)];
-        Ok(Initialised { net: Supernet { config, stem_conv, stem_bn, cells, fc }, params: b.params, bns: b.bns, alphas })
+        let fc = (
+            b.params.push("classifier.weight".into(), fc_w),
+            b.params.push("classifier.bias".into(), fc_b),
+        );
+        let alphas = [
+            Tensor::randn([EDGES, PRIMITIVES.len()], 1e-3, b.rng),
+            Tensor::randn([EDGES, PRIMITIVES.len()], 1e-3, b.rng),
+        ];
+        Ok(Initialised {
+            net: Supernet {
+                config,
+                stem_conv,
+                stem_bn,
+                cells,
+                fc,
+            },
+            params: b.params,
+            bns: b.bns,
+            alphas,
+        })
     }
 }
 
@@ -218,11 +284,20 @@ pub struct ForwardCtx<'a> {
 
 impl ForwardCtx<'_> {
     fn bn(&mut self, t: &mut Tape, x: Var, i: usize) -> Result<Var> {
-        let o = BatchNormOptions { training: self.train_bn, ..Default::default() };
+        let o = BatchNormOptions {
+            training: self.train_bn,
+            ..Default::default()
+        };
         if self.train_bn {
             self.bns.batches_tracked[i] += 1;
         }
-        Ok(ops::batch_norm(t, x, None, Some(&mut self.bns.stats[i]), o)?)
+        Ok(ops::batch_norm(
+            t,
+            x,
+            None,
+            Some(&mut self.bns.stats[i]),
+            o,
+        )?)
     }
 
     fn conv(&self, t: &mut Tape, x: Var, w: usize, o: Conv2dOptions) -> Result<Var> {
@@ -230,13 +305,25 @@ impl ForwardCtx<'_> {
     }
 
     fn rcb(&mut self, t: &mut Tape, x: Var, m: &ReluConvBn) -> Result<Var> {
-        let y = self.conv(t, x, m.conv, Conv2dOptions { pre_relu: true, ..Default::default() })?;
+        let y = self.conv(
+            t,
+            x,
+            m.conv,
+            Conv2dOptions {
+                pre_relu: true,
+                ..Default::default()
+            },
+        )?;
         self.bn(t, y, m.bn)
     }
 
     fn fr(&mut self, t: &mut Tape, x: Var, m: &FactorizedReduce) -> Result<Var> {
         let [_, _, h, w] = t.value(x).shape().nchw("factorized_reduce")?;
-        let o = Conv2dOptions { stride: 2, pre_relu: true, ..Default::default() };
+        let o = Conv2dOptions {
+            stride: 2,
+            pre_relu: true,
+            ..Default::default()
+        };
         let a = self.conv(t, x, m.conv1, o)?;
         let shifted = ops::slice2d(t, x, Slice::crop(1, 1, h, w))?;
         let b = self.conv(t, shifted, m.conv2, o)?;
@@ -249,7 +336,13 @@ impl ForwardCtx<'_> {
         let mut y = x;
         for (part, s) in [(Some(m.first), stride), (m.second, 1)] {
             let Some([dw, pw, bn]) = part else { continue };
-            let o = Conv2dOptions { stride: s, padding: pad, dilation: m.dilation, groups: 1, pre_relu: true };
+            let o = Conv2dOptions {
+                stride: s,
+                padding: pad,
+                dilation: m.dilation,
+                groups: 1,
+                pre_relu: true,
+            };
             y = ops::depthwise_conv2d(t, y, self.weights[dw], o)?;
             y = self.conv(t, y, pw, Conv2dOptions::default())?;
             y = self.bn(t, y, bn)?;
@@ -259,7 +352,11 @@ impl ForwardCtx<'_> {
 
     /// One primitive on one edge; `None` for the `none` op (it contributes exactly zero).
     fn edge_op(&mut self, t: &mut Tape, x: Var, op: &EdgeOp, stride: usize) -> Result<Option<Var>> {
-        let pool = PoolOptions { kernel: 3, stride, padding: 1 };
+        let pool = PoolOptions {
+            kernel: 3,
+            stride,
+            padding: 1,
+        };
         Ok(match op {
             EdgeOp::None => None,
             EdgeOp::MaxPool { bn } => {
@@ -291,7 +388,9 @@ impl ForwardCtx<'_> {
                 let mixed = t.scoped(format!("_ops.{e}"), |t| -> Result<Var> {
                     let mut terms = Vec::with_capacity(PRIMITIVES.len());
                     for (k, op) in cell.edges[e].iter().enumerate() {
-                        if let Some(y) = t.scoped(format!("_ops.{k}"), |t| self.edge_op(t, h, op, stride))? {
+                        if let Some(y) =
+                            t.scoped(format!("_ops.{k}"), |t| self.edge_op(t, h, op, stride))?
+                        {
                             terms.push((k, y));
                         }
                     }
@@ -309,15 +408,35 @@ impl ForwardCtx<'_> {
 impl Supernet {
     /// Logits [N, classes] of images x [N, in_channels, H, W].
     pub fn forward(&self, t: &mut Tape, x: Var, ctx: &mut ForwardCtx) -> Result<Var> {
-        let mix = [ctx.weighting.apply(t, ctx.alphas[0])?, ctx.weighting.apply(t, ctx.alphas[1])?];
+        let mix = [
+            ctx.weighting.apply(t, ctx.alphas[0])?,
+            ctx.weighting.apply(t, ctx.alphas[1])?,
+        ];
         let (g, b, bn) = self.stem_bn;
         let s = t.scoped("stem", |t| -> Result<Var> {
-            let y = ctx.conv(t, x, self.stem_conv, Conv2dOptions { padding: 1, ..Default::default() })?;
-            let o = BatchNormOptions { training: ctx.train_bn, ..Default::default() };
+            let y = ctx.conv(
+                t,
+                x,
+                self.stem_conv,
+                Conv2dOptions {
+                    padding: 1,
+                    ..Default::default()
+                },
+            )?;
+            let o = BatchNormOptions {
+                training: ctx.train_bn,
+                ..Default::default()
+            };
             if ctx.train_bn {
                 ctx.bns.batches_tracked[bn] += 1;
             }
-            Ok(ops::batch_norm(t, y, Some((ctx.weights[g], ctx.weights[b])), Some(&mut ctx.bns.stats[bn]), o)?)
+            Ok(ops::batch_norm(
+                t,
+                y,
+                Some((ctx.weights[g], ctx.weights[b])),
+                Some(&mut ctx.bns.stats[bn]),
+                o,
+            )?)
         })?;
         let (mut s0, mut s1) = (s, s);
         for (i, cell) in self.cells.iter().enumerate() {
@@ -326,6 +445,13 @@ impl Supernet {
             (s0, s1) = (s1, out);
         }
         let pooled = ops::global_avg_pool(t, s1)?;
-        Ok(t.scoped("classifier", |t| ops::linear(t, pooled, ctx.weights[self.fc.0], Some(ctx.weights[self.fc.1])))?)
+        Ok(t.scoped("classifier", |t| {
+            ops::linear(
+                t,
+                pooled,
+                ctx.weights[self.fc.0],
+                Some(ctx.weights[self.fc.1]),
+            )
+        })?)
     }
 }

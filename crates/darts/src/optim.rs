@@ -34,7 +34,11 @@ impl GradTransform {
 
 /// Global L2 norm of several gradient buffers, summed in buffer order in f64.
 pub fn global_norm(grads: &[&[f32]]) -> f32 {
-    grads.iter().map(|g| ko::sum_squares(g) as f64).sum::<f64>().sqrt() as f32
+    grads
+        .iter()
+        .map(|g| ko::sum_squares(g) as f64)
+        .sum::<f64>()
+        .sqrt() as f32
 }
 
 /// SGD with momentum buffers, one per parameter (PyTorch's `SGD`, zero-initialised buffers).
@@ -47,18 +51,42 @@ pub struct SgdState {
 
 impl SgdState {
     pub fn new(params: &[Tensor], momentum: f32, weight_decay: f32, clip: f32) -> Self {
-        SgdState { hyper: Sgd { lr: 0.0, momentum, weight_decay }, clip, momentum: params.iter().map(|p| Tensor::zeros(p.shape().clone())).collect() }
+        SgdState {
+            hyper: Sgd {
+                lr: 0.0,
+                momentum,
+                weight_decay,
+            },
+            clip,
+            momentum: params
+                .iter()
+                .map(|p| Tensor::zeros(p.shape().clone()))
+                .collect(),
+        }
     }
 
     /// Clips the gradients' global norm to `clip` (PyTorch's clip_grad_norm_: factor clip / (norm +
     /// 1e-6) when below 1), then one step at learning rate `lr`. Returns the pre-clip norm.
-    pub fn step(&mut self, lr: f32, transform: GradTransform, params: &mut [Tensor], grads: &[&[f32]]) -> f32 {
+    pub fn step(
+        &mut self,
+        lr: f32,
+        transform: GradTransform,
+        params: &mut [Tensor],
+        grads: &[&[f32]],
+    ) -> f32 {
         let norm = global_norm(grads);
         let coef = self.clip / (norm + 1e-6);
         let scale = if coef < 1.0 { coef } else { 1.0 };
         let h = Sgd { lr, ..self.hyper };
         for ((p, g), v) in params.iter_mut().zip(grads).zip(&mut self.momentum) {
-            ko::sgd_step(h, scale, transform.shift(scale, g), p.data_mut(), g, v.data_mut());
+            ko::sgd_step(
+                h,
+                scale,
+                transform.shift(scale, g),
+                p.data_mut(),
+                g,
+                v.data_mut(),
+            );
         }
         norm
     }
@@ -75,14 +103,38 @@ pub struct AdamState {
 
 impl AdamState {
     pub fn new(params: &[Tensor], hyper: Adam) -> Self {
-        let zeros = || params.iter().map(|p| Tensor::zeros(p.shape().clone())).collect();
-        AdamState { hyper, step: 0, m: zeros(), v: zeros() }
+        let zeros = || {
+            params
+                .iter()
+                .map(|p| Tensor::zeros(p.shape().clone()))
+                .collect()
+        };
+        AdamState {
+            hyper,
+            step: 0,
+            m: zeros(),
+            v: zeros(),
+        }
     }
 
     pub fn step(&mut self, transform: GradTransform, params: &mut [Tensor], grads: &[&[f32]]) {
         self.step += 1;
-        for (((p, g), m), v) in params.iter_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
-            ko::adam_step(self.hyper, self.step, 1.0, transform.shift(1.0, g), p.data_mut(), g, m.data_mut(), v.data_mut());
+        for (((p, g), m), v) in params
+            .iter_mut()
+            .zip(grads)
+            .zip(&mut self.m)
+            .zip(&mut self.v)
+        {
+            ko::adam_step(
+                self.hyper,
+                self.step,
+                1.0,
+                transform.shift(1.0, g),
+                p.data_mut(),
+                g,
+                m.data_mut(),
+                v.data_mut(),
+            );
         }
     }
 }
@@ -99,7 +151,10 @@ mod tests {
         let norm = s.step(1.0, GradTransform::None, &mut p, &[&g]);
         assert_eq!(norm, 5.0);
         let got: Vec<f32> = p[0].data().to_vec();
-        assert!((got[0] + 0.6).abs() < 1e-5 && (got[1] + 0.8).abs() < 1e-5, "{got:?}");
+        assert!(
+            (got[0] + 0.6).abs() < 1e-5 && (got[1] + 0.8).abs() < 1e-5,
+            "{got:?}"
+        );
     }
 
     #[test]

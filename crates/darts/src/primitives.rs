@@ -1,7 +1,16 @@
 //! The DARTS candidate operations. Their order is the column order of the alpha matrices.
 
 /// Names of the primitives, in alpha column order.
-pub const PRIMITIVES: [&str; 8] = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"];
+pub const PRIMITIVES: [&str; 8] = [
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+];
 
 /// Index of the `none` primitive (excluded when deriving genotypes).
 pub const NONE: usize = 0;
@@ -17,7 +26,9 @@ pub fn index_of(name: &str) -> Option<usize> {
 
 /// The (node, input) pair of each edge in order: node 0 from inputs 0, 1; node 1 from 0, 1, 2; ...
 pub fn edge_endpoints() -> Vec<(usize, usize)> {
-    (0..STEPS).flat_map(|node| (0..node + 2).map(move |input| (node, input))).collect()
+    (0..STEPS)
+        .flat_map(|node| (0..node + 2).map(move |input| (node, input)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -34,7 +34,11 @@ impl LrSchedule {
     }
 
     fn unwarmed(&self, epoch: usize) -> f32 {
-        let (lo, hi, e_total) = (self.min_lr as f64, self.max_lr as f64, self.epochs.max(1) as f64);
+        let (lo, hi, e_total) = (
+            self.min_lr as f64,
+            self.max_lr as f64,
+            self.epochs.max(1) as f64,
+        );
         let p = match self.schedule {
             Schedule::Cosine => (1.0 + (std::f64::consts::PI * epoch as f64 / e_total).cos()) / 2.0,
             Schedule::CosinePower { order } => {
@@ -65,7 +69,13 @@ mod tests {
 
     #[test]
     fn cosine_matches_pytorch_values() {
-        let s = LrSchedule { schedule: Schedule::Cosine, max_lr: 0.025, min_lr: 0.001, epochs: 50, warmup_epochs: 0 };
+        let s = LrSchedule {
+            schedule: Schedule::Cosine,
+            max_lr: 0.025,
+            min_lr: 0.001,
+            epochs: 50,
+            warmup_epochs: 0,
+        };
         assert_eq!(s.lr(0), 0.025);
         // PyTorch CosineAnnealingLR(T_max=50, eta_min=0.001) after 25 steps: 0.013
         assert!((s.lr(25) - 0.013).abs() < 1e-6);
@@ -74,17 +84,32 @@ mod tests {
 
     #[test]
     fn cosine_power_spans_max_to_min_and_decreases() {
-        let s = LrSchedule { schedule: Schedule::CosinePower { order: 2.0 }, max_lr: 0.025, min_lr: 0.001, epochs: 10, warmup_epochs: 0 };
+        let s = LrSchedule {
+            schedule: Schedule::CosinePower { order: 2.0 },
+            max_lr: 0.025,
+            min_lr: 0.001,
+            epochs: 10,
+            warmup_epochs: 0,
+        };
         assert!((s.lr(0) - 0.025).abs() < 1e-7 && (s.lr(9) - 0.001).abs() < 1e-7);
         assert!((1..10).all(|e| s.lr(e) < s.lr(e - 1)));
         // Power annealing front-loads the decay compared with plain cosine at the midpoint.
-        let c = LrSchedule { schedule: Schedule::Cosine, ..s };
+        let c = LrSchedule {
+            schedule: Schedule::Cosine,
+            ..s
+        };
         assert!(s.lr(4) < c.lr(4));
     }
 
     #[test]
     fn warmup_rises_linearly_into_the_schedule() {
-        let s = LrSchedule { schedule: Schedule::Cosine, max_lr: 0.1, min_lr: 0.0, epochs: 10, warmup_epochs: 3 };
+        let s = LrSchedule {
+            schedule: Schedule::Cosine,
+            max_lr: 0.1,
+            min_lr: 0.0,
+            epochs: 10,
+            warmup_epochs: 3,
+        };
         assert!(s.lr(0) < s.lr(1) && s.lr(1) < s.lr(2) && s.lr(2) < s.lr(3));
         assert!((s.lr(2) - 0.75 * s.lr(3)).abs() < 1e-6);
     }

@@ -18,11 +18,12 @@ pub fn augment_into(data: &Dataset, i: usize, rng: &mut Rng, out: &mut [f32]) {
             for x in 0..w {
                 let sx = if flip { w - 1 - x } else { x } as isize + dx;
                 let sy = y as isize + dy;
-                out[(c * h + y) * w + x] = if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
-                    img[(c * h + sy as usize) * w + sx as usize]
-                } else {
-                    data.pad_value[c]
-                };
+                out[(c * h + y) * w + x] =
+                    if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
+                        img[(c * h + sy as usize) * w + sx as usize]
+                    } else {
+                        data.pad_value[c]
+                    };
             }
         }
     }
@@ -35,7 +36,15 @@ mod tests {
     #[test]
     fn crops_stay_in_the_padded_frame_and_flips_mirror() {
         let img: Vec<f32> = (0..16).map(|v| v as f32).collect();
-        let d = Dataset { images: img.clone(), labels: vec![0], channels: 1, height: 4, width: 4, classes: 2, pad_value: vec![-1.0] };
+        let d = Dataset {
+            images: img.clone(),
+            labels: vec![0],
+            channels: 1,
+            height: 4,
+            width: 4,
+            classes: 2,
+            pad_value: vec![-1.0],
+        };
         let mut rng = Rng::new(1);
         let mut seen_flip = false;
         for _ in 0..64 {

@@ -19,26 +19,47 @@ fn read(dir: &Path, base: &str) -> Result<(PathBuf, Vec<u8>)> {
     } else if gz.exists() {
         let f = std::fs::File::open(&gz).map_err(io(&gz))?;
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(f).read_to_end(&mut out).map_err(|e| DartsError::Data { path: gz.clone(), why: format!("not a valid gzip file: {e}") })?;
+        flate2::read::GzDecoder::new(f)
+            .read_to_end(&mut out)
+            .map_err(|e| DartsError::Data {
+                path: gz.clone(),
+                why: format!("not a valid gzip file: {e}"),
+            })?;
         Ok((gz, out))
     } else {
-        Err(DartsError::Data { path: plain, why: "missing IDX file (also looked for .gz)".into() })
+        Err(DartsError::Data {
+            path: plain,
+            why: "missing IDX file (also looked for .gz)".into(),
+        })
     }
 }
 
 fn header(path: &Path, b: &[u8], magic: u32, dims: usize) -> Result<Vec<usize>> {
-    let bad = |why: String| DartsError::Data { path: path.into(), why };
+    let bad = |why: String| DartsError::Data {
+        path: path.into(),
+        why,
+    };
     if b.len() < 4 + 4 * dims {
-        return Err(bad(format!("{} bytes is too short for an IDX header", b.len())));
+        return Err(bad(format!(
+            "{} bytes is too short for an IDX header",
+            b.len()
+        )));
     }
     let got = u32::from_be_bytes(b[..4].try_into().unwrap());
     if got != magic {
-        return Err(bad(format!("magic number {got:#010x}, expected {magic:#010x}")));
+        return Err(bad(format!(
+            "magic number {got:#010x}, expected {magic:#010x}"
+        )));
     }
-    let sizes: Vec<usize> = (0..dims).map(|d| u32::from_be_bytes(b[4 + 4 * d..8 + 4 * d].try_into().unwrap()) as usize).collect();
+    let sizes: Vec<usize> = (0..dims)
+        .map(|d| u32::from_be_bytes(b[4 + 4 * d..8 + 4 * d].try_into().unwrap()) as usize)
+        .collect();
     let want = 4 + 4 * dims + sizes.iter().product::<usize>();
     if b.len() != want {
-        return Err(bad(format!("{} bytes, but the header {sizes:?} needs {want} (truncated?)", b.len())));
+        return Err(bad(format!(
+            "{} bytes, but the header {sizes:?} needs {want} (truncated?)",
+            b.len()
+        )));
     }
     Ok(sizes)
 }
@@ -46,24 +67,48 @@ fn header(path: &Path, b: &[u8], magic: u32, dims: usize) -> Result<Vec<usize>> 
 fn split(dir: &Path, prefix: &str) -> Result<Dataset> {
     let (ipath, ib) = read(dir, &format!("{prefix}-images-idx3-ubyte"))?;
     let (lpath, lb) = read(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
-    let [n, h, w] = header(&ipath, &ib, 0x0803, 3)?[..] else { unreachable!("three dims") };
-    let [nl] = header(&lpath, &lb, 0x0801, 1)?[..] else { unreachable!("one dim") };
+    let [n, h, w] = header(&ipath, &ib, 0x0803, 3)?[..] else {
+        unreachable!("three dims")
+    };
+    let [nl] = header(&lpath, &lb, 0x0801, 1)?[..] else {
+        unreachable!("one dim")
+    };
     if n != nl {
-        return Err(DartsError::Data { path: lpath, why: format!("{nl} labels for {n} images in {}", ipath.display()) });
+        return Err(DartsError::Data {
+            path: lpath,
+            why: format!("{nl} labels for {n} images in {}", ipath.display()),
+        });
     }
     let labels: Vec<u32> = lb[8..].iter().map(|&l| l as u32).collect();
     if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| l >= 10) {
-        return Err(DartsError::Data { path: lpath, why: format!("label {l} at index {i} is out of range 0..9") });
+        return Err(DartsError::Data {
+            path: lpath,
+            why: format!("label {l} at index {i} is out of range 0..9"),
+        });
     }
     let (images, pad_value) = normalise(&ib[16..], 1, h * w, &MEAN, &STD);
-    Ok(Dataset { images, labels, channels: 1, height: h, width: w, classes: 10, pad_value })
+    Ok(Dataset {
+        images,
+        labels,
+        channels: 1,
+        height: h,
+        width: w,
+        classes: 10,
+        pad_value,
+    })
 }
 
 /// Loads `train-{images,labels}` and, if present, `t10k-{images,labels}` from `dir`.
 pub fn load_idx(dir: &Path) -> Result<Splits> {
     let train = split(dir, "train")?;
-    let has_test = ["t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz"].iter().any(|f| dir.join(f).exists());
-    let test = if has_test { Some(split(dir, "t10k")?) } else { None };
+    let has_test = ["t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz"]
+        .iter()
+        .any(|f| dir.join(f).exists());
+    let test = if has_test {
+        Some(split(dir, "t10k")?)
+    } else {
+        None
+    };
     Ok(Splits { train, test })
 }
 
@@ -85,20 +130,50 @@ mod tests {
     fn reads_raw_and_gzip_and_rejects_bad_headers() {
         let dir = std::env::temp_dir().join(format!("darts-idx-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("train-images-idx3-ubyte"), idx(0x803, &[2, 2, 3], &[0, 255, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10])).unwrap();
+        std::fs::write(
+            dir.join("train-images-idx3-ubyte"),
+            idx(0x803, &[2, 2, 3], &[0, 255, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]),
+        )
+        .unwrap();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&idx(0x801, &[2], &[4, 9])).unwrap();
         std::fs::write(dir.join("train-labels-idx1-ubyte.gz"), gz.finish().unwrap()).unwrap();
         let s = load_idx(&dir).unwrap();
-        assert_eq!((s.train.len(), s.train.height, s.train.width, s.train.labels.clone()), (2, 2, 3, vec![4, 9]));
+        assert_eq!(
+            (
+                s.train.len(),
+                s.train.height,
+                s.train.width,
+                s.train.labels.clone()
+            ),
+            (2, 2, 3, vec![4, 9])
+        );
         assert!((s.train.images[1] - (1.0 - 0.1307) / 0.3081).abs() < 1e-5);
 
-        std::fs::write(dir.join("train-images-idx3-ubyte"), idx(0x801, &[2, 2, 3], &[0; 12])).unwrap();
-        assert!(load_idx(&dir).unwrap_err().to_string().contains("magic number"));
-        std::fs::write(dir.join("train-images-idx3-ubyte"), idx(0x803, &[2, 2, 3], &[0; 5])).unwrap();
-        assert!(load_idx(&dir).unwrap_err().to_string().contains("truncated"));
+        std::fs::write(
+            dir.join("train-images-idx3-ubyte"),
+            idx(0x801, &[2, 2, 3], &[0; 12]),
+        )
+        .unwrap();
+        assert!(load_idx(&dir)
+            .unwrap_err()
+            .to_string()
+            .contains("magic number"));
+        std::fs::write(
+            dir.join("train-images-idx3-ubyte"),
+            idx(0x803, &[2, 2, 3], &[0; 5]),
+        )
+        .unwrap();
+        assert!(load_idx(&dir)
+            .unwrap_err()
+            .to_string()
+            .contains("truncated"));
         std::fs::write(dir.join("train-labels-idx1-ubyte.gz"), b"not gzip").unwrap();
-        std::fs::write(dir.join("train-images-idx3-ubyte"), idx(0x803, &[2, 2, 3], &[0; 12])).unwrap();
+        std::fs::write(
+            dir.join("train-images-idx3-ubyte"),
+            idx(0x803, &[2, 2, 3], &[0; 12]),
+        )
+        .unwrap();
         assert!(load_idx(&dir).unwrap_err().to_string().contains("gzip"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

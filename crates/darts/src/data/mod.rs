@@ -38,12 +38,29 @@ impl Dataset {
     pub fn from_tensors(x: &Tensor, labels: Vec<u32>, classes: usize) -> Result<Dataset> {
         let [n, c, h, w] = x.shape().nchw("Dataset::from_tensors")?;
         if labels.len() != n {
-            return Err(DartsError::Config(format!("{} labels for {n} images", labels.len())));
+            return Err(DartsError::Config(format!(
+                "{} labels for {n} images",
+                labels.len()
+            )));
         }
-        if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
-            return Err(DartsError::Config(format!("label {l} of image {i} is out of range for {classes} classes")));
+        if let Some((i, l)) = labels
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| l as usize >= classes)
+        {
+            return Err(DartsError::Config(format!(
+                "label {l} of image {i} is out of range for {classes} classes"
+            )));
         }
-        Ok(Dataset { images: x.data().to_vec(), labels, channels: c, height: h, width: w, classes, pad_value: vec![0.0; c] })
+        Ok(Dataset {
+            images: x.data().to_vec(),
+            labels,
+            channels: c,
+            height: h,
+            width: w,
+            classes,
+            pad_value: vec![0.0; c],
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -86,15 +103,28 @@ impl Dataset {
             }
         }
         let labels = indices.iter().map(|&i| self.labels[i]).collect();
-        (Tensor::from_vec([indices.len(), self.channels, self.height, self.width], x).expect("sizes agree"), labels)
+        (
+            Tensor::from_vec([indices.len(), self.channels, self.height, self.width], x)
+                .expect("sizes agree"),
+            labels,
+        )
     }
 }
 
 /// Raw u8 pixels (planar per image) normalised with per-channel mean and std (of the [0, 1] scale).
-pub(crate) fn normalise(raw: &[u8], channels: usize, plane: usize, mean: &[f32], std: &[f32]) -> (Vec<f32>, Vec<f32>) {
+pub(crate) fn normalise(
+    raw: &[u8],
+    channels: usize,
+    plane: usize,
+    mean: &[f32],
+    std: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
     let images = raw.iter().enumerate().map(|(i, &b)| {
         let c = i / plane % channels;
         (b as f32 / 255.0 - mean[c]) / std[c]
     });
-    (images.collect(), (0..channels).map(|c| -mean[c] / std[c]).collect())
+    (
+        images.collect(),
+        (0..channels).map(|c| -mean[c] / std[c]).collect(),
+    )
 }

@@ -52,7 +52,15 @@ fn make(n: usize, rng: &mut Rng) -> Dataset {
         labels.push(class as u32);
     }
     let (images, pad_value) = normalise(&raw, 3, plane, &MEAN, &STD);
-    Dataset { images, labels, channels: 3, height: SIDE, width: SIDE, classes: CLASSES, pad_value }
+    Dataset {
+        images,
+        labels,
+        channels: 3,
+        height: SIDE,
+        width: SIDE,
+        classes: CLASSES,
+        pad_value,
+    }
 }
 
 /// The built-in dataset: `train` training and `test` test images, entirely determined by `seed`.
@@ -60,7 +68,10 @@ pub fn synthetic(cfg: SyntheticConfig) -> Splits {
     let mut rng = Rng::new(cfg.seed ^ 0x5EED_DA7A);
     let train = make(cfg.train, &mut rng);
     let test = make(cfg.test, &mut rng);
-    Splits { train, test: Some(test) }
+    Splits {
+        train,
+        test: Some(test),
+    }
 }
 
 #[cfg(test)]
@@ -69,18 +80,35 @@ mod tests {
 
     #[test]
     fn same_seed_same_images_and_balanced_labels() {
-        let a = synthetic(SyntheticConfig { train: 40, test: 10, seed: 3 });
-        let b = synthetic(SyntheticConfig { train: 40, test: 10, seed: 3 });
+        let a = synthetic(SyntheticConfig {
+            train: 40,
+            test: 10,
+            seed: 3,
+        });
+        let b = synthetic(SyntheticConfig {
+            train: 40,
+            test: 10,
+            seed: 3,
+        });
         assert_eq!(a.train, b.train);
         assert_eq!(a.train.labels.iter().filter(|&&l| l == 7).count(), 4);
-        let c = synthetic(SyntheticConfig { train: 40, test: 10, seed: 4 });
+        let c = synthetic(SyntheticConfig {
+            train: 40,
+            test: 10,
+            seed: 4,
+        });
         assert_ne!(a.train.images, c.train.images);
     }
 
     /// The class means are nearly identical: no linear template separates the classes.
     #[test]
     fn class_mean_images_are_nearly_flat() {
-        let d = synthetic(SyntheticConfig { train: 2000, test: 0, seed: 1 }).train;
+        let d = synthetic(SyntheticConfig {
+            train: 2000,
+            test: 0,
+            seed: 1,
+        })
+        .train;
         let il = d.image_len();
         let mut means = vec![vec![0.0f64; il]; CLASSES];
         for i in 0..d.len() {
@@ -88,7 +116,14 @@ mod tests {
                 *m += *v as f64 / (d.len() / CLASSES) as f64;
             }
         }
-        let spread: f64 = (0..il).map(|p| (0..CLASSES).map(|k| (means[k][p] - means[0][p]).abs()).fold(0.0, f64::max)).sum::<f64>() / il as f64;
+        let spread: f64 = (0..il)
+            .map(|p| {
+                (0..CLASSES)
+                    .map(|k| (means[k][p] - means[0][p]).abs())
+                    .fold(0.0, f64::max)
+            })
+            .sum::<f64>()
+            / il as f64;
         // Pixel noise alone makes the per-image values vary by ~1.3 (normalised); the class means
         // differ by a small fraction of that.
         assert!(spread < 0.25, "mean class images differ by {spread}");

@@ -1,0 +1,230 @@
+//! Forward/backward passes of the search model, and the architecture gradient: first order (the
+//! gradient of the validation loss at the current weights) or second order (SPEC's one-step unrolled
+//! approximation with a finite-difference Hessian-vector product).
+use crate::model::{ForwardCtx, Supernet};
+use crate::params::BnStore;
+use crate::{Result, Weighting};
+use autograd::{Tape, Var};
+use tensor::Tensor;
+
+/// What one pass produced.
+pub struct PassOut {
+    pub loss: f32,
+    pub correct: usize,
+    /// Gradients of the weights (same order as the parameters), empty unless asked for.
+    pub weight_grads: Vec<Tensor>,
+    /// Gradients of [alphas_normal, alphas_reduce], empty unless asked for.
+    pub alpha_grads: Vec<Tensor>,
+}
+
+/// The model's tensors for one pass.
+pub struct Model<'a> {
+    pub net: &'a Supernet,
+    pub names: &'a [String],
+    pub weights: &'a [Tensor],
+    pub alphas: &'a [Tensor; 2],
+    pub weighting: Weighting,
+}
+
+/// Which gradients a pass computes; with neither, the tape records no backward at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Want {
+    pub weights: bool,
+    pub alphas: bool,
+}
+
+/// Number of rows whose largest logit is at the label.
+pub fn count_correct(logits: &Tensor, labels: &[u32]) -> usize {
+    let k = logits.dims()[1];
+    logits
+        .data()
+        .chunks(k)
+        .zip(labels)
+        .filter(|(row, &l)| (0..k).max_by(|&a, &b| row[a].total_cmp(&row[b])) == Some(l as usize))
+        .count()
+}
+
+/// Forward (and backward for the wanted gradients) of the mean cross-entropy on one batch.
+/// `train_bn` chooses batch statistics (updating `bns`) or running statistics.
+#[allow(clippy::too_many_arguments)]
+pub fn pass(
+    tape: &mut Tape,
+    m: &Model,
+    bns: &mut BnStore,
+    x: &Tensor,
+    y: &[u32],
+    want: Want,
+    train_bn: bool,
+) -> Result<PassOut> {
+    tape.reset();
+    tape.set_grad_enabled(want.weights || want.alphas);
+    let weights: Vec<Var> = m
+        .names
+        .iter()
+        .zip(m.weights)
+        .map(|(n, w)| tape.named_leaf(n.as_str(), w, want.weights))
+        .collect();
+    let alphas = [
+        tape.named_leaf("alphas_normal", &m.alphas[0], want.alphas),
+        tape.named_leaf("alphas_reduce", &m.alphas[1], want.alphas),
+    ];
+    let xv = tape.leaf(x.clone(), false);
+    let mut ctx = ForwardCtx {
+        weights: &weights,
+        alphas,
+        bns,
+        weighting: m.weighting,
+        train_bn,
+    };
+    let logits = m.net.forward(tape, xv, &mut ctx)?;
+    let loss = ops::cross_entropy(tape, logits, y)?;
+    let out_loss = tape.value(loss).item()?;
+    let correct = count_correct(tape.value(logits), y);
+    let mut out = PassOut {
+        loss: out_loss,
+        correct,
+        weight_grads: Vec::new(),
+        alpha_grads: Vec::new(),
+    };
+    if (want.weights || want.alphas) && out_loss.is_finite() {
+        tape.backward(loss)?;
+        let mut take = |v: Var, like: &Tensor| {
+            tape.take_grad(v)
+                .unwrap_or_else(|| Tensor::zeros(like.shape().clone()))
+        };
+        if want.weights {
+            out.weight_grads = weights
+                .iter()
+                .zip(m.weights)
+                .map(|(&v, w)| take(v, w))
+                .collect();
+        }
+        if want.alphas {
+            out.alpha_grads = alphas
+                .iter()
+                .zip(m.alphas)
+                .map(|(&v, a)| take(v, a))
+                .collect();
+        }
+    }
+    tape.set_grad_enabled(true);
+    Ok(out)
+}
+
+/// w + s * d, elementwise over parameter lists.
+fn axpy_all(w: &[Tensor], s: f32, d: &[Tensor]) -> Vec<Tensor> {
+    w.iter()
+        .zip(d)
+        .map(|(w, d)| {
+            let mut out = w.clone();
+            kernels::elementwise::axpy(s, d.data(), out.data_mut());
+            out
+        })
+        .collect()
+}
+
+/// The hyper-parameters of the virtual SGD step.
+#[derive(Clone, Copy, Debug)]
+pub struct VirtualStep<'a> {
+    /// The current weight learning rate eta.
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    /// The optimizer's momentum buffers v (zeros before the first step).
+    pub momentum_buffers: &'a [Tensor],
+}
+
+/// w' = w - eta * (momentum * v + g + wd * w).
+pub fn virtual_weights(w: &[Tensor], g: &[Tensor], v: VirtualStep) -> Vec<Tensor> {
+    w.iter()
+        .zip(g)
+        .zip(v.momentum_buffers)
+        .map(|((w, g), m)| {
+            let mut out = w.clone();
+            for (((o, &wv), &gv), &mv) in out
+                .data_mut()
+                .iter_mut()
+                .zip(w.data())
+                .zip(g.data())
+                .zip(m.data())
+            {
+                *o = wv - v.lr * (v.momentum * mv + gv + v.weight_decay * wv);
+            }
+            out
+        })
+        .collect()
+}
+
+/// The batch a pass runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Batch {
+    Train,
+    Val,
+}
+
+/// A loss evaluation for the unrolled architect: `eval(weights, batch, want, scratch_stats)` runs
+/// one pass at the given weights (and the current alphas). `scratch_stats` asks for throw-away
+/// batch-norm statistics instead of the model's own.
+pub type Evaluate<'a> = dyn FnMut(&[Tensor], Batch, Want, bool) -> Result<PassOut> + 'a;
+
+/// Second-order architecture gradient (SPEC): grad_a L_val(w', a) - eta * (grad_a L_train(w+, a) -
+/// grad_a L_train(w-, a)) / (2 eps), with w' one virtual SGD step, w± = w ± eps * grad_w' L_val(w', a)
+/// and eps = 0.01 / ||grad_w' L_val(w', a)||. Returns the validation pass at w' (its loss and
+/// accuracy) with `alpha_grads` replaced by the unrolled gradient. As in the reference, the passes at
+/// w and w' use throw-away BN statistics and the two at w± update the real ones.
+pub fn unrolled_alpha_grads(
+    eval: &mut Evaluate,
+    weights: &[Tensor],
+    step: VirtualStep,
+) -> Result<PassOut> {
+    let g_train = eval(
+        weights,
+        Batch::Train,
+        Want {
+            weights: true,
+            alphas: false,
+        },
+        true,
+    )?;
+    if !g_train.loss.is_finite() {
+        return Ok(g_train);
+    }
+    let w_prime = virtual_weights(weights, &g_train.weight_grads, step);
+    let mut val_out = eval(
+        &w_prime,
+        Batch::Val,
+        Want {
+            weights: true,
+            alphas: true,
+        },
+        true,
+    )?;
+    if !val_out.loss.is_finite() {
+        return Ok(val_out);
+    }
+    let dw = std::mem::take(&mut val_out.weight_grads);
+    let norm = crate::optim::global_norm(&dw.iter().map(Tensor::data).collect::<Vec<_>>());
+    let eps = 0.01 / norm.max(f32::MIN_POSITIVE);
+    let mut alpha_grads_at = |sign: f32| -> Result<Vec<Tensor>> {
+        let w = axpy_all(weights, sign * eps, &dw);
+        Ok(eval(
+            &w,
+            Batch::Train,
+            Want {
+                weights: false,
+                alphas: true,
+            },
+            false,
+        )?
+        .alpha_grads)
+    };
+    let plus = alpha_grads_at(1.0)?;
+    let minus = alpha_grads_at(-1.0)?;
+    let coef = step.lr / (2.0 * eps);
+    for ((g, p), mi) in val_out.alpha_grads.iter_mut().zip(&plus).zip(&minus) {
+        for ((gv, &pv), &mv) in g.data_mut().iter_mut().zip(p.data()).zip(mi.data()) {
+            *gv -= coef * (pv - mv);
+        }
+    }
+    Ok(val_out)
+}

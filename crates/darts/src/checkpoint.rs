@@ -1,0 +1,359 @@
+//! Checkpoints in safetensors, with the DARTS reference's state_dict names (SPEC section 1), so a
+//! PyTorch `load_state_dict` of the search model accepts them and PyTorch's files load here.
+//!
+//! A search checkpoint adds the optimizer state (`optimizer.momentum.{name}`, `optimizer.adam_m.*`,
+//! `optimizer.adam_v.*`) and, in the safetensors metadata, the configuration, the position (epoch,
+//! step, Adam step), the running epoch sums and the history. Every write goes to a temporary file in
+//! the same directory and is renamed over the target, so a crash never leaves a half-written file.
+use crate::error::io;
+use crate::model::{NetConfig, Supernet};
+use crate::params::{BnStore, ParamStore};
+use crate::search::{EpochRecord, Search, SearchConfig};
+use crate::{DartsError, Result};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use tensor::{Rng, Tensor};
+
+const FORMAT: &str = "darts-maxw-search-v1";
+
+/// A tensor to write: f32 data or an i64 scalar (`num_batches_tracked`).
+enum Entry {
+    F32(Vec<usize>, Vec<u8>),
+    I64(i64),
+}
+
+fn f32_entry(t: &Tensor) -> Entry {
+    Entry::F32(t.dims().to_vec(), t.as_bytes().to_vec())
+}
+
+/// The model's tensors under reference names: weights, BN buffers, alphas.
+fn model_entries(
+    params: &ParamStore,
+    bns: &BnStore,
+    alphas: &[Tensor; 2],
+) -> BTreeMap<String, Entry> {
+    let mut m = BTreeMap::new();
+    for (n, v) in params.names.iter().zip(&params.values) {
+        m.insert(n.clone(), f32_entry(v));
+    }
+    for ((p, s), &nb) in bns
+        .prefixes
+        .iter()
+        .zip(&bns.stats)
+        .zip(&bns.batches_tracked)
+    {
+        let c = s.mean.len();
+        m.insert(
+            format!("{p}.running_mean"),
+            f32_entry(&Tensor::from_vec([c], s.mean.clone()).expect("len c")),
+        );
+        m.insert(
+            format!("{p}.running_var"),
+            f32_entry(&Tensor::from_vec([c], s.var.clone()).expect("len c")),
+        );
+        m.insert(format!("{p}.num_batches_tracked"), Entry::I64(nb));
+    }
+    m.insert("alphas_normal".into(), f32_entry(&alphas[0]));
+    m.insert("alphas_reduce".into(), f32_entry(&alphas[1]));
+    m
+}
+
+/// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+fn serialize(
+    entries: &BTreeMap<String, Entry>,
+    metadata: HashMap<String, String>,
+    path: &Path,
+) -> Result<Vec<u8>> {
+    let i64_bytes: BTreeMap<&String, [u8; 8]> = entries
+        .iter()
+        .filter_map(|(k, e)| {
+            if let Entry::I64(v) = e {
+                Some((k, v.to_le_bytes()))
+            } else {
+                None
+            }
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> = entries
+        .iter()
+        .map(|(k, e)| {
+            let view = match e {
+                Entry::F32(shape, data) => TensorView::new(Dtype::F32, shape.clone(), data),
+                Entry::I64(_) => TensorView::new(Dtype::I64, vec![], &i64_bytes[k]),
+            };
+            view.map(|v| (k.clone(), v))
+        })
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| DartsError::Checkpoint {
+            path: path.into(),
+            why: format!("cannot serialise: {e}"),
+        })?;
+    safetensors::serialize(views, Some(metadata)).map_err(|e| DartsError::Checkpoint {
+        path: path.into(),
+        why: format!("cannot serialise: {e}"),
+    })
+}
+
+/// Saves a model (weights, BN statistics, alphas) alone, e.g. for `darts grad` outputs.
+pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    let entries: BTreeMap<String, Entry> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), f32_entry(t)))
+        .collect();
+    write_atomic(path, &serialize(&entries, HashMap::new(), path)?)
+}
+
+/// Saves the whole search state.
+pub fn save_search(path: &Path, s: &Search) -> Result<()> {
+    let mut entries = model_entries(&s.params, &s.bns, &s.alphas);
+    for (n, v) in s.params.names.iter().zip(&s.sgd.momentum) {
+        entries.insert(format!("optimizer.momentum.{n}"), f32_entry(v));
+    }
+    for (k, name) in ["alphas_normal", "alphas_reduce"].iter().enumerate() {
+        entries.insert(format!("optimizer.adam_m.{name}"), f32_entry(&s.adam.m[k]));
+        entries.insert(format!("optimizer.adam_v.{name}"), f32_entry(&s.adam.v[k]));
+    }
+    let meta = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("config".to_string(), json(&s.config)),
+        ("net".to_string(), json(&s.net.config)),
+        ("epoch".to_string(), s.epoch.to_string()),
+        ("step".to_string(), s.step.to_string()),
+        ("adam_step".to_string(), s.adam.step.to_string()),
+        ("epoch_sums".to_string(), json(&s.epoch_sums.to_vec())),
+        ("history".to_string(), json(&s.history)),
+        (
+            "rng".to_string(),
+            format!("derived from seed {} per (epoch, step)", s.config.seed),
+        ),
+    ]);
+    write_atomic(path, &serialize(&entries, meta, path)?)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("metadata serialises")
+}
+
+/// An opened safetensors file: its tensors as f32 (or i64 scalars) by name, and its metadata.
+pub struct TensorFile {
+    pub path: std::path::PathBuf,
+    pub f32s: BTreeMap<String, Tensor>,
+    pub i64s: BTreeMap<String, Vec<i64>>,
+    pub metadata: HashMap<String, String>,
+}
+
+impl TensorFile {
+    pub fn open(path: &Path) -> Result<TensorFile> {
+        let bytes = std::fs::read(path).map_err(io(path))?;
+        let bad = |why: String| DartsError::Checkpoint {
+            path: path.into(),
+            why,
+        };
+        let (_, meta) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let mut f = TensorFile {
+            path: path.into(),
+            f32s: BTreeMap::new(),
+            i64s: BTreeMap::new(),
+            metadata: meta.metadata().clone().unwrap_or_default(),
+        };
+        for (name, view) in st.tensors() {
+            match view.dtype() {
+                Dtype::F32 => {
+                    let v = view
+                        .data()
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                        .collect();
+                    f.f32s
+                        .insert(name, Tensor::from_vec(view.shape().to_vec(), v)?);
+                }
+                Dtype::I64 => {
+                    f.i64s.insert(
+                        name,
+                        view.data()
+                            .chunks_exact(8)
+                            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                            .collect(),
+                    );
+                }
+                Dtype::I32 => {
+                    f.i64s.insert(
+                        name,
+                        view.data()
+                            .chunks_exact(4)
+                            .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64)
+                            .collect(),
+                    );
+                }
+                other => {
+                    return Err(bad(format!(
+                        "tensor {name} has dtype {other:?}; only F32, I64 and I32 are supported"
+                    )))
+                }
+            }
+        }
+        Ok(f)
+    }
+
+    fn err(&self, why: String) -> DartsError {
+        DartsError::Checkpoint {
+            path: self.path.clone(),
+            why,
+        }
+    }
+
+    /// Removes and returns f32 tensor `name`, which must have shape `dims`.
+    fn take(&mut self, name: &str, dims: &[usize]) -> Result<Tensor> {
+        let t = self
+            .f32s
+            .remove(name)
+            .ok_or_else(|| self.err(format!("missing tensor {name} (shape {dims:?})")))?;
+        if t.dims() != dims {
+            return Err(self.err(format!(
+                "tensor {name} has shape {:?}, the model needs {dims:?}",
+                t.dims()
+            )));
+        }
+        Ok(t)
+    }
+
+    fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T> {
+        let s = self.metadata.get(key).ok_or_else(|| {
+            self.err(format!(
+                "metadata '{key}' missing (not a search checkpoint of this program?)"
+            ))
+        })?;
+        serde_json::from_str(s).map_err(|e| self.err(format!("metadata '{key}' is invalid: {e}")))
+    }
+}
+
+/// Fills a freshly built model's tensors from `f`, removing them from it. Every model tensor must be
+/// present with the right shape. `num_batches_tracked` entries are optional (as PyTorch treats them).
+fn fill_model(
+    f: &mut TensorFile,
+    params: &mut ParamStore,
+    bns: &mut BnStore,
+    alphas: &mut [Tensor; 2],
+) -> Result<()> {
+    for (n, v) in params.names.iter().zip(params.values.iter_mut()) {
+        *v = f.take(n, &v.dims().to_vec())?;
+    }
+    for ((p, s), nb) in bns
+        .prefixes
+        .iter()
+        .zip(bns.stats.iter_mut())
+        .zip(bns.batches_tracked.iter_mut())
+    {
+        let c = s.mean.len();
+        s.mean = f.take(&format!("{p}.running_mean"), &[c])?.into_vec();
+        s.var = f.take(&format!("{p}.running_var"), &[c])?.into_vec();
+        if let Some(v) = f.i64s.remove(&format!("{p}.num_batches_tracked")) {
+            *nb = v.first().copied().unwrap_or(0);
+        }
+    }
+    for (k, name) in ["alphas_normal", "alphas_reduce"].iter().enumerate() {
+        alphas[k] = f.take(name, &alphas[k].dims().to_vec())?;
+    }
+    Ok(())
+}
+
+fn no_leftovers(f: &TensorFile) -> Result<()> {
+    let extra: Vec<&String> = f.f32s.keys().chain(f.i64s.keys()).take(5).collect();
+    if extra.is_empty() {
+        Ok(())
+    } else {
+        Err(f.err(format!(
+            "{} unexpected tensor(s), e.g. {extra:?}: the file does not match the model layout",
+            f.f32s.len() + f.i64s.len()
+        )))
+    }
+}
+
+/// Loads a search checkpoint written by [`save_search`], ready to continue.
+pub fn load_search(path: &Path) -> Result<Search> {
+    let mut f = TensorFile::open(path)?;
+    if f.metadata.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err(f.err(format!(
+            "not a search checkpoint of this program (metadata format is not '{FORMAT}')"
+        )));
+    }
+    let config: SearchConfig = f.meta("config")?;
+    let net_cfg: NetConfig = f.meta("net")?;
+    let mut init = Supernet::init(net_cfg, &mut Rng::new(0))?;
+    fill_model(&mut f, &mut init.params, &mut init.bns, &mut init.alphas)?;
+    let mut s = Search::from_parts(config, init.net, init.params, init.bns, init.alphas);
+    for (n, v) in s.params.names.clone().iter().zip(s.sgd.momentum.iter_mut()) {
+        *v = f.take(&format!("optimizer.momentum.{n}"), &v.dims().to_vec())?;
+    }
+    for (k, name) in ["alphas_normal", "alphas_reduce"].iter().enumerate() {
+        s.adam.m[k] = f.take(&format!("optimizer.adam_m.{name}"), &[14, 8])?;
+        s.adam.v[k] = f.take(&format!("optimizer.adam_v.{name}"), &[14, 8])?;
+    }
+    no_leftovers(&f)?;
+    s.epoch = f.meta("epoch")?;
+    s.step = f.meta("step")?;
+    s.adam.step = f.meta("adam_step")?;
+    let sums: Vec<f64> = f.meta("epoch_sums")?;
+    s.epoch_sums = sums
+        .try_into()
+        .map_err(|_| f.err("metadata 'epoch_sums' must hold 3 numbers".into()))?;
+    let history: Vec<EpochRecord> = f.meta("history")?;
+    s.history = history;
+    Ok(s)
+}
+
+/// A supernet loaded from any file with the reference names (ours, or a PyTorch state_dict plus the
+/// two alpha tensors): the layout (C, layers, classes, input channels) is inferred from
+/// `stem.0.weight`, `classifier.weight` and the highest `cells.{i}` index, then every tensor is
+/// checked against it. Optimizer entries of our search checkpoints are ignored.
+pub fn load_supernet(path: &Path) -> Result<(Supernet, ParamStore, BnStore, [Tensor; 2])> {
+    let mut f = TensorFile::open(path)?;
+    f.f32s.retain(|k, _| !k.starts_with("optimizer."));
+    let stem = f.f32s.get("stem.0.weight").ok_or_else(|| {
+        f.err("missing tensor stem.0.weight (is this a DARTS search model?)".into())
+    })?;
+    let fc = f
+        .f32s
+        .get("classifier.weight")
+        .ok_or_else(|| f.err("missing tensor classifier.weight".into()))?;
+    let (sd, fd) = (stem.dims().to_vec(), fc.dims().to_vec());
+    if sd.len() != 4 || sd[0] % 3 != 0 || fd.len() != 2 {
+        return Err(f.err(format!(
+            "stem.0.weight {sd:?} / classifier.weight {fd:?} do not describe a DARTS search model"
+        )));
+    }
+    let layers = f
+        .f32s
+        .keys()
+        .filter_map(|k| {
+            k.strip_prefix("cells.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .map_or(0, |m| m + 1);
+    let cfg = NetConfig {
+        channels: sd[0] / 3,
+        layers,
+        classes: fd[0],
+        in_channels: sd[1],
+    };
+    let mut init = Supernet::init(cfg, &mut Rng::new(0))
+        .map_err(|e| f.err(format!("inferred layout {cfg:?} is invalid: {e}")))?;
+    fill_model(&mut f, &mut init.params, &mut init.bns, &mut init.alphas)?;
+    no_leftovers(&f)?;
+    Ok((init.net, init.params, init.bns, init.alphas))
+}

@@ -1,0 +1,395 @@
+//! Genotypes: deriving the discrete cell from alphas (SPEC section 1), and reading and writing them as
+//! JSON and in the reference `Genotype(normal=[...], normal_concat=[...], reduce=[...], reduce_concat=[...])` syntax.
+use crate::primitives::{self, NONE, PRIMITIVES};
+use crate::{DartsError, Result};
+use serde::{Deserialize, Serialize};
+use tensor::Tensor;
+
+/// A cell: for each intermediate node, two (primitive, input) pairs; input 0 and 1 are the cell's
+/// inputs, 2.. the earlier intermediate nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Genotype {
+    pub normal: Vec<(String, usize)>,
+    pub normal_concat: Vec<usize>,
+    pub reduce: Vec<(String, usize)>,
+    pub reduce_concat: Vec<usize>,
+}
+
+/// Row-wise softmax of an alpha matrix [edges, primitives], in f64.
+fn softmax_rows(alpha: &Tensor) -> Vec<Vec<f64>> {
+    alpha
+        .data()
+        .chunks(alpha.dims()[1])
+        .map(|row| {
+            let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+            let e: Vec<f64> = row.iter().map(|&v| (v as f64 - m).exp()).collect();
+            let s: f64 = e.iter().sum();
+            e.iter().map(|v| v / s).collect()
+        })
+        .collect()
+}
+
+/// The reference `_parse`: per node keep the 2 incoming edges with the largest non-`none` weight
+/// (stable order on ties), and on each the strongest non-`none` primitive (first on ties).
+fn parse_cell(alpha: &Tensor) -> Vec<(String, usize)> {
+    let w = softmax_rows(alpha);
+    let strongest = |row: &[f64]| {
+        (0..row.len())
+            .filter(|&k| k != NONE)
+            .fold(None, |best: Option<usize>, k| match best {
+                Some(b) if row[k] <= row[b] => Some(b),
+                _ => Some(k),
+            })
+    };
+    let mut gene = Vec::new();
+    let (mut start, mut n) = (0, 2);
+    for _ in 0..primitives::STEPS {
+        let rows = &w[start..start + n];
+        let mut edges: Vec<usize> = (0..n).collect();
+        edges.sort_by(|&a, &b| {
+            let sa = rows[a][strongest(&rows[a]).unwrap()];
+            let sb = rows[b][strongest(&rows[b]).unwrap()];
+            sb.total_cmp(&sa)
+        });
+        for &j in &edges[..2] {
+            gene.push((PRIMITIVES[strongest(&rows[j]).unwrap()].to_string(), j));
+        }
+        start += n;
+        n += 1;
+    }
+    gene
+}
+
+impl Genotype {
+    /// Derives the genotype of alphas_normal and alphas_reduce ([14, 8] each). The ranking uses
+    /// softmax(alpha) whatever weighting the search used.
+    pub fn derive(alphas_normal: &Tensor, alphas_reduce: &Tensor) -> Genotype {
+        let concat: Vec<usize> = (2..2 + primitives::STEPS).collect();
+        Genotype {
+            normal: parse_cell(alphas_normal),
+            normal_concat: concat.clone(),
+            reduce: parse_cell(alphas_reduce),
+            reduce_concat: concat,
+        }
+    }
+
+    /// The reference syntax, as `print(genotype)` shows it.
+    pub fn to_python(&self) -> String {
+        let ops = |v: &[(String, usize)]| {
+            v.iter()
+                .map(|(o, i)| format!("('{o}', {i})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let ints = |v: &[usize]| {
+            v.iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "Genotype(normal=[{}], normal_concat=[{}], reduce=[{}], reduce_concat=[{}])",
+            ops(&self.normal),
+            ints(&self.normal_concat),
+            ops(&self.reduce),
+            ints(&self.reduce_concat)
+        )
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("genotypes serialise")
+    }
+
+    pub fn from_json(s: &str) -> Result<Genotype> {
+        let g: Genotype = serde_json::from_str(s)
+            .map_err(|e| DartsError::Genotype(format!("invalid genotype JSON: {e}")))?;
+        g.validate()?;
+        Ok(g)
+    }
+
+    /// Parses the reference syntax: `Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=[2, 3,
+    /// 4, 5] or range(2, 6), reduce=[...], reduce_concat=...)`, optionally preceded by `NAME = `.
+    pub fn from_python(s: &str) -> Result<Genotype> {
+        let g = python::parse(s)?;
+        g.validate()?;
+        Ok(g)
+    }
+
+    /// Each node has two inputs from earlier states; primitives are known; concat indices exist.
+    pub fn validate(&self) -> Result<()> {
+        for (name, gene, concat) in [
+            ("normal", &self.normal, &self.normal_concat),
+            ("reduce", &self.reduce, &self.reduce_concat),
+        ] {
+            if gene.is_empty() || gene.len() % 2 != 0 {
+                return Err(DartsError::Genotype(format!(
+                    "{name} has {} entries; needs two per node",
+                    gene.len()
+                )));
+            }
+            for (p, (op, input)) in gene.iter().enumerate() {
+                if primitives::index_of(op).is_none() {
+                    return Err(DartsError::Genotype(format!(
+                        "{name}[{p}]: unknown primitive '{op}' (known: {})",
+                        PRIMITIVES.join(", ")
+                    )));
+                }
+                let node = p / 2;
+                if *input >= node + 2 {
+                    return Err(DartsError::Genotype(format!(
+                        "{name}[{p}]: node {node} cannot take input {input} (only 0..{})",
+                        node + 1
+                    )));
+                }
+            }
+            let states = gene.len() / 2 + 2;
+            if concat.is_empty() || concat.iter().any(|&c| c >= states) {
+                return Err(DartsError::Genotype(format!(
+                    "{name}_concat {concat:?} must be non-empty and below {states}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A small recursive-descent parser for the reference syntax.
+mod python {
+    use super::Genotype;
+    use crate::{DartsError, Result};
+
+    struct P<'a> {
+        s: &'a [u8],
+        i: usize,
+    }
+
+    impl P<'_> {
+        fn err<T>(&self, what: &str) -> Result<T> {
+            let near: String = String::from_utf8_lossy(&self.s[self.i.min(self.s.len())..])
+                .chars()
+                .take(24)
+                .collect();
+            Err(DartsError::Genotype(format!(
+                "expected {what} at character {} (near \"{near}\")",
+                self.i
+            )))
+        }
+        fn ws(&mut self) {
+            while self.i < self.s.len() && (self.s[self.i] as char).is_whitespace() {
+                self.i += 1;
+            }
+        }
+        fn eat(&mut self, tok: &str) -> bool {
+            self.ws();
+            if self.s[self.i..].starts_with(tok.as_bytes()) {
+                self.i += tok.len();
+                true
+            } else {
+                false
+            }
+        }
+        fn expect(&mut self, tok: &str) -> Result<()> {
+            if self.eat(tok) {
+                Ok(())
+            } else {
+                self.err(&format!("'{tok}'"))
+            }
+        }
+        fn ident(&mut self) -> Option<String> {
+            self.ws();
+            let start = self.i;
+            while self.i < self.s.len()
+                && ((self.s[self.i] as char).is_ascii_alphanumeric() || self.s[self.i] == b'_')
+            {
+                self.i += 1;
+            }
+            (self.i > start).then(|| String::from_utf8_lossy(&self.s[start..self.i]).into_owned())
+        }
+        fn int(&mut self) -> Result<usize> {
+            self.ws();
+            match self.ident().and_then(|t| t.parse().ok()) {
+                Some(v) => Ok(v),
+                None => self.err("a non-negative integer"),
+            }
+        }
+        fn string(&mut self) -> Result<String> {
+            self.ws();
+            let Some(&q) = self.s.get(self.i).filter(|&&c| c == b'\'' || c == b'"') else {
+                return self.err("a quoted primitive name");
+            };
+            self.i += 1;
+            let start = self.i;
+            while self.i < self.s.len() && self.s[self.i] != q {
+                self.i += 1;
+            }
+            if self.i >= self.s.len() {
+                return self.err("a closing quote");
+            }
+            self.i += 1;
+            Ok(String::from_utf8_lossy(&self.s[start..self.i - 1]).into_owned())
+        }
+        /// [('op', 0), ('op', 1), ...]
+        fn ops(&mut self) -> Result<Vec<(String, usize)>> {
+            self.expect("[")?;
+            let mut v = Vec::new();
+            while !self.eat("]") {
+                if !v.is_empty() {
+                    self.expect(",")?;
+                    if self.eat("]") {
+                        break;
+                    }
+                }
+                self.expect("(")?;
+                let op = self.string()?;
+                self.expect(",")?;
+                let i = self.int()?;
+                self.expect(")")?;
+                v.push((op, i));
+            }
+            Ok(v)
+        }
+        /// [2, 3, 4, 5] or range(2, 6)
+        fn concat(&mut self) -> Result<Vec<usize>> {
+            if self.eat("range") {
+                self.expect("(")?;
+                let a = self.int()?;
+                self.expect(",")?;
+                let b = self.int()?;
+                self.expect(")")?;
+                return Ok((a..b).collect());
+            }
+            self.expect("[")?;
+            let mut v = Vec::new();
+            while !self.eat("]") {
+                if !v.is_empty() {
+                    self.expect(",")?;
+                }
+                v.push(self.int()?);
+            }
+            Ok(v)
+        }
+    }
+
+    pub(super) fn parse(s: &str) -> Result<Genotype> {
+        let s = s.trim();
+        let body = match s.find("Genotype") {
+            Some(i) => &s[i..],
+            None => return Err(DartsError::Genotype("no 'Genotype(' found".into())),
+        };
+        let mut p = P {
+            s: body.as_bytes(),
+            i: 0,
+        };
+        p.expect("Genotype")?;
+        p.expect("(")?;
+        let (mut normal, mut nc, mut reduce, mut rc) = (None, None, None, None);
+        loop {
+            let Some(key) = p.ident() else {
+                return p.err("a field name");
+            };
+            p.expect("=")?;
+            match key.as_str() {
+                "normal" => normal = Some(p.ops()?),
+                "reduce" => reduce = Some(p.ops()?),
+                "normal_concat" => nc = Some(p.concat()?),
+                "reduce_concat" => rc = Some(p.concat()?),
+                other => return Err(DartsError::Genotype(format!("unknown field '{other}'"))),
+            }
+            if p.eat(")") {
+                break;
+            }
+            p.expect(",")?;
+            if p.eat(")") {
+                break;
+            }
+        }
+        let missing = |f: &str| DartsError::Genotype(format!("missing field '{f}'"));
+        Ok(Genotype {
+            normal: normal.ok_or_else(|| missing("normal"))?,
+            normal_concat: nc.ok_or_else(|| missing("normal_concat"))?,
+            reduce: reduce.ok_or_else(|| missing("reduce"))?,
+            reduce_concat: rc.ok_or_else(|| missing("reduce_concat"))?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DARTS_PAPER: &str = "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])";
+
+    #[test]
+    fn parser_round_trips_the_darts_paper_cell() {
+        let g = Genotype::from_python(DARTS_PAPER).unwrap();
+        assert_eq!(g.normal[7], ("dil_conv_3x3".to_string(), 2));
+        assert_eq!(g.to_python(), DARTS_PAPER);
+        assert_eq!(Genotype::from_json(&g.to_json()).unwrap(), g);
+        let with_range = format!(
+            "DARTS_V2 = {}",
+            DARTS_PAPER
+                .replace("normal_concat=[2, 3, 4, 5]", "normal_concat=range(2, 6)")
+                .replace('\'', "\"")
+        );
+        assert_eq!(Genotype::from_python(&with_range).unwrap(), g);
+    }
+
+    #[test]
+    fn parser_reports_bad_input() {
+        for (bad, want) in [
+            ("Genotype(normal=[('sep_conv_7x7', 0), ('skip_connect', 1)], normal_concat=[2], reduce=[('skip_connect', 0), ('skip_connect', 1)], reduce_concat=[2])", "unknown primitive"),
+            ("Genotype(normal=[('skip_connect', 0), ('skip_connect', 2)], normal_concat=[2], reduce=[('skip_connect', 0), ('skip_connect', 1)], reduce_concat=[2])", "cannot take input 2"),
+            ("Genotype(normal=[('skip_connect', 0)", "expected"),
+            ("Genotype(normal=[], normal_concat=[2])", "missing field"),
+            ("nothing here", "no 'Genotype('"),
+        ] {
+            let e = Genotype::from_python(bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+        assert!(Genotype::from_json("{\"normal\": 3}").is_err());
+    }
+
+    fn alphas(entries: &[(usize, usize, f32)]) -> Tensor {
+        let mut a = Tensor::zeros([14, 8]);
+        for &(e, k, v) in entries {
+            a.data_mut()[e * 8 + k] = v;
+        }
+        a
+    }
+
+    #[test]
+    fn derivation_follows_the_reference_rules() {
+        // Node 0 (edges 0, 1): edge 1 strongly sep_conv_5x5; `none` dominating edge 0 must not count.
+        // Node 1 (edges 2, 3, 4): edges 4 (skip) and 2 (max_pool) beat edge 3.
+        let a = alphas(&[
+            (0, NONE, 9.0),
+            (0, 6, 1.0),
+            (1, 5, 3.0),
+            (2, 1, 2.0),
+            (3, 4, 0.5),
+            (4, 3, 2.5),
+        ]);
+        let g = Genotype::derive(&a, &a);
+        assert_eq!(
+            &g.normal[..4],
+            &[
+                ("sep_conv_5x5".into(), 1),
+                ("dil_conv_3x3".into(), 0),
+                ("skip_connect".into(), 2),
+                ("max_pool_3x3".into(), 0)
+            ]
+        );
+        // Nodes 2 and 3 have all-zero alphas: ties keep the lowest input and the first primitive.
+        assert_eq!(
+            &g.normal[4..],
+            &[
+                ("max_pool_3x3".into(), 0),
+                ("max_pool_3x3".into(), 1),
+                ("max_pool_3x3".into(), 0),
+                ("max_pool_3x3".into(), 1)
+            ]
+        );
+        assert_eq!(g.normal_concat, vec![2, 3, 4, 5]);
+        g.validate().unwrap();
+    }
+}

@@ -1,0 +1,519 @@
+//! The search loop (SPEC section 1, "Search procedure"): per step, an architecture update on a
+//! validation batch (Adam on the alphas), then a weight update on a training batch (SGD with
+//! momentum, weight decay and clipping), with the weight learning rate scheduled per epoch.
+//!
+//! Everything random is a pure function of (seed, epoch, step): the data order of an epoch and the
+//! augmentation of a batch are drawn from generators derived from them. A search stopped after any
+//! step and resumed from its checkpoint therefore continues bit for bit as if never stopped.
+use crate::architect::{self, Batch, Model, PassOut, VirtualStep, Want};
+use crate::data::Dataset;
+use crate::model::{NetConfig, Supernet};
+use crate::optim::{AdamState, GradTransform, SgdState};
+use crate::params::{BnStore, ParamStore};
+use crate::schedule::{LrSchedule, Schedule};
+use crate::{DartsError, Genotype, Result, Weighting};
+use autograd::Tape;
+use kernels::optim::Adam;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use tensor::{Rng, Tensor};
+
+/// First-order (DARTS default) or second-order (unrolled) architecture gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    First,
+    Second,
+}
+
+/// Every setting of a search. `Default` is the DARTS paper's search setting.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SearchConfig {
+    pub channels: usize,
+    pub layers: usize,
+    pub epochs: usize,
+    pub batch: usize,
+    pub seed: u64,
+    pub weighting: Weighting,
+    pub order: Order,
+    pub schedule: Schedule,
+    pub lr: f32,
+    pub lr_min: f32,
+    pub warmup_epochs: usize,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub grad_clip: f32,
+    pub arch_lr: f32,
+    pub arch_betas: (f32, f32),
+    pub arch_weight_decay: f32,
+    pub grad_transform: GradTransform,
+    /// Random crop (padding 4) and horizontal flip on both halves of the training set, as the
+    /// reference applies its train transform to the data both halves are drawn from.
+    pub augment: bool,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            channels: 16,
+            layers: 8,
+            epochs: 50,
+            batch: 64,
+            seed: 2,
+            weighting: Weighting::Maxw,
+            order: Order::First,
+            schedule: Schedule::Cosine,
+            lr: 0.025,
+            lr_min: 0.001,
+            warmup_epochs: 0,
+            momentum: 0.9,
+            weight_decay: 3e-4,
+            grad_clip: 5.0,
+            arch_lr: 3e-4,
+            arch_betas: (0.5, 0.999),
+            arch_weight_decay: 1e-3,
+            grad_transform: GradTransform::None,
+            augment: true,
+        }
+    }
+}
+
+impl SearchConfig {
+    pub fn lr_schedule(&self) -> LrSchedule {
+        LrSchedule {
+            schedule: self.schedule,
+            max_lr: self.lr,
+            min_lr: self.lr_min,
+            epochs: self.epochs,
+            warmup_epochs: self.warmup_epochs,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |why: String| Err(DartsError::Config(why));
+        if self.epochs == 0 {
+            return bad("--epochs must be at least 1".into());
+        }
+        if self.batch < 2 {
+            return bad(format!(
+                "--batch must be at least 2 (batch norm needs two samples), got {}",
+                self.batch
+            ));
+        }
+        if !(self.lr > 0.0 && self.lr_min >= 0.0 && self.lr_min <= self.lr) {
+            return bad(format!(
+                "learning rates must satisfy 0 <= min ({}) <= max ({}), max > 0",
+                self.lr_min, self.lr
+            ));
+        }
+        if self.warmup_epochs >= self.epochs {
+            return bad(format!(
+                "warm-up ({} epochs) must be shorter than the search ({} epochs)",
+                self.warmup_epochs, self.epochs
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One step's numbers, as written to `log.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub epoch: usize,
+    pub step: usize,
+    pub steps_per_epoch: usize,
+    pub lr: f32,
+    pub train_loss: f32,
+    pub train_acc: f32,
+    pub val_loss: f32,
+    pub val_acc: f32,
+    pub grad_norm: f32,
+    pub seconds: f64,
+}
+
+/// The state at the end of an epoch: metrics, the alphas and the genotype they give.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub lr: f32,
+    pub train_loss: f32,
+    pub train_acc: f32,
+    /// Accuracy of the whole validation half in eval mode (running BN statistics).
+    pub val_loss: f32,
+    pub val_acc: f32,
+    pub alphas_normal: Vec<f32>,
+    pub alphas_reduce: Vec<f32>,
+    pub genotype: Genotype,
+    pub seconds: f64,
+}
+
+/// What the progress callback hears.
+pub enum Event<'a> {
+    Step(&'a StepRecord),
+    Epoch(&'a EpochRecord),
+}
+
+/// How a [`Search::run`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Finished,
+    /// The cancel flag was raised; the state is consistent (between two steps) and can be saved.
+    Cancelled,
+}
+
+/// A search in progress: the model, both optimizers, the position and the history so far.
+pub struct Search {
+    pub config: SearchConfig,
+    pub net: Supernet,
+    pub params: ParamStore,
+    pub bns: BnStore,
+    pub alphas: [Tensor; 2],
+    pub sgd: SgdState,
+    pub adam: AdamState,
+    /// The next step to run: epoch `epoch`, step `step` within it.
+    pub epoch: usize,
+    pub step: usize,
+    pub history: Vec<EpochRecord>,
+    /// Running sums of the current epoch's training loss, accuracy and step count.
+    pub epoch_sums: [f64; 3],
+    tape: Tape,
+}
+
+/// A generator for (seed, epoch, step); `step = usize::MAX` is the epoch's shuffling stream.
+fn stream(seed: u64, epoch: usize, step: usize) -> Rng {
+    let mut r = Rng::new(seed);
+    let mut e = r.split();
+    for _ in 0..epoch {
+        e = r.split();
+    }
+    Rng::new(e.next_u64() ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+impl Search {
+    /// A new search for `config` on data with `classes` classes of `in_channels`-channel images.
+    pub fn new(config: SearchConfig, classes: usize, in_channels: usize) -> Result<Search> {
+        config.validate()?;
+        let net_cfg = NetConfig {
+            channels: config.channels,
+            layers: config.layers,
+            classes,
+            in_channels,
+        };
+        let mut rng = Rng::new(config.seed);
+        let init = Supernet::init(net_cfg, &mut rng)?;
+        Ok(Self::from_parts(
+            config,
+            init.net,
+            init.params,
+            init.bns,
+            init.alphas,
+        ))
+    }
+
+    /// Assembles a search around existing tensors (fresh optimizer state, position 0).
+    pub fn from_parts(
+        config: SearchConfig,
+        net: Supernet,
+        params: ParamStore,
+        bns: BnStore,
+        alphas: [Tensor; 2],
+    ) -> Search {
+        let sgd = SgdState::new(
+            &params.values,
+            config.momentum,
+            config.weight_decay,
+            config.grad_clip,
+        );
+        let hyper = Adam {
+            lr: config.arch_lr,
+            beta1: config.arch_betas.0,
+            beta2: config.arch_betas.1,
+            eps: 1e-8,
+            weight_decay: config.arch_weight_decay,
+        };
+        let adam = AdamState::new(&alphas, hyper);
+        Search {
+            config,
+            net,
+            params,
+            bns,
+            alphas,
+            sgd,
+            adam,
+            epoch: 0,
+            step: 0,
+            history: Vec::new(),
+            epoch_sums: [0.0; 3],
+            tape: Tape::new(),
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.epoch >= self.config.epochs
+    }
+
+    pub fn genotype(&self) -> Genotype {
+        Genotype::derive(&self.alphas[0], &self.alphas[1])
+    }
+
+    /// One pass of the current model on a batch.
+    fn run_pass(&mut self, x: &Tensor, y: &[u32], want: Want, train_bn: bool) -> Result<PassOut> {
+        let m = Model {
+            net: &self.net,
+            names: &self.params.names,
+            weights: &self.params.values,
+            alphas: &self.alphas,
+            weighting: self.config.weighting,
+        };
+        architect::pass(&mut self.tape, &m, &mut self.bns, x, y, want, train_bn)
+    }
+
+    /// Steps per epoch for a training set of `n` images: the train half in whole batches.
+    pub fn steps_per_epoch(&self, n: usize) -> usize {
+        (n / 2) / self.config.batch
+    }
+
+    /// Runs until the last epoch ends or `cancel` is raised, reporting every step and epoch.
+    pub fn run(
+        &mut self,
+        data: &Dataset,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(Event),
+    ) -> Result<Outcome> {
+        self.check_data(data)?;
+        while !self.is_finished() {
+            if cancel.load(Ordering::SeqCst) {
+                return Ok(Outcome::Cancelled);
+            }
+            let rec = self.step(data)?;
+            progress(Event::Step(&rec));
+            if self.step == 0 {
+                let ep = self.history.last().expect("epoch recorded");
+                progress(Event::Epoch(ep));
+            }
+        }
+        Ok(Outcome::Finished)
+    }
+
+    fn check_data(&self, data: &Dataset) -> Result<()> {
+        let c = &self.net.config;
+        if data.classes != c.classes || data.channels != c.in_channels {
+            return Err(DartsError::Config(format!(
+                "the data has {} classes of {}-channel images, the model expects {} and {}",
+                data.classes, data.channels, c.classes, c.in_channels
+            )));
+        }
+        if self.steps_per_epoch(data.len()) == 0 {
+            return Err(DartsError::Config(format!(
+                "{} training images give a train half of {} < one batch of {}",
+                data.len(),
+                data.len() / 2,
+                self.config.batch
+            )));
+        }
+        if data.height % 4 != 0 || data.width % 4 != 0 {
+            return Err(DartsError::Config(format!(
+                "image size {}x{} must be divisible by 4 (two reduction cells)",
+                data.height, data.width
+            )));
+        }
+        Ok(())
+    }
+
+    /// The training-half and validation-half index orders of `epoch`.
+    fn epoch_order(&self, n: usize) -> (Vec<usize>, Vec<usize>) {
+        let mut rng = stream(self.config.seed, self.epoch, usize::MAX);
+        let half = n / 2;
+        let mut train: Vec<usize> = (0..half).collect();
+        let mut val: Vec<usize> = (half..n).collect();
+        rng.shuffle(&mut train);
+        rng.shuffle(&mut val);
+        (train, val)
+    }
+
+    fn non_finite(&self, what: &str) -> DartsError {
+        DartsError::NonFinite {
+            epoch: self.epoch,
+            step: self.step,
+            what: what.into(),
+        }
+    }
+
+    /// Runs the next step (and the end-of-epoch evaluation if it was the epoch's last).
+    pub fn step(&mut self, data: &Dataset) -> Result<StepRecord> {
+        let start = std::time::Instant::now();
+        let b = self.config.batch;
+        let steps = self.steps_per_epoch(data.len());
+        let (train_idx, val_idx) = self.epoch_order(data.len());
+        let vs = self.step % (val_idx.len() / b).max(1);
+        let mut aug = stream(self.config.seed, self.epoch, self.step);
+        let augment = self.config.augment;
+        let (xt, yt) = data.batch(
+            &train_idx[self.step * b..][..b],
+            augment.then_some(&mut aug),
+        );
+        let (xv, yv) = data.batch(&val_idx[vs * b..][..b], augment.then_some(&mut aug));
+        let lr = self.config.lr_schedule().lr(self.epoch);
+
+        // Architecture step on the validation batch.
+        let arch = match self.config.order {
+            Order::First => self.run_pass(
+                &xv,
+                &yv,
+                Want {
+                    weights: false,
+                    alphas: true,
+                },
+                true,
+            )?,
+            Order::Second => {
+                let v = VirtualStep {
+                    lr,
+                    momentum: self.config.momentum,
+                    weight_decay: self.config.weight_decay,
+                    momentum_buffers: &self.sgd.momentum,
+                };
+                let (tape, bns) = (&mut self.tape, &mut self.bns);
+                let mut scratch = bns.clone();
+                let mut eval = |w: &[Tensor], batch: Batch, want: Want, scratch_stats: bool| {
+                    let m = Model {
+                        net: &self.net,
+                        names: &self.params.names,
+                        weights: w,
+                        alphas: &self.alphas,
+                        weighting: self.config.weighting,
+                    };
+                    let (x, y) = if batch == Batch::Train {
+                        (&xt, &yt)
+                    } else {
+                        (&xv, &yv)
+                    };
+                    architect::pass(
+                        tape,
+                        &m,
+                        if scratch_stats {
+                            &mut scratch
+                        } else {
+                            &mut *bns
+                        },
+                        x,
+                        y,
+                        want,
+                        true,
+                    )
+                };
+                architect::unrolled_alpha_grads(&mut eval, &self.params.values, v)?
+            }
+        };
+        if !arch.loss.is_finite() {
+            return Err(self.non_finite("validation loss"));
+        }
+        let grads: Vec<&[f32]> = arch.alpha_grads.iter().map(Tensor::data).collect();
+        self.adam
+            .step(self.config.grad_transform, &mut self.alphas, &grads);
+
+        // Weight step on the training batch.
+        let train = self.run_pass(
+            &xt,
+            &yt,
+            Want {
+                weights: true,
+                alphas: false,
+            },
+            true,
+        )?;
+        if !train.loss.is_finite() {
+            return Err(self.non_finite("training loss"));
+        }
+        let grads: Vec<&[f32]> = train.weight_grads.iter().map(Tensor::data).collect();
+        let grad_norm = self.sgd.step(
+            lr,
+            self.config.grad_transform,
+            &mut self.params.values,
+            &grads,
+        );
+        if !self
+            .params
+            .values
+            .iter()
+            .all(|p| p.data().iter().all(|v| v.is_finite()))
+            || !self
+                .alphas
+                .iter()
+                .all(|a| a.data().iter().all(|v| v.is_finite()))
+        {
+            return Err(self.non_finite("parameter after the update"));
+        }
+
+        let train_acc = train.correct as f32 / b as f32;
+        self.epoch_sums[0] += train.loss as f64;
+        self.epoch_sums[1] += train_acc as f64;
+        self.epoch_sums[2] += 1.0;
+        let record = StepRecord {
+            epoch: self.epoch,
+            step: self.step,
+            steps_per_epoch: steps,
+            lr,
+            train_loss: train.loss,
+            train_acc,
+            val_loss: arch.loss,
+            val_acc: arch.correct as f32 / b as f32,
+            grad_norm,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        self.step += 1;
+        if self.step == steps {
+            self.end_epoch(data, &val_idx, lr, start)?;
+        }
+        Ok(record)
+    }
+
+    fn end_epoch(
+        &mut self,
+        data: &Dataset,
+        val_idx: &[usize],
+        lr: f32,
+        start: std::time::Instant,
+    ) -> Result<()> {
+        let (val_loss, val_acc) = self.evaluate(data, val_idx)?;
+        let [loss_sum, acc_sum, n] = self.epoch_sums;
+        self.history.push(EpochRecord {
+            epoch: self.epoch,
+            lr,
+            train_loss: (loss_sum / n) as f32,
+            train_acc: (acc_sum / n) as f32,
+            val_loss,
+            val_acc,
+            alphas_normal: self.alphas[0].data().to_vec(),
+            alphas_reduce: self.alphas[1].data().to_vec(),
+            genotype: self.genotype(),
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        self.epoch += 1;
+        self.step = 0;
+        self.epoch_sums = [0.0; 3];
+        Ok(())
+    }
+
+    /// Loss and accuracy over `indices` of `data` in eval mode (running BN statistics, no tape
+    /// gradients), in batches of the search's batch size.
+    pub fn evaluate(&mut self, data: &Dataset, indices: &[usize]) -> Result<(f32, f32)> {
+        let (mut loss, mut correct) = (0.0f64, 0usize);
+        for chunk in indices.chunks(self.config.batch) {
+            let (x, y) = data.batch(chunk, None);
+            let out = self.run_pass(
+                &x,
+                &y,
+                Want {
+                    weights: false,
+                    alphas: false,
+                },
+                false,
+            )?;
+            loss += out.loss as f64 * chunk.len() as f64;
+            correct += out.correct;
+        }
+        let n = indices.len().max(1) as f64;
+        Ok(((loss / n) as f32, (correct as f64 / n) as f32))
+    }
+}
