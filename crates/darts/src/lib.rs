@@ -9,6 +9,7 @@ pub mod model;
 pub mod optim;
 pub mod params;
 pub mod primitives;
+pub mod render;
 pub mod schedule;
 pub mod search;
 pub mod weighting;

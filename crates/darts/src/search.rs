@@ -147,10 +147,11 @@ pub struct EpochRecord {
     pub seconds: f64,
 }
 
-/// What the progress callback hears.
+/// What the progress callback hears: each finished step, and the whole search after each finished
+/// epoch (its record is `history.last()`; a good moment to save a checkpoint).
 pub enum Event<'a> {
     Step(&'a StepRecord),
-    Epoch(&'a EpochRecord),
+    Epoch(&'a Search),
 }
 
 /// How a [`Search::run`] ended.
@@ -288,8 +289,7 @@ impl Search {
             let rec = self.step(data)?;
             progress(Event::Step(&rec));
             if self.step == 0 {
-                let ep = self.history.last().expect("epoch recorded");
-                progress(Event::Epoch(ep));
+                progress(Event::Epoch(self));
             }
         }
         Ok(Outcome::Finished)

@@ -1,0 +1,353 @@
+//! `darts search`: a search with a progress bar, results written into one directory, a checkpoint
+//! at every epoch end and on Ctrl-C, and `--resume DIR` to continue bit-identically.
+use crate::{set_threads, Failure};
+use darts::checkpoint::{load_search, save_search, write_atomic};
+use darts::data::{load_cifar10, load_idx, synthetic, Splits, SyntheticConfig};
+use darts::optim::GradTransform;
+use darts::render;
+use darts::schedule::Schedule;
+use darts::{Event, Order, Outcome, Search, SearchConfig, Weighting};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Defaults chosen to finish a meaningful search on the built-in data in a few minutes on 2 cores;
+/// the DARTS paper's setting is `--channels 16 --layers 8 --batch 64 --epochs 50`.
+const DEFAULT_CHANNELS: usize = 8;
+const DEFAULT_LAYERS: usize = 5;
+const DEFAULT_BATCH: usize = 16;
+const DEFAULT_EPOCHS: usize = 4;
+/// Images of the built-in dataset (training, test).
+const SYNTHETIC_SIZE: (usize, usize) = (800, 400);
+
+#[derive(clap::Args)]
+pub struct SearchArgs {
+    /// synthetic (built in), cifar10:DIR (binary batches) or idx:DIR (MNIST-style, raw or .gz).
+    #[arg(long)]
+    data: Option<String>,
+    #[arg(long, value_parser = ["maxw", "softmax"])]
+    weighting: Option<String>,
+    #[arg(long, value_parser = ["first", "second"])]
+    order: Option<String>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    layers: Option<usize>,
+    #[arg(long)]
+    channels: Option<usize>,
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Use only the first N training images.
+    #[arg(long)]
+    subset: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Worker threads (0 = one per core). Results do not depend on it.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long = "lr-schedule", value_parser = ["cosine", "cosine-power"])]
+    lr_schedule: Option<String>,
+    #[arg(long = "grad-transform", value_parser = ["none", "subtract-max"])]
+    grad_transform: Option<String>,
+    /// Output directory (default runs/search, or the --resume directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the search saved in this directory.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+}
+
+/// What a run needs besides the search state: where the data came from (saved as run.json so that
+/// --resume reloads the same data).
+#[derive(serde::Serialize, serde::Deserialize, Clone)]
+struct RunInfo {
+    data: String,
+    subset: Option<usize>,
+    command: Vec<String>,
+}
+
+fn load_data(spec: &str, subset: Option<usize>, seed: u64) -> Result<Splits, Failure> {
+    let mut splits = match spec.split_once(':') {
+        None if spec == "synthetic" => synthetic(SyntheticConfig {
+            train: SYNTHETIC_SIZE.0,
+            test: SYNTHETIC_SIZE.1,
+            seed,
+        }),
+        Some(("cifar10", dir)) => load_cifar10(Path::new(dir))?,
+        Some(("idx", dir)) => load_idx(Path::new(dir))?,
+        _ => {
+            return Err(Failure(
+                format!("--data {spec}: expected synthetic, cifar10:DIR or idx:DIR"),
+                2,
+            ))
+        }
+    };
+    if let Some(n) = subset {
+        if n < 4 {
+            return Err(Failure(format!("--subset {n}: need at least 4 images"), 2));
+        }
+        splits.train.truncate(n);
+    }
+    Ok(splits)
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Failure + '_ {
+    move |e| Failure(format!("{}: {e}", path.display()), 1)
+}
+
+/// Rejects flags that would change a resumed run.
+fn check_resume_flags(a: &SearchArgs) -> Result<(), Failure> {
+    let given: Vec<&str> = [
+        ("--data", a.data.is_some()),
+        ("--weighting", a.weighting.is_some()),
+        ("--order", a.order.is_some()),
+        ("--epochs", a.epochs.is_some()),
+        ("--layers", a.layers.is_some()),
+        ("--channels", a.channels.is_some()),
+        ("--batch", a.batch.is_some()),
+        ("--subset", a.subset.is_some()),
+        ("--seed", a.seed.is_some()),
+        ("--lr-schedule", a.lr_schedule.is_some()),
+        ("--grad-transform", a.grad_transform.is_some()),
+    ]
+    .iter()
+    .filter(|(_, g)| *g)
+    .map(|(n, _)| *n)
+    .collect();
+    if given.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure(format!("--resume continues the saved run as it was configured; {} cannot be changed (start a new --out instead)", given.join(", ")), 2))
+    }
+}
+
+fn config_from(a: &SearchArgs) -> SearchConfig {
+    let d = SearchConfig::default();
+    SearchConfig {
+        channels: a.channels.unwrap_or(DEFAULT_CHANNELS),
+        layers: a.layers.unwrap_or(DEFAULT_LAYERS),
+        epochs: a.epochs.unwrap_or(DEFAULT_EPOCHS),
+        batch: a.batch.unwrap_or(DEFAULT_BATCH),
+        seed: a.seed.unwrap_or(d.seed),
+        weighting: a
+            .weighting
+            .as_deref()
+            .and_then(Weighting::parse)
+            .unwrap_or(Weighting::Maxw),
+        order: if a.order.as_deref() == Some("second") {
+            Order::Second
+        } else {
+            Order::First
+        },
+        schedule: if a.lr_schedule.as_deref() == Some("cosine-power") {
+            Schedule::CosinePower { order: 2.0 }
+        } else {
+            Schedule::Cosine
+        },
+        grad_transform: a
+            .grad_transform
+            .as_deref()
+            .and_then(GradTransform::parse)
+            .unwrap_or(GradTransform::None),
+        ..d
+    }
+}
+
+/// Writes every result file for the search's current state.
+fn write_outputs(
+    out: &Path,
+    s: &Search,
+    info: &RunInfo,
+    seconds: f64,
+    status: &str,
+) -> Result<(), Failure> {
+    let g = s.genotype();
+    let write = |name: &str, text: &str| {
+        write_atomic(&out.join(name), text.as_bytes()).map_err(Failure::from)
+    };
+    write("genotype.json", &g.to_json())?;
+    write("genotype.py", &format!("from collections import namedtuple\nGenotype = namedtuple('Genotype', 'normal normal_concat reduce reduce_concat')\n\nSEARCHED = {}\n", g.to_python()))?;
+    write("normal.dot", &render::cell_dot(&g.normal, &g.normal_concat))?;
+    write("reduce.dot", &render::cell_dot(&g.reduce, &g.reduce_concat))?;
+    write(
+        "normal.svg",
+        &render::cell_svg("normal cell", &g.normal, &g.normal_concat),
+    )?;
+    write(
+        "reduce.svg",
+        &render::cell_svg("reduction cell", &g.reduce, &g.reduce_concat),
+    )?;
+    write(
+        "alphas.csv",
+        &render::alphas_csv(&s.history, s.config.weighting),
+    )?;
+    write(
+        "alphas.svg",
+        &render::alphas_svg(&s.history, s.config.weighting),
+    )?;
+    let last = s.history.last();
+    let summary = json!({
+        "status": status,
+        "epochs_completed": s.history.len(),
+        "position": { "epoch": s.epoch, "step": s.step },
+        "config": s.config,
+        "data": info.data,
+        "subset": info.subset,
+        "command": info.command,
+        "seed": s.config.seed,
+        "parameters": s.params.numel(),
+        "threads": rayon::current_num_threads(),
+        "seconds_this_session": seconds,
+        "final": last.map(|r| json!({ "train_loss": r.train_loss, "train_acc": r.train_acc, "val_loss": r.val_loss, "val_acc": r.val_acc })),
+        "genotype": g,
+        "genotype_python": g.to_python(),
+        "epochs": s.history.iter().map(|r| json!({ "epoch": r.epoch, "lr": r.lr, "train_loss": r.train_loss, "train_acc": r.train_acc, "val_loss": r.val_loss, "val_acc": r.val_acc, "seconds": r.seconds })).collect::<Vec<_>>(),
+    });
+    write(
+        "summary.json",
+        &serde_json::to_string_pretty(&summary).expect("json"),
+    )
+}
+
+pub fn run(a: SearchArgs) -> Result<u8, Failure> {
+    set_threads(a.threads)?;
+    let (mut search, info, out) = match &a.resume {
+        Some(dir) => {
+            check_resume_flags(&a)?;
+            let info_path = dir.join("run.json");
+            let text = std::fs::read_to_string(&info_path).map_err(io_err(&info_path))?;
+            let info: RunInfo = serde_json::from_str(&text)
+                .map_err(|e| Failure(format!("{}: {e}", info_path.display()), 1))?;
+            let s = load_search(&dir.join("checkpoint.safetensors"))?;
+            (s, info, a.out.clone().unwrap_or_else(|| dir.clone()))
+        }
+        None => {
+            let config = config_from(&a);
+            config.validate()?;
+            let info = RunInfo {
+                data: a.data.clone().unwrap_or_else(|| "synthetic".into()),
+                subset: a.subset,
+                command: std::env::args().collect(),
+            };
+            let out = a
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("runs/search"));
+            let data = load_data(&info.data, info.subset, config.seed)?;
+            let s = Search::new(config, data.train.classes, data.train.channels)?;
+            (s, info, out)
+        }
+    };
+    let data = load_data(&info.data, info.subset, search.config.seed)?.train;
+    std::fs::create_dir_all(&out).map_err(io_err(&out))?;
+    write_atomic(
+        &out.join("run.json"),
+        serde_json::to_string_pretty(&json!(info))
+            .expect("json")
+            .as_bytes(),
+    )?;
+    if search.steps_per_epoch(data.len()) == 0 {
+        return Err(Failure(format!("{} training images leave a train half of {} images, less than one batch of {} (use a smaller --batch or a larger --subset)", data.len(), data.len() / 2, search.config.batch), 2));
+    }
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst))
+        .map_err(|e| Failure(format!("cannot install the Ctrl-C handler: {e}"), 1))?;
+
+    let steps = search.steps_per_epoch(data.len());
+    let total = (search.config.epochs * steps) as u64;
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise} ETA {eta}] {bar:30} {pos}/{len} {msg}",
+        )
+        .expect("template"),
+    );
+    bar.set_position((search.epoch * steps + search.step) as u64);
+    eprintln!(
+        "searching: {} params, {} cells of C={}, batch {}, {} epochs x {} steps, {:?} weighting, {:?} order, {} threads -> {}",
+        search.params.numel(),
+        search.config.layers,
+        search.config.channels,
+        search.config.batch,
+        search.config.epochs,
+        steps,
+        search.config.weighting,
+        search.config.order,
+        rayon::current_num_threads(),
+        out.display()
+    );
+    let log_path = out.join("log.jsonl");
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(io_err(&log_path))?;
+    let start = Instant::now();
+    let ckpt = out.join("checkpoint.safetensors");
+    let mut log_err = None;
+    let result = search.run(&data, &cancel, &mut |e| match e {
+        Event::Step(r) => {
+            if let Err(e) = writeln!(log, "{}", serde_json::to_string(r).expect("json")) {
+                log_err.get_or_insert(e);
+            }
+            bar.set_position((r.epoch * r.steps_per_epoch + r.step + 1) as u64);
+            bar.set_message(format!("epoch {}/{} step {}/{} | train loss {:.3} acc {:.2} | val loss {:.3} acc {:.2}", r.epoch + 1, search_epochs(total, r.steps_per_epoch), r.step + 1, r.steps_per_epoch, r.train_loss, r.train_acc, r.val_loss, r.val_acc));
+        }
+        Event::Epoch(s) => {
+            let r = s.history.last().expect("an epoch just ended");
+            bar.println(format!("epoch {:>3}: lr {:.5}  train loss {:.4} acc {:.3}  val loss {:.4} acc {:.3}  ({:.1} s)", r.epoch + 1, r.lr, r.train_loss, r.train_acc, r.val_loss, r.val_acc, r.seconds));
+            if let Err(e) = save_search(&ckpt, s) { log_err.get_or_insert(std::io::Error::other(e.to_string())); }
+        }
+    });
+    if let Some(e) = log_err {
+        return Err(Failure(format!("{}: {e}", log_path.display()), 1));
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    match result {
+        Ok(outcome) => {
+            bar.finish_and_clear();
+            save_search(&ckpt, &search)?;
+            let status = if outcome == Outcome::Finished {
+                "finished"
+            } else {
+                "interrupted"
+            };
+            write_outputs(&out, &search, &info, seconds, status)?;
+            match outcome {
+                Outcome::Finished => {
+                    eprintln!(
+                        "done in {seconds:.1} s; genotype:\n{}",
+                        search.genotype().to_python()
+                    );
+                    eprintln!("results in {}", out.display());
+                    Ok(0)
+                }
+                Outcome::Cancelled => {
+                    eprintln!("interrupted at epoch {}, step {}: checkpoint saved; continue with `darts search --resume {}`", search.epoch, search.step, out.display());
+                    Ok(130)
+                }
+            }
+        }
+        Err(e) => {
+            bar.abandon();
+            // The checkpoint on disk is the last good one (written at the last epoch end); keep it.
+            Err(Failure(
+                format!(
+                    "{e}; the search stopped, the last good checkpoint is {}",
+                    ckpt.display()
+                ),
+                1,
+            ))
+        }
+    }
+}
+
+fn search_epochs(total: u64, steps: usize) -> u64 {
+    total / steps.max(1) as u64
+}
