@@ -1,15 +1,22 @@
-//! Recycled f32 buffers, so a training loop stops allocating after its first step.
+//! Recycled f32 buffers, so a training loop stops allocating after its first steps.
 use std::collections::HashMap;
 
 /// Buffers returned by [`crate::Tape::reset`] and by freed gradients, keyed by length.
+///
+/// The pool never holds more buffers of a length than the last two steps asked for: buffers that
+/// entered from outside (a caller's input tensor, say) would otherwise pile up step after step.
 #[derive(Default)]
 pub(crate) struct BufferPool {
     free: HashMap<usize, Vec<Vec<f32>>>,
+    /// Buffers taken per length since the last trim, and in the step before.
+    demand: HashMap<usize, usize>,
+    previous: HashMap<usize, usize>,
 }
 
 impl BufferPool {
     /// A buffer of `len` values with unspecified contents (a recycled one when available).
     pub(crate) fn take(&mut self, len: usize) -> Vec<f32> {
+        *self.demand.entry(len).or_default() += 1;
         match self.free.get_mut(&len).and_then(Vec::pop) {
             Some(buf) => buf,
             None => vec![0.0; len],
@@ -27,5 +34,27 @@ impl BufferPool {
         if !buf.is_empty() {
             self.free.entry(buf.len()).or_default().push(buf);
         }
+    }
+
+    /// Drops free buffers beyond what the last two steps took of each length.
+    pub(crate) fn trim(&mut self) {
+        let (demand, previous) = (&self.demand, &self.previous);
+        self.free.retain(|len, bufs| {
+            bufs.truncate(
+                demand
+                    .get(len)
+                    .copied()
+                    .unwrap_or(0)
+                    .max(previous.get(len).copied().unwrap_or(0)),
+            );
+            !bufs.is_empty()
+        });
+        self.previous = std::mem::take(&mut self.demand);
+    }
+
+    /// Number of buffers held (for tests).
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.free.values().map(Vec::len).sum()
     }
 }

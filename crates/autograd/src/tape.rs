@@ -83,6 +83,7 @@ impl Tape {
         for t in self.grads.drain(..).flatten() {
             self.pool.give(t.into_vec());
         }
+        self.pool.trim();
         self.nodes.clear();
         self.scopes.clear();
         self.generation = self.generation.wrapping_add(1);
@@ -283,6 +284,11 @@ impl Tape {
 
     pub(crate) fn node(&self, i: usize) -> &Node {
         &self.nodes[i]
+    }
+
+    #[cfg(test)]
+    pub(crate) fn pooled_buffers(&self) -> usize {
+        self.pool.held()
     }
 
     pub(crate) fn raw_value(&self, i: usize) -> &Tensor {

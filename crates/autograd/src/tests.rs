@@ -161,3 +161,19 @@ fn gradcheck_accepts_a_right_backward_and_rejects_a_planted_one() {
         "worst element is the one with the largest gradient"
     );
 }
+
+#[test]
+fn pool_does_not_grow_with_outside_buffers() {
+    let mut tape = Tape::new();
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        tape.reset();
+        // A fresh outside tensor every step (as a data batch is), plus pooled op outputs.
+        let x = tape.leaf(t(&[1.0, 2.0, 3.0]), true);
+        let y = mul(&mut tape, x, x);
+        let l = sum(&mut tape, y, 0.0);
+        tape.backward(l).unwrap();
+        held.push(tape.pooled_buffers());
+    }
+    assert!(held[19] <= held[5], "pool keeps growing: {held:?}");
+}

@@ -9,7 +9,7 @@ use darts::schedule::Schedule;
 use darts::{Event, Order, Outcome, Search, SearchConfig, Weighting};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -301,7 +301,8 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
         }
         Event::Epoch(s) => {
             let r = s.history.last().expect("an epoch just ended");
-            bar.println(format!("epoch {:>3}: lr {:.5}  train loss {:.4} acc {:.3}  val loss {:.4} acc {:.3}  ({:.1} s)", r.epoch + 1, r.lr, r.train_loss, r.train_acc, r.val_loss, r.val_acc, r.seconds));
+            let line = format!("epoch {:>3}: lr {:.5}  train loss {:.4} acc {:.3}  val loss {:.4} acc {:.3}  ({:.1} s)", r.epoch + 1, r.lr, r.train_loss, r.train_acc, r.val_loss, r.val_acc, r.seconds);
+            if std::io::stderr().is_terminal() { bar.println(line) } else { eprintln!("{line}") }
             if let Err(e) = save_search(&ckpt, s) { log_err.get_or_insert(std::io::Error::other(e.to_string())); }
         }
     });

@@ -307,7 +307,7 @@ pub fn load_search(path: &Path) -> Result<Search> {
     let sums: Vec<f64> = f.meta("epoch_sums")?;
     s.epoch_sums = sums
         .try_into()
-        .map_err(|_| f.err("metadata 'epoch_sums' must hold 3 numbers".into()))?;
+        .map_err(|_| f.err("metadata 'epoch_sums' must hold 4 numbers".into()))?;
     let history: Vec<EpochRecord> = f.meta("history")?;
     s.history = history;
     Ok(s)

@@ -175,8 +175,8 @@ pub struct Search {
     pub epoch: usize,
     pub step: usize,
     pub history: Vec<EpochRecord>,
-    /// Running sums of the current epoch's training loss, accuracy and step count.
-    pub epoch_sums: [f64; 3],
+    /// Running sums of the current epoch: training loss, accuracy, step count, seconds.
+    pub epoch_sums: [f64; 4],
     tape: Tape,
 }
 
@@ -244,7 +244,7 @@ impl Search {
             epoch: 0,
             step: 0,
             history: Vec::new(),
-            epoch_sums: [0.0; 3],
+            epoch_sums: [0.0; 4],
             tape: Tape::new(),
         }
     }
@@ -449,6 +449,7 @@ impl Search {
         self.epoch_sums[0] += train.loss as f64;
         self.epoch_sums[1] += train_acc as f64;
         self.epoch_sums[2] += 1.0;
+        self.epoch_sums[3] += start.elapsed().as_secs_f64();
         let record = StepRecord {
             epoch: self.epoch,
             step: self.step,
@@ -463,20 +464,15 @@ impl Search {
         };
         self.step += 1;
         if self.step == steps {
-            self.end_epoch(data, &val_idx, lr, start)?;
+            self.end_epoch(data, &val_idx, lr)?;
         }
         Ok(record)
     }
 
-    fn end_epoch(
-        &mut self,
-        data: &Dataset,
-        val_idx: &[usize],
-        lr: f32,
-        start: std::time::Instant,
-    ) -> Result<()> {
+    fn end_epoch(&mut self, data: &Dataset, val_idx: &[usize], lr: f32) -> Result<()> {
+        let eval_start = std::time::Instant::now();
         let (val_loss, val_acc) = self.evaluate(data, val_idx)?;
-        let [loss_sum, acc_sum, n] = self.epoch_sums;
+        let [loss_sum, acc_sum, n, step_seconds] = self.epoch_sums;
         self.history.push(EpochRecord {
             epoch: self.epoch,
             lr,
@@ -487,11 +483,12 @@ impl Search {
             alphas_normal: self.alphas[0].data().to_vec(),
             alphas_reduce: self.alphas[1].data().to_vec(),
             genotype: self.genotype(),
-            seconds: start.elapsed().as_secs_f64(),
+            // Every step's time plus this end-of-epoch evaluation (after the last step was counted).
+            seconds: step_seconds + eval_start.elapsed().as_secs_f64(),
         });
         self.epoch += 1;
         self.step = 0;
-        self.epoch_sums = [0.0; 3];
+        self.epoch_sums = [0.0; 4];
         Ok(())
     }
 

@@ -60,8 +60,8 @@ pub fn weighted_sum(
     }
     let w = tape.value(weights).data();
     let ws: Vec<f32> = terms.iter().map(|&(k, _)| w[row * cols + k]).collect();
+    let mut y = tape.buffer(tape.value(terms[0].1).shape().clone());
     let parts: Vec<&[f32]> = terms.iter().map(|&(_, x)| tape.value(x).data()).collect();
-    let mut y = Tensor::zeros(tape.value(terms[0].1).shape().clone());
     ke::weighted_sum(&ws, &parts, y.data_mut());
     let inputs: Vec<Var> = std::iter::once(weights)
         .chain(terms.iter().map(|&(_, x)| x))
