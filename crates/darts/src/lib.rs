@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod data;
 mod error;
 pub mod genotype;
+mod layers;
 pub mod model;
 pub mod optim;
 pub mod params;

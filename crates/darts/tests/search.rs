@@ -338,9 +338,15 @@ fn second_order_gradient_matches_finite_differences_of_the_unrolled_loss() {
 #[test]
 fn a_non_finite_loss_stops_the_search_with_a_clear_error() {
     let data = tiny_data(64, 5);
-    let cfg = SearchConfig { lr: 1e30, grad_clip: 1e30, ..tiny_config() };
+    let cfg = SearchConfig {
+        lr: 1e30,
+        grad_clip: 1e30,
+        ..tiny_config()
+    };
     let mut s = Search::new(cfg, 3, 3).unwrap();
-    let err = s.run(&data, &AtomicBool::new(false), &mut |_| {}).unwrap_err();
+    let err = s
+        .run(&data, &AtomicBool::new(false), &mut |_| {})
+        .unwrap_err();
     assert!(matches!(err, darts::DartsError::NonFinite { .. }), "{err}");
     assert!(err.to_string().starts_with("non-finite"), "{err}");
 }

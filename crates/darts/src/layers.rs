@@ -1,0 +1,209 @@
+//! Building blocks shared by the search network and the evaluation network: how their tensors are
+//! created and named (the reference `operations.py` modules), and how they run on the tape.
+use crate::params::{BnStore, ParamStore};
+use crate::Result;
+use autograd::{Tape, Var};
+use ops::{BatchNormOptions, Conv2dOptions, Slice};
+use tensor::{kaiming_uniform, uniform_bias, Rng, Tensor};
+
+/// A batch norm: its statistics slot, and (weight, bias) parameter indices when affine.
+#[derive(Clone, Debug)]
+pub(crate) struct Bn {
+    pub stats: usize,
+    pub affine: Option<(usize, usize)>,
+}
+
+/// ReLU -> 1x1 conv -> BN: reference `ReLUConvBN` (`op.1` conv, `op.2` BN).
+#[derive(Clone, Debug)]
+pub(crate) struct ReluConvBn {
+    pub conv: usize,
+    pub bn: Bn,
+}
+
+/// Reference `FactorizedReduce`: `conv_1`, `conv_2` (1x1 stride 2, the second on x[:, :, 1:, 1:]),
+/// channel concat, `bn`.
+#[derive(Clone, Debug)]
+pub(crate) struct FactorizedReduce {
+    pub conv1: usize,
+    pub conv2: usize,
+    pub bn: Bn,
+}
+
+/// Reference `SepConv` (`op.1` depthwise, `op.2` pointwise, BN `op.3`, then `op.5`, `op.6`, BN `op.7`)
+/// when `second` is set, `DilConv` (`op.1`, `op.2`, BN `op.3`) otherwise.
+#[derive(Clone, Debug)]
+pub(crate) struct DwConvs {
+    pub first: (usize, usize, Bn),
+    pub second: Option<(usize, usize, Bn)>,
+    pub kernel: usize,
+    pub dilation: usize,
+}
+
+/// Creates tensors with PyTorch's default initialisation under reference names.
+pub(crate) struct Builder<'a> {
+    pub rng: &'a mut Rng,
+    pub params: ParamStore,
+    pub bns: BnStore,
+    /// Whether the blocks' batch norms have affine parameters (false in the search network).
+    pub affine: bool,
+}
+
+impl<'a> Builder<'a> {
+    pub fn new(rng: &'a mut Rng, affine: bool) -> Self {
+        Builder {
+            rng,
+            params: ParamStore::default(),
+            bns: BnStore::default(),
+            affine,
+        }
+    }
+
+    pub fn conv(&mut self, name: String, dims: [usize; 4]) -> usize {
+        let w = kaiming_uniform(dims, self.rng).expect("conv weights have rank 4");
+        self.params.push(name, w)
+    }
+
+    /// A batch norm under `prefix`, affine if asked (weight 1, bias 0, as PyTorch initialises).
+    pub fn bn_with(&mut self, prefix: String, c: usize, affine: bool) -> Bn {
+        let affine = affine.then(|| {
+            (
+                self.params
+                    .push(format!("{prefix}.weight"), Tensor::full([c], 1.0)),
+                self.params
+                    .push(format!("{prefix}.bias"), Tensor::zeros([c])),
+            )
+        });
+        Bn {
+            stats: self.bns.push(prefix, c),
+            affine,
+        }
+    }
+
+    pub fn bn(&mut self, prefix: String, c: usize) -> Bn {
+        self.bn_with(prefix, c, self.affine)
+    }
+
+    /// `Linear(d_in, d_out)` as `{prefix}.weight`, `{prefix}.bias`.
+    pub fn linear(&mut self, prefix: &str, d_in: usize, d_out: usize) -> (usize, usize) {
+        let w = kaiming_uniform([d_out, d_in], self.rng).expect("rank 2");
+        let b = uniform_bias(d_out, d_in, self.rng);
+        (
+            self.params.push(format!("{prefix}.weight"), w),
+            self.params.push(format!("{prefix}.bias"), b),
+        )
+    }
+
+    pub fn rcb(&mut self, p: &str, c_in: usize, c_out: usize) -> ReluConvBn {
+        ReluConvBn {
+            conv: self.conv(format!("{p}.op.1.weight"), [c_out, c_in, 1, 1]),
+            bn: self.bn(format!("{p}.op.2"), c_out),
+        }
+    }
+
+    pub fn fr(&mut self, p: &str, c_in: usize, c_out: usize) -> FactorizedReduce {
+        FactorizedReduce {
+            conv1: self.conv(format!("{p}.conv_1.weight"), [c_out / 2, c_in, 1, 1]),
+            conv2: self.conv(format!("{p}.conv_2.weight"), [c_out / 2, c_in, 1, 1]),
+            bn: self.bn(format!("{p}.bn"), c_out),
+        }
+    }
+
+    fn dw(&mut self, p: &str, at: usize, c: usize, k: usize) -> (usize, usize, Bn) {
+        (
+            self.conv(format!("{p}.op.{at}.weight"), [c, 1, k, k]),
+            self.conv(format!("{p}.op.{}.weight", at + 1), [c, c, 1, 1]),
+            self.bn(format!("{p}.op.{}", at + 2), c),
+        )
+    }
+
+    /// `sep_conv_kxk` (dilation 1, two stacked blocks) or `dil_conv_kxk` (dilation 2, one block).
+    pub fn dw_convs(&mut self, p: &str, c: usize, kernel: usize, separable: bool) -> DwConvs {
+        let first = self.dw(p, 1, c, kernel);
+        let second = separable.then(|| self.dw(p, 5, c, kernel));
+        DwConvs {
+            first,
+            second,
+            kernel,
+            dilation: if separable { 1 } else { 2 },
+        }
+    }
+}
+
+/// Running the blocks: parameter handles on the tape (in [`ParamStore`] order), the BN statistics,
+/// and the BN mode.
+pub(crate) struct Layers<'a> {
+    pub weights: &'a [Var],
+    pub bns: &'a mut BnStore,
+    /// Batch statistics (and running-stat updates) as PyTorch's `train()`; running statistics otherwise.
+    pub train_bn: bool,
+}
+
+impl Layers<'_> {
+    pub fn bn(&mut self, t: &mut Tape, x: Var, bn: &Bn) -> Result<Var> {
+        let o = BatchNormOptions {
+            training: self.train_bn,
+            ..Default::default()
+        };
+        if self.train_bn {
+            self.bns.batches_tracked[bn.stats] += 1;
+        }
+        let affine = bn.affine.map(|(g, b)| (self.weights[g], self.weights[b]));
+        Ok(ops::batch_norm(
+            t,
+            x,
+            affine,
+            Some(&mut self.bns.stats[bn.stats]),
+            o,
+        )?)
+    }
+
+    pub fn conv(&self, t: &mut Tape, x: Var, w: usize, o: Conv2dOptions) -> Result<Var> {
+        Ok(ops::conv2d(t, x, self.weights[w], o)?)
+    }
+
+    pub fn rcb(&mut self, t: &mut Tape, x: Var, m: &ReluConvBn) -> Result<Var> {
+        let y = self.conv(
+            t,
+            x,
+            m.conv,
+            Conv2dOptions {
+                pre_relu: true,
+                ..Default::default()
+            },
+        )?;
+        self.bn(t, y, &m.bn)
+    }
+
+    pub fn fr(&mut self, t: &mut Tape, x: Var, m: &FactorizedReduce) -> Result<Var> {
+        let [_, _, h, w] = t.value(x).shape().nchw("factorized_reduce")?;
+        let o = Conv2dOptions {
+            stride: 2,
+            pre_relu: true,
+            ..Default::default()
+        };
+        let a = self.conv(t, x, m.conv1, o)?;
+        let shifted = ops::slice2d(t, x, Slice::crop(1, 1, h, w))?;
+        let b = self.conv(t, shifted, m.conv2, o)?;
+        let y = ops::concat_channels(t, &[a, b])?;
+        self.bn(t, y, &m.bn)
+    }
+
+    pub fn dw_convs(&mut self, t: &mut Tape, x: Var, m: &DwConvs, stride: usize) -> Result<Var> {
+        let pad = m.dilation * (m.kernel - 1) / 2;
+        let mut y = x;
+        for (part, s) in [(Some(&m.first), stride), (m.second.as_ref(), 1)] {
+            let Some((dw, pw, bn)) = part else { continue };
+            let o = Conv2dOptions {
+                stride: s,
+                padding: pad,
+                dilation: m.dilation,
+                groups: 1,
+                pre_relu: true,
+            };
+            y = ops::depthwise_conv2d(t, y, self.weights[*dw], o)?;
+            y = self.conv(t, y, *pw, Conv2dOptions::default())?;
+            y = self.bn(t, y, bn)?;
+        }
+        Ok(y)
+    }
+}
