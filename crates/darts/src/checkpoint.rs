@@ -6,9 +6,12 @@
 //! step, Adam step), the running epoch sums and the history. Every write goes to a temporary file in
 //! the same directory and is renamed over the target, so a crash never leaves a half-written file.
 use crate::error::io;
+use crate::evalnet::{EvalConfig, EvalNet};
 use crate::model::{NetConfig, Supernet};
 use crate::params::{BnStore, ParamStore};
 use crate::search::{EpochRecord, Search, SearchConfig};
+use crate::train::{TrainConfig, Trained, Trainer};
+use crate::Genotype;
 use crate::{DartsError, Result};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
@@ -28,12 +31,8 @@ fn f32_entry(t: &Tensor) -> Entry {
     Entry::F32(t.dims().to_vec(), t.as_bytes().to_vec())
 }
 
-/// The model's tensors under reference names: weights, BN buffers, alphas.
-fn model_entries(
-    params: &ParamStore,
-    bns: &BnStore,
-    alphas: &[Tensor; 2],
-) -> BTreeMap<String, Entry> {
+/// The model's tensors under reference names: weights and BN buffers.
+fn model_entries(params: &ParamStore, bns: &BnStore) -> BTreeMap<String, Entry> {
     let mut m = BTreeMap::new();
     for (n, v) in params.names.iter().zip(&params.values) {
         m.insert(n.clone(), f32_entry(v));
@@ -55,8 +54,6 @@ fn model_entries(
         );
         m.insert(format!("{p}.num_batches_tracked"), Entry::I64(nb));
     }
-    m.insert("alphas_normal".into(), f32_entry(&alphas[0]));
-    m.insert("alphas_reduce".into(), f32_entry(&alphas[1]));
     m
 }
 
@@ -113,7 +110,9 @@ pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
 
 /// Saves the whole search state.
 pub fn save_search(path: &Path, s: &Search) -> Result<()> {
-    let mut entries = model_entries(&s.params, &s.bns, &s.alphas);
+    let mut entries = model_entries(&s.params, &s.bns);
+    entries.insert("alphas_normal".into(), f32_entry(&s.alphas[0]));
+    entries.insert("alphas_reduce".into(), f32_entry(&s.alphas[1]));
     for (n, v) in s.params.names.iter().zip(&s.sgd.momentum) {
         entries.insert(format!("optimizer.momentum.{n}"), f32_entry(v));
     }
@@ -246,6 +245,14 @@ fn fill_model(
     bns: &mut BnStore,
     alphas: &mut [Tensor; 2],
 ) -> Result<()> {
+    fill_params(f, params, bns)?;
+    for (k, name) in ["alphas_normal", "alphas_reduce"].iter().enumerate() {
+        alphas[k] = f.take(name, &alphas[k].dims().to_vec())?;
+    }
+    Ok(())
+}
+
+fn fill_params(f: &mut TensorFile, params: &mut ParamStore, bns: &mut BnStore) -> Result<()> {
     for (n, v) in params.names.iter().zip(params.values.iter_mut()) {
         *v = f.take(n, &v.dims().to_vec())?;
     }
@@ -261,9 +268,6 @@ fn fill_model(
         if let Some(v) = f.i64s.remove(&format!("{p}.num_batches_tracked")) {
             *nb = v.first().copied().unwrap_or(0);
         }
-    }
-    for (k, name) in ["alphas_normal", "alphas_reduce"].iter().enumerate() {
-        alphas[k] = f.take(name, &alphas[k].dims().to_vec())?;
     }
     Ok(())
 }
@@ -356,4 +360,92 @@ pub fn load_supernet(path: &Path) -> Result<(Supernet, ParamStore, BnStore, [Ten
     fill_model(&mut f, &mut init.params, &mut init.bns, &mut init.alphas)?;
     no_leftovers(&f)?;
     Ok((init.net, init.params, init.bns, init.alphas))
+}
+
+const MODEL_FORMAT: &str = "darts-maxw-model-v1";
+const TRAIN_FORMAT: &str = "darts-maxw-train-v1";
+
+/// Saves a trained evaluation network: weights and BN buffers under the reference `model.py`
+/// names (loadable by PyTorch's `load_state_dict`), with its genotype and size in the metadata.
+pub fn save_model(path: &Path, net: &EvalNet, params: &ParamStore, bns: &BnStore) -> Result<()> {
+    let meta = HashMap::from([
+        ("format".to_string(), MODEL_FORMAT.to_string()),
+        ("genotype".to_string(), json(&net.genotype)),
+        ("net".to_string(), json(&net.config)),
+        ("genotype_python".to_string(), net.genotype.to_python()),
+    ]);
+    write_atomic(path, &serialize(&model_entries(params, bns), meta, path)?)
+}
+
+/// Loads a model written by [`save_model`]; every tensor must match the network its metadata
+/// describes.
+pub fn load_model(path: &Path) -> Result<Trained> {
+    let mut f = TensorFile::open(path)?;
+    if f.metadata.get("format").map(String::as_str) != Some(MODEL_FORMAT) {
+        return Err(f.err(format!(
+            "not a model file of this program (metadata format is not '{MODEL_FORMAT}')"
+        )));
+    }
+    let genotype: Genotype = f.meta("genotype")?;
+    genotype.validate().map_err(|e| f.err(e.to_string()))?;
+    let cfg: EvalConfig = f.meta("net")?;
+    let mut init = EvalNet::init(cfg, &genotype, &mut Rng::new(0))?;
+    fill_params(&mut f, &mut init.params, &mut init.bns)?;
+    no_leftovers(&f)?;
+    Ok(Trained::new(init.net, init.params, init.bns))
+}
+
+/// Saves a training run to resume: model, momentum buffers, position, history.
+pub fn save_train(path: &Path, t: &Trainer) -> Result<()> {
+    let m = &t.model;
+    let mut entries = model_entries(&m.params, &m.bns);
+    for (n, v) in m.params.names.iter().zip(&t.sgd.momentum) {
+        entries.insert(format!("optimizer.momentum.{n}"), f32_entry(v));
+    }
+    let meta = HashMap::from([
+        ("format".to_string(), TRAIN_FORMAT.to_string()),
+        ("config".to_string(), json(&t.config)),
+        ("genotype".to_string(), json(&m.net.genotype)),
+        ("net".to_string(), json(&m.net.config)),
+        ("epoch".to_string(), t.epoch.to_string()),
+        ("step".to_string(), t.step.to_string()),
+        ("epoch_sums".to_string(), json(&t.epoch_sums.to_vec())),
+        ("history".to_string(), json(&t.history)),
+    ]);
+    write_atomic(path, &serialize(&entries, meta, path)?)
+}
+
+/// Loads a training run written by [`save_train`].
+pub fn load_train(path: &Path) -> Result<Trainer> {
+    let mut f = TensorFile::open(path)?;
+    if f.metadata.get("format").map(String::as_str) != Some(TRAIN_FORMAT) {
+        return Err(f.err(format!(
+            "not a training checkpoint of this program (metadata format is not '{TRAIN_FORMAT}')"
+        )));
+    }
+    let config: TrainConfig = f.meta("config")?;
+    let genotype: Genotype = f.meta("genotype")?;
+    let cfg: EvalConfig = f.meta("net")?;
+    let mut init = EvalNet::init(cfg, &genotype, &mut Rng::new(0))?;
+    fill_params(&mut f, &mut init.params, &mut init.bns)?;
+    let mut t = Trainer::from_parts(config, Trained::new(init.net, init.params, init.bns));
+    for (n, v) in t
+        .model
+        .params
+        .names
+        .clone()
+        .iter()
+        .zip(t.sgd.momentum.iter_mut())
+    {
+        *v = f.take(&format!("optimizer.momentum.{n}"), &v.dims().to_vec())?;
+    }
+    no_leftovers(&f)?;
+    t.epoch = f.meta("epoch")?;
+    t.step = f.meta("step")?;
+    let sums: Vec<f64> = f.meta("epoch_sums")?;
+    t.epoch_sums = sums
+        .try_into()
+        .map_err(|_| f.err("metadata 'epoch_sums' must hold 4 numbers".into()))?;
+    t.history = f.meta("history")?;
+    Ok(t)
 }

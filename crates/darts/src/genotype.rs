@@ -60,7 +60,51 @@ fn parse_cell(alpha: &Tensor) -> Vec<(String, usize)> {
     gene
 }
 
+/// Genotypes published with the DARTS reference code (`genotypes.py`), by name.
+pub const BUILTIN: [(&str, &str); 2] = [
+    ("DARTS_V1", "Genotype(normal=[('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 0), ('sep_conv_3x3', 1), ('skip_connect', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 2)], normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 0), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('avg_pool_3x3', 0)], reduce_concat=[2, 3, 4, 5])"),
+    ("DARTS_V2", "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])"),
+];
+
 impl Genotype {
+    /// A built-in genotype by name (`DARTS_V1`, `DARTS_V2`; `DARTS` is V2).
+    pub fn builtin(name: &str) -> Option<Genotype> {
+        let name = if name == "DARTS" { "DARTS_V2" } else { name };
+        BUILTIN
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| Genotype::from_python(s).expect("built-in genotypes parse"))
+    }
+
+    /// A genotype from `spec`: a built-in name, or a file holding JSON (`genotype.json`) or the
+    /// reference syntax (`genotype.py` and the like).
+    pub fn load(spec: &str) -> Result<Genotype> {
+        if let Some(g) = Genotype::builtin(spec) {
+            return Ok(g);
+        }
+        let path = std::path::Path::new(spec);
+        if !path.exists() {
+            let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
+            return Err(DartsError::Genotype(format!(
+                "'{spec}' is neither a file nor a built-in genotype ({})",
+                names.join(", ")
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(crate::error::io(path))?;
+        let parsed = if text.trim_start().starts_with('{') {
+            Genotype::from_json(&text)
+        } else {
+            Genotype::from_python(&text)
+        };
+        parsed.map_err(|e| {
+            DartsError::Genotype(format!(
+                "{}: {}",
+                path.display(),
+                e.to_string().trim_start_matches("genotype: ")
+            ))
+        })
+    }
+
     /// Derives the genotype of alphas_normal and alphas_reduce ([14, 8] each). The ranking uses
     /// softmax(alpha) whatever weighting the search used.
     pub fn derive(alphas_normal: &Tensor, alphas_reduce: &Tensor) -> Genotype {
@@ -332,6 +376,22 @@ mod tests {
                 .replace('\'', "\"")
         );
         assert_eq!(Genotype::from_python(&with_range).unwrap(), g);
+    }
+
+    #[test]
+    fn builtins_parse_and_darts_v2_is_the_paper_cell() {
+        assert_eq!(
+            Genotype::builtin("DARTS_V2").unwrap().to_python(),
+            DARTS_PAPER
+        );
+        assert_eq!(
+            Genotype::builtin("DARTS_V1").unwrap().normal[7],
+            ("skip_connect".to_string(), 2)
+        );
+        assert!(Genotype::load("NOT_A_GENOTYPE")
+            .unwrap_err()
+            .to_string()
+            .contains("DARTS_V1"));
     }
 
     #[test]

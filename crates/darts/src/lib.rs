@@ -4,6 +4,7 @@ pub mod architect;
 pub mod checkpoint;
 pub mod data;
 mod error;
+pub mod evalnet;
 pub mod genotype;
 mod layers;
 pub mod model;
@@ -13,6 +14,7 @@ pub mod primitives;
 pub mod render;
 pub mod schedule;
 pub mod search;
+pub mod train;
 pub mod weighting;
 
 pub use error::{DartsError, Result};

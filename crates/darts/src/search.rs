@@ -6,7 +6,7 @@
 //! augmentation of a batch are drawn from generators derived from them. A search stopped after any
 //! step and resumed from its checkpoint therefore continues bit for bit as if never stopped.
 use crate::architect::{self, Batch, Model, PassOut, VirtualStep, Want};
-use crate::data::Dataset;
+use crate::data::{stream, Dataset};
 use crate::model::{NetConfig, Supernet};
 use crate::optim::{AdamState, GradTransform, SgdState};
 use crate::params::{BnStore, ParamStore};
@@ -178,16 +178,6 @@ pub struct Search {
     /// Running sums of the current epoch: training loss, accuracy, step count, seconds.
     pub epoch_sums: [f64; 4],
     tape: Tape,
-}
-
-/// A generator for (seed, epoch, step); `step = usize::MAX` is the epoch's shuffling stream.
-fn stream(seed: u64, epoch: usize, step: usize) -> Rng {
-    let mut r = Rng::new(seed);
-    let mut e = r.split();
-    for _ in 0..epoch {
-        e = r.split();
-    }
-    Rng::new(e.next_u64() ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 impl Search {

@@ -71,6 +71,43 @@ pub fn axpy(tape: &mut Tape, a: f32, x: Var, y: Var) -> Result<Var> {
     Ok(tape.push("axpy", out, &[x, y], LinearComboBack(vec![a, 1.0])))
 }
 
+struct ScaleSamplesBack(Vec<f32>);
+impl Backward for ScaleSamplesBack {
+    /// dx[n] = f[n] * dy[n].
+    fn backward(&self, _: &[&Tensor], _: &Tensor, g: &Tensor, grads: &mut GradSlots) {
+        if let Some(dx) = grads[0].as_mut() {
+            let per = g.numel() / self.0.len();
+            for ((d, gy), &f) in dx
+                .data_mut()
+                .chunks_mut(per)
+                .zip(g.data().chunks(per))
+                .zip(&self.0)
+            {
+                k::axpy(f, gy, d);
+            }
+        }
+    }
+}
+
+/// y[n] = factors[n] * x[n] for each sample n of x [N, ...] (drop-path's mask / keep probability).
+pub fn scale_samples(tape: &mut Tape, x: Var, factors: &[f32]) -> Result<Var> {
+    let n = tape.value(x).dims().first().copied().unwrap_or(0);
+    check::arg(factors.len() == n && n > 0, "scale_samples", || {
+        format!("{} factors for {n} samples", factors.len())
+    })?;
+    let mut y = tape.buffer(tape.value(x).shape().clone());
+    let per = y.numel() / n;
+    for ((out, xs), &f) in y
+        .data_mut()
+        .chunks_mut(per)
+        .zip(tape.value(x).data().chunks(per))
+        .zip(factors)
+    {
+        k::scale(f, xs, out);
+    }
+    Ok(tape.push("scale_samples", y, &[x], ScaleSamplesBack(factors.to_vec())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

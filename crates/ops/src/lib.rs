@@ -10,7 +10,7 @@
 //! | [`linear`] | y = x W^T + b | dx = dy W, dW = dy^T x, db = sum dy |
 //! | [`max_pool2d`] / [`avg_pool2d`] | window max / mean | to the argmax / spread evenly |
 //! | [`batch_norm`] | (x - mean) / sqrt(var + eps) * gamma + beta | through the batch statistics |
-//! | [`relu`], [`add`], [`add_n`], [`scale`], [`axpy`] | elementwise | elementwise |
+//! | [`relu`], [`add`], [`add_n`], [`scale`], [`axpy`], [`scale_samples`] | elementwise | elementwise |
 //! | [`weighted_sum`] | sum_k w[row, k] x_k (the mixed op) | dx_k = w dy, dw = <dy, x_k> |
 //! | [`concat_channels`], [`split_channels`], [`slice2d`], [`global_avg_pool`] | data movement | the reverse movement |
 //! | [`softmax`], [`maxw`], [`cross_entropy`] | row-wise | row-wise |
@@ -31,7 +31,7 @@ mod softmax;
 pub use autograd::{Error, Result, Tape, Tensor, Var};
 pub use batchnorm::{batch_norm, BatchNormOptions, RunningStats};
 pub use conv::{conv2d, depthwise_conv2d, Conv2dOptions};
-pub use elementwise::{add, add_n, axpy, relu, scale};
+pub use elementwise::{add, add_n, axpy, relu, scale, scale_samples};
 pub use layout::{concat_channels, global_avg_pool, slice2d, split_channels, Slice};
 pub use linear::linear;
 pub use maxw::maxw;

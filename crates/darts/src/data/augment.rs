@@ -29,9 +29,48 @@ pub fn augment_into(data: &Dataset, i: usize, rng: &mut Rng, out: &mut [f32]) {
     }
 }
 
+/// Cutout (DeVries & Taylor, as in the DARTS reference): zero a `length` x `length` square (clipped
+/// at the border) centred on a uniformly drawn pixel, in every channel of one image [C, H, W].
+pub fn cutout(img: &mut [f32], channels: usize, h: usize, w: usize, length: usize, rng: &mut Rng) {
+    if length == 0 {
+        return;
+    }
+    let (cy, cx) = (rng.below(h), rng.below(w));
+    let (y0, y1) = (cy.saturating_sub(length / 2), (cy + length / 2).min(h));
+    let (x0, x1) = (cx.saturating_sub(length / 2), (cx + length / 2).min(w));
+    for c in 0..channels {
+        for y in y0..y1 {
+            img[(c * h + y) * w + x0..(c * h + y) * w + x1].fill(0.0);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cutout_zeroes_one_clipped_square_in_every_channel() {
+        let mut rng = Rng::new(4);
+        for _ in 0..50 {
+            let mut img = vec![1.0f32; 2 * 10 * 12];
+            cutout(&mut img, 2, 10, 12, 4, &mut rng);
+            let zeros: Vec<usize> = (0..120).filter(|&i| img[i] == 0.0).collect();
+            assert!(!zeros.is_empty() && zeros.len() <= 16);
+            assert!(
+                zeros.iter().all(|&i| img[120 + i] == 0.0),
+                "same square in channel 1"
+            );
+            let (ys, xs): (Vec<usize>, Vec<usize>) =
+                zeros.iter().map(|&i| (i / 12, i % 12)).unzip();
+            let (h, w) = (
+                ys.iter().max().unwrap() - ys.iter().min().unwrap() + 1,
+                xs.iter().max().unwrap() - xs.iter().min().unwrap() + 1,
+            );
+            assert_eq!(h * w, zeros.len(), "a rectangle");
+            assert!(h <= 4 && w <= 4);
+        }
+    }
 
     #[test]
     fn crops_stay_in_the_padded_frame_and_flips_mirror() {

@@ -5,7 +5,7 @@ mod cifar;
 mod idx;
 mod synthetic;
 
-pub use augment::augment_into;
+pub use augment::{augment_into, cutout};
 pub use cifar::load_cifar10;
 pub use idx::load_idx;
 pub use synthetic::{synthetic, SyntheticConfig};
@@ -109,6 +109,18 @@ impl Dataset {
             labels,
         )
     }
+}
+
+/// An independent generator for (seed, epoch, step); `step = usize::MAX` is the epoch's shuffling
+/// stream. Data order, augmentation and drop-path masks all come from these, so any run can be
+/// stopped after a step and resumed bit-identically.
+pub fn stream(seed: u64, epoch: usize, step: usize) -> Rng {
+    let mut r = Rng::new(seed);
+    let mut e = r.split();
+    for _ in 0..epoch {
+        e = r.split();
+    }
+    Rng::new(e.next_u64() ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// Raw u8 pixels (planar per image) normalised with per-channel mean and std (of the [0, 1] scale).

@@ -1,0 +1,433 @@
+//! Training the evaluation network from scratch (SPEC section 5): SGD with momentum, weight decay and
+//! gradient clipping, cosine learning rate, drop-path scaled linearly with the epoch, the auxiliary
+//! loss, and crop / flip / cutout augmentation. Like the search, everything random derives from
+//! (seed, epoch, step), so stop-and-resume and any thread count give the same bits.
+use crate::architect::count_correct;
+use crate::data::{augment_into, cutout, stream, Dataset};
+use crate::evalnet::{DropPath, EvalConfig, EvalNet};
+use crate::optim::{GradTransform, SgdState};
+use crate::params::{BnStore, ParamStore};
+use crate::schedule::{LrSchedule, Schedule};
+use crate::search::Outcome;
+use crate::{DartsError, Genotype, Result};
+use autograd::{Tape, Var};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use tensor::{Rng, Tensor};
+
+/// Every setting of a training run. `Default` is the DARTS paper's CIFAR-10 setting.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub channels: usize,
+    pub layers: usize,
+    pub epochs: usize,
+    pub batch: usize,
+    pub seed: u64,
+    pub lr: f32,
+    pub lr_min: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub grad_clip: f32,
+    /// Weight of the auxiliary head's loss; 0 builds no auxiliary head.
+    pub auxiliary_weight: f32,
+    /// Final drop-path probability (reached linearly: epoch e uses drop_path * e / epochs).
+    pub drop_path: f32,
+    /// Side of the cutout square; 0 disables cutout.
+    pub cutout: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            channels: 36,
+            layers: 20,
+            epochs: 600,
+            batch: 96,
+            seed: 0,
+            lr: 0.025,
+            lr_min: 0.0,
+            momentum: 0.9,
+            weight_decay: 3e-4,
+            grad_clip: 5.0,
+            auxiliary_weight: 0.4,
+            drop_path: 0.2,
+            cutout: 16,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |s: String| Err(DartsError::Config(s));
+        if self.epochs == 0 || self.batch < 2 {
+            return bad(format!(
+                "--epochs must be >= 1 and --batch >= 2 (got {} and {})",
+                self.epochs, self.batch
+            ));
+        }
+        if !(0.0..1.0).contains(&self.drop_path) {
+            return bad(format!(
+                "--drop-path must be in [0, 1), got {}",
+                self.drop_path
+            ));
+        }
+        if self.auxiliary_weight < 0.0 || !self.auxiliary_weight.is_finite() {
+            return bad(format!(
+                "--auxiliary-weight must be >= 0, got {}",
+                self.auxiliary_weight
+            ));
+        }
+        Ok(())
+    }
+
+    fn schedule(&self) -> LrSchedule {
+        LrSchedule {
+            schedule: Schedule::Cosine,
+            max_lr: self.lr,
+            min_lr: self.lr_min,
+            epochs: self.epochs,
+            warmup_epochs: 0,
+        }
+    }
+}
+
+/// The numbers of one finished epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainEpoch {
+    pub epoch: usize,
+    pub lr: f32,
+    pub drop_path: f32,
+    pub train_loss: f32,
+    pub train_acc: f32,
+    /// Test-split loss and accuracy (eval mode), when the data has a test split.
+    pub test_loss: Option<f32>,
+    pub test_acc: Option<f32>,
+    pub seconds: f64,
+}
+
+/// One step's numbers, as written to `log.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainStep {
+    pub epoch: usize,
+    pub step: usize,
+    pub steps_per_epoch: usize,
+    pub lr: f32,
+    pub loss: f32,
+    pub aux_loss: Option<f32>,
+    pub train_acc: f32,
+    pub seconds: f64,
+}
+
+pub enum TrainEvent<'a> {
+    Step(&'a TrainStep),
+    Epoch(&'a Trainer),
+}
+
+/// Accuracy, per-class accuracy and the confusion matrix (rows: true class, columns: predicted).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub images: usize,
+    pub loss: f32,
+    pub accuracy: f32,
+    pub per_class_accuracy: Vec<f32>,
+    pub confusion: Vec<Vec<usize>>,
+}
+
+/// A trained (or training) network, ready to predict.
+pub struct Trained {
+    pub net: EvalNet,
+    pub params: ParamStore,
+    pub bns: BnStore,
+    tape: Tape,
+}
+
+impl Trained {
+    pub fn new(net: EvalNet, params: ParamStore, bns: BnStore) -> Trained {
+        Trained {
+            net,
+            params,
+            bns,
+            tape: Tape::new(),
+        }
+    }
+
+    /// Logits [N, classes] of images x [N, C, H, W] in eval mode (running BN statistics), recording
+    /// no gradients.
+    pub fn predict(&mut self, x: &Tensor) -> Result<Tensor> {
+        let t = &mut self.tape;
+        t.reset();
+        t.set_grad_enabled(false);
+        let w: Vec<Var> = self
+            .params
+            .names
+            .iter()
+            .zip(&self.params.values)
+            .map(|(n, v)| t.named_leaf(n.as_str(), v, false))
+            .collect();
+        let xv = t.leaf(x.clone(), false);
+        let (logits, _) = self.net.forward(t, xv, &w, &mut self.bns, false, None)?;
+        Ok(t.take_value(logits))
+    }
+
+    /// Evaluates on all of `data` in batches of `batch`.
+    pub fn evaluate(&mut self, data: &Dataset, batch: usize) -> Result<Evaluation> {
+        let k = data.classes;
+        let mut confusion = vec![vec![0usize; k]; k];
+        let mut loss = 0.0f64;
+        let idx: Vec<usize> = (0..data.len()).collect();
+        for chunk in idx.chunks(batch.max(1)) {
+            let (x, y) = data.batch(chunk, None);
+            let logits = self.predict(&x)?;
+            let mut probs = vec![0.0; logits.numel()];
+            loss += kernels::softmax::cross_entropy(logits.data(), k, &y, &mut probs) as f64
+                * chunk.len() as f64;
+            for (row, &l) in logits.data().chunks(k).zip(&y) {
+                let pred = (0..k)
+                    .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                    .unwrap_or(0);
+                confusion[l as usize][pred] += 1;
+            }
+        }
+        let n = data.len().max(1);
+        let correct: usize = (0..k).map(|c| confusion[c][c]).sum();
+        let per_class = (0..k)
+            .map(|c| confusion[c][c] as f32 / confusion[c].iter().sum::<usize>().max(1) as f32)
+            .collect();
+        Ok(Evaluation {
+            images: data.len(),
+            loss: (loss / n as f64) as f32,
+            accuracy: correct as f32 / n as f32,
+            per_class_accuracy: per_class,
+            confusion,
+        })
+    }
+}
+
+/// A training run in progress.
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub model: Trained,
+    pub sgd: SgdState,
+    pub epoch: usize,
+    pub step: usize,
+    pub history: Vec<TrainEpoch>,
+    /// Running sums of the current epoch: loss, accuracy, steps, seconds.
+    pub epoch_sums: [f64; 4],
+}
+
+impl Trainer {
+    pub fn new(
+        config: TrainConfig,
+        genotype: &Genotype,
+        classes: usize,
+        in_channels: usize,
+    ) -> Result<Trainer> {
+        config.validate()?;
+        let ec = EvalConfig {
+            channels: config.channels,
+            layers: config.layers,
+            classes,
+            in_channels,
+            auxiliary: config.auxiliary_weight > 0.0,
+        };
+        let init = EvalNet::init(ec, genotype, &mut Rng::new(config.seed))?;
+        Ok(Self::from_parts(
+            config,
+            Trained::new(init.net, init.params, init.bns),
+        ))
+    }
+
+    pub fn from_parts(config: TrainConfig, model: Trained) -> Trainer {
+        let sgd = SgdState::new(
+            &model.params.values,
+            config.momentum,
+            config.weight_decay,
+            config.grad_clip,
+        );
+        Trainer {
+            config,
+            model,
+            sgd,
+            epoch: 0,
+            step: 0,
+            history: Vec::new(),
+            epoch_sums: [0.0; 4],
+        }
+    }
+
+    pub fn steps_per_epoch(&self, n: usize) -> usize {
+        n / self.config.batch
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.epoch >= self.config.epochs
+    }
+
+    /// The drop-path probability of the current epoch.
+    pub fn drop_prob(&self) -> f32 {
+        self.config.drop_path * self.epoch as f32 / self.config.epochs as f32
+    }
+
+    fn check_data(&self, train: &Dataset) -> Result<()> {
+        let c = &self.model.net.config;
+        if train.classes != c.classes || train.channels != c.in_channels {
+            return Err(DartsError::Config(format!(
+                "the data has {} classes of {}-channel images, the model expects {} and {}",
+                train.classes, train.channels, c.classes, c.in_channels
+            )));
+        }
+        if self.steps_per_epoch(train.len()) == 0 {
+            return Err(DartsError::Config(format!(
+                "{} training images are less than one batch of {}",
+                train.len(),
+                self.config.batch
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs until done or cancelled; evaluates on `test` (when given) after every epoch.
+    pub fn run(
+        &mut self,
+        train: &Dataset,
+        test: Option<&Dataset>,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(TrainEvent),
+    ) -> Result<Outcome> {
+        self.check_data(train)?;
+        while !self.is_finished() {
+            if cancel.load(Ordering::SeqCst) {
+                return Ok(Outcome::Cancelled);
+            }
+            let rec = self.step(train, test)?;
+            progress(TrainEvent::Step(&rec));
+            if self.step == 0 {
+                progress(TrainEvent::Epoch(self));
+            }
+        }
+        Ok(Outcome::Finished)
+    }
+
+    /// One SGD step on the next training batch (and the end-of-epoch evaluation after the last).
+    pub fn step(&mut self, train: &Dataset, test: Option<&Dataset>) -> Result<TrainStep> {
+        let start = std::time::Instant::now();
+        let (b, steps) = (self.config.batch, self.steps_per_epoch(train.len()));
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        stream(self.config.seed, self.epoch, usize::MAX).shuffle(&mut order);
+        let mut rng = stream(self.config.seed, self.epoch, self.step);
+        let il = train.image_len();
+        let idx = &order[self.step * b..][..b];
+        let mut x = vec![0.0; b * il];
+        for (slot, &i) in x.chunks_mut(il).zip(idx) {
+            augment_into(train, i, &mut rng, slot);
+            cutout(
+                slot,
+                train.channels,
+                train.height,
+                train.width,
+                self.config.cutout,
+                &mut rng,
+            );
+        }
+        let x = Tensor::from_vec([b, train.channels, train.height, train.width], x)?;
+        let y: Vec<u32> = idx.iter().map(|&i| train.labels[i]).collect();
+        let lr = self.config.schedule().lr(self.epoch);
+        let drop = self.drop_prob();
+
+        let m = &mut self.model;
+        let t = &mut m.tape;
+        t.reset();
+        let w: Vec<Var> = m
+            .params
+            .names
+            .iter()
+            .zip(&m.params.values)
+            .map(|(n, v)| t.named_leaf(n.as_str(), v, true))
+            .collect();
+        let xv = t.leaf(x, false);
+        let (logits, aux) = m.net.forward(
+            t,
+            xv,
+            &w,
+            &mut m.bns,
+            true,
+            Some(DropPath {
+                prob: drop,
+                rng: &mut rng,
+            }),
+        )?;
+        let main = ops::cross_entropy(t, logits, &y)?;
+        let (loss, aux_loss) = match aux {
+            Some(a) => {
+                let al = ops::cross_entropy(t, a, &y)?;
+                (
+                    ops::axpy(t, self.config.auxiliary_weight, al, main)?,
+                    Some(t.value(al).item()?),
+                )
+            }
+            None => (main, None),
+        };
+        let loss_v = t.value(main).item()?;
+        if !t.value(loss).item()?.is_finite() {
+            return Err(DartsError::NonFinite {
+                epoch: self.epoch,
+                step: self.step,
+                what: "training loss".into(),
+            });
+        }
+        let acc = count_correct(t.value(logits), &y) as f32 / b as f32;
+        t.backward(loss)?;
+        let grads: Vec<Tensor> = w
+            .iter()
+            .zip(&m.params.values)
+            .map(|(&v, p)| {
+                t.take_grad(v)
+                    .unwrap_or_else(|| Tensor::zeros(p.shape().clone()))
+            })
+            .collect();
+        let gref: Vec<&[f32]> = grads.iter().map(Tensor::data).collect();
+        self.sgd
+            .step(lr, GradTransform::None, &mut m.params.values, &gref);
+
+        self.epoch_sums[0] += loss_v as f64;
+        self.epoch_sums[1] += acc as f64;
+        self.epoch_sums[2] += 1.0;
+        self.epoch_sums[3] += start.elapsed().as_secs_f64();
+        let rec = TrainStep {
+            epoch: self.epoch,
+            step: self.step,
+            steps_per_epoch: steps,
+            lr,
+            loss: loss_v,
+            aux_loss,
+            train_acc: acc,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        self.step += 1;
+        if self.step == steps {
+            let eval_start = std::time::Instant::now();
+            let (test_loss, test_acc) = match test {
+                Some(d) => {
+                    let e = self.model.evaluate(d, self.config.batch)?;
+                    (Some(e.loss), Some(e.accuracy))
+                }
+                None => (None, None),
+            };
+            let [l, a, n, s] = self.epoch_sums;
+            self.history.push(TrainEpoch {
+                epoch: self.epoch,
+                lr,
+                drop_path: drop,
+                train_loss: (l / n) as f32,
+                train_acc: (a / n) as f32,
+                test_loss,
+                test_acc,
+                seconds: s + eval_start.elapsed().as_secs_f64(),
+            });
+            self.epoch += 1;
+            self.step = 0;
+            self.epoch_sums = [0.0; 4];
+        }
+        Ok(rec)
+    }
+}
