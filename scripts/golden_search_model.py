@@ -160,25 +160,30 @@ def weight_count(net):
     return sum(p.numel() for n, p in net.named_parameters() if not n.startswith("alphas"))
 
 
-torch.manual_seed(0)
-net = Network(4, 10, 5)
-with torch.no_grad():  # larger alphas than the 1e-3 init, so the weighting matters in the check
-    net.alphas_normal.copy_(0.5 * torch.randn(14, 8))
-    net.alphas_reduce.copy_(0.5 * torch.randn(14, 8))
-x = torch.randn(4, 3, 16, 16)
-y = torch.tensor([3, 7, 0, 9])
-save_file({k: v.contiguous() for k, v in net.state_dict().items()}, "tests/golden/search_model.safetensors")
-save_file({"x": x, "y": y}, "tests/golden/search_batch.safetensors")
-net.train()
-loss = F.cross_entropy(net(x, "maxw"), y)
-loss.backward()
-save_file({n: p.grad.contiguous() for n, p in net.named_parameters()}, "tests/golden/search_grads.safetensors")
-info = {
-    "loss": loss.item(),
-    "weighting": "maxw",
-    "weights_tiny": weight_count(net),
-    "weights_darts_c16_l8_10_classes": weight_count(Network(16, 10, 8)),
-}
-with open("tests/golden/search_model.json", "w") as f:
-    json.dump(info, f, indent=2)
-print(info)
+def main():
+    torch.manual_seed(0)
+    net = Network(4, 10, 5)
+    with torch.no_grad():  # larger alphas than the 1e-3 init, so the weighting matters in the check
+        net.alphas_normal.copy_(0.5 * torch.randn(14, 8))
+        net.alphas_reduce.copy_(0.5 * torch.randn(14, 8))
+    x = torch.randn(4, 3, 16, 16)
+    y = torch.tensor([3, 7, 0, 9])
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, "tests/golden/search_model.safetensors")
+    save_file({"x": x, "y": y}, "tests/golden/search_batch.safetensors")
+    net.train()
+    loss = F.cross_entropy(net(x, "maxw"), y)
+    loss.backward()
+    save_file({n: p.grad.contiguous() for n, p in net.named_parameters()}, "tests/golden/search_grads.safetensors")
+    info = {
+        "loss": loss.item(),
+        "weighting": "maxw",
+        "weights_tiny": weight_count(net),
+        "weights_darts_c16_l8_10_classes": weight_count(Network(16, 10, 8)),
+    }
+    with open("tests/golden/search_model.json", "w") as f:
+        json.dump(info, f, indent=2)
+    print(info)
+
+
+if __name__ == "__main__":
+    main()

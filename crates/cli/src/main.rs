@@ -1,7 +1,9 @@
 //! `darts`: the command line over the `darts` library. Every error is printed as one line naming
 //! what was wrong and where, and ends the process with a non-zero status; nothing panics on bad input.
 mod grad;
+mod report;
 mod search;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -23,6 +25,12 @@ enum Command {
     Search(search::SearchArgs),
     /// Gradients of every parameter of a supernet checkpoint on one batch.
     Grad(grad::GradArgs),
+    /// Train the evaluation network of a genotype from scratch.
+    Train(train::TrainArgs),
+    /// Accuracy, per-class accuracy and confusion matrix of a trained model on the test split.
+    Eval(train::EvalArgs),
+    /// One self-contained HTML page per run directory.
+    Report(report::ReportArgs),
 }
 
 /// A CLI error: the message, and the exit status.
@@ -56,6 +64,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Search(a) => search::run(a),
         Command::Grad(a) => grad::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => train::eval(a),
+        Command::Report(a) => report::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -43,7 +43,7 @@ pub struct SearchArgs {
     batch: Option<usize>,
     /// Use only the first N training images.
     #[arg(long)]
-    subset: Option<usize>,
+    pub subset: Option<usize>,
     #[arg(long)]
     seed: Option<u64>,
     /// Worker threads (0 = one per core). Results do not depend on it.
@@ -64,13 +64,13 @@ pub struct SearchArgs {
 /// What a run needs besides the search state: where the data came from (saved as run.json so that
 /// --resume reloads the same data).
 #[derive(serde::Serialize, serde::Deserialize, Clone)]
-struct RunInfo {
-    data: String,
-    subset: Option<usize>,
-    command: Vec<String>,
+pub(crate) struct RunInfo {
+    pub data: String,
+    pub subset: Option<usize>,
+    pub command: Vec<String>,
 }
 
-fn load_data(spec: &str, subset: Option<usize>, seed: u64) -> Result<Splits, Failure> {
+pub(crate) fn load_data(spec: &str, subset: Option<usize>, seed: u64) -> Result<Splits, Failure> {
     let mut splits = match spec.split_once(':') {
         None if spec == "synthetic" => synthetic(SyntheticConfig {
             train: SYNTHETIC_SIZE.0,
@@ -95,7 +95,7 @@ fn load_data(spec: &str, subset: Option<usize>, seed: u64) -> Result<Splits, Fai
     Ok(splits)
 }
 
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Failure + '_ {
+pub(crate) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Failure + '_ {
     move |e| Failure(format!("{}: {e}", path.display()), 1)
 }
 

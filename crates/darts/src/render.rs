@@ -246,3 +246,90 @@ mod tests {
         assert!((s - 1.0).abs() < 1e-6);
     }
 }
+
+/// Loss and accuracy per epoch (train and, where present, test) as two side-by-side SVG charts.
+pub fn curves_svg(history: &[crate::train::TrainEpoch]) -> String {
+    let (cw, ch, pad) = (420.0f64, 260.0f64, 50.0f64);
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"Helvetica, Arial, sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n", 2.0 * (cw + pad) + pad, ch + 2.0 * pad);
+    let charts: [(&str, [(&str, Vec<Option<f32>>, &str); 2]); 2] = [
+        (
+            "loss",
+            [
+                (
+                    "train",
+                    history.iter().map(|r| Some(r.train_loss)).collect(),
+                    COLOURS[1],
+                ),
+                (
+                    "test",
+                    history.iter().map(|r| r.test_loss).collect(),
+                    COLOURS[4],
+                ),
+            ],
+        ),
+        (
+            "accuracy",
+            [
+                (
+                    "train",
+                    history.iter().map(|r| Some(r.train_acc)).collect(),
+                    COLOURS[1],
+                ),
+                (
+                    "test",
+                    history.iter().map(|r| r.test_acc).collect(),
+                    COLOURS[4],
+                ),
+            ],
+        ),
+    ];
+    for (ci, (title, series)) in charts.iter().enumerate() {
+        let x0 = pad + ci as f64 * (cw + pad);
+        let vals: Vec<f32> = series
+            .iter()
+            .flat_map(|(_, v, _)| v.iter().flatten().copied())
+            .filter(|v| v.is_finite())
+            .collect();
+        let (lo, hi) = vals
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        let (lo, hi) = if vals.is_empty() {
+            (0.0, 1.0)
+        } else {
+            (lo.min(0.0), hi.max(lo + 1e-6))
+        };
+        let _ = writeln!(s, "<rect x=\"{x0}\" y=\"{pad}\" width=\"{cw}\" height=\"{ch}\" fill=\"none\" stroke=\"#999\"/><text x=\"{x0}\" y=\"{}\" font-size=\"14\" font-weight=\"bold\">{title} per epoch</text>", pad - 10.0);
+        let _ = writeln!(s, "<text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{hi:.3}</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{lo:.3}</text>", x0 - 4.0, pad + 8.0, x0 - 4.0, pad + ch);
+        for (si, (name, v, colour)) in series.iter().enumerate() {
+            let pts: Vec<String> = v
+                .iter()
+                .enumerate()
+                .filter_map(|(e, y)| {
+                    let y = (*y)?;
+                    let x = x0
+                        + if v.len() > 1 {
+                            e as f64 / (v.len() - 1) as f64 * cw
+                        } else {
+                            cw / 2.0
+                        };
+                    Some(format!(
+                        "{x:.1},{:.1}",
+                        pad + ch - (y - lo) as f64 / (hi - lo) as f64 * ch
+                    ))
+                })
+                .collect();
+            let _ = writeln!(s, "<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"/><text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"{colour}\">{name}</text>", pts.join(" "), x0 + cw - 60.0, pad + 16.0 + 14.0 * si as f64);
+        }
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">epoch (1..{})</text>",
+            x0 + cw / 2.0,
+            pad + ch + 20.0,
+            history.len()
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}

@@ -337,6 +337,7 @@ impl Trainer {
         let m = &mut self.model;
         let t = &mut m.tape;
         t.reset();
+        t.set_grad_enabled(true);
         let w: Vec<Var> = m
             .params
             .names

@@ -1,0 +1,385 @@
+//! `darts train`: train the evaluation network of a genotype from scratch; and `darts eval`.
+use crate::search::{io_err, load_data, RunInfo};
+use crate::{set_threads, Failure};
+use darts::checkpoint::{load_model, load_train, save_model, save_train, write_atomic};
+use darts::evalnet::EvalNet;
+use darts::render;
+use darts::train::{TrainConfig, TrainEvent, Trainer};
+use darts::{Genotype, Outcome};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Defaults that train meaningfully on the built-in data in a few minutes on 2 cores; `--paper`
+/// selects the DARTS CIFAR-10 setting (20 cells, C=36, batch 96, 600 epochs).
+const QUICK: (usize, usize, usize, usize) = (8, 16, 8, 32); // layers, channels, epochs, batch
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// genotype.json, a file in the reference Genotype(...) syntax, or a built-in name (DARTS_V1, DARTS_V2).
+    #[arg(long)]
+    genotype: Option<String>,
+    /// synthetic (built in), cifar10:DIR or idx:DIR.
+    #[arg(long)]
+    data: Option<String>,
+    #[arg(long)]
+    layers: Option<usize>,
+    #[arg(long)]
+    channels: Option<usize>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch: Option<usize>,
+    #[arg(long = "auxiliary-weight")]
+    auxiliary_weight: Option<f32>,
+    #[arg(long = "drop-path")]
+    drop_path: Option<f32>,
+    #[arg(long)]
+    cutout: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Use only the first N training images.
+    #[arg(long)]
+    subset: Option<usize>,
+    /// The DARTS paper's setting: 20 cells, 36 channels, batch 96, 600 epochs (flags still override).
+    #[arg(long)]
+    paper: bool,
+    /// Print the network's summary (cells, shapes, parameter counts) as JSON and stop.
+    #[arg(long = "dry-run")]
+    dry_run: bool,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long)]
+    resume: Option<PathBuf>,
+}
+
+fn config_from(a: &TrainArgs) -> TrainConfig {
+    let d = TrainConfig::default();
+    let (layers, channels, epochs, batch) = if a.paper {
+        (d.layers, d.channels, d.epochs, d.batch)
+    } else {
+        QUICK
+    };
+    TrainConfig {
+        layers: a.layers.unwrap_or(layers),
+        channels: a.channels.unwrap_or(channels),
+        epochs: a.epochs.unwrap_or(epochs),
+        batch: a.batch.unwrap_or(batch),
+        auxiliary_weight: a.auxiliary_weight.unwrap_or(d.auxiliary_weight),
+        drop_path: a.drop_path.unwrap_or(d.drop_path),
+        cutout: a.cutout.unwrap_or(d.cutout),
+        seed: a.seed.unwrap_or(d.seed),
+        ..d
+    }
+}
+
+fn dry_run(
+    cfg: &TrainConfig,
+    genotype: &Genotype,
+    classes: usize,
+    in_channels: usize,
+    side: usize,
+) -> Result<u8, Failure> {
+    let t = Trainer::new(cfg.clone(), genotype, classes, in_channels)?;
+    let p = &t.model.params;
+    let aux = EvalNet::aux_params(p);
+    let summary = json!({
+        "genotype": genotype.to_python(),
+        "config": cfg,
+        "input": [in_channels, side, side],
+        "cells": t.model.net.cell_summaries(side),
+        "parameters": p.numel(),
+        "parameters_without_auxiliary": p.numel() - aux,
+        "auxiliary_parameters": aux,
+    });
+    println!("{}", serde_json::to_string_pretty(&summary).expect("json"));
+    Ok(0)
+}
+
+pub fn run(a: TrainArgs) -> Result<u8, Failure> {
+    set_threads(a.threads)?;
+    let (mut trainer, info, out) = match &a.resume {
+        Some(dir) => {
+            if a.genotype.is_some()
+                || a.data.is_some()
+                || a.layers.is_some()
+                || a.channels.is_some()
+                || a.epochs.is_some()
+                || a.batch.is_some()
+                || a.subset.is_some()
+                || a.seed.is_some()
+                || a.paper
+                || a.dry_run
+            {
+                return Err(Failure("--resume continues the saved run as it was configured; only --threads and --out may be given with it".into(), 2));
+            }
+            let info_path = dir.join("run.json");
+            let text = std::fs::read_to_string(&info_path).map_err(io_err(&info_path))?;
+            let info: RunInfo = serde_json::from_str(&text)
+                .map_err(|e| Failure(format!("{}: {e}", info_path.display()), 1))?;
+            (
+                load_train(&dir.join("checkpoint.safetensors"))?,
+                info,
+                a.out.clone().unwrap_or_else(|| dir.clone()),
+            )
+        }
+        None => {
+            let spec = a.genotype.as_deref().ok_or_else(|| Failure("--genotype FILE|NAME is required (e.g. --genotype DARTS_V2 or runs/search/genotype.json)".into(), 2))?;
+            let genotype = Genotype::load(spec)?;
+            let cfg = config_from(&a);
+            cfg.validate()?;
+            let info = RunInfo {
+                data: a.data.clone().unwrap_or_else(|| "synthetic".into()),
+                subset: a.subset,
+                command: std::env::args().collect(),
+            };
+            let data = load_data(&info.data, info.subset, cfg.seed)?;
+            if a.dry_run {
+                return dry_run(
+                    &cfg,
+                    &genotype,
+                    data.train.classes,
+                    data.train.channels,
+                    data.train.height,
+                );
+            }
+            let t = Trainer::new(cfg, &genotype, data.train.classes, data.train.channels)?;
+            (
+                t,
+                info,
+                a.out.clone().unwrap_or_else(|| PathBuf::from("runs/train")),
+            )
+        }
+    };
+    let splits = load_data(&info.data, info.subset, trainer.config.seed)?;
+    std::fs::create_dir_all(&out).map_err(io_err(&out))?;
+    write_atomic(
+        &out.join("run.json"),
+        serde_json::to_string_pretty(&json!(info))
+            .expect("json")
+            .as_bytes(),
+    )?;
+    write_atomic(
+        &out.join("genotype.json"),
+        trainer.model.net.genotype.to_json().as_bytes(),
+    )?;
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst))
+        .map_err(|e| Failure(format!("cannot install the Ctrl-C handler: {e}"), 1))?;
+    let steps = trainer.steps_per_epoch(splits.train.len());
+    let bar = ProgressBar::new((trainer.config.epochs * steps) as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise} ETA {eta}] {bar:30} {pos}/{len} {msg}",
+        )
+        .expect("template"),
+    );
+    bar.set_position((trainer.epoch * steps + trainer.step) as u64);
+    eprintln!(
+        "training: {} params, {} cells of C={}, batch {}, {} epochs x {} steps, {} threads -> {}",
+        trainer.model.params.numel(),
+        trainer.config.layers,
+        trainer.config.channels,
+        trainer.config.batch,
+        trainer.config.epochs,
+        steps,
+        rayon::current_num_threads(),
+        out.display()
+    );
+    let log_path = out.join("log.jsonl");
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(io_err(&log_path))?;
+    let ckpt = out.join("checkpoint.safetensors");
+    let start = Instant::now();
+    let mut io_error: Option<String> = None;
+    let result = trainer.run(&splits.train, splits.test.as_ref(), &cancel, &mut |e| match e {
+        TrainEvent::Step(r) => {
+            if let Err(e) = writeln!(log, "{}", serde_json::to_string(r).expect("json")) {
+                io_error.get_or_insert(format!("{}: {e}", log_path.display()));
+            }
+            bar.set_position((r.epoch * r.steps_per_epoch + r.step + 1) as u64);
+            bar.set_message(format!("epoch {} step {}/{} | loss {:.3} acc {:.2}", r.epoch + 1, r.step + 1, r.steps_per_epoch, r.loss, r.train_acc));
+        }
+        TrainEvent::Epoch(t) => {
+            let r = t.history.last().expect("an epoch just ended");
+            let test = match (r.test_loss, r.test_acc) {
+                (Some(l), Some(a)) => format!("test loss {l:.4} acc {a:.3}"),
+                _ => "no test split".into(),
+            };
+            let line = format!("epoch {:>3}: lr {:.5}  drop-path {:.3}  train loss {:.4} acc {:.3}  {test}  ({:.1} s)", r.epoch + 1, r.lr, r.drop_path, r.train_loss, r.train_acc, r.seconds);
+            if std::io::stderr().is_terminal() {
+                bar.println(line)
+            } else {
+                eprintln!("{line}")
+            }
+            if let Err(e) = save_train(&ckpt, t) {
+                io_error.get_or_insert(e.to_string());
+            }
+        }
+    });
+    if let Some(e) = io_error {
+        return Err(Failure(e, 1));
+    }
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => {
+            bar.abandon();
+            return Err(Failure(
+                format!(
+                    "{e}; training stopped, the last good checkpoint is {}",
+                    ckpt.display()
+                ),
+                1,
+            ));
+        }
+    };
+    bar.finish_and_clear();
+    save_train(&ckpt, &trainer)?;
+    let m = &trainer.model;
+    save_model(&out.join("model.safetensors"), &m.net, &m.params, &m.bns)?;
+    write_atomic(
+        &out.join("curves.svg"),
+        render::curves_svg(&trainer.history).as_bytes(),
+    )?;
+    let last = trainer.history.last();
+    let aux = EvalNet::aux_params(&m.params);
+    let summary = json!({
+        "kind": "train",
+        "status": if outcome == Outcome::Finished { "finished" } else { "interrupted" },
+        "genotype": m.net.genotype,
+        "genotype_python": m.net.genotype.to_python(),
+        "config": trainer.config,
+        "data": info.data,
+        "subset": info.subset,
+        "command": info.command,
+        "seed": trainer.config.seed,
+        "threads": rayon::current_num_threads(),
+        "parameters": m.params.numel(),
+        "parameters_without_auxiliary": m.params.numel() - aux,
+        "epochs_completed": trainer.history.len(),
+        "train_accuracy": last.map(|r| r.train_acc),
+        "test_accuracy": last.and_then(|r| r.test_acc),
+        "seconds_this_session": start.elapsed().as_secs_f64(),
+        "seconds_total": trainer.history.iter().map(|r| r.seconds).sum::<f64>(),
+        "epochs": trainer.history,
+    });
+    write_atomic(
+        &out.join("summary.json"),
+        serde_json::to_string_pretty(&summary)
+            .expect("json")
+            .as_bytes(),
+    )?;
+    match outcome {
+        Outcome::Finished => {
+            eprintln!(
+                "done: test accuracy {}; model in {}",
+                last.and_then(|r| r.test_acc)
+                    .map_or("n/a".into(), |a| format!("{a:.4}")),
+                out.join("model.safetensors").display()
+            );
+            Ok(0)
+        }
+        Outcome::Cancelled => {
+            eprintln!("interrupted at epoch {}, step {}: checkpoint saved; continue with `darts train --resume {}`", trainer.epoch, trainer.step, out.display());
+            Ok(130)
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// A `darts train` output directory (with model.safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    /// Data to evaluate on (default: the data the model was trained on); its test split is used.
+    #[arg(long)]
+    data: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+pub fn eval(a: EvalArgs) -> Result<u8, Failure> {
+    set_threads(a.threads)?;
+    let mut model = load_model(&a.model.join("model.safetensors"))?;
+    let spec = match &a.data {
+        Some(d) => d.clone(),
+        None => {
+            let p = a.model.join("run.json");
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| Failure(format!("{}: {e} (or give --data)", p.display()), 1))?;
+            serde_json::from_str::<RunInfo>(&text)
+                .map_err(|e| Failure(format!("{}: {e}", p.display()), 1))?
+                .data
+        }
+    };
+    let seed = read_seed(&a.model);
+    let splits = load_data(&spec, None, seed)?;
+    let test = splits
+        .test
+        .ok_or_else(|| Failure(format!("--data {spec} has no test split to evaluate on"), 1))?;
+    let c = &model.net.config;
+    if test.classes != c.classes || test.channels != c.in_channels {
+        return Err(Failure(
+            format!(
+                "the data has {} classes of {}-channel images, the model expects {} and {}",
+                test.classes, test.channels, c.classes, c.in_channels
+            ),
+            1,
+        ));
+    }
+    let e = model.evaluate(&test, 64)?;
+    let j = json!({ "model": a.model, "data": spec, "evaluation": e });
+    write_atomic(
+        &a.model.join("eval.json"),
+        serde_json::to_string_pretty(&j).expect("json").as_bytes(),
+    )?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&j).expect("json"));
+        return Ok(0);
+    }
+    println!(
+        "test images {}  loss {:.4}  accuracy {:.4}",
+        e.images, e.loss, e.accuracy
+    );
+    println!("\nper-class accuracy:");
+    for (k, acc) in e.per_class_accuracy.iter().enumerate() {
+        println!("  class {k:>3}: {acc:.4}");
+    }
+    println!("\nconfusion matrix (rows: true class, columns: predicted):");
+    print!("      ");
+    for k in 0..e.confusion.len() {
+        print!("{k:>6}");
+    }
+    println!();
+    for (k, row) in e.confusion.iter().enumerate() {
+        print!("{k:>6}");
+        for v in row {
+            print!("{v:>6}");
+        }
+        println!();
+    }
+    Ok(0)
+}
+
+/// The seed the built-in data of a run was generated from (summary.json), 0 if unknown.
+fn read_seed(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join("summary.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v["seed"].as_u64())
+        .unwrap_or(0)
+}
