@@ -238,6 +238,14 @@ fn ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run() {
             .count(),
         20
     );
+    let r = darts(&["report", so]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let html = std::fs::read_to_string(straight.join("report.html")).unwrap();
+    assert!(
+        html.contains("Mixture weights over the epochs")
+            && html.contains("reduction cell")
+            && html.contains("--seed")
+    );
 
     let resumed = dir("resumed");
     let ro = resumed.to_str().unwrap();
