@@ -1,5 +1,6 @@
 //! `darts`: the command line over the `darts` library. Every error is printed as one line naming
 //! what was wrong and where, and ends the process with a non-zero status; nothing panics on bad input.
+mod bench;
 mod grad;
 mod report;
 mod search;
@@ -31,6 +32,8 @@ enum Command {
     Eval(train::EvalArgs),
     /// One self-contained HTML page per run directory.
     Report(report::ReportArgs),
+    /// Time one search step (architecture + weight update) and report peak memory.
+    Bench(bench::BenchArgs),
 }
 
 /// A CLI error: the message, and the exit status.
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => train::eval(a),
         Command::Report(a) => report::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
