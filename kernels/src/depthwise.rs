@@ -59,12 +59,137 @@ fn read1(v: f32, relu: bool) -> f32 {
     }
 }
 
+/// Rows up to this long (input width plus both paddings) take the stride-1 fast path, which zero-pads
+/// one input row at a time into a stack buffer so every tap is one contiguous SIMD pass.
+const PADDED_ROW_MAX: usize = 512;
+
+fn fast_path(g: &ConvGeom) -> bool {
+    g.stride == 1 && g.w + 2 * g.pad <= PADDED_ROW_MAX
+}
+
+/// prow[..p] = 0, prow[p..p + W] = (relu of) the input row, prow[p + W..p + W + p] = 0.
+#[inline(always)]
+fn pad_row(g: &ConvGeom, row: &[f32], prow: &mut [f32]) {
+    prow[..g.pad].fill(0.0);
+    let mid = &mut prow[g.pad..g.pad + g.w];
+    if g.pre_relu {
+        for (o, &v) in mid.iter_mut().zip(row) {
+            *o = v.max(0.0);
+        }
+    } else {
+        mid.copy_from_slice(row);
+    }
+    prow[g.pad + g.w..g.w + 2 * g.pad].fill(0.0);
+}
+
+/// out[i] += a * src[i] over equal-length slices.
+#[inline(always)]
+fn axpy_row(a: f32, src: &[f32], out: &mut [f32]) {
+    let n8 = out.len() / LANES * LANES;
+    let av = f32x8::splat(a);
+    for j in (0..n8).step_by(LANES) {
+        store(load(&out[j..]) + av * load(&src[j..]), &mut out[j..]);
+    }
+    for j in n8..out.len() {
+        out[j] += a * src[j];
+    }
+}
+
+/// Input row feeding output row `oh` through kernel row `ki` (stride 1), if inside the image.
+#[inline(always)]
+fn input_row(g: &ConvGeom, oh: usize, ki: usize) -> Option<usize> {
+    let ih = (oh + ki * g.dilation) as isize - g.pad as isize;
+    (ih >= 0 && (ih as usize) < g.h).then_some(ih as usize)
+}
+
+fn forward_plane_fast(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32], wo: usize) {
+    let mut prow = [0.0f32; PADDED_ROW_MAX];
+    for (oh, yrow) in y.chunks_mut(wo).enumerate() {
+        yrow.fill(0.0);
+        for ki in 0..g.kh {
+            let Some(ih) = input_row(g, oh, ki) else {
+                continue;
+            };
+            pad_row(g, &x[ih * g.w..][..g.w], &mut prow);
+            for kj in 0..g.kw {
+                axpy_row(w[ki * g.kw + kj], &prow[kj * g.dilation..][..wo], yrow);
+            }
+        }
+    }
+}
+
+fn backward_data_plane_fast(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    ho: usize,
+    wo: usize,
+) {
+    let mut dpad = [0.0f32; PADDED_ROW_MAX];
+    let span = g.w + 2 * g.pad;
+    for ih in 0..g.h {
+        dpad[..span].fill(0.0);
+        for ki in 0..g.kh {
+            // oh + ki * d - p = ih
+            let oh = (ih + g.pad) as isize - (ki * g.dilation) as isize;
+            if oh < 0 || oh as usize >= ho {
+                continue;
+            }
+            let dyrow = &dy[oh as usize * wo..][..wo];
+            for kj in 0..g.kw {
+                axpy_row(w[ki * g.kw + kj], dyrow, &mut dpad[kj * g.dilation..][..wo]);
+            }
+        }
+        let (xr, dxr, src) = (
+            &x[ih * g.w..][..g.w],
+            &mut dx[ih * g.w..][..g.w],
+            &dpad[g.pad..g.pad + g.w],
+        );
+        if g.pre_relu {
+            let n8 = g.w / LANES * LANES;
+            for j in (0..n8).step_by(LANES) {
+                let add = load(&xr[j..])
+                    .simd_gt(f32x8::ZERO)
+                    .select(load(&src[j..]), f32x8::ZERO);
+                store(load(&dxr[j..]) + add, &mut dxr[j..]);
+            }
+            for j in n8..g.w {
+                if xr[j] > 0.0 {
+                    dxr[j] += src[j];
+                }
+            }
+        } else {
+            axpy_row(1.0, src, dxr);
+        }
+    }
+}
+
+fn backward_weight_plane_fast(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32], wo: usize) {
+    let mut prow = [0.0f32; PADDED_ROW_MAX];
+    for (oh, dyrow) in dy.chunks(wo).enumerate() {
+        for ki in 0..g.kh {
+            let Some(ih) = input_row(g, oh, ki) else {
+                continue;
+            };
+            pad_row(g, &x[ih * g.w..][..g.w], &mut prow);
+            for kj in 0..g.kw {
+                dw[ki * g.kw + kj] += crate::simd::dot(dyrow, &prow[kj * g.dilation..][..wo]);
+            }
+        }
+    }
+}
+
 /// y = depthwise_conv(x, w).
 pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
     let (ho, wo) = g.out_hw();
     let (plane, k2) = (g.h * g.w, g.kh * g.kw);
     par::chunks(y, ho * wo, 2 * g.y_len() * k2, |p, y| {
         let (x, w) = (&x[p * plane..][..plane], &w[(p % g.c_in) * k2..][..k2]);
+        if fast_path(g) {
+            return forward_plane_fast(g, x, w, y, wo);
+        }
         y.fill(0.0);
         for oh in 0..ho {
             let yrow = &mut y[oh * wo..][..wo];
@@ -95,6 +220,9 @@ pub fn backward_data(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f
             &w[(p % g.c_in) * k2..][..k2],
             &dy[p * ho * wo..][..ho * wo],
         );
+        if fast_path(g) {
+            return backward_data_plane_fast(g, x, w, dy, dx, ho, wo);
+        }
         for oh in 0..ho {
             let dyrow = &dy[oh * wo..][..wo];
             row_taps(g, oh, wo, |t, ih, lo, hi, iw0| {
@@ -137,6 +265,10 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
         for n in 0..g.n {
             let p = n * g.c_in + c;
             let (x, dy) = (&x[p * plane..][..plane], &dy[p * ho * wo..][..ho * wo]);
+            if fast_path(g) {
+                backward_weight_plane_fast(g, x, dy, dw, wo);
+                continue;
+            }
             for oh in 0..ho {
                 let dyrow = &dy[oh * wo..][..wo];
                 row_taps(g, oh, wo, |t, ih, lo, hi, iw0| {

@@ -1,6 +1,6 @@
 //! `darts bench`: the median wall time of one DARTS search step (architecture step on a val batch,
 //! then weight step on a train batch) on random data after a warm-up step, and peak memory.
-use crate::{set_threads, Failure};
+use crate::Failure;
 use darts::data::Dataset;
 use darts::{Order, Search, SearchConfig, Weighting};
 use serde_json::json;
@@ -20,7 +20,7 @@ pub struct BenchArgs {
     #[arg(long, value_parser = ["first", "second"], default_value = "first")]
     order: String,
     #[arg(long, default_value_t = 0)]
-    threads: usize,
+    pub threads: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -38,7 +38,6 @@ pub fn peak_rss() -> Option<u64> {
 }
 
 pub fn run(a: BenchArgs) -> Result<u8, Failure> {
-    set_threads(a.threads)?;
     if a.steps == 0 {
         return Err(Failure("--steps must be at least 1".into(), 2));
     }

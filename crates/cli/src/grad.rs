@@ -1,5 +1,5 @@
 //! `darts grad`: forward and backward of a supernet checkpoint on one batch, in training mode.
-use crate::{set_threads, Failure};
+use crate::Failure;
 use autograd::Tape;
 use darts::architect::{self, Model, Want};
 use darts::checkpoint::{load_supernet, save_tensors, TensorFile};
@@ -28,7 +28,7 @@ pub struct GradArgs {
     dot: Option<PathBuf>,
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
-    threads: usize,
+    pub threads: usize,
 }
 
 fn load_batch(
@@ -73,7 +73,6 @@ fn load_batch(
 }
 
 pub fn run(a: GradArgs) -> Result<u8, Failure> {
-    set_threads(a.threads)?;
     let weighting = Weighting::parse(&a.weighting).expect("clap checked the value");
     let (net, params, mut bns, alphas) = load_supernet(&a.checkpoint)?;
     let (x, y) = load_batch(&a.batch, net.config.classes, net.config.in_channels)?;

@@ -51,27 +51,36 @@ impl From<tensor::Error> for Failure {
     }
 }
 
-/// Sets the rayon pool size (0 = rayon's default, one thread per core).
-pub fn set_threads(threads: usize) -> Result<(), Failure> {
-    if threads > 0 {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build_global()
-            .map_err(|e| Failure(format!("--threads {threads}: {e}"), 2))?;
-    }
-    Ok(())
+/// Builds the worker pool (0 threads = one per core). Commands run *inside* it (`install`), so the
+/// kernels' parallel loops start from a worker thread instead of handing every call over from the
+/// main thread and sleeping until it returns (a futex round trip per kernel call).
+fn pool(threads: usize) -> Result<rayon::ThreadPool, Failure> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Failure(format!("--threads {threads}: {e}"), 2))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Search(a) => search::run(a),
-        Command::Grad(a) => grad::run(a),
-        Command::Train(a) => train::run(a),
-        Command::Eval(a) => train::eval(a),
-        Command::Report(a) => report::run(a),
-        Command::Bench(a) => bench::run(a),
+    let threads = match &cli.command {
+        Command::Search(a) => a.threads,
+        Command::Grad(a) => a.threads,
+        Command::Train(a) => a.threads,
+        Command::Eval(a) => a.threads,
+        Command::Bench(a) => a.threads,
+        Command::Report(_) => 1,
     };
+    let result = pool(threads).and_then(|p| {
+        p.install(|| match cli.command {
+            Command::Search(a) => search::run(a),
+            Command::Grad(a) => grad::run(a),
+            Command::Train(a) => train::run(a),
+            Command::Eval(a) => train::eval(a),
+            Command::Report(a) => report::run(a),
+            Command::Bench(a) => bench::run(a),
+        })
+    });
     match result {
         Ok(code) => ExitCode::from(code),
         Err(Failure(msg, code)) => {

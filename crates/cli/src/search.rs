@@ -1,6 +1,6 @@
 //! `darts search`: a search with a progress bar, results written into one directory, a checkpoint
 //! at every epoch end and on Ctrl-C, and `--resume DIR` to continue bit-identically.
-use crate::{set_threads, Failure};
+use crate::Failure;
 use darts::checkpoint::{load_search, save_search, write_atomic};
 use darts::data::{load_cifar10, load_idx, synthetic, Splits, SyntheticConfig};
 use darts::optim::GradTransform;
@@ -48,7 +48,7 @@ pub struct SearchArgs {
     seed: Option<u64>,
     /// Worker threads (0 = one per core). Results do not depend on it.
     #[arg(long, default_value_t = 0)]
-    threads: usize,
+    pub threads: usize,
     #[arg(long = "lr-schedule", value_parser = ["cosine", "cosine-power"])]
     lr_schedule: Option<String>,
     #[arg(long = "grad-transform", value_parser = ["none", "subtract-max"])]
@@ -214,7 +214,6 @@ fn write_outputs(
 }
 
 pub fn run(a: SearchArgs) -> Result<u8, Failure> {
-    set_threads(a.threads)?;
     let (mut search, info, out) = match &a.resume {
         Some(dir) => {
             check_resume_flags(&a)?;

@@ -1,6 +1,6 @@
 //! `darts train`: train the evaluation network of a genotype from scratch; and `darts eval`.
 use crate::search::{io_err, load_data, RunInfo};
-use crate::{set_threads, Failure};
+use crate::Failure;
 use darts::checkpoint::{load_model, load_train, save_model, save_train, write_atomic};
 use darts::evalnet::EvalNet;
 use darts::render;
@@ -52,7 +52,7 @@ pub struct TrainArgs {
     #[arg(long = "dry-run")]
     dry_run: bool,
     #[arg(long, default_value_t = 0)]
-    threads: usize,
+    pub threads: usize,
     #[arg(long)]
     out: Option<PathBuf>,
     #[arg(long)]
@@ -103,7 +103,6 @@ fn dry_run(
 }
 
 pub fn run(a: TrainArgs) -> Result<u8, Failure> {
-    set_threads(a.threads)?;
     let (mut trainer, info, out) = match &a.resume {
         Some(dir) => {
             if a.genotype.is_some()
@@ -309,11 +308,10 @@ pub struct EvalArgs {
     #[arg(long)]
     json: bool,
     #[arg(long, default_value_t = 0)]
-    threads: usize,
+    pub threads: usize,
 }
 
 pub fn eval(a: EvalArgs) -> Result<u8, Failure> {
-    set_threads(a.threads)?;
     let mut model = load_model(&a.model.join("model.safetensors"))?;
     let spec = match &a.data {
         Some(d) => d.clone(),
