@@ -3,10 +3,11 @@
 //! Every update reads the gradient as `grad_scale * g - grad_shift`: `grad_scale` carries global-norm
 //! clipping and `grad_shift` the max-gradient transform (`g <- g - max(g)` after clipping, shift =
 //! grad_scale * max(g)), so neither needs its own pass over the buffer.
+use crate::par::{self, ELEMENTWISE_CHUNK};
 use crate::simd::{self, f32x8, load, store, LANES};
 
-/// max(buf) (-inf for an empty buffer), eight lanes at a time.
-pub fn max_value(buf: &[f32]) -> f32 {
+/// max of one slice, eight lanes at a time.
+fn max_serial(buf: &[f32]) -> f32 {
     let n8 = buf.len() / LANES * LANES;
     let mut m = f32x8::splat(f32::NEG_INFINITY);
     for i in (0..n8).step_by(LANES) {
@@ -15,17 +16,30 @@ pub fn max_value(buf: &[f32]) -> f32 {
     buf[n8..].iter().fold(simd::hmax(m), |a, &b| a.max(b))
 }
 
+/// max(buf) (-inf for an empty buffer). Chunks in parallel: max is exact, so the order of the
+/// reduction cannot change the result.
+pub fn max_value(buf: &[f32]) -> f32 {
+    use rayon::prelude::*;
+    buf.par_chunks(ELEMENTWISE_CHUNK)
+        .with_min_len(par::min_len(buf.len()))
+        .map(max_serial)
+        .reduce(|| f32::NEG_INFINITY, f32::max)
+}
+
 /// The max-gradient transform on its own: buf <- buf - max(buf).
 pub fn subtract_max(buf: &mut [f32]) {
     let m = max_value(buf);
-    let n8 = buf.len() / LANES * LANES;
-    for i in (0..n8).step_by(LANES) {
-        let v = load(&buf[i..]) - f32x8::splat(m);
-        store(v, &mut buf[i..]);
-    }
-    for v in &mut buf[n8..] {
-        *v -= m;
-    }
+    let work = buf.len();
+    par::chunks(buf, ELEMENTWISE_CHUNK, work, |_, buf| {
+        let n8 = buf.len() / LANES * LANES;
+        for i in (0..n8).step_by(LANES) {
+            let v = load(&buf[i..]) - f32x8::splat(m);
+            store(v, &mut buf[i..]);
+        }
+        for v in &mut buf[n8..] {
+            *v -= m;
+        }
+    });
 }
 
 /// Sum of squares (for the global gradient norm), fixed order.
@@ -42,7 +56,29 @@ pub struct Sgd {
 }
 
 /// d = grad_scale * g - grad_shift + wd * w; v = momentum * v + d; w -= lr * v.
+/// Fixed chunks in parallel (elementwise: the same bits for any thread count).
 pub fn sgd_step(h: Sgd, grad_scale: f32, grad_shift: f32, w: &mut [f32], g: &[f32], v: &mut [f32]) {
+    let work = 6 * w.len();
+    par::chunks2(
+        w,
+        ELEMENTWISE_CHUNK,
+        v,
+        ELEMENTWISE_CHUNK,
+        work,
+        |ci, w, v| {
+            sgd_chunk(
+                h,
+                grad_scale,
+                grad_shift,
+                w,
+                &g[ci * ELEMENTWISE_CHUNK..][..w.len()],
+                v,
+            )
+        },
+    );
+}
+
+fn sgd_chunk(h: Sgd, grad_scale: f32, grad_shift: f32, w: &mut [f32], g: &[f32], v: &mut [f32]) {
     let n8 = w.len() / LANES * LANES;
     let [lr, mo, wd, gs, sh] =
         [h.lr, h.momentum, h.weight_decay, grad_scale, grad_shift].map(f32x8::splat);
@@ -191,7 +227,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
         fn simd_equals_reference_bitwise(
-            (w, g, m, v) in (0usize..70).prop_flat_map(|n| (vec_f32(n), vec_f32(n), vec_f32(n), vec_f32(n))),
+            (w, g, m, v) in prop_oneof![0usize..70, Just(3 * ELEMENTWISE_CHUNK + 11)].prop_flat_map(|n| (vec_f32(n), vec_f32(n), vec_f32(n), vec_f32(n))),
             scale in 0.1f32..1.0, step in 1u64..5,
         ) {
             prop_assert_eq!(max_value(&g).to_bits(), reference::max_value(&g).to_bits());
