@@ -3,6 +3,7 @@
 mod bench;
 mod grad;
 mod report;
+mod run_dir;
 mod search;
 mod train;
 

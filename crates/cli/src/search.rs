@@ -1,5 +1,6 @@
 //! `darts search`: a search with a progress bar, results written into one directory, a checkpoint
 //! at every epoch end and on Ctrl-C, and `--resume DIR` to continue bit-identically.
+use crate::run_dir::{print_line, RunInfo, Session};
 use crate::Failure;
 use darts::checkpoint::{load_search, save_search, write_atomic};
 use darts::data::{load_cifar10, load_idx, synthetic, Splits, SyntheticConfig};
@@ -7,12 +8,9 @@ use darts::optim::GradTransform;
 use darts::render;
 use darts::schedule::Schedule;
 use darts::{Event, Order, Outcome, Search, SearchConfig, Weighting};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Instant;
 
 /// Defaults chosen to finish a meaningful search on the built-in data in a few minutes on 2 cores;
@@ -61,15 +59,6 @@ pub struct SearchArgs {
     resume: Option<PathBuf>,
 }
 
-/// What a run needs besides the search state: where the data came from (saved as run.json so that
-/// --resume reloads the same data).
-#[derive(serde::Serialize, serde::Deserialize, Clone)]
-pub(crate) struct RunInfo {
-    pub data: String,
-    pub subset: Option<usize>,
-    pub command: Vec<String>,
-}
-
 pub(crate) fn load_data(spec: &str, subset: Option<usize>, seed: u64) -> Result<Splits, Failure> {
     let mut splits = match spec.split_once(':') {
         None if spec == "synthetic" => synthetic(SyntheticConfig {
@@ -93,10 +82,6 @@ pub(crate) fn load_data(spec: &str, subset: Option<usize>, seed: u64) -> Result<
         splits.train.truncate(n);
     }
     Ok(splits)
-}
-
-pub(crate) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Failure + '_ {
-    move |e| Failure(format!("{}: {e}", path.display()), 1)
 }
 
 /// Rejects flags that would change a resumed run.
@@ -217,21 +202,14 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
     let (mut search, info, out) = match &a.resume {
         Some(dir) => {
             check_resume_flags(&a)?;
-            let info_path = dir.join("run.json");
-            let text = std::fs::read_to_string(&info_path).map_err(io_err(&info_path))?;
-            let info: RunInfo = serde_json::from_str(&text)
-                .map_err(|e| Failure(format!("{}: {e}", info_path.display()), 1))?;
+            let info = RunInfo::read(dir)?;
             let s = load_search(&dir.join("checkpoint.safetensors"))?;
             (s, info, a.out.clone().unwrap_or_else(|| dir.clone()))
         }
         None => {
             let config = config_from(&a);
             config.validate()?;
-            let info = RunInfo {
-                data: a.data.clone().unwrap_or_else(|| "synthetic".into()),
-                subset: a.subset,
-                command: std::env::args().collect(),
-            };
+            let info = RunInfo::new(a.data.clone(), a.subset);
             let out = a
                 .out
                 .clone()
@@ -242,32 +220,19 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
         }
     };
     let data = load_data(&info.data, info.subset, search.config.seed)?.train;
-    std::fs::create_dir_all(&out).map_err(io_err(&out))?;
-    write_atomic(
-        &out.join("run.json"),
-        serde_json::to_string_pretty(&json!(info))
-            .expect("json")
-            .as_bytes(),
-    )?;
+    info.write(&out)?;
     if search.steps_per_epoch(data.len()) == 0 {
         return Err(Failure(format!("{} training images leave a train half of {} images, less than one batch of {} (use a smaller --batch or a larger --subset)", data.len(), data.len() / 2, search.config.batch), 2));
     }
 
-    let cancel = Arc::new(AtomicBool::new(false));
-    let flag = cancel.clone();
-    ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst))
-        .map_err(|e| Failure(format!("cannot install the Ctrl-C handler: {e}"), 1))?;
-
     let steps = search.steps_per_epoch(data.len());
     let total = (search.config.epochs * steps) as u64;
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise} ETA {eta}] {bar:30} {pos}/{len} {msg}",
-        )
-        .expect("template"),
-    );
-    bar.set_position((search.epoch * steps + search.step) as u64);
+    let Session {
+        cancel,
+        bar,
+        mut log,
+        log_path,
+    } = Session::start(&out, total, (search.epoch * steps + search.step) as u64)?;
     eprintln!(
         "searching: {} params, {} cells of C={}, batch {}, {} epochs x {} steps, {:?} weighting, {:?} order, {} threads -> {}",
         search.params.numel(),
@@ -281,12 +246,6 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
         rayon::current_num_threads(),
         out.display()
     );
-    let log_path = out.join("log.jsonl");
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(io_err(&log_path))?;
     let start = Instant::now();
     let ckpt = out.join("checkpoint.safetensors");
     let mut log_err = None;
@@ -301,7 +260,7 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
         Event::Epoch(s) => {
             let r = s.history.last().expect("an epoch just ended");
             let line = format!("epoch {:>3}: lr {:.5}  train loss {:.4} acc {:.3}  val loss {:.4} acc {:.3}  ({:.1} s)", r.epoch + 1, r.lr, r.train_loss, r.train_acc, r.val_loss, r.val_acc, r.seconds);
-            if std::io::stderr().is_terminal() { bar.println(line) } else { eprintln!("{line}") }
+            print_line(&bar, line);
             if let Err(e) = save_search(&ckpt, s) { log_err.get_or_insert(std::io::Error::other(e.to_string())); }
         }
     });

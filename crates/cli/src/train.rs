@@ -1,17 +1,15 @@
 //! `darts train`: train the evaluation network of a genotype from scratch; and `darts eval`.
-use crate::search::{io_err, load_data, RunInfo};
+use crate::run_dir::{print_line, RunInfo, Session};
+use crate::search::load_data;
 use crate::Failure;
 use darts::checkpoint::{load_model, load_train, save_model, save_train, write_atomic};
 use darts::evalnet::EvalNet;
 use darts::render;
 use darts::train::{TrainConfig, TrainEvent, Trainer};
 use darts::{Genotype, Outcome};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Instant;
 
 /// Defaults that train meaningfully on the built-in data in a few minutes on 2 cores; `--paper`
@@ -118,10 +116,7 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
             {
                 return Err(Failure("--resume continues the saved run as it was configured; only --threads and --out may be given with it".into(), 2));
             }
-            let info_path = dir.join("run.json");
-            let text = std::fs::read_to_string(&info_path).map_err(io_err(&info_path))?;
-            let info: RunInfo = serde_json::from_str(&text)
-                .map_err(|e| Failure(format!("{}: {e}", info_path.display()), 1))?;
+            let info = RunInfo::read(dir)?;
             (
                 load_train(&dir.join("checkpoint.safetensors"))?,
                 info,
@@ -133,11 +128,7 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
             let genotype = Genotype::load(spec)?;
             let cfg = config_from(&a);
             cfg.validate()?;
-            let info = RunInfo {
-                data: a.data.clone().unwrap_or_else(|| "synthetic".into()),
-                subset: a.subset,
-                command: std::env::args().collect(),
-            };
+            let info = RunInfo::new(a.data.clone(), a.subset);
             let data = load_data(&info.data, info.subset, cfg.seed)?;
             if a.dry_run {
                 return dry_run(
@@ -157,31 +148,22 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
         }
     };
     let splits = load_data(&info.data, info.subset, trainer.config.seed)?;
-    std::fs::create_dir_all(&out).map_err(io_err(&out))?;
-    write_atomic(
-        &out.join("run.json"),
-        serde_json::to_string_pretty(&json!(info))
-            .expect("json")
-            .as_bytes(),
-    )?;
+    info.write(&out)?;
     write_atomic(
         &out.join("genotype.json"),
         trainer.model.net.genotype.to_json().as_bytes(),
     )?;
-
-    let cancel = Arc::new(AtomicBool::new(false));
-    let flag = cancel.clone();
-    ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst))
-        .map_err(|e| Failure(format!("cannot install the Ctrl-C handler: {e}"), 1))?;
     let steps = trainer.steps_per_epoch(splits.train.len());
-    let bar = ProgressBar::new((trainer.config.epochs * steps) as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise} ETA {eta}] {bar:30} {pos}/{len} {msg}",
-        )
-        .expect("template"),
-    );
-    bar.set_position((trainer.epoch * steps + trainer.step) as u64);
+    let Session {
+        cancel,
+        bar,
+        mut log,
+        log_path,
+    } = Session::start(
+        &out,
+        (trainer.config.epochs * steps) as u64,
+        (trainer.epoch * steps + trainer.step) as u64,
+    )?;
     eprintln!(
         "training: {} params, {} cells of C={}, batch {}, {} epochs x {} steps, {} threads -> {}",
         trainer.model.params.numel(),
@@ -193,12 +175,6 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
         rayon::current_num_threads(),
         out.display()
     );
-    let log_path = out.join("log.jsonl");
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(io_err(&log_path))?;
     let ckpt = out.join("checkpoint.safetensors");
     let start = Instant::now();
     let mut io_error: Option<String> = None;
@@ -217,11 +193,7 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
                 _ => "no test split".into(),
             };
             let line = format!("epoch {:>3}: lr {:.5}  drop-path {:.3}  train loss {:.4} acc {:.3}  {test}  ({:.1} s)", r.epoch + 1, r.lr, r.drop_path, r.train_loss, r.train_acc, r.seconds);
-            if std::io::stderr().is_terminal() {
-                bar.println(line)
-            } else {
-                eprintln!("{line}")
-            }
+            print_line(&bar, line);
             if let Err(e) = save_train(&ckpt, t) {
                 io_error.get_or_insert(e.to_string());
             }
@@ -316,11 +288,8 @@ pub fn eval(a: EvalArgs) -> Result<u8, Failure> {
     let spec = match &a.data {
         Some(d) => d.clone(),
         None => {
-            let p = a.model.join("run.json");
-            let text = std::fs::read_to_string(&p)
-                .map_err(|e| Failure(format!("{}: {e} (or give --data)", p.display()), 1))?;
-            serde_json::from_str::<RunInfo>(&text)
-                .map_err(|e| Failure(format!("{}: {e}", p.display()), 1))?
+            RunInfo::read(&a.model)
+                .map_err(|Failure(m, c)| Failure(format!("{m} (or give --data)"), c))?
                 .data
         }
     };

@@ -1,0 +1,96 @@
+//! What `search` and `train` share about a run directory: `run.json` (where the data came from, so
+//! `--resume` reloads the same data), the Ctrl-C flag, the progress bar and the step log.
+use crate::Failure;
+use darts::checkpoint::write_atomic;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::fs::File;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// Where a run's data came from, and the command that started it (`run.json`).
+#[derive(serde::Serialize, serde::Deserialize, Clone)]
+pub(crate) struct RunInfo {
+    pub data: String,
+    pub subset: Option<usize>,
+    pub command: Vec<String>,
+}
+
+pub(crate) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Failure + '_ {
+    move |e| Failure(format!("{}: {e}", path.display()), 1)
+}
+
+impl RunInfo {
+    /// A new run's info: `--data` (default synthetic), `--subset`, and this process's command line.
+    pub fn new(data: Option<String>, subset: Option<usize>) -> RunInfo {
+        RunInfo {
+            data: data.unwrap_or_else(|| "synthetic".into()),
+            subset,
+            command: std::env::args().collect(),
+        }
+    }
+
+    pub fn read(dir: &Path) -> Result<RunInfo, Failure> {
+        let path = dir.join("run.json");
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        serde_json::from_str(&text).map_err(|e| Failure(format!("{}: {e}", path.display()), 1))
+    }
+
+    /// Creates `out` and writes `out/run.json`.
+    pub fn write(&self, out: &Path) -> Result<(), Failure> {
+        std::fs::create_dir_all(out).map_err(io_err(out))?;
+        let text = serde_json::to_string_pretty(self).expect("run info serialises");
+        Ok(write_atomic(&out.join("run.json"), text.as_bytes())?)
+    }
+}
+
+/// A long-running command's plumbing.
+pub(crate) struct Session {
+    /// Raised by Ctrl-C; the run stops after the current step.
+    pub cancel: Arc<AtomicBool>,
+    pub bar: ProgressBar,
+    /// `out/log.jsonl`, opened for appending (a resumed run continues it).
+    pub log: File,
+    pub log_path: PathBuf,
+}
+
+impl Session {
+    /// Installs the Ctrl-C handler, opens the log and shows a bar of `total` steps at `position`.
+    pub fn start(out: &Path, total: u64, position: u64) -> Result<Session, Failure> {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let flag = cancel.clone();
+        ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst))
+            .map_err(|e| Failure(format!("cannot install the Ctrl-C handler: {e}"), 1))?;
+        let log_path = out.join("log.jsonl");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io_err(&log_path))?;
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise} ETA {eta}] {bar:30} {pos}/{len} {msg}",
+            )
+            .expect("template"),
+        );
+        bar.set_position(position);
+        Ok(Session {
+            cancel,
+            bar,
+            log,
+            log_path,
+        })
+    }
+}
+
+/// Prints a line above the progress bar, or plainly when stderr is not a terminal (the bar is
+/// hidden there and would swallow it).
+pub(crate) fn print_line(bar: &ProgressBar, line: String) {
+    if std::io::stderr().is_terminal() {
+        bar.println(line)
+    } else {
+        eprintln!("{line}")
+    }
+}
