@@ -59,27 +59,48 @@ fn read1(v: f32, relu: bool) -> f32 {
     }
 }
 
-/// Rows up to this long (input width plus both paddings) take the stride-1 fast path, which zero-pads
-/// one input row at a time into a stack buffer so every tap is one contiguous SIMD pass.
+/// Rows up to this long (input width plus both paddings) take the fast path, which zero-pads one
+/// input row at a time into a stack buffer split into `stride` phases (phase r holds padded columns
+/// r, r + s, r + 2s, ...), so every tap reads one contiguous run: tap column t is phase t % s from
+/// offset t / s.
 const PADDED_ROW_MAX: usize = 512;
 
 fn fast_path(g: &ConvGeom) -> bool {
-    g.stride == 1 && g.w + 2 * g.pad <= PADDED_ROW_MAX
+    (g.stride == 1 || g.stride == 2) && g.w + 2 * g.pad + g.stride <= PADDED_ROW_MAX
 }
 
-/// prow[..p] = 0, prow[p..p + W] = (relu of) the input row, prow[p + W..p + W + p] = 0.
+/// Length of one phase of a padded row.
+fn phase_len(g: &ConvGeom) -> usize {
+    (g.w + 2 * g.pad).div_ceil(g.stride)
+}
+
+/// Writes the padded (relu of the) input row into `buf` as `stride` phases of [`phase_len`] each.
 #[inline(always)]
-fn pad_row(g: &ConvGeom, row: &[f32], prow: &mut [f32]) {
-    prow[..g.pad].fill(0.0);
-    let mid = &mut prow[g.pad..g.pad + g.w];
-    if g.pre_relu {
-        for (o, &v) in mid.iter_mut().zip(row) {
-            *o = v.max(0.0);
+fn pad_row(g: &ConvGeom, row: &[f32], buf: &mut [f32]) {
+    let (s, plen) = (g.stride, phase_len(g));
+    buf[..s * plen].fill(0.0);
+    if s == 1 {
+        let mid = &mut buf[g.pad..g.pad + g.w];
+        if g.pre_relu {
+            for (o, &v) in mid.iter_mut().zip(row) {
+                *o = v.max(0.0);
+            }
+        } else {
+            mid.copy_from_slice(row);
         }
-    } else {
-        mid.copy_from_slice(row);
+        return;
     }
-    prow[g.pad + g.w..g.w + 2 * g.pad].fill(0.0);
+    for (iw, &v) in row.iter().enumerate() {
+        let c = iw + g.pad;
+        buf[(c % s) * plen + c / s] = if g.pre_relu { v.max(0.0) } else { v };
+    }
+}
+
+/// The contiguous run of padded columns t, t + s, ... (`len` of them) inside a phase buffer.
+#[inline(always)]
+fn tap(g: &ConvGeom, t: usize, len: usize) -> std::ops::Range<usize> {
+    let start = (t % g.stride) * phase_len(g) + t / g.stride;
+    start..start + len
 }
 
 /// out[i] += a * src[i] over equal-length slices.
@@ -95,24 +116,24 @@ fn axpy_row(a: f32, src: &[f32], out: &mut [f32]) {
     }
 }
 
-/// Input row feeding output row `oh` through kernel row `ki` (stride 1), if inside the image.
+/// Input row feeding output row `oh` through kernel row `ki`, if inside the image.
 #[inline(always)]
 fn input_row(g: &ConvGeom, oh: usize, ki: usize) -> Option<usize> {
-    let ih = (oh + ki * g.dilation) as isize - g.pad as isize;
+    let ih = (oh * g.stride + ki * g.dilation) as isize - g.pad as isize;
     (ih >= 0 && (ih as usize) < g.h).then_some(ih as usize)
 }
 
 fn forward_plane_fast(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32], wo: usize) {
-    let mut prow = [0.0f32; PADDED_ROW_MAX];
+    let mut buf = [0.0f32; PADDED_ROW_MAX];
     for (oh, yrow) in y.chunks_mut(wo).enumerate() {
         yrow.fill(0.0);
         for ki in 0..g.kh {
             let Some(ih) = input_row(g, oh, ki) else {
                 continue;
             };
-            pad_row(g, &x[ih * g.w..][..g.w], &mut prow);
+            pad_row(g, &x[ih * g.w..][..g.w], &mut buf);
             for kj in 0..g.kw {
-                axpy_row(w[ki * g.kw + kj], &prow[kj * g.dilation..][..wo], yrow);
+                axpy_row(w[ki * g.kw + kj], &buf[tap(g, kj * g.dilation, wo)], yrow);
             }
         }
     }
@@ -127,55 +148,62 @@ fn backward_data_plane_fast(
     ho: usize,
     wo: usize,
 ) {
-    let mut dpad = [0.0f32; PADDED_ROW_MAX];
-    let span = g.w + 2 * g.pad;
+    let mut acc = [0.0f32; PADDED_ROW_MAX];
+    let (s, plen) = (g.stride, phase_len(g));
     for ih in 0..g.h {
-        dpad[..span].fill(0.0);
+        acc[..s * plen].fill(0.0);
         for ki in 0..g.kh {
-            // oh + ki * d - p = ih
-            let oh = (ih + g.pad) as isize - (ki * g.dilation) as isize;
-            if oh < 0 || oh as usize >= ho {
+            // oh * s + ki * d - p = ih
+            let num = (ih + g.pad) as isize - (ki * g.dilation) as isize;
+            if num < 0 || num as usize % s != 0 || num as usize / s >= ho {
                 continue;
             }
-            let dyrow = &dy[oh as usize * wo..][..wo];
+            let dyrow = &dy[num as usize / s * wo..][..wo];
             for kj in 0..g.kw {
-                axpy_row(w[ki * g.kw + kj], dyrow, &mut dpad[kj * g.dilation..][..wo]);
+                let r = tap(g, kj * g.dilation, wo);
+                axpy_row(w[ki * g.kw + kj], dyrow, &mut acc[r]);
             }
         }
-        let (xr, dxr, src) = (
-            &x[ih * g.w..][..g.w],
-            &mut dx[ih * g.w..][..g.w],
-            &dpad[g.pad..g.pad + g.w],
-        );
-        if g.pre_relu {
-            let n8 = g.w / LANES * LANES;
-            for j in (0..n8).step_by(LANES) {
-                let add = load(&xr[j..])
-                    .simd_gt(f32x8::ZERO)
-                    .select(load(&src[j..]), f32x8::ZERO);
-                store(load(&dxr[j..]) + add, &mut dxr[j..]);
-            }
-            for j in n8..g.w {
-                if xr[j] > 0.0 {
-                    dxr[j] += src[j];
+        let (xr, dxr) = (&x[ih * g.w..][..g.w], &mut dx[ih * g.w..][..g.w]);
+        if s == 1 {
+            let src = &acc[g.pad..g.pad + g.w];
+            if g.pre_relu {
+                let n8 = g.w / LANES * LANES;
+                for j in (0..n8).step_by(LANES) {
+                    let add = load(&xr[j..])
+                        .simd_gt(f32x8::ZERO)
+                        .select(load(&src[j..]), f32x8::ZERO);
+                    store(load(&dxr[j..]) + add, &mut dxr[j..]);
                 }
+                for j in n8..g.w {
+                    if xr[j] > 0.0 {
+                        dxr[j] += src[j];
+                    }
+                }
+            } else {
+                axpy_row(1.0, src, dxr);
             }
         } else {
-            axpy_row(1.0, src, dxr);
+            for (iw, (d, &xv)) in dxr.iter_mut().zip(xr).enumerate() {
+                let c = iw + g.pad;
+                if !g.pre_relu || xv > 0.0 {
+                    *d += acc[(c % s) * plen + c / s];
+                }
+            }
         }
     }
 }
 
 fn backward_weight_plane_fast(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32], wo: usize) {
-    let mut prow = [0.0f32; PADDED_ROW_MAX];
+    let mut buf = [0.0f32; PADDED_ROW_MAX];
     for (oh, dyrow) in dy.chunks(wo).enumerate() {
         for ki in 0..g.kh {
             let Some(ih) = input_row(g, oh, ki) else {
                 continue;
             };
-            pad_row(g, &x[ih * g.w..][..g.w], &mut prow);
+            pad_row(g, &x[ih * g.w..][..g.w], &mut buf);
             for kj in 0..g.kw {
-                dw[ki * g.kw + kj] += crate::simd::dot(dyrow, &prow[kj * g.dilation..][..wo]);
+                dw[ki * g.kw + kj] += crate::simd::dot(dyrow, &buf[tap(g, kj * g.dilation, wo)]);
             }
         }
     }
