@@ -166,6 +166,51 @@ pub fn backward_train(
     });
 }
 
+/// Backward of training-mode batch norm without affine parameters, from its *output* y = xhat
+/// (so its input need not be kept): dx += invstd * (dy - mean(dy) - y * mean(dy * y)) per channel.
+/// `scratch`: [`backward_scratch_len`].
+pub fn backward_train_from_output(
+    s: BnShape,
+    y: &[f32],
+    var: &[f32],
+    eps: f32,
+    dy: &[f32],
+    dx: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let (sum_dy, sum_dy_y) = scratch[..2 * s.c].split_at_mut(s.c);
+    par::chunks2(sum_dy, 1, sum_dy_y, 1, 2 * y.len(), |c, a, b| {
+        let (mut sa, mut sb) = (0.0f64, 0.0f64);
+        for n in 0..s.n {
+            let off = (n * s.c + c) * s.hw;
+            let (yp, dyp) = (&y[off..][..s.hw], &dy[off..][..s.hw]);
+            sa += simd::sum(dyp) as f64;
+            sb += simd::dot(dyp, yp) as f64;
+        }
+        a[0] = sa as f32;
+        b[0] = sb as f32;
+    });
+    let m = s.count() as f32;
+    let (sum_dy, sum_dy_y) = (&*sum_dy, &*sum_dy_y);
+    par::chunks(dx, s.hw, 4 * y.len(), |p, dx| {
+        let c = p % s.c;
+        let invstd = 1.0 / (var[c] + eps).sqrt();
+        let (ky, k) = (-invstd * sum_dy_y[c] / m, -invstd * sum_dy[c] / m);
+        let (yp, dyp) = (&y[p * s.hw..][..s.hw], &dy[p * s.hw..][..s.hw]);
+        let n8 = s.hw / LANES * LANES;
+        let (av, bv, kv) = (f32x8::splat(invstd), f32x8::splat(ky), f32x8::splat(k));
+        for i in (0..n8).step_by(LANES) {
+            store(
+                load(&dx[i..]) + av * load(&dyp[i..]) + bv * load(&yp[i..]) + kv,
+                &mut dx[i..],
+            );
+        }
+        for i in n8..s.hw {
+            dx[i] += invstd * dyp[i] + ky * yp[i] + k;
+        }
+    });
+}
+
 /// Backward of eval-mode batch norm (fixed statistics): dx += gamma * invstd * dy,
 /// dgamma += sum(dy * xhat), dbeta += sum(dy). Shares [`backward_train`]'s per-channel sums.
 #[allow(clippy::too_many_arguments)]
@@ -298,6 +343,29 @@ mod tests {
             assert_close(&dx.iter().map(|v| v / scale).collect::<Vec<_>>(), &dxr.iter().map(|v| v / scale).collect::<Vec<_>>(), 1e-3);
             assert_close(&dg, &dgr, 1e-3);
             assert_close(&db, &dbr, 1e-4);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// From the output alone (no input kept) the training backward gives the same gradient.
+        #[test]
+        fn backward_from_output_matches_backward_from_input(
+            (s, x, dy) in (2usize..4, 1usize..5, 1usize..30).prop_flat_map(|(n, c, hw)| {
+                let s = BnShape { n, c, hw };
+                (Just(s), vec_f32(n * c * hw), vec_f32(n * c * hw))
+            })
+        ) {
+            let (mut m, mut v) = (vec![0.0; s.c], vec![0.0; s.c]);
+            batch_stats(s, &x, &mut m, &mut v);
+            let mut y = vec![0.0; x.len()];
+            normalize(s, &x, &m, &v, 1e-5, None, None, &mut y);
+            let mut scratch = vec![0.0; backward_scratch_len(s)];
+            let (mut a, mut b) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            backward_train(s, &x, &m, &v, 1e-5, None, &dy, Some(&mut a), None, None, &mut scratch);
+            backward_train_from_output(s, &y, &v, 1e-5, &dy, &mut b, &mut scratch);
+            let scale = a.iter().fold(1.0f32, |acc, v| acc.max(v.abs()));
+            assert_close(&b.iter().map(|v| v / scale).collect::<Vec<_>>(), &a.iter().map(|v| v / scale).collect::<Vec<_>>(), 1e-3);
         }
     }
 

@@ -231,6 +231,11 @@ impl Tape {
         Tensor::from_vec(shape, buf).expect("pool returns the requested length")
     }
 
+    /// Returns a tensor's buffer to the pool (for an op's temporary that never becomes a node).
+    pub fn recycle(&mut self, t: Tensor) {
+        self.pool.give(t.into_vec());
+    }
+
     /// Keep this node's gradient after backward (for inspection of intermediate gradients).
     pub fn retain_grad(&mut self, v: Var) {
         self.check(v);

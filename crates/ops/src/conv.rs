@@ -1,7 +1,9 @@
 //! Convolutions: dense (groups, stride, padding, dilation) and depthwise, both with an optional ReLU
 //! fused into the input read. No bias (DARTS convs have none).
 use crate::check;
+use crate::{BatchNormOptions, RunningStats};
 use autograd::{Backward, Error, GradSlots, Result, Tape, Tensor, Var};
+use kernels::batchnorm as kbn;
 use kernels::conv::{self as kconv, out_len, ConvGeom};
 use kernels::depthwise as kdw;
 
@@ -149,6 +151,140 @@ pub fn depthwise_conv2d(tape: &mut Tape, x: Var, w: Var, o: Conv2dOptions) -> Re
     Ok(tape.push("depthwise_conv2d", y, &[x, w], DepthwiseBack(g)))
 }
 
+struct ConvBnBack {
+    geom: ConvGeom,
+    bn: kbn::BnShape,
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    eps: f32,
+    training: bool,
+}
+
+impl Backward for ConvBnBack {
+    /// dz (the conv output's gradient) from the BN output y = xhat alone: training
+    /// dz = invstd * (dy - mean(dy) - y * mean(dy * y)), eval dz = invstd * dy; then the conv's VJP.
+    fn backward(&self, inputs: &[&Tensor], y: &Tensor, g: &Tensor, grads: &mut GradSlots) {
+        let mut dz = vec![0.0; y.numel()];
+        let mut scratch = vec![0.0; kbn::backward_scratch_len(self.bn)];
+        if self.training {
+            kbn::backward_train_from_output(
+                self.bn,
+                y.data(),
+                &self.var,
+                self.eps,
+                g.data(),
+                &mut dz,
+                &mut scratch,
+            );
+        } else {
+            kbn::backward_eval(
+                self.bn,
+                y.data(),
+                &self.mean,
+                &self.var,
+                self.eps,
+                None,
+                g.data(),
+                Some(&mut dz),
+                None,
+                None,
+                &mut scratch,
+            );
+        }
+        ConvBack(self.geom).backward(
+            inputs,
+            y,
+            &Tensor::from_vec(y.shape().clone(), dz).expect("same shape"),
+            grads,
+        );
+    }
+}
+
+/// conv2d followed by a batch norm *without* affine parameters, as one node: y = BN(W * x). Only y
+/// is kept for the backward (for a non-affine BN, y is xhat), so the conv output is never stored.
+/// Training mode uses batch statistics and updates `running` if given; eval mode requires it.
+pub fn conv2d_bn(
+    tape: &mut Tape,
+    x: Var,
+    w: Var,
+    o: Conv2dOptions,
+    running: Option<&mut RunningStats>,
+    bn: BatchNormOptions,
+) -> Result<Var> {
+    const OP: &str = "conv2d_bn";
+    let g = geometry(tape, x, w, o, OP)?;
+    let (ho, wo) = g.out_hw();
+    let shape = kbn::BnShape {
+        n: g.n,
+        c: g.c_out,
+        hw: ho * wo,
+    };
+    if let Some(r) = &running {
+        check::arg(
+            r.mean.len() == g.c_out && r.var.len() == g.c_out,
+            OP,
+            || {
+                format!(
+                    "running stats hold {} channels, the conv has {}",
+                    r.mean.len(),
+                    g.c_out
+                )
+            },
+        )?;
+    }
+    let mut z = tape.buffer([g.n, g.c_out, ho, wo]);
+    let mut col = vec![0.0; g.col_len()];
+    kconv::forward(
+        &g,
+        tape.value(x).data(),
+        tape.value(w).data(),
+        z.data_mut(),
+        &mut col,
+    );
+    let (mut mean, mut var) = (vec![0.0; g.c_out], vec![0.0; g.c_out]);
+    if bn.training {
+        check::arg(g.n * ho * wo > 1, OP, || {
+            "training needs more than one value per channel".into()
+        })?;
+        kbn::batch_stats(shape, z.data(), &mut mean, &mut var);
+        if let Some(r) = running {
+            kbn::update_running(shape, &mean, &var, bn.momentum, &mut r.mean, &mut r.var);
+        }
+    } else {
+        let r = running.ok_or_else(|| autograd::Error::BadArgument {
+            op: OP,
+            why: "eval mode needs running statistics".into(),
+        })?;
+        mean.copy_from_slice(&r.mean);
+        var.copy_from_slice(&r.var);
+    }
+    let mut y = tape.buffer([g.n, g.c_out, ho, wo]);
+    kbn::normalize(
+        shape,
+        z.data(),
+        &mean,
+        &var,
+        bn.eps,
+        None,
+        None,
+        y.data_mut(),
+    );
+    tape.recycle(z);
+    Ok(tape.push(
+        OP,
+        y,
+        &[x, w],
+        ConvBnBack {
+            geom: g,
+            bn: shape,
+            mean,
+            var,
+            eps: bn.eps,
+            training: bn.training,
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +327,44 @@ mod tests {
         ) {
             let x = if o.pre_relu { away_from_zero(x, 0.05) } else { x };
             check(|t, v| depthwise_conv2d(t, v[0], v[1], o), &[x, w], 8);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+        /// The fused op against finite differences, and against conv2d then batch_norm.
+        #[test]
+        fn conv_bn_gradient_and_equivalence(
+            (x, w, relu) in (2usize..4, 1usize..4, 1usize..4, 3usize..6, any::<bool>())
+                .prop_flat_map(|(n, ci, co, h, relu)| (tensor(vec![n, ci, h, h]), tensor(vec![co, ci, 1, 1]), Just(relu)))
+        ) {
+            let o = Conv2dOptions { pre_relu: relu, ..Default::default() };
+            let x = if relu { away_from_zero(x, 0.05) } else { x };
+            let c = w.dims()[0];
+            let train = BatchNormOptions::default();
+            let r = Tensor::randn(vec![x.dims()[0], c, x.dims()[2], x.dims()[3]], 1.0, &mut tensor::Rng::new(3));
+            let run = |fused: bool| {
+                let mut t = Tape::new();
+                let (xv, wv) = (t.leaf(x.clone(), true), t.leaf(w.clone(), true));
+                let mut rs = RunningStats::new(c);
+                let y = if fused { conv2d_bn(&mut t, xv, wv, o, Some(&mut rs), train).unwrap() } else {
+                    let z = conv2d(&mut t, xv, wv, o).unwrap();
+                    crate::batch_norm(&mut t, z, None, Some(&mut rs), train).unwrap()
+                };
+                let l = crate::dot_const(&mut t, y, &r).unwrap();
+                t.backward(l).unwrap();
+                (t.value(y).clone(), t.grad(xv).unwrap().clone(), t.grad(wv).unwrap().clone(), rs)
+            };
+            let (a, b) = (run(true), run(false));
+            prop_assert!(a.0.max_abs_diff(&b.0) < 1e-5 && a.1.max_abs_diff(&b.1) < 1e-3 && a.2.max_abs_diff(&b.2) < 1e-3);
+            prop_assert_eq!(a.3, b.3);
+            // BN makes the loss invariant to each channel's weight scale; weights of norm >= 0.5 keep
+            // that curvature small at the FD step (the equivalence above covers every weight).
+            let w = away_from_zero(w, 0.5);
+            check(|t, v| conv2d_bn(t, v[0], v[1], o, None, train), &[x.clone(), w.clone()], 27);
+            let eval = BatchNormOptions { training: false, ..train };
+            let running = RunningStats { mean: vec![0.1; c], var: vec![0.7; c] };
+            check(|t, v| conv2d_bn(t, v[0], v[1], o, Some(&mut running.clone()), eval), &[x, w], 28);
         }
     }
 

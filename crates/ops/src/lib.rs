@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | [`conv2d`] | y = W * x (optionally W * relu(x)) | dx = W^T * dy (masked), dW = dy * x^T |
 //! | [`depthwise_conv2d`] | one kxk filter per channel | same, per channel |
+//! | [`conv2d_bn`] | BN(W * x), BN without affine, one node | BN's VJP from its output, then the conv's |
 //! | [`linear`] | y = x W^T + b | dx = dy W, dW = dy^T x, db = sum dy |
 //! | [`max_pool2d`] / [`avg_pool2d`] | window max / mean | to the argmax / spread evenly |
 //! | [`batch_norm`] | (x - mean) / sqrt(var + eps) * gamma + beta | through the batch statistics |
@@ -30,7 +31,7 @@ mod softmax;
 
 pub use autograd::{Error, Result, Tape, Tensor, Var};
 pub use batchnorm::{batch_norm, BatchNormOptions, RunningStats};
-pub use conv::{conv2d, depthwise_conv2d, Conv2dOptions};
+pub use conv::{conv2d, conv2d_bn, depthwise_conv2d, Conv2dOptions};
 pub use elementwise::{add, add_n, axpy, relu, scale, scale_samples};
 pub use layout::{concat_channels, global_avg_pool, slice2d, split_channels, Slice};
 pub use linear::linear;
