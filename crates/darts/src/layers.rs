@@ -192,6 +192,33 @@ impl Layers<'_> {
         )?)
     }
 
+    /// Pooling then a non-affine BN as one fused node (the pooled tensor is never stored).
+    pub fn pool_bn(
+        &mut self,
+        t: &mut Tape,
+        x: Var,
+        kind: ops::PoolKind,
+        o: ops::PoolOptions,
+        bn: &Bn,
+    ) -> Result<Var> {
+        debug_assert!(bn.affine.is_none(), "DARTS's pool edges use non-affine BN");
+        let opts = BatchNormOptions {
+            training: self.train_bn,
+            ..Default::default()
+        };
+        if self.train_bn {
+            self.bns.batches_tracked[bn.stats] += 1;
+        }
+        Ok(ops::pool2d_bn(
+            t,
+            x,
+            kind,
+            o,
+            Some(&mut self.bns.stats[bn.stats]),
+            opts,
+        )?)
+    }
+
     pub fn rcb(&mut self, t: &mut Tape, x: Var, m: &ReluConvBn) -> Result<Var> {
         self.conv_bn(
             t,

@@ -235,14 +235,8 @@ fn edge_op(
     };
     Ok(match op {
         EdgeOp::None => None,
-        EdgeOp::MaxPool(bn) => {
-            let y = ops::max_pool2d(t, x, pool)?;
-            Some(l.bn(t, y, bn)?)
-        }
-        EdgeOp::AvgPool(bn) => {
-            let y = ops::avg_pool2d(t, x, pool)?;
-            Some(l.bn(t, y, bn)?)
-        }
+        EdgeOp::MaxPool(bn) => Some(l.pool_bn(t, x, ops::PoolKind::Max, pool, bn)?),
+        EdgeOp::AvgPool(bn) => Some(l.pool_bn(t, x, ops::PoolKind::Avg, pool, bn)?),
         EdgeOp::Identity => Some(x),
         EdgeOp::Reduce(m) => Some(l.fr(t, x, m)?),
         EdgeOp::Conv(m) => Some(l.dw_convs(t, x, m, stride)?),

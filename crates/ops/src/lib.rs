@@ -10,6 +10,7 @@
 //! | [`conv2d_bn`] | BN(W * x), BN without affine, one node | BN's VJP from its output, then the conv's |
 //! | [`linear`] | y = x W^T + b | dx = dy W, dW = dy^T x, db = sum dy |
 //! | [`max_pool2d`] / [`avg_pool2d`] | window max / mean | to the argmax / spread evenly |
+//! | [`pool2d_bn`] | BN(pool(x)), BN without affine, one node | BN's VJP from its output, then the pool's |
 //! | [`batch_norm`] | (x - mean) / sqrt(var + eps) * gamma + beta | through the batch statistics |
 //! | [`relu`], [`add`], [`add_n`], [`scale`], [`axpy`], [`scale_samples`] | elementwise | elementwise |
 //! | [`weighted_sum`] | sum_k w[row, k] x_k (the mixed op) | dx_k = w dy, dw = <dy, x_k> |
@@ -37,7 +38,7 @@ pub use layout::{concat_channels, global_avg_pool, slice2d, split_channels, Slic
 pub use linear::linear;
 pub use maxw::maxw;
 pub use mixed::weighted_sum;
-pub use pool::{avg_pool2d, max_pool2d, PoolOptions};
+pub use pool::{avg_pool2d, max_pool2d, pool2d_bn, PoolKind, PoolOptions};
 pub use reduce::{dot_const, sum};
 pub use softmax::{cross_entropy, softmax};
 

@@ -1,6 +1,8 @@
 //! Max and average pooling (kxk windows, stride, zero padding; average excludes padding).
 use crate::check;
+use crate::{BatchNormOptions, RunningStats};
 use autograd::{Backward, GradSlots, Result, Tape, Tensor, Var};
+use kernels::batchnorm as kbn;
 use kernels::conv::{out_len, ConvGeom};
 use kernels::pool as kp;
 
@@ -79,6 +81,144 @@ pub fn avg_pool2d(tape: &mut Tape, x: Var, o: PoolOptions) -> Result<Var> {
     Ok(tape.push("avg_pool2d", y, &[x], AvgBack(g)))
 }
 
+/// Which pooling a fused [`pool2d_bn`] does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    Max,
+    Avg,
+}
+
+struct PoolBnBack {
+    geom: ConvGeom,
+    argmax: Vec<u32>,
+    kind: PoolKind,
+    bn: kbn::BnShape,
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    eps: f32,
+    training: bool,
+}
+
+impl Backward for PoolBnBack {
+    /// The BN's VJP from its output y = xhat (as in `conv2d_bn`), then the pool's.
+    fn backward(&self, _: &[&Tensor], y: &Tensor, g: &Tensor, grads: &mut GradSlots) {
+        let Some(dx) = grads[0].as_mut() else { return };
+        let mut dz = vec![0.0; y.numel()];
+        let mut scratch = vec![0.0; kbn::backward_scratch_len(self.bn)];
+        if self.training {
+            kbn::backward_train_from_output(
+                self.bn,
+                y.data(),
+                &self.var,
+                self.eps,
+                g.data(),
+                &mut dz,
+                &mut scratch,
+            );
+        } else {
+            kbn::backward_eval(
+                self.bn,
+                y.data(),
+                &self.mean,
+                &self.var,
+                self.eps,
+                None,
+                g.data(),
+                Some(&mut dz),
+                None,
+                None,
+                &mut scratch,
+            );
+        }
+        match self.kind {
+            PoolKind::Max => kp::max_backward(&self.geom, &dz, &self.argmax, dx.data_mut()),
+            PoolKind::Avg => kp::avg_backward(&self.geom, &dz, dx.data_mut()),
+        }
+    }
+}
+
+/// Pooling followed by a batch norm without affine parameters, as one node (DARTS's pool edges):
+/// only the BN output is kept, never the pooled tensor. BN modes as in [`crate::batch_norm`].
+pub fn pool2d_bn(
+    tape: &mut Tape,
+    x: Var,
+    kind: PoolKind,
+    o: PoolOptions,
+    running: Option<&mut RunningStats>,
+    bn: BatchNormOptions,
+) -> Result<Var> {
+    const OP: &str = "pool2d_bn";
+    let g = geometry(tape, x, o, OP)?;
+    let (ho, wo) = g.out_hw();
+    let shape = kbn::BnShape {
+        n: g.n,
+        c: g.c_in,
+        hw: ho * wo,
+    };
+    if let Some(r) = &running {
+        check::arg(r.mean.len() == g.c_in && r.var.len() == g.c_in, OP, || {
+            format!(
+                "running stats hold {} channels, the input has {}",
+                r.mean.len(),
+                g.c_in
+            )
+        })?;
+    }
+    let mut z = tape.buffer([g.n, g.c_in, ho, wo]);
+    let mut argmax = Vec::new();
+    match kind {
+        PoolKind::Max => {
+            argmax = vec![0u32; z.numel()];
+            kp::max_forward(&g, tape.value(x).data(), z.data_mut(), &mut argmax);
+        }
+        PoolKind::Avg => kp::avg_forward(&g, tape.value(x).data(), z.data_mut()),
+    }
+    let (mut mean, mut var) = (vec![0.0; g.c_in], vec![0.0; g.c_in]);
+    if bn.training {
+        check::arg(g.n * ho * wo > 1, OP, || {
+            "training needs more than one value per channel".into()
+        })?;
+        kbn::batch_stats(shape, z.data(), &mut mean, &mut var);
+        if let Some(r) = running {
+            kbn::update_running(shape, &mean, &var, bn.momentum, &mut r.mean, &mut r.var);
+        }
+    } else {
+        let r = running.ok_or_else(|| autograd::Error::BadArgument {
+            op: OP,
+            why: "eval mode needs running statistics".into(),
+        })?;
+        mean.copy_from_slice(&r.mean);
+        var.copy_from_slice(&r.var);
+    }
+    let mut y = tape.buffer([g.n, g.c_in, ho, wo]);
+    kbn::normalize(
+        shape,
+        z.data(),
+        &mean,
+        &var,
+        bn.eps,
+        None,
+        None,
+        y.data_mut(),
+    );
+    tape.recycle(z);
+    Ok(tape.push(
+        OP,
+        y,
+        &[x],
+        PoolBnBack {
+            geom: g,
+            argmax,
+            kind,
+            bn: shape,
+            mean,
+            var,
+            eps: bn.eps,
+            training: bn.training,
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +261,41 @@ mod tests {
         #[test]
         fn avg_pool_gradient((x, o) in case()) {
             check(|t, v| avg_pool2d(t, v[0], o), &[x], 10);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+        /// The fused op equals pool then batch_norm, and passes finite differences.
+        #[test]
+        fn pool_bn_matches_the_composition_and_finite_differences((x, o) in case().prop_filter("two values per channel", |(x, o)| {
+            let g = |n: usize| (n + 2 * o.padding - o.kernel) / o.stride + 1;
+            x.dims()[0] * g(x.dims()[2]) * g(x.dims()[3]) > 1
+        })) {
+            let x = distinct(x, 0.05);
+            let c = x.dims()[1];
+            for kind in [PoolKind::Max, PoolKind::Avg] {
+                let train = BatchNormOptions::default();
+                let run = |fused: bool| {
+                    let mut t = Tape::new();
+                    let xv = t.leaf(x.clone(), true);
+                    let mut rs = RunningStats::new(c);
+                    let y = if fused { pool2d_bn(&mut t, xv, kind, o, Some(&mut rs), train).unwrap() } else {
+                        let z = if kind == PoolKind::Max { max_pool2d(&mut t, xv, o).unwrap() } else { avg_pool2d(&mut t, xv, o).unwrap() };
+                        crate::batch_norm(&mut t, z, None, Some(&mut rs), train).unwrap()
+                    };
+                    let rr = Tensor::randn(t.value(y).shape().clone(), 1.0, &mut tensor::Rng::new(5));
+                    let l = crate::dot_const(&mut t, y, &rr).unwrap();
+                    t.backward(l).unwrap();
+                    (t.value(y).clone(), t.grad(xv).unwrap().clone(), rs)
+                };
+                let (a, b) = (run(true), run(false));
+                prop_assert!(a.0.max_abs_diff(&b.0) < 1e-5 && a.1.max_abs_diff(&b.1) < 1e-3);
+                prop_assert_eq!(a.2, b.2);
+                let eval = BatchNormOptions { training: false, ..train };
+                let running = RunningStats { mean: vec![0.1; c], var: vec![0.7; c] };
+                check(|t, v| pool2d_bn(t, v[0], kind, o, Some(&mut running.clone()), eval), std::slice::from_ref(&x), 29);
+            }
         }
     }
 
