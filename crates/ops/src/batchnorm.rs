@@ -106,36 +106,7 @@ pub fn batch_norm(
         check::shape_is(tape, g, &[shape.c], OP)?;
         check::shape_is(tape, b, &[shape.c], OP)?;
     }
-    if let Some(r) = &running {
-        check::arg(
-            r.mean.len() == shape.c && r.var.len() == shape.c,
-            OP,
-            || {
-                format!(
-                    "running stats hold {} channels, input has {}",
-                    r.mean.len(),
-                    shape.c
-                )
-            },
-        )?;
-    }
-    let (mut mean, mut var) = (vec![0.0; shape.c], vec![0.0; shape.c]);
-    if o.training {
-        check::arg(shape.n * shape.hw > 1, OP, || {
-            format!("training needs more than one value per channel, input {dims:?}")
-        })?;
-        kbn::batch_stats(shape, tape.value(x).data(), &mut mean, &mut var);
-        if let Some(r) = running {
-            kbn::update_running(shape, &mean, &var, o.momentum, &mut r.mean, &mut r.var);
-        }
-    } else {
-        let r = running.ok_or_else(|| autograd::Error::BadArgument {
-            op: OP,
-            why: "eval mode needs running statistics".into(),
-        })?;
-        mean.copy_from_slice(&r.mean);
-        var.copy_from_slice(&r.var);
-    }
+    let (mean, var) = statistics(OP, shape, &dims, tape.value(x).data(), running, o)?;
     let mut y = tape.buffer(dims);
     let gamma = affine.map(|(g, _)| tape.value(g).data());
     let beta = affine.map(|(_, b)| tape.value(b).data());
@@ -165,6 +136,135 @@ pub fn batch_norm(
             training: o.training,
         },
     ))
+}
+
+/// The per-channel mean and variance a batch norm of `x` (laid out as `shape`) normalises with:
+/// training mode computes the batch statistics (more than one value per channel needed) and moves
+/// `running` towards them; eval mode returns `running`, which it requires. `dims` is for messages.
+pub(crate) fn statistics(
+    op: &'static str,
+    shape: BnShape,
+    dims: &[usize],
+    x: &[f32],
+    running: Option<&mut RunningStats>,
+    o: BatchNormOptions,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    if let Some(r) = &running {
+        check::arg(
+            r.mean.len() == shape.c && r.var.len() == shape.c,
+            op,
+            || {
+                format!(
+                    "running stats hold {} channels, input has {}",
+                    r.mean.len(),
+                    shape.c
+                )
+            },
+        )?;
+    }
+    let (mut mean, mut var) = (vec![0.0; shape.c], vec![0.0; shape.c]);
+    if o.training {
+        check::arg(shape.n * shape.hw > 1, op, || {
+            format!("training needs more than one value per channel, input {dims:?}")
+        })?;
+        kbn::batch_stats(shape, x, &mut mean, &mut var);
+        if let Some(r) = running {
+            kbn::update_running(shape, &mean, &var, o.momentum, &mut r.mean, &mut r.var);
+        }
+    } else {
+        let r = running.ok_or_else(|| autograd::Error::BadArgument {
+            op,
+            why: "eval mode needs running statistics".into(),
+        })?;
+        mean.copy_from_slice(&r.mean);
+        var.copy_from_slice(&r.var);
+    }
+    Ok((mean, var))
+}
+
+/// A batch norm without affine parameters fused after another op (`conv2d_bn`, `pool2d_bn`). Only
+/// its output y is kept: for a non-affine BN y is x-hat, so the VJP needs nothing else.
+pub(crate) struct TrailingBn {
+    shape: BnShape,
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    eps: f32,
+    training: bool,
+}
+
+impl TrailingBn {
+    /// Normalises `z`, the producing op's [N, C, H, W] output (its buffer goes back to the pool),
+    /// into the node's value.
+    pub(crate) fn apply(
+        op: &'static str,
+        tape: &mut Tape,
+        z: Tensor,
+        running: Option<&mut RunningStats>,
+        o: BatchNormOptions,
+    ) -> Result<(Tensor, TrailingBn)> {
+        let d = z.dims().to_vec();
+        let shape = BnShape {
+            n: d[0],
+            c: d[1],
+            hw: d[2..].iter().product(),
+        };
+        let (mean, var) = statistics(op, shape, &d, z.data(), running, o)?;
+        let mut y = tape.buffer(d);
+        kbn::normalize(
+            shape,
+            z.data(),
+            &mean,
+            &var,
+            o.eps,
+            None,
+            None,
+            y.data_mut(),
+        );
+        tape.recycle(z);
+        Ok((
+            y,
+            TrailingBn {
+                shape,
+                mean,
+                var,
+                eps: o.eps,
+                training: o.training,
+            },
+        ))
+    }
+
+    /// dL/dz from the output y and dL/dy: training invstd * (dy - mean(dy) - y * mean(dy * y)),
+    /// eval invstd * dy.
+    pub(crate) fn input_grad(&self, y: &Tensor, g: &Tensor) -> Tensor {
+        let mut dz = vec![0.0; y.numel()];
+        let mut scratch = vec![0.0; kbn::backward_scratch_len(self.shape)];
+        if self.training {
+            kbn::backward_train_from_output(
+                self.shape,
+                y.data(),
+                &self.var,
+                self.eps,
+                g.data(),
+                &mut dz,
+                &mut scratch,
+            );
+        } else {
+            kbn::backward_eval(
+                self.shape,
+                y.data(),
+                &self.mean,
+                &self.var,
+                self.eps,
+                None,
+                g.data(),
+                Some(&mut dz),
+                None,
+                None,
+                &mut scratch,
+            );
+        }
+        Tensor::from_vec(y.shape().clone(), dz).expect("same shape")
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! Convolutions: dense (groups, stride, padding, dilation) and depthwise, both with an optional ReLU
 //! fused into the input read. No bias (DARTS convs have none).
+use crate::batchnorm::TrailingBn;
 use crate::check;
 use crate::{BatchNormOptions, RunningStats};
 use autograd::{Backward, Error, GradSlots, Result, Tape, Tensor, Var};
-use kernels::batchnorm as kbn;
 use kernels::conv::{self as kconv, out_len, ConvGeom};
 use kernels::depthwise as kdw;
 
@@ -151,58 +151,18 @@ pub fn depthwise_conv2d(tape: &mut Tape, x: Var, w: Var, o: Conv2dOptions) -> Re
     Ok(tape.push("depthwise_conv2d", y, &[x, w], DepthwiseBack(g)))
 }
 
-struct ConvBnBack {
-    geom: ConvGeom,
-    bn: kbn::BnShape,
-    mean: Vec<f32>,
-    var: Vec<f32>,
-    eps: f32,
-    training: bool,
-}
+struct ConvBnBack(ConvGeom, TrailingBn);
 
 impl Backward for ConvBnBack {
-    /// dz (the conv output's gradient) from the BN output y = xhat alone: training
-    /// dz = invstd * (dy - mean(dy) - y * mean(dy * y)), eval dz = invstd * dy; then the conv's VJP.
+    /// The BN's VJP from its output, then the conv's.
     fn backward(&self, inputs: &[&Tensor], y: &Tensor, g: &Tensor, grads: &mut GradSlots) {
-        let mut dz = vec![0.0; y.numel()];
-        let mut scratch = vec![0.0; kbn::backward_scratch_len(self.bn)];
-        if self.training {
-            kbn::backward_train_from_output(
-                self.bn,
-                y.data(),
-                &self.var,
-                self.eps,
-                g.data(),
-                &mut dz,
-                &mut scratch,
-            );
-        } else {
-            kbn::backward_eval(
-                self.bn,
-                y.data(),
-                &self.mean,
-                &self.var,
-                self.eps,
-                None,
-                g.data(),
-                Some(&mut dz),
-                None,
-                None,
-                &mut scratch,
-            );
-        }
-        ConvBack(self.geom).backward(
-            inputs,
-            y,
-            &Tensor::from_vec(y.shape().clone(), dz).expect("same shape"),
-            grads,
-        );
+        ConvBack(self.0).backward(inputs, y, &self.1.input_grad(y, g), grads);
     }
 }
 
 /// conv2d followed by a batch norm *without* affine parameters, as one node: y = BN(W * x). Only y
 /// is kept for the backward (for a non-affine BN, y is xhat), so the conv output is never stored.
-/// Training mode uses batch statistics and updates `running` if given; eval mode requires it.
+/// BN modes as in [`crate::batch_norm`].
 pub fn conv2d_bn(
     tape: &mut Tape,
     x: Var,
@@ -214,24 +174,6 @@ pub fn conv2d_bn(
     const OP: &str = "conv2d_bn";
     let g = geometry(tape, x, w, o, OP)?;
     let (ho, wo) = g.out_hw();
-    let shape = kbn::BnShape {
-        n: g.n,
-        c: g.c_out,
-        hw: ho * wo,
-    };
-    if let Some(r) = &running {
-        check::arg(
-            r.mean.len() == g.c_out && r.var.len() == g.c_out,
-            OP,
-            || {
-                format!(
-                    "running stats hold {} channels, the conv has {}",
-                    r.mean.len(),
-                    g.c_out
-                )
-            },
-        )?;
-    }
     let mut z = tape.buffer([g.n, g.c_out, ho, wo]);
     let mut col = vec![0.0; g.col_len()];
     kconv::forward(
@@ -241,48 +183,8 @@ pub fn conv2d_bn(
         z.data_mut(),
         &mut col,
     );
-    let (mut mean, mut var) = (vec![0.0; g.c_out], vec![0.0; g.c_out]);
-    if bn.training {
-        check::arg(g.n * ho * wo > 1, OP, || {
-            "training needs more than one value per channel".into()
-        })?;
-        kbn::batch_stats(shape, z.data(), &mut mean, &mut var);
-        if let Some(r) = running {
-            kbn::update_running(shape, &mean, &var, bn.momentum, &mut r.mean, &mut r.var);
-        }
-    } else {
-        let r = running.ok_or_else(|| autograd::Error::BadArgument {
-            op: OP,
-            why: "eval mode needs running statistics".into(),
-        })?;
-        mean.copy_from_slice(&r.mean);
-        var.copy_from_slice(&r.var);
-    }
-    let mut y = tape.buffer([g.n, g.c_out, ho, wo]);
-    kbn::normalize(
-        shape,
-        z.data(),
-        &mean,
-        &var,
-        bn.eps,
-        None,
-        None,
-        y.data_mut(),
-    );
-    tape.recycle(z);
-    Ok(tape.push(
-        OP,
-        y,
-        &[x, w],
-        ConvBnBack {
-            geom: g,
-            bn: shape,
-            mean,
-            var,
-            eps: bn.eps,
-            training: bn.training,
-        },
-    ))
+    let (y, trailing) = TrailingBn::apply(OP, tape, z, running, bn)?;
+    Ok(tape.push(OP, y, &[x, w], ConvBnBack(g, trailing)))
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! Max and average pooling (kxk windows, stride, zero padding; average excludes padding).
+use crate::batchnorm::TrailingBn;
 use crate::check;
 use crate::{BatchNormOptions, RunningStats};
 use autograd::{Backward, GradSlots, Result, Tape, Tensor, Var};
-use kernels::batchnorm as kbn;
 use kernels::conv::{out_len, ConvGeom};
 use kernels::pool as kp;
 
@@ -88,51 +88,16 @@ pub enum PoolKind {
     Avg,
 }
 
-struct PoolBnBack {
-    geom: ConvGeom,
-    argmax: Vec<u32>,
-    kind: PoolKind,
-    bn: kbn::BnShape,
-    mean: Vec<f32>,
-    var: Vec<f32>,
-    eps: f32,
-    training: bool,
-}
+struct PoolBnBack(ConvGeom, PoolKind, Vec<u32>, TrailingBn);
 
 impl Backward for PoolBnBack {
-    /// The BN's VJP from its output y = xhat (as in `conv2d_bn`), then the pool's.
+    /// The BN's VJP from its output (as in `conv2d_bn`), then the pool's.
     fn backward(&self, _: &[&Tensor], y: &Tensor, g: &Tensor, grads: &mut GradSlots) {
         let Some(dx) = grads[0].as_mut() else { return };
-        let mut dz = vec![0.0; y.numel()];
-        let mut scratch = vec![0.0; kbn::backward_scratch_len(self.bn)];
-        if self.training {
-            kbn::backward_train_from_output(
-                self.bn,
-                y.data(),
-                &self.var,
-                self.eps,
-                g.data(),
-                &mut dz,
-                &mut scratch,
-            );
-        } else {
-            kbn::backward_eval(
-                self.bn,
-                y.data(),
-                &self.mean,
-                &self.var,
-                self.eps,
-                None,
-                g.data(),
-                Some(&mut dz),
-                None,
-                None,
-                &mut scratch,
-            );
-        }
-        match self.kind {
-            PoolKind::Max => kp::max_backward(&self.geom, &dz, &self.argmax, dx.data_mut()),
-            PoolKind::Avg => kp::avg_backward(&self.geom, &dz, dx.data_mut()),
+        let dz = self.3.input_grad(y, g);
+        match self.1 {
+            PoolKind::Max => kp::max_backward(&self.0, dz.data(), &self.2, dx.data_mut()),
+            PoolKind::Avg => kp::avg_backward(&self.0, dz.data(), dx.data_mut()),
         }
     }
 }
@@ -150,20 +115,6 @@ pub fn pool2d_bn(
     const OP: &str = "pool2d_bn";
     let g = geometry(tape, x, o, OP)?;
     let (ho, wo) = g.out_hw();
-    let shape = kbn::BnShape {
-        n: g.n,
-        c: g.c_in,
-        hw: ho * wo,
-    };
-    if let Some(r) = &running {
-        check::arg(r.mean.len() == g.c_in && r.var.len() == g.c_in, OP, || {
-            format!(
-                "running stats hold {} channels, the input has {}",
-                r.mean.len(),
-                g.c_in
-            )
-        })?;
-    }
     let mut z = tape.buffer([g.n, g.c_in, ho, wo]);
     let mut argmax = Vec::new();
     match kind {
@@ -173,50 +124,8 @@ pub fn pool2d_bn(
         }
         PoolKind::Avg => kp::avg_forward(&g, tape.value(x).data(), z.data_mut()),
     }
-    let (mut mean, mut var) = (vec![0.0; g.c_in], vec![0.0; g.c_in]);
-    if bn.training {
-        check::arg(g.n * ho * wo > 1, OP, || {
-            "training needs more than one value per channel".into()
-        })?;
-        kbn::batch_stats(shape, z.data(), &mut mean, &mut var);
-        if let Some(r) = running {
-            kbn::update_running(shape, &mean, &var, bn.momentum, &mut r.mean, &mut r.var);
-        }
-    } else {
-        let r = running.ok_or_else(|| autograd::Error::BadArgument {
-            op: OP,
-            why: "eval mode needs running statistics".into(),
-        })?;
-        mean.copy_from_slice(&r.mean);
-        var.copy_from_slice(&r.var);
-    }
-    let mut y = tape.buffer([g.n, g.c_in, ho, wo]);
-    kbn::normalize(
-        shape,
-        z.data(),
-        &mean,
-        &var,
-        bn.eps,
-        None,
-        None,
-        y.data_mut(),
-    );
-    tape.recycle(z);
-    Ok(tape.push(
-        OP,
-        y,
-        &[x],
-        PoolBnBack {
-            geom: g,
-            argmax,
-            kind,
-            bn: shape,
-            mean,
-            var,
-            eps: bn.eps,
-            training: bn.training,
-        },
-    ))
+    let (y, trailing) = TrailingBn::apply(OP, tape, z, running, bn)?;
+    Ok(tape.push(OP, y, &[x], PoolBnBack(g, kind, argmax, trailing)))
 }
 
 #[cfg(test)]
