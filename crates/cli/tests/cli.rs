@@ -1,28 +1,11 @@
 //! The command line: bad input gives a clear message and a non-zero status (never a panic), and a
 //! search interrupted with Ctrl-C (SIGINT) and resumed ends exactly where an uninterrupted one does.
+mod common;
+
+use common::*;
 use darts::checkpoint::{save_tensors, TensorFile};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-
-fn darts(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_darts"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("darts-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn golden(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/golden")
-        .join(name)
-}
 
 /// Asserts a failure with the given status whose stderr contains every `needles` entry and no panic.
 fn fails(o: &Output, status: i32, needles: &[&str]) {

@@ -2,33 +2,15 @@
 //! produced by `scripts/golden_search_model.py` (PyTorch 2.15, CPU) from its own implementation of
 //! the reference search model. The checkpoint is a PyTorch state_dict (with int64
 //! num_batches_tracked) plus the two alphas.
+mod common;
+
+use common::*;
 use darts::checkpoint::TensorFile;
-use std::path::PathBuf;
-use std::process::Command;
-
-fn golden(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/golden")
-        .join(name)
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("darts-cli-grad-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
-}
-
-fn darts(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_darts"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 #[test]
 fn gradients_match_pytorch_on_a_pytorch_checkpoint() {
-    let out = tmp("grads.safetensors");
-    let dot = tmp("tape.dot");
+    let d = dir("grad");
+    let (out, dot) = (d.join("grads.safetensors"), d.join("tape.dot"));
     let o = darts(&[
         "grad",
         "--checkpoint",

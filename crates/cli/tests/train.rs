@@ -1,21 +1,10 @@
 //! `darts train`, `darts eval` and `darts report` through the binary.
+mod common;
+
+use common::*;
 use darts::checkpoint::save_tensors;
 use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn darts(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_darts"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("darts-cli-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use std::process::Output;
 
 fn json(path: PathBuf) -> serde_json::Value {
     serde_json::from_str(
