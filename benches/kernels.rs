@@ -107,26 +107,50 @@ fn main() {
         100.0 * bw / memcpy
     );
 
-    // Depthwise 3x3 and 5x5 at the tiny preset's first-cell size (batch 16, C 8, 32x32).
-    for (k, pad, dil) in [(3, 1, 1), (5, 2, 1), (3, 2, 2)] {
-        let geom = ConvGeom {
-            n: 16,
-            c_in: 8,
-            h: 32,
-            w: 32,
-            c_out: 8,
-            kh: k,
-            kw: k,
-            stride: 1,
-            pad,
-            dilation: dil,
-            groups: 8,
-            pre_relu: true,
-        };
-        let (x, wk) = (data(geom.x_len()), data(geom.w_len()));
-        let mut y = vec![0.0f32; geom.y_len()];
-        let t = time(21, || depthwise::forward(&geom, &x, &wk, &mut y));
-        let gf = 2.0 * (geom.y_len() * k * k) as f64 / t / 1e9;
-        println!("depthwise {k}x{k} dilation {dil} forward [16, 8, 32, 32]: {gf:.1} GFLOP/s = {:.0}% of the sgemm peak", 100.0 * gf / peak);
+    // Depthwise convs at the standard preset's sizes (batch 64; C 16 at 32x32, 32 at 16x16, 64 at
+    // 8x8; the reduction cells' stride 2), all three passes, on one thread (per-core efficiency).
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    println!("depthwise, one thread, GFLOP/s (% of the 1-thread sgemm peak): forward / backward data / backward weight");
+    for (c, hw, stride) in [(16, 32, 1), (32, 16, 1), (64, 8, 1), (32, 32, 2)] {
+        for (k, pad, dil) in [(3, 1, 1), (5, 2, 1), (3, 2, 2), (5, 4, 2)] {
+            let geom = ConvGeom {
+                n: 64,
+                c_in: c,
+                h: hw,
+                w: hw,
+                c_out: c,
+                kh: k,
+                kw: k,
+                stride,
+                pad,
+                dilation: dil,
+                groups: c,
+                pre_relu: true,
+            };
+            let (x, wk, dy) = (data(geom.x_len()), data(geom.w_len()), data(geom.y_len()));
+            let (mut y, mut dx, mut dw) = (
+                vec![0.0f32; geom.y_len()],
+                vec![0.0f32; geom.x_len()],
+                vec![0.0f32; geom.w_len()],
+            );
+            let gf = |t: f64| 2.0 * (geom.y_len() * k * k) as f64 / t / 1e9;
+            let [f, bd, bw] = one_thread.install(|| {
+                [
+                    time(9, || depthwise::forward(&geom, &x, &wk, &mut y)),
+                    time(9, || depthwise::backward_data(&geom, &x, &wk, &dy, &mut dx)),
+                    time(9, || depthwise::backward_weight(&geom, &x, &dy, &mut dw)),
+                ]
+                .map(gf)
+            });
+            println!(
+                "  [64, {c}, {hw}, {hw}] {k}x{k} dil {dil} stride {stride}: {f:.1} ({:.0}%) / {bd:.1} ({:.0}%) / {bw:.1} ({:.0}%)",
+                100.0 * f / peak1,
+                100.0 * bd / peak1,
+                100.0 * bw / peak1
+            );
+        }
     }
 }

@@ -1,11 +1,18 @@
 //! Depthwise 2-D convolution (groups = channels, one kxk filter per channel), stride, padding,
-//! dilation and the fused input ReLU, written directly with f32x8 over output columns.
+//! dilation and the fused input ReLU.
+//!
+//! Fast path ([`crate::tiled`]; square filters, stride 1 or 2, planes up to 64x64, all DARTS shapes):
+//! each plane is padded once and every output is a weighted sum over the taps, in register tiles. The
+//! input gradient is the same correlation run on dy (zero-inserted by the stride, padded by
+//! (k - 1) * d - pad) with the flipped filter; the weight gradient is one tiled dot of dy with the
+//! padded input per tap. Other geometries take a row-by-row f32x8 path.
 //!
 //! Shapes: x [N, C, H, W], w [C, 1, kh, kw], y [N, C, Ho, Wo]; the geometry is a [`ConvGeom`] with
 //! `c_in == c_out == groups`. Its reference is the grouped dense conv's reference, which it must match.
 use crate::conv::{valid_range, ConvGeom};
 use crate::par;
-use crate::simd::{f32x8, load, load_strided, store, LANES};
+use crate::simd::{f32x8, hsum, load, load_strided, store, LANES};
+use crate::tiled::{self, fill, put, tile_shape, Layout, Weighted, MAX_K, PLANE_MAX};
 
 /// The taps of one output row: calls `f(tap_index, ih, lo, hi, iw0)` for every kernel tap that reads
 /// a real input row `ih`, where output columns `lo..hi` read input columns `iw0 + (ow - lo) * stride`.
@@ -59,165 +66,162 @@ fn read1(v: f32, relu: bool) -> f32 {
     }
 }
 
-/// Rows up to this long (input width plus both paddings) take the fast path, which zero-pads one
-/// input row at a time into a stack buffer split into `stride` phases (phase r holds padded columns
-/// r, r + s, r + 2s, ...), so every tap reads one contiguous run: tap column t is phase t % s from
-/// offset t / s.
-const PADDED_ROW_MAX: usize = 512;
-
-fn fast_path(g: &ConvGeom) -> bool {
-    (g.stride == 1 || g.stride == 2) && g.w + 2 * g.pad + g.stride <= PADDED_ROW_MAX
-}
-
-/// Length of one phase of a padded row.
-fn phase_len(g: &ConvGeom) -> usize {
-    (g.w + 2 * g.pad).div_ceil(g.stride)
-}
-
-/// Writes the padded (relu of the) input row into `buf` as `stride` phases of [`phase_len`] each.
-#[inline(always)]
-fn pad_row(g: &ConvGeom, row: &[f32], buf: &mut [f32]) {
-    let (s, plen) = (g.stride, phase_len(g));
-    buf[..s * plen].fill(0.0);
-    if s == 1 {
-        let mid = &mut buf[g.pad..g.pad + g.w];
-        if g.pre_relu {
-            for (o, &v) in mid.iter_mut().zip(row) {
-                *o = v.max(0.0);
-            }
-        } else {
-            mid.copy_from_slice(row);
-        }
-        return;
-    }
-    for (iw, &v) in row.iter().enumerate() {
-        let c = iw + g.pad;
-        buf[(c % s) * plen + c / s] = if g.pre_relu { v.max(0.0) } else { v };
-    }
-}
-
-/// The contiguous run of padded columns t, t + s, ... (`len` of them) inside a phase buffer.
-#[inline(always)]
-fn tap(g: &ConvGeom, t: usize, len: usize) -> std::ops::Range<usize> {
-    let start = (t % g.stride) * phase_len(g) + t / g.stride;
-    start..start + len
-}
-
-/// out[i] += a * src[i] over equal-length slices.
-#[inline(always)]
-fn axpy_row(a: f32, src: &[f32], out: &mut [f32]) {
-    let n8 = out.len() / LANES * LANES;
-    let av = f32x8::splat(a);
-    for j in (0..n8).step_by(LANES) {
-        store(load(&out[j..]) + av * load(&src[j..]), &mut out[j..]);
-    }
-    for j in n8..out.len() {
-        out[j] += a * src[j];
-    }
-}
-
-/// Input row feeding output row `oh` through kernel row `ki`, if inside the image.
-#[inline(always)]
-fn input_row(g: &ConvGeom, oh: usize, ki: usize) -> Option<usize> {
-    let ih = (oh * g.stride + ki * g.dilation) as isize - g.pad as isize;
-    (ih >= 0 && (ih as usize) < g.h).then_some(ih as usize)
-}
-
-fn forward_plane_fast(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32], wo: usize) {
-    let mut buf = [0.0f32; PADDED_ROW_MAX];
-    for (oh, yrow) in y.chunks_mut(wo).enumerate() {
-        yrow.fill(0.0);
-        for ki in 0..g.kh {
-            let Some(ih) = input_row(g, oh, ki) else {
-                continue;
-            };
-            pad_row(g, &x[ih * g.w..][..g.w], &mut buf);
-            for kj in 0..g.kw {
-                axpy_row(w[ki * g.kw + kj], &buf[tap(g, kj * g.dilation, wo)], yrow);
-            }
-        }
-    }
-}
-
-fn backward_data_plane_fast(
+/// The tiled forward of one plane: pad (the ReLU of) x once, then one weighted sum per window.
+fn forward_plane_tiled(
     g: &ConvGeom,
+    lay: &Layout,
     x: &[f32],
     w: &[f32],
+    y: &mut [f32],
+    buf: &mut [f32],
+) {
+    let (ho, wo) = g.out_hw();
+    fill_input(g, lay, x, buf);
+    tiled::tiles(lay, buf, &Weighted(w), (ho, wo), |oh, ow0, v| {
+        put(v, &mut y[oh * wo..][..wo], ow0)
+    });
+}
+
+/// Pads (the ReLU of) the input plane x into `buf` (two copies of the loop: the test stays outside).
+fn fill_input(g: &ConvGeom, lay: &Layout, x: &[f32], buf: &mut [f32]) {
+    if g.pre_relu {
+        fill(lay, x, g.w, g.pad, 1, 0.0, |_, _, v| v.max(0.0), buf)
+    } else {
+        fill(lay, x, g.w, g.pad, 1, 0.0, |_, _, v| v, buf)
+    }
+}
+
+/// dx[i][j..j + 8] += v where `x > 0` (or everywhere without the fused ReLU), clipped to the row.
+#[inline(always)]
+fn add_masked(v: f32x8, dx: &mut [f32], x: &[f32], j: usize, relu: bool) {
+    if j + LANES <= dx.len() {
+        let v = if relu {
+            load(&x[j..]).simd_gt(f32x8::ZERO).select(v, f32x8::ZERO)
+        } else {
+            v
+        };
+        store(load(&dx[j..]) + v, &mut dx[j..]);
+    } else {
+        for (l, &a) in v.as_array().iter().enumerate().take(dx.len() - j) {
+            if !relu || x[j + l] > 0.0 {
+                dx[j + l] += a;
+            }
+        }
+    }
+}
+
+/// The tiled input gradient of one plane: a stride-1 correlation of dy, zero-inserted by the stride
+/// and padded by (k - 1) * d - pad, with the flipped filter `wf`; masked by x > 0 for the fused ReLU.
+fn backward_data_plane_tiled(
+    g: &ConvGeom,
+    lay: &Layout,
+    x: &[f32],
+    wf: &[f32],
     dy: &[f32],
     dx: &mut [f32],
-    ho: usize,
-    wo: usize,
+    buf: &mut [f32],
 ) {
-    let mut acc = [0.0f32; PADDED_ROW_MAX];
-    let (s, plen) = (g.stride, phase_len(g));
-    for ih in 0..g.h {
-        acc[..s * plen].fill(0.0);
-        for ki in 0..g.kh {
-            // oh * s + ki * d - p = ih
-            let num = (ih + g.pad) as isize - (ki * g.dilation) as isize;
-            if num < 0 || num as usize % s != 0 || num as usize / s >= ho {
-                continue;
-            }
-            let dyrow = &dy[num as usize / s * wo..][..wo];
-            for kj in 0..g.kw {
-                let r = tap(g, kj * g.dilation, wo);
-                axpy_row(w[ki * g.kw + kj], dyrow, &mut acc[r]);
-            }
-        }
-        let (xr, dxr) = (&x[ih * g.w..][..g.w], &mut dx[ih * g.w..][..g.w]);
-        if s == 1 {
-            let src = &acc[g.pad..g.pad + g.w];
-            if g.pre_relu {
-                let n8 = g.w / LANES * LANES;
-                for j in (0..n8).step_by(LANES) {
-                    let add = load(&xr[j..])
-                        .simd_gt(f32x8::ZERO)
-                        .select(load(&src[j..]), f32x8::ZERO);
-                    store(load(&dxr[j..]) + add, &mut dxr[j..]);
-                }
-                for j in n8..g.w {
-                    if xr[j] > 0.0 {
-                        dxr[j] += src[j];
+    let (_, wo) = g.out_hw();
+    let pad = (g.kh - 1) * g.dilation - g.pad;
+    fill(lay, dy, wo, pad, g.stride, 0.0, |_, _, v| v, buf);
+    tiled::tiles(lay, buf, &Weighted(wf), (g.h, g.w), |ih, iw0, v| {
+        let row = ih * g.w..(ih + 1) * g.w;
+        add_masked(v, &mut dx[row.clone()], &x[row], iw0, g.pre_relu);
+    });
+}
+
+/// dw[t] += sum over (oh, ow) of dy[oh][ow] * P[window (oh, ow) + tap t] for every tap t, with dy
+/// zero-padded to whole `R x V`-vector tiles in `dyp` (`cols` wide): per tap, `R x V` accumulators
+/// over the tiles, summed in a fixed order.
+#[inline(always)]
+fn weight_dots<const R: usize, const V: usize>(
+    lay: &Layout,
+    p: &[f32],
+    dyp: &[f32],
+    cols: usize,
+    dw: &mut [f32],
+) {
+    let rows = dyp.len() / cols;
+    for (dwt, &off) in dw.iter_mut().zip(lay.taps()) {
+        let mut acc = [[f32x8::ZERO; V]; R];
+        for oh0 in (0..rows).step_by(R) {
+            for ow0 in (0..cols).step_by(V * LANES) {
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let base = lay.corner(oh0 + r, ow0) + off;
+                    let (run, dyr) = (&p[base..base + V * LANES], &dyp[(oh0 + r) * cols + ow0..]);
+                    for (v, a) in acc.iter_mut().enumerate() {
+                        *a = load(&dyr[v * LANES..]).mul_add(load(&run[v * LANES..]), *a);
                     }
                 }
-            } else {
-                axpy_row(1.0, src, dxr);
-            }
-        } else {
-            for (iw, (d, &xv)) in dxr.iter_mut().zip(xr).enumerate() {
-                let c = iw + g.pad;
-                if !g.pre_relu || xv > 0.0 {
-                    *d += acc[(c % s) * plen + c / s];
-                }
             }
         }
+        let total = acc.iter().flatten().fold(f32x8::ZERO, |s, &a| s + a);
+        *dwt += hsum(total);
     }
 }
 
-fn backward_weight_plane_fast(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32], wo: usize) {
-    let mut buf = [0.0f32; PADDED_ROW_MAX];
-    for (oh, dyrow) in dy.chunks(wo).enumerate() {
-        for ki in 0..g.kh {
-            let Some(ih) = input_row(g, oh, ki) else {
-                continue;
-            };
-            pad_row(g, &x[ih * g.w..][..g.w], &mut buf);
-            for kj in 0..g.kw {
-                dw[ki * g.kw + kj] += crate::simd::dot(dyrow, &buf[tap(g, kj * g.dilation, wo)]);
-            }
-        }
+/// The tiled weight gradient of one plane: pad (the ReLU of) x, copy dy into whole tiles of zeros,
+/// then one tiled dot per tap.
+fn backward_weight_plane_tiled(
+    g: &ConvGeom,
+    lay: &Layout,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    buf: &mut [f32],
+    dyp: &mut [f32],
+) {
+    let (ho, wo) = g.out_hw();
+    fill_input(g, lay, x, buf);
+    let (r, v) = tile_shape(wo);
+    let (rows, cols) = (ho.div_ceil(r) * r, wo.div_ceil(v * LANES) * v * LANES);
+    let dyp = &mut dyp[..rows * cols];
+    dyp.fill(0.0);
+    for (src, dst) in dy.chunks(wo).zip(dyp.chunks_mut(cols)) {
+        dst[..wo].copy_from_slice(src);
+    }
+    match (r, v) {
+        (8, 1) => weight_dots::<8, 1>(lay, buf, dyp, cols, dw),
+        (4, 2) => weight_dots::<4, 2>(lay, buf, dyp, cols, dw),
+        _ => weight_dots::<2, 4>(lay, buf, dyp, cols, dw),
     }
 }
 
-/// y = depthwise_conv(x, w).
+/// The layouts of the tiled path for this geometry (forward and weight gradient, input gradient), or
+/// `None` where it does not apply: non-square filters, padding wider than the filter's reach, and
+/// what [`Layout::new`] refuses.
+fn tiled_layouts(g: &ConvGeom) -> Option<(Layout, Layout)> {
+    let (ho, wo) = g.out_hw();
+    let span = (g.kh - 1) * g.dilation;
+    if g.kh != g.kw || g.pad > span {
+        return None;
+    }
+    let (s, p, d) = (g.stride, g.pad, g.dilation);
+    let fwd = Layout::new(g.h + 2 * p, g.w + 2 * p, g.kh, d, s, (ho, wo))?;
+    let (dh, dw) = (
+        (ho - 1) * s + 1 + 2 * (span - p),
+        (wo - 1) * s + 1 + 2 * (span - p),
+    );
+    let bwd = Layout::new(dh, dw, g.kh, d, 1, (g.h, g.w))?;
+    Some((fwd, bwd))
+}
+
+/// y = depthwise_conv(x, w). Parallel over samples (each with its own padding scratch on the stack).
 pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
     let (ho, wo) = g.out_hw();
     let (plane, k2) = (g.h * g.w, g.kh * g.kw);
-    par::chunks(y, ho * wo, 2 * g.y_len() * k2, |p, y| {
+    let work = 2 * g.y_len() * k2;
+    if let Some((lay, _)) = tiled_layouts(g) {
+        return par::chunks(y, g.c_in * ho * wo, work, |n, y| {
+            let mut buf = [0.0f32; PLANE_MAX];
+            for (c, y) in y.chunks_mut(ho * wo).enumerate() {
+                let x = &x[(n * g.c_in + c) * plane..][..plane];
+                forward_plane_tiled(g, &lay, x, &w[c * k2..][..k2], y, &mut buf);
+            }
+        });
+    }
+    par::chunks(y, ho * wo, work, |p, y| {
         let (x, w) = (&x[p * plane..][..plane], &w[(p % g.c_in) * k2..][..k2]);
-        if fast_path(g) {
-            return forward_plane_fast(g, x, w, y, wo);
-        }
         y.fill(0.0);
         for oh in 0..ho {
             let yrow = &mut y[oh * wo..][..wo];
@@ -242,15 +246,27 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
 pub fn backward_data(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32]) {
     let (ho, wo) = g.out_hw();
     let (plane, k2) = (g.h * g.w, g.kh * g.kw);
-    par::chunks(dx, plane, 2 * g.y_len() * k2, |p, dx| {
+    let work = 2 * g.y_len() * k2;
+    if let Some((_, lay)) = tiled_layouts(g) {
+        return par::chunks(dx, g.c_in * plane, work, |n, dx| {
+            let mut buf = [0.0f32; PLANE_MAX];
+            let mut wf = [0.0f32; MAX_K * MAX_K];
+            for (c, dx) in dx.chunks_mut(plane).enumerate() {
+                let p = n * g.c_in + c;
+                for (f, &v) in wf.iter_mut().zip(w[c * k2..][..k2].iter().rev()) {
+                    *f = v;
+                }
+                let (x, dy) = (&x[p * plane..][..plane], &dy[p * ho * wo..][..ho * wo]);
+                backward_data_plane_tiled(g, &lay, x, &wf[..k2], dy, dx, &mut buf);
+            }
+        });
+    }
+    par::chunks(dx, plane, work, |p, dx| {
         let (x, w, dy) = (
             &x[p * plane..][..plane],
             &w[(p % g.c_in) * k2..][..k2],
             &dy[p * ho * wo..][..ho * wo],
         );
-        if fast_path(g) {
-            return backward_data_plane_fast(g, x, w, dy, dx, ho, wo);
-        }
         for oh in 0..ho {
             let dyrow = &dy[oh * wo..][..wo];
             row_taps(g, oh, wo, |t, ih, lo, hi, iw0| {
@@ -289,12 +305,14 @@ pub fn backward_data(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f
 pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let (ho, wo) = g.out_hw();
     let (plane, k2) = (g.h * g.w, g.kh * g.kw);
+    let tiled = tiled_layouts(g).map(|(lay, _)| lay);
     par::chunks(dw, k2, 2 * g.y_len() * k2, |c, dw| {
+        let (mut buf, mut dyp) = ([0.0f32; PLANE_MAX], [0.0f32; PLANE_MAX]);
         for n in 0..g.n {
             let p = n * g.c_in + c;
             let (x, dy) = (&x[p * plane..][..plane], &dy[p * ho * wo..][..ho * wo]);
-            if fast_path(g) {
-                backward_weight_plane_fast(g, x, dy, dw, wo);
+            if let Some(lay) = &tiled {
+                backward_weight_plane_tiled(g, lay, x, dy, dw, &mut buf, &mut dyp);
                 continue;
             }
             for oh in 0..ho {
@@ -359,6 +377,45 @@ mod tests {
                 let (a, b) = g.out_hw();
                 a > 0 && b > 0
             })
+    }
+
+    fn darts_geom(hw: usize, k: usize, pad: usize, dilation: usize, stride: usize) -> ConvGeom {
+        ConvGeom {
+            n: 2,
+            c_in: 3,
+            h: hw,
+            w: hw,
+            c_out: 3,
+            kh: k,
+            kw: k,
+            stride,
+            pad,
+            dilation,
+            groups: 3,
+            pre_relu: true,
+        }
+    }
+
+    #[test]
+    fn darts_shapes_take_the_tiled_path_and_large_planes_do_not() {
+        for hw in [8, 16, 32] {
+            for (k, p, d) in [(3, 1, 1), (5, 2, 1), (3, 2, 2), (5, 4, 2)] {
+                for s in [1, 2] {
+                    assert!(tiled_layouts(&darts_geom(hw, k, p, d, s)).is_some());
+                }
+            }
+        }
+        // 70x70 with its border is beyond the stack scratch: the row path must still be right.
+        let g = darts_geom(70, 3, 1, 1, 1);
+        assert!(tiled_layouts(&g).is_none());
+        let x: Vec<f32> = (0..g.x_len())
+            .map(|i| ((i * 37) % 11) as f32 - 5.0)
+            .collect();
+        let w: Vec<f32> = (0..g.w_len()).map(|i| i as f32 * 0.1 - 1.0).collect();
+        let (mut y, mut y_ref) = (vec![0.0; g.y_len()], vec![0.0; g.y_len()]);
+        forward(&g, &x, &w, &mut y);
+        reference::forward(&g, &x, &w, &mut y_ref);
+        assert_close(&y, &y_ref, 1e-5);
     }
 
     proptest! {

@@ -28,6 +28,7 @@ pub mod par;
 pub mod pool;
 pub mod simd;
 pub mod softmax;
+pub mod tiled;
 
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -5,12 +5,14 @@
 //! of window positions that lie inside the input (`count_include_pad=False`).
 //! Shapes: x [N, C, H, W], y [N, C, Ho, Wo]; the geometry is a [`ConvGeom`] with c_out == c_in.
 //!
-//! Fast forward: per plane in parallel; on each output row the columns whose whole window lies inside
-//! the input are done eight at a time with f32x8, the border columns one at a time. Backward passes are
-//! scatters, parallel over planes.
-use crate::conv::{valid_range, ConvGeom};
+//! Fast path ([`crate::tiled`]): square windows, stride 1 or 2, planes up to 64x64: each plane is
+//! padded once (with -inf for max, zeros for average) and every window reduced in register tiles;
+//! the average's backward is the same box sum over dy / count, zero-inserted by the stride. Other
+//! geometries run the per-window reference loops. All passes are parallel over samples or planes.
+use crate::conv::ConvGeom;
 use crate::par;
-use crate::simd::{f32x8, load_strided, LANES};
+use crate::simd::{f32x8, load, store, LANES};
+use crate::tiled::{self, fill, put, Layout, MaxArg, Weighted, MAX_K, PLANE_MAX};
 
 /// Input rows `ih_lo..ih_hi` that output row `oh` reads.
 fn rows(g: &ConvGeom, oh: usize) -> (usize, usize) {
@@ -30,55 +32,93 @@ fn cols(g: &ConvGeom, ow: usize) -> (usize, usize) {
     )
 }
 
-/// Output columns whose whole window is inside the input.
-fn interior_cols(g: &ConvGeom, wo: usize) -> (usize, usize) {
-    let (lo, _) = valid_range(g.w, wo, 0, g.stride, g.pad);
-    let (_, hi) = valid_range(g.w, wo, g.kw - 1, g.stride, g.pad);
-    (lo, hi.max(lo))
+/// In-bounds positions of output (oh, ow)'s window: the average's divisor.
+fn count(g: &ConvGeom, oh: usize, ow: usize) -> usize {
+    let ((r0, r1), (c0, c1)) = (rows(g, oh), cols(g, ow));
+    (r1 - r0) * (c1 - c0)
+}
+
+/// The tiled layouts (input padded for the forward, dy zero-inserted and padded by k - 1 - pad for
+/// the average's backward), or `None` where the fast path does not apply.
+fn layouts(g: &ConvGeom) -> Option<(Layout, Layout)> {
+    let (ho, wo) = g.out_hw();
+    let (k, s, p) = (g.kh, g.stride, g.pad);
+    if g.kw != k || p >= k {
+        return None;
+    }
+    let fwd = Layout::new(g.h + 2 * p, g.w + 2 * p, k, 1, s, (ho, wo))?;
+    let q = k - 1 - p;
+    let bwd = Layout::new(
+        (ho - 1) * s + 1 + 2 * q,
+        (wo - 1) * s + 1 + 2 * q,
+        k,
+        1,
+        1,
+        (g.h, g.w),
+    )?;
+    Some((fwd, bwd))
 }
 
 /// y = max over each window, argmax = flat index (ih * W + iw) of the maximum in its input plane.
 pub fn max_forward(g: &ConvGeom, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
     let (ho, wo) = g.out_hw();
     let plane = g.h * g.w;
-    debug_assert!(plane < 1 << 24, "argmax indices travel through f32 lanes");
-    let (c_lo, c_hi) = interior_cols(g, wo);
-    let lane_off = f32x8::new(std::array::from_fn(|l| (l * g.stride) as f32));
+    debug_assert!(plane < 1 << 24, "argmax offsets travel through f32 lanes");
+    let work = g.y_len() * g.kh * g.kw;
+    let Some((lay, _)) = layouts(g) else {
+        return par::chunks2(y, ho * wo, argmax, ho * wo, work, |p, y, am| {
+            reference::max_plane(g, &x[p * plane..][..plane], y, am)
+        });
+    };
+    // Tap t's offset in the input plane from its window's corner.
+    let mut ids = [0.0f32; MAX_K * MAX_K];
+    for (t, id) in ids.iter_mut().enumerate().take(g.kh * g.kw) {
+        *id = ((t / g.kw) * g.w + t % g.kw) as f32;
+    }
+    let op = MaxArg(&ids[..g.kh * g.kw]);
     par::chunks2(
         y,
-        ho * wo,
+        g.c_in * ho * wo,
         argmax,
-        ho * wo,
-        g.y_len() * g.kh * g.kw,
-        |p, y, am| {
-            let x = &x[p * plane..][..plane];
-            for oh in 0..ho {
-                let (r0, r1) = rows(g, oh);
-                let mut ow = 0;
-                while ow < wo {
-                    if ow >= c_lo && ow + LANES <= c_hi {
-                        let (mut best, mut idx) = (f32x8::splat(f32::NEG_INFINITY), f32x8::ZERO);
-                        for ih in r0..r1 {
-                            for kj in 0..g.kw {
-                                let start = ih * g.w + ow * g.stride + kj - g.pad;
-                                let v = load_strided(&x[start..], g.stride);
-                                let better = v.simd_gt(best);
-                                best = better.select(v, best);
-                                idx = better.select(f32x8::splat(start as f32) + lane_off, idx);
-                            }
+        g.c_in * ho * wo,
+        work,
+        |n, y, am| {
+            let mut buf = [0.0f32; PLANE_MAX];
+            for (c, (y, am)) in y
+                .chunks_mut(ho * wo)
+                .zip(am.chunks_mut(ho * wo))
+                .enumerate()
+            {
+                let x = &x[(n * g.c_in + c) * plane..][..plane];
+                fill(
+                    &lay,
+                    x,
+                    g.w,
+                    g.pad,
+                    1,
+                    f32::NEG_INFINITY,
+                    |_, _, v| v,
+                    &mut buf,
+                );
+                tiled::tiles(&lay, &buf, &op, (ho, wo), |oh, ow0, (best, id)| {
+                    let top = (oh * g.stride) as isize - g.pad as isize;
+                    for (l, (&b, &i)) in best.as_array().iter().zip(id.as_array()).enumerate() {
+                        let ow = ow0 + l;
+                        if ow >= wo {
+                            break;
                         }
-                        for l in 0..LANES {
-                            y[oh * wo + ow + l] = best.as_array()[l];
-                            am[oh * wo + ow + l] = idx.as_array()[l] as u32;
-                        }
-                        ow += LANES;
-                    } else {
-                        let (best, idx) = reference::window_max(g, x, r0, r1, cols(g, ow));
-                        y[oh * wo + ow] = best;
-                        am[oh * wo + ow] = idx;
-                        ow += 1;
+                        let (v, at) = if b > f32::NEG_INFINITY {
+                            let left = (ow * g.stride) as isize - g.pad as isize;
+                            (b, (top * g.w as isize + left + i as isize) as u32)
+                        } else {
+                            // No value beats -inf: the reference's rule decides the index.
+                            let (r0, r1) = rows(g, oh);
+                            reference::window_max(g, x, r0, r1, cols(g, ow))
+                        };
+                        y[oh * wo + ow] = v;
+                        am[oh * wo + ow] = at;
                     }
-                }
+                });
             }
         },
     );
@@ -102,31 +142,25 @@ pub fn max_backward(g: &ConvGeom, dy: &[f32], argmax: &[u32], dx: &mut [f32]) {
 pub fn avg_forward(g: &ConvGeom, x: &[f32], y: &mut [f32]) {
     let (ho, wo) = g.out_hw();
     let plane = g.h * g.w;
-    let (c_lo, c_hi) = interior_cols(g, wo);
-    par::chunks(y, ho * wo, g.y_len() * g.kh * g.kw, |p, y| {
-        let x = &x[p * plane..][..plane];
-        for oh in 0..ho {
-            let (r0, r1) = rows(g, oh);
-            let mut ow = 0;
-            while ow < wo {
-                if ow >= c_lo && ow + LANES <= c_hi {
-                    let mut acc = f32x8::ZERO;
-                    for ih in r0..r1 {
-                        for kj in 0..g.kw {
-                            acc +=
-                                load_strided(&x[ih * g.w + ow * g.stride + kj - g.pad..], g.stride);
-                        }
-                    }
-                    let inv = 1.0 / ((r1 - r0) * g.kw) as f32;
-                    for l in 0..LANES {
-                        y[oh * wo + ow + l] = acc.as_array()[l] * inv;
-                    }
-                    ow += LANES;
-                } else {
-                    y[oh * wo + ow] = reference::window_mean(g, x, r0, r1, cols(g, ow));
-                    ow += 1;
-                }
-            }
+    let work = g.y_len() * g.kh * g.kw;
+    let Some((lay, _)) = layouts(g) else {
+        return par::chunks(y, ho * wo, work, |p, y| {
+            reference::mean_plane(g, &x[p * plane..][..plane], y)
+        });
+    };
+    let ones = [1.0f32; MAX_K * MAX_K];
+    let op = Weighted(&ones[..g.kh * g.kw]);
+    par::chunks(y, g.c_in * ho * wo, work, |n, y| {
+        let mut buf = [0.0f32; PLANE_MAX];
+        for (c, y) in y.chunks_mut(ho * wo).enumerate() {
+            let x = &x[(n * g.c_in + c) * plane..][..plane];
+            fill(&lay, x, g.w, g.pad, 1, 0.0, |_, _, v| v, &mut buf);
+            tiled::tiles(&lay, &buf, &op, (ho, wo), |oh, ow0, sum| {
+                let n = f32x8::new(std::array::from_fn(|l| {
+                    count(g, oh, (ow0 + l).min(wo - 1)) as f32
+                }));
+                put(sum * (f32x8::ONE / n), &mut y[oh * wo..][..wo], ow0);
+            });
         }
     });
 }
@@ -134,8 +168,33 @@ pub fn avg_forward(g: &ConvGeom, x: &[f32], y: &mut [f32]) {
 /// dx += dy / count spread over each window's in-bounds positions.
 pub fn avg_backward(g: &ConvGeom, dy: &[f32], dx: &mut [f32]) {
     let (ho, wo) = g.out_hw();
-    par::chunks(dx, g.h * g.w, g.y_len() * g.kh * g.kw, |p, dx| {
-        reference::avg_backward_plane(g, &dy[p * ho * wo..][..ho * wo], dx)
+    let plane = g.h * g.w;
+    let work = g.y_len() * g.kh * g.kw;
+    let Some((_, lay)) = layouts(g) else {
+        return par::chunks(dx, plane, work, |p, dx| {
+            reference::avg_backward_plane(g, &dy[p * ho * wo..][..ho * wo], dx)
+        });
+    };
+    let ones = [1.0f32; MAX_K * MAX_K];
+    let op = Weighted(&ones[..g.kh * g.kw]);
+    let q = g.kh - 1 - g.pad;
+    par::chunks(dx, g.c_in * plane, work, |n, dx| {
+        let mut buf = [0.0f32; PLANE_MAX];
+        for (c, dx) in dx.chunks_mut(plane).enumerate() {
+            let dy = &dy[(n * g.c_in + c) * ho * wo..][..ho * wo];
+            let share = |oh, ow, v: f32| v / count(g, oh, ow) as f32;
+            fill(&lay, dy, wo, q, g.stride, 0.0, share, &mut buf);
+            tiled::tiles(&lay, &buf, &op, (g.h, g.w), |ih, iw0, v| {
+                let row = &mut dx[ih * g.w..][..g.w];
+                if iw0 + LANES <= g.w {
+                    store(load(&row[iw0..]) + v, &mut row[iw0..]);
+                } else {
+                    for (d, a) in row[iw0..].iter_mut().zip(v.as_array()) {
+                        *d += a;
+                    }
+                }
+            });
+        }
     });
 }
 
@@ -197,18 +256,39 @@ pub mod reference {
         }
     }
 
+    /// Max pooling of one plane.
+    pub(crate) fn max_plane(g: &ConvGeom, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
+        let (ho, wo) = g.out_hw();
+        for oh in 0..ho {
+            let (r0, r1) = rows(g, oh);
+            for ow in 0..wo {
+                (y[oh * wo + ow], argmax[oh * wo + ow]) = window_max(g, x, r0, r1, cols(g, ow));
+            }
+        }
+    }
+
+    /// Average pooling of one plane.
+    pub(crate) fn mean_plane(g: &ConvGeom, x: &[f32], y: &mut [f32]) {
+        let (ho, wo) = g.out_hw();
+        for oh in 0..ho {
+            let (r0, r1) = rows(g, oh);
+            for ow in 0..wo {
+                y[oh * wo + ow] = window_mean(g, x, r0, r1, cols(g, ow));
+            }
+        }
+    }
+
     pub fn max_forward(g: &ConvGeom, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
         let (ho, wo) = g.out_hw();
         let plane = g.h * g.w;
         for p in 0..g.n * g.c_in {
-            for oh in 0..ho {
-                let (r0, r1) = rows(g, oh);
-                for ow in 0..wo {
-                    let (v, i) = window_max(g, &x[p * plane..][..plane], r0, r1, cols(g, ow));
-                    y[(p * ho + oh) * wo + ow] = v;
-                    argmax[(p * ho + oh) * wo + ow] = i;
-                }
-            }
+            let o = p * ho * wo..(p + 1) * ho * wo;
+            max_plane(
+                g,
+                &x[p * plane..][..plane],
+                &mut y[o.clone()],
+                &mut argmax[o],
+            );
         }
     }
 
@@ -225,13 +305,11 @@ pub mod reference {
         let (ho, wo) = g.out_hw();
         let plane = g.h * g.w;
         for p in 0..g.n * g.c_in {
-            for oh in 0..ho {
-                let (r0, r1) = rows(g, oh);
-                for ow in 0..wo {
-                    y[(p * ho + oh) * wo + ow] =
-                        window_mean(g, &x[p * plane..][..plane], r0, r1, cols(g, ow));
-                }
-            }
+            mean_plane(
+                g,
+                &x[p * plane..][..plane],
+                &mut y[p * ho * wo..][..ho * wo],
+            );
         }
     }
 
@@ -309,7 +387,30 @@ mod tests {
             let (mut dx, mut dx_ref) = (dx0.clone(), dx0.clone());
             avg_backward(&g, &dy, &mut dx);
             reference::avg_backward(&g, &dy, &mut dx_ref);
-            prop_assert_eq!(&dx, &dx_ref);
+            assert_close(&dx, &dx_ref, 1e-6);
+        }
+    }
+
+    #[test]
+    fn darts_pools_take_the_tiled_path() {
+        for hw in [8, 16, 32] {
+            for stride in [1, 2] {
+                let g = ConvGeom {
+                    n: 2,
+                    c_in: 3,
+                    h: hw,
+                    w: hw,
+                    c_out: 3,
+                    kh: 3,
+                    kw: 3,
+                    stride,
+                    pad: 1,
+                    dilation: 1,
+                    groups: 1,
+                    pre_relu: false,
+                };
+                assert!(layouts(&g).is_some());
+            }
         }
     }
 
