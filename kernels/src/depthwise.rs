@@ -11,8 +11,8 @@
 //! `c_in == c_out == groups`. Its reference is the grouped dense conv's reference, which it must match.
 use crate::conv::{valid_range, ConvGeom};
 use crate::par;
-use crate::simd::{f32x8, hsum, load, load_strided, store, LANES};
-use crate::tiled::{self, fill, put, tile_shape, Layout, Weighted, MAX_K, PLANE_MAX};
+use crate::simd::{f32x8, load, load_strided, store, LANES};
+use crate::tiled::{self, fill, put, Layout, Weighted, MAX_K, PLANE_MAX};
 
 /// The taps of one output row: calls `f(tap_index, ih, lo, hi, iw0)` for every kernel tap that reads
 /// a real input row `ih`, where output columns `lo..hi` read input columns `iw0 + (ow - lo) * stride`.
@@ -75,9 +75,9 @@ fn forward_plane_tiled(
     y: &mut [f32],
     buf: &mut [f32],
 ) {
-    let (ho, wo) = g.out_hw();
+    let (_, wo) = g.out_hw();
     fill_input(g, lay, x, buf);
-    tiled::tiles(lay, buf, &Weighted(w), (ho, wo), |oh, ow0, v| {
+    tiled::tiles(lay, buf, &Weighted(w), |oh, ow0, v| {
         put(v, &mut y[oh * wo..][..wo], ow0)
     });
 }
@@ -91,20 +91,20 @@ fn fill_input(g: &ConvGeom, lay: &Layout, x: &[f32], buf: &mut [f32]) {
     }
 }
 
-/// dx[i][j..j + 8] += v where `x > 0` (or everywhere without the fused ReLU), clipped to the row.
+/// dx += v where `x > 0` (everywhere without the fused ReLU) over 8 values, or fewer at a row's end.
 #[inline(always)]
-fn add_masked(v: f32x8, dx: &mut [f32], x: &[f32], j: usize, relu: bool) {
-    if j + LANES <= dx.len() {
+fn add_masked(v: f32x8, dx: &mut [f32], x: &[f32], relu: bool) {
+    if dx.len() == LANES {
         let v = if relu {
-            load(&x[j..]).simd_gt(f32x8::ZERO).select(v, f32x8::ZERO)
+            load(x).simd_gt(f32x8::ZERO).select(v, f32x8::ZERO)
         } else {
             v
         };
-        store(load(&dx[j..]) + v, &mut dx[j..]);
+        store(load(dx) + v, dx);
     } else {
-        for (l, &a) in v.as_array().iter().enumerate().take(dx.len() - j) {
-            if !relu || x[j + l] > 0.0 {
-                dx[j + l] += a;
+        for ((d, &a), &xv) in dx.iter_mut().zip(v.as_array()).zip(x) {
+            if !relu || xv > 0.0 {
+                *d += a;
             }
         }
     }
@@ -124,44 +124,13 @@ fn backward_data_plane_tiled(
     let (_, wo) = g.out_hw();
     let pad = (g.kh - 1) * g.dilation - g.pad;
     fill(lay, dy, wo, pad, g.stride, 0.0, |_, _, v| v, buf);
-    tiled::tiles(lay, buf, &Weighted(wf), (g.h, g.w), |ih, iw0, v| {
-        let row = ih * g.w..(ih + 1) * g.w;
-        add_masked(v, &mut dx[row.clone()], &x[row], iw0, g.pre_relu);
+    tiled::tiles(lay, buf, &Weighted(wf), |ih, iw0, v| {
+        let (at, n) = (ih * g.w + iw0, (g.w - iw0).min(LANES));
+        add_masked(v, &mut dx[at..at + n], &x[at..at + n], g.pre_relu);
     });
 }
 
-/// dw[t] += sum over (oh, ow) of dy[oh][ow] * P[window (oh, ow) + tap t] for every tap t, with dy
-/// zero-padded to whole `R x V`-vector tiles in `dyp` (`cols` wide): per tap, `R x V` accumulators
-/// over the tiles, summed in a fixed order.
-#[inline(always)]
-fn weight_dots<const R: usize, const V: usize>(
-    lay: &Layout,
-    p: &[f32],
-    dyp: &[f32],
-    cols: usize,
-    dw: &mut [f32],
-) {
-    let rows = dyp.len() / cols;
-    for (dwt, &off) in dw.iter_mut().zip(lay.taps()) {
-        let mut acc = [[f32x8::ZERO; V]; R];
-        for oh0 in (0..rows).step_by(R) {
-            for ow0 in (0..cols).step_by(V * LANES) {
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let base = lay.corner(oh0 + r, ow0) + off;
-                    let (run, dyr) = (&p[base..base + V * LANES], &dyp[(oh0 + r) * cols + ow0..]);
-                    for (v, a) in acc.iter_mut().enumerate() {
-                        *a = load(&dyr[v * LANES..]).mul_add(load(&run[v * LANES..]), *a);
-                    }
-                }
-            }
-        }
-        let total = acc.iter().flatten().fold(f32x8::ZERO, |s, &a| s + a);
-        *dwt += hsum(total);
-    }
-}
-
-/// The tiled weight gradient of one plane: pad (the ReLU of) x, copy dy into whole tiles of zeros,
-/// then one tiled dot per tap.
+/// The tiled weight gradient of one plane: pad (the ReLU of) x, then all taps' dots in one pass.
 fn backward_weight_plane_tiled(
     g: &ConvGeom,
     lay: &Layout,
@@ -169,22 +138,9 @@ fn backward_weight_plane_tiled(
     dy: &[f32],
     dw: &mut [f32],
     buf: &mut [f32],
-    dyp: &mut [f32],
 ) {
-    let (ho, wo) = g.out_hw();
     fill_input(g, lay, x, buf);
-    let (r, v) = tile_shape(wo);
-    let (rows, cols) = (ho.div_ceil(r) * r, wo.div_ceil(v * LANES) * v * LANES);
-    let dyp = &mut dyp[..rows * cols];
-    dyp.fill(0.0);
-    for (src, dst) in dy.chunks(wo).zip(dyp.chunks_mut(cols)) {
-        dst[..wo].copy_from_slice(src);
-    }
-    match (r, v) {
-        (8, 1) => weight_dots::<8, 1>(lay, buf, dyp, cols, dw),
-        (4, 2) => weight_dots::<4, 2>(lay, buf, dyp, cols, dw),
-        _ => weight_dots::<2, 4>(lay, buf, dyp, cols, dw),
-    }
+    tiled::tap_dots(lay, buf, dy, dw);
 }
 
 /// The layouts of the tiled path for this geometry (forward and weight gradient, input gradient), or
@@ -307,12 +263,12 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let (plane, k2) = (g.h * g.w, g.kh * g.kw);
     let tiled = tiled_layouts(g).map(|(lay, _)| lay);
     par::chunks(dw, k2, 2 * g.y_len() * k2, |c, dw| {
-        let (mut buf, mut dyp) = ([0.0f32; PLANE_MAX], [0.0f32; PLANE_MAX]);
+        let mut buf = [0.0f32; PLANE_MAX];
         for n in 0..g.n {
             let p = n * g.c_in + c;
             let (x, dy) = (&x[p * plane..][..plane], &dy[p * ho * wo..][..ho * wo]);
             if let Some(lay) = &tiled {
-                backward_weight_plane_tiled(g, lay, x, dy, dw, &mut buf, &mut dyp);
+                backward_weight_plane_tiled(g, lay, x, dy, dw, &mut buf);
                 continue;
             }
             for oh in 0..ho {

@@ -20,8 +20,8 @@ where
             let v = f8(base + i, load(&chunk[i..]));
             store(v, &mut chunk[i..]);
         }
-        for i in n8..chunk.len() {
-            chunk[i] = f1(base + i, chunk[i]);
+        for (i, c) in chunk.iter_mut().enumerate().skip(n8) {
+            *c = f1(base + i, *c);
         }
     });
 }

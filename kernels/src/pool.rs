@@ -100,7 +100,7 @@ pub fn max_forward(g: &ConvGeom, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
                     |_, _, v| v,
                     &mut buf,
                 );
-                tiled::tiles(&lay, &buf, &op, (ho, wo), |oh, ow0, (best, id)| {
+                tiled::tiles(&lay, &buf, &op, |oh, ow0, (best, id)| {
                     let top = (oh * g.stride) as isize - g.pad as isize;
                     for (l, (&b, &i)) in best.as_array().iter().zip(id.as_array()).enumerate() {
                         let ow = ow0 + l;
@@ -155,7 +155,7 @@ pub fn avg_forward(g: &ConvGeom, x: &[f32], y: &mut [f32]) {
         for (c, y) in y.chunks_mut(ho * wo).enumerate() {
             let x = &x[(n * g.c_in + c) * plane..][..plane];
             fill(&lay, x, g.w, g.pad, 1, 0.0, |_, _, v| v, &mut buf);
-            tiled::tiles(&lay, &buf, &op, (ho, wo), |oh, ow0, sum| {
+            tiled::tiles(&lay, &buf, &op, |oh, ow0, sum| {
                 let n = f32x8::new(std::array::from_fn(|l| {
                     count(g, oh, (ow0 + l).min(wo - 1)) as f32
                 }));
@@ -184,7 +184,7 @@ pub fn avg_backward(g: &ConvGeom, dy: &[f32], dx: &mut [f32]) {
             let dy = &dy[(n * g.c_in + c) * ho * wo..][..ho * wo];
             let share = |oh, ow, v: f32| v / count(g, oh, ow) as f32;
             fill(&lay, dy, wo, q, g.stride, 0.0, share, &mut buf);
-            tiled::tiles(&lay, &buf, &op, (g.h, g.w), |ih, iw0, v| {
+            tiled::tiles(&lay, &buf, &op, |ih, iw0, v| {
                 let row = &mut dx[ih * g.w..][..g.w];
                 if iw0 + LANES <= g.w {
                     store(load(&row[iw0..]) + v, &mut row[iw0..]);

@@ -5,10 +5,12 @@
 //! vectors of 8 columns at a time so the accumulators stay in registers ([`tiles`]). What a tap does
 //! is a [`TapReduce`]: a weighted sum (convolution, average pool) or a max with its argmax. A strided
 //! window reads a copy split into stride phases, so every tap still reads one contiguous run.
-use crate::simd::{f32x8, load, LANES};
+use crate::simd::{f32x8, hsum, load, store, LANES};
 
-/// Planes whose padded copy fits in this many values (64x64 with its borders) take the tiled path.
-pub const PLANE_MAX: usize = 4096;
+/// Planes whose padded copy fits in this many values take the tiled path: 32x32 planes with the
+/// widest DARTS border (5x5 filters at dilation 2) need 40x40; each kernel call zeroes one such stack
+/// buffer per chunk of planes, so it stays small.
+pub const PLANE_MAX: usize = 2048;
 
 /// The largest window side of the tiled path.
 pub const MAX_K: usize = 7;
@@ -26,6 +28,8 @@ pub struct Layout {
     k: usize,
     /// `taps[ki * k + kj]`: the index of padded (ki * d, kj * d).
     taps: [usize; MAX_K * MAX_K],
+    /// The outputs (ho, wo) it was made for: every window of every tile of them lies inside.
+    out: (usize, usize),
 }
 
 impl Layout {
@@ -50,6 +54,7 @@ impl Layout {
             stride: s,
             k,
             taps: [0; MAX_K * MAX_K],
+            out,
         };
         if !(1..=2).contains(&s) || k > MAX_K || lay.len() > PLANE_MAX {
             return None;
@@ -86,6 +91,27 @@ impl Layout {
     pub fn corner(&self, oh: usize, ow: usize) -> usize {
         oh * self.stride * self.row_len() + ow
     }
+
+    /// The 8 values of the padded plane `p` from `corner(oh, ow) + off` on.
+    ///
+    /// # Safety
+    /// `p.len() >= self.len()`, `off` is one of [`Layout::taps`], oh is below the tile-rounded ho and
+    /// ow + 8 at most the tile-rounded wo of the outputs the layout was made for: `new` sized `rows`
+    /// and `plen` so that every such window lies inside `len()` values. (The callers check `p` once
+    /// per plane instead of twice per load.)
+    #[inline(always)]
+    unsafe fn load(&self, p: &[f32], oh: usize, ow: usize, off: usize) -> f32x8 {
+        let i = self.corner(oh, ow) + off;
+        debug_assert!(i + LANES <= self.len() && self.len() <= p.len());
+        f32x8::new(std::ptr::read_unaligned(
+            p.as_ptr().add(i).cast::<[f32; LANES]>(),
+        ))
+    }
+
+    /// The outputs (ho, wo) the layout was made for.
+    pub fn out(&self) -> (usize, usize) {
+        self.out
+    }
 }
 
 /// Output tile (rows, vectors of 8 columns) for rows `wo` wide: 8 independent accumulators.
@@ -112,6 +138,10 @@ pub fn fill(
     map: impl Fn(usize, usize, f32) -> f32,
     buf: &mut [f32],
 ) {
+    debug_assert!(
+        spread == 1 || lay.stride == 1,
+        "zero insertion needs a stride-1 layout"
+    );
     let buf = &mut buf[..lay.len()];
     buf.fill(pad_value);
     for (i, row) in x.chunks(w).enumerate() {
@@ -121,17 +151,28 @@ pub fn fill(
             for (j, (o, &v)) in out.iter_mut().zip(row).enumerate() {
                 *o = map(i, j, v);
             }
+        } else if spread == 1 {
+            // Stride 2: column c = pad + j lands in phase c % 2 at offset c / 2, so columns j and
+            // j + 1 go to the two phases side by side.
+            let (ph0, ph1) = buf[r * lay.row_len()..][..2 * lay.plen].split_at_mut(lay.plen);
+            let (first, second) = if pad.is_multiple_of(2) {
+                (&mut ph0[pad / 2..], &mut ph1[pad / 2..])
+            } else {
+                (&mut ph1[pad / 2..], &mut ph0[pad / 2 + 1..])
+            };
+            let pairs = row.chunks_exact(2);
+            if let [last] = pairs.remainder() {
+                first[w / 2] = map(i, w - 1, *last);
+            }
+            for (m, ((a, b), pair)) in first.iter_mut().zip(second).zip(pairs).enumerate() {
+                *a = map(i, 2 * m, pair[0]);
+                *b = map(i, 2 * m + 1, pair[1]);
+            }
         } else {
-            // Column c lands in phase c % s at offset c / s (s is 1 or 2: no division).
-            let (base, half) = (r * lay.row_len(), lay.stride == 2);
+            // Zero insertion (a stride-1 layout): column j lands at pad + j * spread.
+            let out = &mut buf[lay.at(r, pad)..];
             for (j, &v) in row.iter().enumerate() {
-                let c = pad + j * spread;
-                let at = if half {
-                    (c & 1) * lay.plen + (c >> 1)
-                } else {
-                    c
-                };
-                buf[base + at] = map(i, j, v);
+                out[j * spread] = map(i, j, v);
             }
         }
     }
@@ -183,18 +224,20 @@ fn tiles_of<Op: TapReduce, const R: usize, const V: usize>(
     lay: &Layout,
     p: &[f32],
     op: &Op,
-    (ho, wo): (usize, usize),
     mut emit: impl FnMut(usize, usize, Op::Acc),
 ) {
+    let (ho, wo) = lay.out;
+    assert!(p.len() >= lay.len(), "padded plane shorter than its layout");
     for oh0 in (0..ho).step_by(R) {
         for ow0 in (0..wo).step_by(V * LANES) {
             let mut acc = [[op.init(); V]; R];
             for (t, &off) in lay.taps().iter().enumerate() {
                 for (r, acc) in acc.iter_mut().enumerate() {
-                    let base = lay.corner(oh0 + r, ow0) + off;
-                    let run = &p[base..base + V * LANES];
                     for (v, a) in acc.iter_mut().enumerate() {
-                        *a = op.tap(*a, t, load(&run[v * LANES..]));
+                        // SAFETY: p is long enough (asserted), off is a tap, and oh0 + r and
+                        // ow0 + (v + 1) * 8 stay within the tiles covering the layout's outputs.
+                        let x = unsafe { lay.load(p, oh0 + r, ow0 + v * LANES, off) };
+                        *a = op.tap(*a, t, x);
                     }
                 }
             }
@@ -210,19 +253,18 @@ fn tiles_of<Op: TapReduce, const R: usize, const V: usize>(
 }
 
 /// Reduces every output window of the padded plane `p` with `op`, in register tiles of the shape
-/// [`tile_shape`] picks; `emit(oh, ow0, acc)` receives outputs ow0..ow0 + 8 of row oh (lanes at or
-/// beyond `wo` are padding: the caller drops them).
+/// [`tile_shape`] picks, for the outputs the layout was made for; `emit(oh, ow0, acc)` receives
+/// outputs ow0..ow0 + 8 of row oh (lanes at or beyond wo are padding: the caller drops them).
 pub fn tiles<Op: TapReduce>(
     lay: &Layout,
     p: &[f32],
     op: &Op,
-    out: (usize, usize),
     emit: impl FnMut(usize, usize, Op::Acc),
 ) {
-    match tile_shape(out.1) {
-        (8, 1) => tiles_of::<Op, 8, 1>(lay, p, op, out, emit),
-        (4, 2) => tiles_of::<Op, 4, 2>(lay, p, op, out, emit),
-        _ => tiles_of::<Op, 2, 4>(lay, p, op, out, emit),
+    match tile_shape(lay.out.1) {
+        (8, 1) => tiles_of::<Op, 8, 1>(lay, p, op, emit),
+        (4, 2) => tiles_of::<Op, 4, 2>(lay, p, op, emit),
+        _ => tiles_of::<Op, 2, 4>(lay, p, op, emit),
     }
 }
 
@@ -230,5 +272,52 @@ pub fn tiles<Op: TapReduce>(
 #[inline(always)]
 pub fn put(v: f32x8, row: &mut [f32], ow0: usize) {
     let n = (row.len() - ow0).min(LANES);
-    row[ow0..ow0 + n].copy_from_slice(&v.as_array()[..n]);
+    if n == LANES {
+        store(v, &mut row[ow0..]);
+    } else {
+        row[ow0..ow0 + n].copy_from_slice(&v.as_array()[..n]);
+    }
+}
+
+/// dw[t] += sum over the layout's outputs (oh, ow) of dy[oh][ow] * P[window (oh, ow) + tap t], for
+/// every tap t at once (the weight gradient of a correlation): each 8-column vector of a dy row is
+/// loaded once and meets every tap, with one register accumulator per tap (columns past the last
+/// whole vector: one scalar sum per tap). The sums run over the plane in a fixed order.
+pub fn tap_dots(lay: &Layout, p: &[f32], dy: &[f32], dw: &mut [f32]) {
+    match lay.k {
+        1 => tap_dots_of::<1>(lay, p, dy, dw),
+        2 => tap_dots_of::<4>(lay, p, dy, dw),
+        3 => tap_dots_of::<9>(lay, p, dy, dw),
+        4 => tap_dots_of::<16>(lay, p, dy, dw),
+        5 => tap_dots_of::<25>(lay, p, dy, dw),
+        6 => tap_dots_of::<36>(lay, p, dy, dw),
+        _ => tap_dots_of::<49>(lay, p, dy, dw),
+    }
+}
+
+#[inline(always)]
+fn tap_dots_of<const T: usize>(lay: &Layout, p: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let taps: &[usize; T] = lay.taps().try_into().expect("T is the number of taps");
+    let (ho, wo) = lay.out;
+    assert!(p.len() >= lay.len() && dy.len() == ho * wo && dw.len() == T);
+    let n8 = wo / LANES * LANES;
+    let (mut acc, mut tail) = ([f32x8::ZERO; T], [0.0f32; T]);
+    for (oh, dyr) in dy.chunks_exact(wo).enumerate() {
+        for v in 0..n8 / LANES {
+            let d = load(&dyr[v * LANES..]);
+            for (a, &off) in acc.iter_mut().zip(taps) {
+                // SAFETY: p is long enough (asserted), off is a tap, oh < ho and (v + 1) * 8 <= wo.
+                *a = d.mul_add(unsafe { lay.load(p, oh, v * LANES, off) }, *a);
+            }
+        }
+        let row = lay.corner(oh, 0);
+        for ow in n8..wo {
+            for (a, &off) in tail.iter_mut().zip(taps) {
+                *a += dyr[ow] * p[row + off + ow];
+            }
+        }
+    }
+    for ((dwt, a), t) in dw.iter_mut().zip(acc).zip(tail) {
+        *dwt += hsum(a) + t;
+    }
 }
