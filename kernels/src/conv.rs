@@ -101,9 +101,21 @@ fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
                     out[..lo].fill(0.0);
                     out[hi..].fill(0.0);
                     let iw0 = lo * g.stride + kj * g.dilation - g.pad;
-                    for (ow, o) in out[lo..hi].iter_mut().enumerate() {
-                        let v = src[iw0 + ow * g.stride];
-                        *o = if g.pre_relu { v.max(0.0) } else { v };
+                    let out = &mut out[lo..hi];
+                    match (g.stride, g.pre_relu) {
+                        // Contiguous runs: loops the compiler vectorises.
+                        (1, false) => out.copy_from_slice(&src[iw0..][..hi - lo]),
+                        (1, true) => {
+                            for (o, &v) in out.iter_mut().zip(&src[iw0..]) {
+                                *o = v.max(0.0);
+                            }
+                        }
+                        _ => {
+                            for (ow, o) in out.iter_mut().enumerate() {
+                                let v = src[iw0 + ow * g.stride];
+                                *o = if g.pre_relu { v.max(0.0) } else { v };
+                            }
+                        }
                     }
                 }
             }
@@ -128,10 +140,25 @@ fn col2im_add(g: &ConvGeom, x: &[f32], col: &[f32], dx: &mut [f32]) {
                     }
                     let off = (c * g.h + ih as usize) * g.w;
                     let iw0 = lo * g.stride + kj * g.dilation - g.pad;
-                    for ow in lo..hi {
-                        let iw = off + iw0 + (ow - lo) * g.stride;
+                    let src = &row[oh * wo + lo..oh * wo + hi];
+                    if g.stride == 1 {
+                        // Contiguous runs: loops the compiler vectorises.
+                        let (d, xs) = (&mut dx[off + iw0..][..hi - lo], &x[off + iw0..][..hi - lo]);
+                        if g.pre_relu {
+                            for ((d, &v), &xv) in d.iter_mut().zip(src).zip(xs) {
+                                *d += if xv > 0.0 { v } else { 0.0 };
+                            }
+                        } else {
+                            for (d, &v) in d.iter_mut().zip(src) {
+                                *d += v;
+                            }
+                        }
+                        continue;
+                    }
+                    for (j, &v) in src.iter().enumerate() {
+                        let iw = off + iw0 + j * g.stride;
                         if !g.pre_relu || x[iw] > 0.0 {
-                            dx[iw] += row[oh * wo + ow];
+                            dx[iw] += v;
                         }
                     }
                 }
