@@ -76,6 +76,7 @@ pub fn max_forward(g: &ConvGeom, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
         *id = ((t / g.kw) * g.w + t % g.kw) as f32;
     }
     let op = MaxArg(&ids[..g.kh * g.kw]);
+    let lane_cols = f32x8::new(std::array::from_fn(|l| (l * g.stride) as f32));
     par::chunks2(
         y,
         g.c_in * ho * wo,
@@ -101,22 +102,24 @@ pub fn max_forward(g: &ConvGeom, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
                     &mut buf,
                 );
                 tiled::tiles(&lay, &buf, &op, |oh, ow0, (best, id)| {
-                    let top = (oh * g.stride) as isize - g.pad as isize;
-                    for (l, (&b, &i)) in best.as_array().iter().zip(id.as_array()).enumerate() {
-                        let ow = ow0 + l;
-                        if ow >= wo {
-                            break;
-                        }
-                        let (v, at) = if b > f32::NEG_INFINITY {
-                            let left = (ow * g.stride) as isize - g.pad as isize;
-                            (b, (top * g.w as isize + left + i as isize) as u32)
+                    let n = (wo - ow0).min(LANES);
+                    let at = oh * wo + ow0;
+                    put(best, &mut y[oh * wo..][..wo], ow0);
+                    // Flat input index of lane l's winner: its window's corner plus the tap's offset.
+                    let corner = (oh * g.stride) as f32 * g.w as f32 + (ow0 * g.stride) as f32
+                        - (g.pad * g.w + g.pad) as f32;
+                    let flat = (f32x8::splat(corner) + lane_cols + id)
+                        .round_int()
+                        .to_array();
+                    let found = best.simd_gt(f32x8::splat(f32::NEG_INFINITY)).to_bitmask();
+                    for (l, (a, &f)) in am[at..at + n].iter_mut().zip(&flat).enumerate() {
+                        *a = if found >> l & 1 == 1 {
+                            f as u32
                         } else {
-                            // No value beats -inf: the reference's rule decides the index.
+                            // Nothing beats -inf: the reference's rule decides the index.
                             let (r0, r1) = rows(g, oh);
-                            reference::window_max(g, x, r0, r1, cols(g, ow))
+                            reference::window_max(g, x, r0, r1, cols(g, ow0 + l)).1
                         };
-                        y[oh * wo + ow] = v;
-                        am[oh * wo + ow] = at;
                     }
                 });
             }
