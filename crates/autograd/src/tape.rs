@@ -16,9 +16,40 @@ impl Var {
     }
 }
 
-/// The gradient buffers of one node's inputs during its backward call, in input order. `None` for
-/// inputs that need no gradient; `Some` buffers are accumulated into (`+=`), never overwritten.
-pub type GradSlots = [Option<Tensor>];
+/// The gradient buffers of one node's inputs during its backward call, in input order (it indexes
+/// like a slice of them): `None` for inputs that need no gradient; `Some` buffers are accumulated
+/// into (`+=`), never overwritten. It also lends scratch buffers from the tape's pool, so a backward
+/// pass that needs temporary storage allocates nothing once the tape is warm.
+pub struct GradSlots<'a> {
+    slots: &'a mut [Option<Tensor>],
+    pool: &'a mut BufferPool,
+}
+
+impl GradSlots<'_> {
+    /// A scratch buffer of `len` values with unspecified contents; hand it back with
+    /// [`GradSlots::recycle`] (or keep it: a dropped buffer is only a missed reuse).
+    pub fn scratch(&mut self, len: usize) -> Vec<f32> {
+        self.pool.take(len)
+    }
+
+    /// Returns a buffer (scratch, or any other f32 buffer the pass is done with) to the pool.
+    pub fn recycle(&mut self, buf: Vec<f32>) {
+        self.pool.give(buf);
+    }
+}
+
+impl std::ops::Deref for GradSlots<'_> {
+    type Target = [Option<Tensor>];
+    fn deref(&self) -> &Self::Target {
+        self.slots
+    }
+}
+
+impl std::ops::DerefMut for GradSlots<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.slots
+    }
+}
 
 /// The vector-Jacobian product of one op. `inputs` are the op's input values, `output` its value,
 /// `grad_out` = dL/doutput. Implementations add dL/dinput_i into `grads[i]` when it is `Some`.
@@ -352,7 +383,11 @@ impl Tape {
                 {
                     let in_values: Vec<&Tensor> =
                         inputs.iter().map(|v| &self.values[v.index]).collect();
-                    bw.backward(&in_values, &self.values[i], &grad_out, &mut slots);
+                    let mut grads = GradSlots {
+                        slots: &mut slots,
+                        pool: &mut self.pool,
+                    };
+                    bw.backward(&in_values, &self.values[i], &grad_out, &mut grads);
                 }
                 self.nodes[i].backward = Some(bw);
                 for (v, slot) in inputs.iter().zip(slots) {

@@ -52,7 +52,10 @@ impl Backward for BnBack {
     /// invstd * dy. Both: dgamma = sum(dy * xhat), dbeta = sum(dy), per channel.
     fn backward(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, grads: &mut GradSlots) {
         let gamma = inputs.get(1).map(|t| t.data());
-        let [dx, rest @ ..] = grads else { return };
+        let mut scratch = grads.scratch(kbn::backward_scratch_len(self.shape));
+        let [dx, rest @ ..] = &mut grads[..] else {
+            return;
+        };
         let (dgamma, dbeta) = match rest {
             [a, b] => (
                 a.as_mut().map(|t| t.data_mut()),
@@ -60,7 +63,6 @@ impl Backward for BnBack {
             ),
             _ => (None, None),
         };
-        let mut scratch = vec![0.0; kbn::backward_scratch_len(self.shape)];
         let pass = if self.training {
             kbn::backward_train
         } else {
@@ -79,6 +81,7 @@ impl Backward for BnBack {
             dbeta,
             &mut scratch,
         );
+        grads.recycle(scratch);
     }
 }
 
@@ -234,10 +237,11 @@ impl TrailingBn {
     }
 
     /// dL/dz from the output y and dL/dy: training invstd * (dy - mean(dy) - y * mean(dy * y)),
-    /// eval invstd * dy.
-    pub(crate) fn input_grad(&self, y: &Tensor, g: &Tensor) -> Tensor {
-        let mut dz = vec![0.0; y.numel()];
-        let mut scratch = vec![0.0; kbn::backward_scratch_len(self.shape)];
+    /// eval invstd * dy. Its buffer comes from the tape's pool: hand it back with `grads.recycle`.
+    pub(crate) fn input_grad(&self, y: &Tensor, g: &Tensor, grads: &mut GradSlots) -> Tensor {
+        let mut dz = grads.scratch(y.numel());
+        dz.fill(0.0);
+        let mut scratch = grads.scratch(kbn::backward_scratch_len(self.shape));
         if self.training {
             kbn::backward_train_from_output(
                 self.shape,
@@ -263,6 +267,7 @@ impl TrailingBn {
                 &mut scratch,
             );
         }
+        grads.recycle(scratch);
         Tensor::from_vec(y.shape().clone(), dz).expect("same shape")
     }
 }

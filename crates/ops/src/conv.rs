@@ -91,14 +91,17 @@ impl Backward for ConvBack {
     /// dx = W^T * dy (col2im, masked by x > 0 with the fused ReLU); dW = sum_n dy_n * im2col(x_n)^T.
     fn backward(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, grads: &mut GradSlots) {
         let (x, w, geom) = (inputs[0].data(), inputs[1].data(), &self.0);
-        let mut col = vec![0.0; geom.col_len()];
+        let mut col = grads.scratch(geom.col_len());
         if let Some(dx) = grads[0].as_mut() {
             kconv::backward_data(geom, x, w, g.data(), dx.data_mut(), &mut col);
         }
-        if let Some(dw) = grads[1].as_mut() {
-            let mut partial = vec![0.0; kconv::weight_partial_len(geom)];
-            kconv::backward_weight(geom, x, g.data(), dw.data_mut(), &mut col, &mut partial);
+        if grads[1].is_some() {
+            let mut partial = grads.scratch(kconv::weight_partial_len(geom));
+            let dw = grads[1].as_mut().expect("checked above").data_mut();
+            kconv::backward_weight(geom, x, g.data(), dw, &mut col, &mut partial);
+            grads.recycle(partial);
         }
+        grads.recycle(col);
     }
 }
 
@@ -107,14 +110,15 @@ pub fn conv2d(tape: &mut Tape, x: Var, w: Var, o: Conv2dOptions) -> Result<Var> 
     let g = geometry(tape, x, w, o, "conv2d")?;
     let (ho, wo) = g.out_hw();
     let mut y = tape.buffer([g.n, g.c_out, ho, wo]);
-    let mut col = vec![0.0; g.col_len()];
+    let mut col = tape.buffer([g.col_len()]);
     kconv::forward(
         &g,
         tape.value(x).data(),
         tape.value(w).data(),
         y.data_mut(),
-        &mut col,
+        col.data_mut(),
     );
+    tape.recycle(col);
     Ok(tape.push("conv2d", y, &[x, w], ConvBack(g)))
 }
 
@@ -156,7 +160,9 @@ struct ConvBnBack(ConvGeom, TrailingBn);
 impl Backward for ConvBnBack {
     /// The BN's VJP from its output, then the conv's.
     fn backward(&self, inputs: &[&Tensor], y: &Tensor, g: &Tensor, grads: &mut GradSlots) {
-        ConvBack(self.0).backward(inputs, y, &self.1.input_grad(y, g), grads);
+        let dz = self.1.input_grad(y, g, grads);
+        ConvBack(self.0).backward(inputs, y, &dz, grads);
+        grads.recycle(dz.into_vec());
     }
 }
 
@@ -175,14 +181,15 @@ pub fn conv2d_bn(
     let g = geometry(tape, x, w, o, OP)?;
     let (ho, wo) = g.out_hw();
     let mut z = tape.buffer([g.n, g.c_out, ho, wo]);
-    let mut col = vec![0.0; g.col_len()];
+    let mut col = tape.buffer([g.col_len()]);
     kconv::forward(
         &g,
         tape.value(x).data(),
         tape.value(w).data(),
         z.data_mut(),
-        &mut col,
+        col.data_mut(),
     );
+    tape.recycle(col);
     let (y, trailing) = TrailingBn::apply(OP, tape, z, running, bn)?;
     Ok(tape.push(OP, y, &[x, w], ConvBnBack(g, trailing)))
 }

@@ -8,7 +8,9 @@ impl Backward for LinearBack {
     /// dx = dy W, dW = dy^T x, db = sum over rows of dy.
     fn backward(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, grads: &mut GradSlots) {
         let (n, di, dout) = (self.0, self.1, self.2);
-        let [dx, dw, db @ ..] = grads else { return };
+        let [dx, dw, db @ ..] = &mut grads[..] else {
+            return;
+        };
         let db = db
             .first_mut()
             .and_then(|s| s.as_mut())

@@ -93,12 +93,16 @@ struct PoolBnBack(ConvGeom, PoolKind, Vec<u32>, TrailingBn);
 impl Backward for PoolBnBack {
     /// The BN's VJP from its output (as in `conv2d_bn`), then the pool's.
     fn backward(&self, _: &[&Tensor], y: &Tensor, g: &Tensor, grads: &mut GradSlots) {
-        let Some(dx) = grads[0].as_mut() else { return };
-        let dz = self.3.input_grad(y, g);
-        match self.1 {
-            PoolKind::Max => kp::max_backward(&self.0, dz.data(), &self.2, dx.data_mut()),
-            PoolKind::Avg => kp::avg_backward(&self.0, dz.data(), dx.data_mut()),
+        if grads[0].is_none() {
+            return;
         }
+        let dz = self.3.input_grad(y, g, grads);
+        let dx = grads[0].as_mut().expect("checked above").data_mut();
+        match self.1 {
+            PoolKind::Max => kp::max_backward(&self.0, dz.data(), &self.2, dx),
+            PoolKind::Avg => kp::avg_backward(&self.0, dz.data(), dx),
+        }
+        grads.recycle(dz.into_vec());
     }
 }
 
