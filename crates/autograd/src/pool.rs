@@ -1,6 +1,9 @@
 //! Recycled f32 buffers, so a training loop stops allocating after its first steps.
 use std::collections::HashMap;
 
+/// Buffers at least this long are zeroed in parallel, in chunks of this many values.
+const PARALLEL_FILL: usize = 1 << 16;
+
 /// Buffers returned by [`crate::Tape::reset`] and by freed gradients, keyed by length.
 ///
 /// The pool never holds more buffers of a length than the last two steps asked for: buffers that
@@ -23,10 +26,16 @@ impl BufferPool {
         }
     }
 
-    /// A buffer of `len` zeros.
+    /// A buffer of `len` zeros (large ones zeroed by all threads: the backward pass asks for one
+    /// per input gradient, and a serial fill would be a serial share of every step).
     pub(crate) fn zeros(&mut self, len: usize) -> Vec<f32> {
+        use rayon::prelude::*;
         let mut buf = self.take(len);
-        buf.fill(0.0);
+        if len >= PARALLEL_FILL {
+            buf.par_chunks_mut(PARALLEL_FILL).for_each(|c| c.fill(0.0));
+        } else {
+            buf.fill(0.0);
+        }
         buf
     }
 
