@@ -24,7 +24,7 @@ fn fold(c: &[f32x8; 8], op: impl Fn(f32x8, f32x8) -> f32x8) -> f32x8 {
 fn forward_block(a: &[f32], p: &mut [f32], w: &mut [f32]) {
     let c = f32x8::transpose(std::array::from_fn(|r| load(&a[r * LANES..])));
     let m = fold(&c, f32x8::max);
-    let e: [f32x8; 8] = std::array::from_fn(|k| (c[k] - m).exp());
+    let e: [f32x8; 8] = std::array::from_fn(|k| simd::exp_neg(c[k] - m));
     let inv = f32x8::ONE / fold(&e, |a, b| a + b);
     let pc: [f32x8; 8] = std::array::from_fn(|k| e[k] * inv);
     let pm = fold(&pc, f32x8::max);

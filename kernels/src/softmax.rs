@@ -1,7 +1,7 @@
 //! Row softmax and the fused log-softmax + cross-entropy loss, over rows of `cols` values.
 //!
-//! softmax(x)_k = exp(x_k - max x) / sum_j exp(x_j - max x). The fast kernels use f32x8 `exp`
-//! (a polynomial within a few ulp of libm's) on 8-wide blocks and libm on the tail.
+//! softmax(x)_k = exp(x_k - max x) / sum_j exp(x_j - max x). The fast kernels use
+//! [`simd::exp_neg`] (a polynomial within a few ulp of libm's) on 8-wide blocks and libm on the tail.
 use crate::simd::{self, f32x8, load, store, LANES};
 
 /// One row: out = softmax(x). SIMD body + scalar tail; shared by [`softmax_rows`] and Max-W.
@@ -14,7 +14,7 @@ pub(crate) fn softmax_row(x: &[f32], out: &mut [f32]) {
     let m = x[n8..].iter().fold(simd::hmax(mv), |a, &b| a.max(b));
     let mut acc = f32x8::ZERO;
     for i in (0..n8).step_by(LANES) {
-        let e = (load(&x[i..]) - f32x8::splat(m)).exp();
+        let e = simd::exp_neg(load(&x[i..]) - f32x8::splat(m));
         acc += e;
         store(e, &mut out[i..]);
     }
