@@ -94,13 +94,28 @@ pub fn weighted_sum(w: &[f32], xs: &[&[f32]], y: &mut [f32]) {
     );
 }
 
-/// Backward of [`weighted_sum`] for one input: dx_k += w_k * dy, and returns dL/dw_k = <dy, x_k>.
-/// The dot product runs in a fixed order (see [`simd::dot`]).
-pub fn weighted_sum_backward(w_k: f32, x_k: &[f32], dy: &[f32], dx_k: Option<&mut [f32]>) -> f32 {
-    if let Some(dx) = dx_k {
-        axpy(w_k, dy, dx);
+/// Length of the scratch [`weighted_sum_dots`] needs: one partial dot per chunk and input.
+pub fn weighted_sum_dots_len(n: usize, inputs: usize) -> usize {
+    n.div_ceil(ELEMENTWISE_CHUNK) * inputs
+}
+
+/// The weights' gradient of [`weighted_sum`]: dots[k] = <dy, xs[k]> for every input k (the inputs'
+/// own gradients are plain [`axpy`]s). Parallel over fixed chunks of the buffers, each chunk's dots
+/// in `partial` ([`weighted_sum_dots_len`]), then added up in chunk order: the same bits for any
+/// thread count.
+pub fn weighted_sum_dots(dy: &[f32], xs: &[&[f32]], partial: &mut [f32], dots: &mut [f32]) {
+    debug_assert!(xs.iter().all(|x| x.len() == dy.len()) && dots.len() == xs.len());
+    let (n, k) = (dy.len(), xs.len());
+    let partial = &mut partial[..weighted_sum_dots_len(n, k)];
+    par::chunks(partial, k, 2 * n * k, |c, p| {
+        let r = c * ELEMENTWISE_CHUNK..((c + 1) * ELEMENTWISE_CHUNK).min(n);
+        for (pk, x) in p.iter_mut().zip(xs) {
+            *pk = simd::dot(&dy[r.clone()], &x[r.clone()]);
+        }
+    });
+    for (j, d) in dots.iter_mut().enumerate() {
+        *d = partial.iter().skip(j).step_by(k.max(1)).sum();
     }
-    simd::dot(dy, x_k)
 }
 
 /// The readable definitions.
@@ -145,16 +160,10 @@ pub mod reference {
         }
     }
 
-    pub fn weighted_sum_backward(
-        w_k: f32,
-        x_k: &[f32],
-        dy: &[f32],
-        dx_k: Option<&mut [f32]>,
-    ) -> f32 {
-        if let Some(dx) = dx_k {
-            axpy(w_k, dy, dx);
+    pub fn weighted_sum_dots(dy: &[f32], xs: &[&[f32]], dots: &mut [f32]) {
+        for (d, x) in dots.iter_mut().zip(xs) {
+            *d = x.iter().zip(dy).map(|(a, b)| a * b).sum();
         }
-        x_k.iter().zip(dy).map(|(a, b)| a * b).sum()
     }
 }
 
@@ -192,11 +201,11 @@ mod tests {
             relu_backward(&x, &y, &mut o3); reference::relu_backward(&x, &y, &mut w3); prop_assert_eq!(&o3, &w3);
             let xs: [&[f32]; 3] = [&x, &y, &z];
             weighted_sum(&w, &xs, &mut out); reference::weighted_sum(&w, &xs, &mut want); prop_assert_eq!(&out, &want);
-            let (mut o4, mut w4) = (z.clone(), z.clone());
-            let g = weighted_sum_backward(a, &x, &y, Some(&mut o4));
-            let gr = reference::weighted_sum_backward(a, &x, &y, Some(&mut w4));
-            prop_assert_eq!(&o4, &w4);
-            assert_close(&[g], &[gr], 1e-4 * (n as f32).sqrt().max(1.0));
+            let (mut dots, mut want_dots) = ([0.0; 3], [0.0; 3]);
+            let mut partial = vec![f32::NAN; weighted_sum_dots_len(n, 3)];
+            weighted_sum_dots(&x, &xs, &mut partial, &mut dots);
+            reference::weighted_sum_dots(&x, &xs, &mut want_dots);
+            assert_close(&dots, &want_dots, 1e-4 * (n as f32).sqrt().max(1.0));
         }
     }
 }

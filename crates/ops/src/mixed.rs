@@ -10,18 +10,21 @@ struct WeightedSumBack {
 impl Backward for WeightedSumBack {
     /// dx_k = w[row, k] * dy; dw[row, k] = <dy, x_k>. Inputs: [weights, x_0, x_1, ...].
     fn backward(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, grads: &mut GradSlots) {
-        let (dw_slot, dx_slots) = grads.split_first_mut().expect("weights slot");
+        if grads[0].is_some() {
+            let xs: Vec<&[f32]> = inputs[1..].iter().map(|t| t.data()).collect();
+            let mut partial = grads.scratch(ke::weighted_sum_dots_len(g.numel(), xs.len()));
+            let mut dots = vec![0.0; xs.len()];
+            ke::weighted_sum_dots(g.data(), &xs, &mut partial, &mut dots);
+            grads.recycle(partial);
+            let dw = grads[0].as_mut().expect("checked above").data_mut();
+            for (&k, d) in self.columns.iter().zip(dots) {
+                dw[self.row_offset + k] += d;
+            }
+        }
         let w = inputs[0].data();
-        for (j, (&k, slot)) in self.columns.iter().zip(dx_slots.iter_mut()).enumerate() {
-            let wk = w[self.row_offset + k];
-            let dwk = ke::weighted_sum_backward(
-                wk,
-                inputs[1 + j].data(),
-                g.data(),
-                slot.as_mut().map(|t| t.data_mut()),
-            );
-            if let Some(dw) = dw_slot.as_mut() {
-                dw.data_mut()[self.row_offset + k] += dwk;
+        for (&k, slot) in self.columns.iter().zip(grads[1..].iter_mut()) {
+            if let Some(dx) = slot.as_mut() {
+                ke::axpy(w[self.row_offset + k], g.data(), dx.data_mut());
             }
         }
     }
