@@ -61,7 +61,7 @@ fn main() {
     });
     let (m1, mn) = (8.0 * len as f64 / t1 / 1e9, 8.0 * len as f64 / tn / 1e9); // read + write
     let memcpy = m1.max(mn);
-    println!("memcpy {} MiB: {m1:.1} GB/s on 1 thread, {mn:.1} GB/s on {threads} (read + write); peak {memcpy:.1} GB/s\n", len * 4 >> 20);
+    println!("memcpy {} MiB: {m1:.1} GB/s on 1 thread, {mn:.1} GB/s on {threads} (read + write); peak {memcpy:.1} GB/s\n", (len * 4) >> 20);
 
     // Max-W rows: reads alpha, writes p and w (12 bytes per element).
     let rows = len / 8;
