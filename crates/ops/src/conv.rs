@@ -105,20 +105,21 @@ impl Backward for ConvBack {
     }
 }
 
-/// Dense 2-D convolution: x [N, Cin, H, W], w [Cout, Cin/groups, kh, kw] -> [N, Cout, Ho, Wo].
-pub fn conv2d(tape: &mut Tape, x: Var, w: Var, o: Conv2dOptions) -> Result<Var> {
-    let g = geometry(tape, x, w, o, "conv2d")?;
+/// The dense conv's output for a checked geometry, its im2col columns borrowed from the tape's pool.
+fn conv_output(tape: &mut Tape, g: &ConvGeom, x: Var, w: Var) -> Tensor {
     let (ho, wo) = g.out_hw();
     let mut y = tape.buffer([g.n, g.c_out, ho, wo]);
     let mut col = tape.buffer([g.col_len()]);
-    kconv::forward(
-        &g,
-        tape.value(x).data(),
-        tape.value(w).data(),
-        y.data_mut(),
-        col.data_mut(),
-    );
+    let (xv, wv) = (tape.value(x).data(), tape.value(w).data());
+    kconv::forward(g, xv, wv, y.data_mut(), col.data_mut());
     tape.recycle(col);
+    y
+}
+
+/// Dense 2-D convolution: x [N, Cin, H, W], w [Cout, Cin/groups, kh, kw] -> [N, Cout, Ho, Wo].
+pub fn conv2d(tape: &mut Tape, x: Var, w: Var, o: Conv2dOptions) -> Result<Var> {
+    let g = geometry(tape, x, w, o, "conv2d")?;
+    let y = conv_output(tape, &g, x, w);
     Ok(tape.push("conv2d", y, &[x, w], ConvBack(g)))
 }
 
@@ -179,17 +180,7 @@ pub fn conv2d_bn(
 ) -> Result<Var> {
     const OP: &str = "conv2d_bn";
     let g = geometry(tape, x, w, o, OP)?;
-    let (ho, wo) = g.out_hw();
-    let mut z = tape.buffer([g.n, g.c_out, ho, wo]);
-    let mut col = tape.buffer([g.col_len()]);
-    kconv::forward(
-        &g,
-        tape.value(x).data(),
-        tape.value(w).data(),
-        z.data_mut(),
-        col.data_mut(),
-    );
-    tape.recycle(col);
+    let z = conv_output(tape, &g, x, w);
     let (y, trailing) = TrailingBn::apply(OP, tape, z, running, bn)?;
     Ok(tape.push(OP, y, &[x, w], ConvBnBack(g, trailing)))
 }
