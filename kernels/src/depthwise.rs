@@ -148,6 +148,9 @@ fn backward_weight_plane_tiled(
 /// what [`Layout::new`] refuses.
 fn tiled_layouts(g: &ConvGeom) -> Option<(Layout, Layout)> {
     let (ho, wo) = g.out_hw();
+    if g.kh == 0 || ho == 0 || wo == 0 {
+        return None;
+    }
     let span = (g.kh - 1) * g.dilation;
     if g.kh != g.kw || g.pad > span {
         return None;

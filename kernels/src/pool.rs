@@ -43,7 +43,7 @@ fn count(g: &ConvGeom, oh: usize, ow: usize) -> usize {
 fn layouts(g: &ConvGeom) -> Option<(Layout, Layout)> {
     let (ho, wo) = g.out_hw();
     let (k, s, p) = (g.kh, g.stride, g.pad);
-    if g.kw != k || p >= k {
+    if g.kw != k || p >= k || ho == 0 || wo == 0 {
         return None;
     }
     let fwd = Layout::new(g.h + 2 * p, g.w + 2 * p, k, 1, s, (ho, wo))?;

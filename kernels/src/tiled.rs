@@ -44,6 +44,9 @@ impl Layout {
         s: usize,
         out: (usize, usize),
     ) -> Option<Self> {
+        if k == 0 || out.0 == 0 || out.1 == 0 {
+            return None;
+        }
         let (r, v) = tile_shape(out.1);
         let rows_out = out.0.div_ceil(r) * r;
         let cols_out = out.1.div_ceil(v * LANES) * v * LANES;
