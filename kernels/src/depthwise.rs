@@ -91,25 +91,6 @@ fn fill_input(g: &ConvGeom, lay: &Layout, x: &[f32], buf: &mut [f32]) {
     }
 }
 
-/// dx += v where `x > 0` (everywhere without the fused ReLU) over 8 values, or fewer at a row's end.
-#[inline(always)]
-fn add_masked(v: f32x8, dx: &mut [f32], x: &[f32], relu: bool) {
-    if dx.len() == LANES {
-        let v = if relu {
-            load(x).simd_gt(f32x8::ZERO).select(v, f32x8::ZERO)
-        } else {
-            v
-        };
-        store(load(dx) + v, dx);
-    } else {
-        for ((d, &a), &xv) in dx.iter_mut().zip(v.as_array()).zip(x) {
-            if !relu || xv > 0.0 {
-                *d += a;
-            }
-        }
-    }
-}
-
 /// The tiled input gradient of one plane: a stride-1 correlation of dy, zero-inserted by the stride
 /// and padded by (k - 1) * d - pad, with the flipped filter `wf`; masked by x > 0 for the fused ReLU.
 fn backward_data_plane_tiled(
@@ -126,7 +107,7 @@ fn backward_data_plane_tiled(
     fill(lay, dy, wo, pad, g.stride, 0.0, |_, _, v| v, buf);
     tiled::tiles(lay, buf, &Weighted(wf), |ih, iw0, v| {
         let (at, n) = (ih * g.w + iw0, (g.w - iw0).min(LANES));
-        add_masked(v, &mut dx[at..at + n], &x[at..at + n], g.pre_relu);
+        tiled::add(v, &mut dx[at..at + n], g.pre_relu.then_some(&x[at..at + n]));
     });
 }
 

@@ -11,7 +11,7 @@
 //! geometries run the per-window reference loops. All passes are parallel over samples or planes.
 use crate::conv::ConvGeom;
 use crate::par;
-use crate::simd::{f32x8, load, store, LANES};
+use crate::simd::{f32x8, LANES};
 use crate::tiled::{self, fill, put, Layout, MaxArg, Weighted, MAX_K, PLANE_MAX};
 
 /// Input rows `ih_lo..ih_hi` that output row `oh` reads.
@@ -188,14 +188,8 @@ pub fn avg_backward(g: &ConvGeom, dy: &[f32], dx: &mut [f32]) {
             let share = |oh, ow, v: f32| v / count(g, oh, ow) as f32;
             fill(&lay, dy, wo, q, g.stride, 0.0, share, &mut buf);
             tiled::tiles(&lay, &buf, &op, |ih, iw0, v| {
-                let row = &mut dx[ih * g.w..][..g.w];
-                if iw0 + LANES <= g.w {
-                    store(load(&row[iw0..]) + v, &mut row[iw0..]);
-                } else {
-                    for (d, a) in row[iw0..].iter_mut().zip(v.as_array()) {
-                        *d += a;
-                    }
-                }
+                let (at, n) = (ih * g.w + iw0, (g.w - iw0).min(LANES));
+                tiled::add(v, &mut dx[at..at + n], None);
             });
         }
     });

@@ -34,7 +34,7 @@ pub struct Layout {
 
 impl Layout {
     /// The layout of an `h x w` padded plane that a `k x k`, dilation-`d`, stride-`s` window reads to
-    /// make `out` = (ho, wo) outputs in whole tiles of [`tile_shape`]`(wo)` (the extra tile rows and
+    /// make `out` = (ho, wo) outputs in whole tiles of `tile_shape``(wo)` (the extra tile rows and
     /// columns read padding and are dropped). `None` if the tiled path does not apply.
     pub fn new(
         h: usize,
@@ -118,7 +118,7 @@ impl Layout {
 }
 
 /// Output tile (rows, vectors of 8 columns) for rows `wo` wide: 8 independent accumulators.
-pub fn tile_shape(wo: usize) -> (usize, usize) {
+fn tile_shape(wo: usize) -> (usize, usize) {
     match wo.div_ceil(LANES) {
         1 => (8, 1),
         2 => (4, 2),
@@ -256,7 +256,7 @@ fn tiles_of<Op: TapReduce, const R: usize, const V: usize>(
 }
 
 /// Reduces every output window of the padded plane `p` with `op`, in register tiles of the shape
-/// [`tile_shape`] picks, for the outputs the layout was made for; `emit(oh, ow0, acc)` receives
+/// `tile_shape` picks, for the outputs the layout was made for; `emit(oh, ow0, acc)` receives
 /// outputs ow0..ow0 + 8 of row oh (lanes at or beyond wo are padding: the caller drops them).
 pub fn tiles<Op: TapReduce>(
     lay: &Layout,
@@ -279,6 +279,25 @@ pub fn put(v: f32x8, row: &mut [f32], ow0: usize) {
         store(v, &mut row[ow0..]);
     } else {
         row[ow0..ow0 + n].copy_from_slice(&v.as_array()[..n]);
+    }
+}
+
+/// dx += v over 8 values, or fewer at a row's end; with a `mask`, only where mask > 0 (the fused
+/// input ReLU's backward).
+#[inline(always)]
+pub fn add(v: f32x8, dx: &mut [f32], mask: Option<&[f32]>) {
+    if dx.len() == LANES {
+        let v = match mask {
+            Some(x) => load(x).simd_gt(f32x8::ZERO).select(v, f32x8::ZERO),
+            None => v,
+        };
+        store(load(dx) + v, dx);
+    } else {
+        for (j, (d, &a)) in dx.iter_mut().zip(v.as_array()).enumerate() {
+            if mask.is_none_or(|x| x[j] > 0.0) {
+                *d += a;
+            }
+        }
     }
 }
 
