@@ -78,7 +78,12 @@ fn page(dir: &Path) -> Result<String, Failure> {
     }
     let epochs = s["epochs"].as_array().cloned().unwrap_or_default();
     if let Some(first) = epochs.first().and_then(Value::as_object) {
-        let cols: Vec<&String> = first.keys().collect();
+        // Scalar columns only (a search's epochs also carry their genotype).
+        let cols: Vec<&String> = first
+            .iter()
+            .filter(|(_, v)| !v.is_object() && !v.is_array())
+            .map(|(k, _)| k)
+            .collect();
         let _ = write!(
             h,
             "<h2>Per epoch</h2><table><tr>{}</tr>\n",

@@ -1,5 +1,6 @@
-//! What `search` and `train` share about a run directory: `run.json` (where the data came from, so
-//! `--resume` reloads the same data), the Ctrl-C flag, the progress bar and the step log.
+//! What `search` and `train` share about a run directory: refusing to overwrite a run,
+//! `run.json` (where the data came from, so `--resume` reloads the same data), the Ctrl-C / SIGTERM
+//! flag, the progress bar and the step log.
 use crate::Failure;
 use darts::checkpoint::write_atomic;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -45,9 +46,28 @@ impl RunInfo {
     }
 }
 
+/// Refuses to start a new run in a directory that already holds one (its configuration would be
+/// overwritten); such a directory is continued with `--resume`.
+pub(crate) fn refuse_existing_run(dir: &Path, command: &str) -> Result<(), Failure> {
+    let held = ["run.json", "checkpoint.safetensors", "summary.json"]
+        .iter()
+        .find(|f| dir.join(f).exists());
+    match held {
+        Some(f) => Err(Failure(
+            format!(
+                "{} already holds a run ({f}); continue it with `darts {command} --resume {}` or choose another --out",
+                dir.display(),
+                dir.display()
+            ),
+            2,
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A long-running command's plumbing.
 pub(crate) struct Session {
-    /// Raised by Ctrl-C; the run stops after the current step.
+    /// Raised by Ctrl-C or SIGTERM; the run stops after the current step.
     pub cancel: Arc<AtomicBool>,
     pub bar: ProgressBar,
     /// `out/log.jsonl`, opened for appending (a resumed run continues it).
@@ -56,7 +76,7 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// Installs the Ctrl-C handler, opens the log and shows a bar of `total` steps at `position`.
+    /// Installs the Ctrl-C / SIGTERM handler, opens the log and shows a bar of `total` steps at `position`.
     pub fn start(out: &Path, total: u64, position: u64) -> Result<Session, Failure> {
         let cancel = Arc::new(AtomicBool::new(false));
         let flag = cancel.clone();

@@ -1,6 +1,6 @@
 //! `darts search`: a search with a progress bar, results written into one directory, a checkpoint
 //! at every epoch end and on Ctrl-C, and `--resume DIR` to continue bit-identically.
-use crate::run_dir::{print_line, RunInfo, Session};
+use crate::run_dir::{print_line, refuse_existing_run, RunInfo, Session};
 use crate::Failure;
 use darts::checkpoint::{load_search, save_search, write_atomic};
 use darts::data::{load_cifar10, load_idx, synthetic, Splits, SyntheticConfig};
@@ -190,7 +190,7 @@ fn write_outputs(
         "final": last.map(|r| json!({ "train_loss": r.train_loss, "train_acc": r.train_acc, "val_loss": r.val_loss, "val_acc": r.val_acc })),
         "genotype": g,
         "genotype_python": g.to_python(),
-        "epochs": s.history.iter().map(|r| json!({ "epoch": r.epoch, "lr": r.lr, "train_loss": r.train_loss, "train_acc": r.train_acc, "val_loss": r.val_loss, "val_acc": r.val_acc, "seconds": r.seconds })).collect::<Vec<_>>(),
+        "epochs": s.history.iter().map(|r| json!({ "epoch": r.epoch, "lr": r.lr, "train_loss": r.train_loss, "train_acc": r.train_acc, "val_loss": r.val_loss, "val_acc": r.val_acc, "seconds": r.seconds, "genotype": r.genotype })).collect::<Vec<_>>(),
     });
     write(
         "summary.json",
@@ -199,12 +199,16 @@ fn write_outputs(
 }
 
 pub fn run(a: SearchArgs) -> Result<u8, Failure> {
-    let (mut search, info, out) = match &a.resume {
+    // Every check passes before anything is written into the output directory.
+    let (mut search, info, out, data, _lock) = match &a.resume {
         Some(dir) => {
             check_resume_flags(&a)?;
+            let out = a.out.clone().unwrap_or_else(|| dir.clone());
+            let lock = darts::lock::DirLock::acquire(&out)?;
             let info = RunInfo::read(dir)?;
             let s = load_search(&dir.join("checkpoint.safetensors"))?;
-            (s, info, a.out.clone().unwrap_or_else(|| dir.clone()))
+            let data = load_data(&info.data, info.subset, s.config.seed)?.train;
+            (s, info, out, data, lock)
         }
         None => {
             let config = config_from(&a);
@@ -214,16 +218,17 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
                 .out
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("runs/search"));
-            let data = load_data(&info.data, info.subset, config.seed)?;
-            let s = Search::new(config, data.train.classes, data.train.channels)?;
-            (s, info, out)
+            let data = load_data(&info.data, info.subset, config.seed)?.train;
+            let s = Search::new(config, data.classes, data.channels)?;
+            let lock = darts::lock::DirLock::acquire(&out)?;
+            refuse_existing_run(&out, "search")?;
+            (s, info, out, data, lock)
         }
     };
-    let data = load_data(&info.data, info.subset, search.config.seed)?.train;
-    info.write(&out)?;
     if search.steps_per_epoch(data.len()) == 0 {
         return Err(Failure(format!("{} training images leave a train half of {} images, less than one batch of {} (use a smaller --batch or a larger --subset)", data.len(), data.len() / 2, search.config.batch), 2));
     }
+    info.write(&out)?;
 
     let steps = search.steps_per_epoch(data.len());
     let total = (search.config.epochs * steps) as u64;

@@ -1,5 +1,5 @@
 //! `darts train`: train the evaluation network of a genotype from scratch; and `darts eval`.
-use crate::run_dir::{print_line, RunInfo, Session};
+use crate::run_dir::{print_line, refuse_existing_run, RunInfo, Session};
 use crate::search::load_data;
 use crate::Failure;
 use darts::checkpoint::{load_model, load_train, save_model, save_train, write_atomic};
@@ -101,7 +101,8 @@ fn dry_run(
 }
 
 pub fn run(a: TrainArgs) -> Result<u8, Failure> {
-    let (mut trainer, info, out) = match &a.resume {
+    // Every check passes before anything is written into the output directory.
+    let (mut trainer, info, out, splits, _lock) = match &a.resume {
         Some(dir) => {
             if a.genotype.is_some()
                 || a.data.is_some()
@@ -116,12 +117,12 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
             {
                 return Err(Failure("--resume continues the saved run as it was configured; only --threads and --out may be given with it".into(), 2));
             }
+            let out = a.out.clone().unwrap_or_else(|| dir.clone());
+            let lock = darts::lock::DirLock::acquire(&out)?;
             let info = RunInfo::read(dir)?;
-            (
-                load_train(&dir.join("checkpoint.safetensors"))?,
-                info,
-                a.out.clone().unwrap_or_else(|| dir.clone()),
-            )
+            let t = load_train(&dir.join("checkpoint.safetensors"))?;
+            let splits = load_data(&info.data, info.subset, t.config.seed)?;
+            (t, info, out, splits, lock)
         }
         None => {
             let spec = a.genotype.as_deref().ok_or_else(|| Failure("--genotype FILE|NAME is required (e.g. --genotype DARTS_V2 or runs/search/genotype.json)".into(), 2))?;
@@ -129,25 +130,23 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
             let cfg = config_from(&a);
             cfg.validate()?;
             let info = RunInfo::new(a.data.clone(), a.subset);
-            let data = load_data(&info.data, info.subset, cfg.seed)?;
+            let splits = load_data(&info.data, info.subset, cfg.seed)?;
             if a.dry_run {
                 return dry_run(
                     &cfg,
                     &genotype,
-                    data.train.classes,
-                    data.train.channels,
-                    data.train.height,
+                    splits.train.classes,
+                    splits.train.channels,
+                    splits.train.height,
                 );
             }
-            let t = Trainer::new(cfg, &genotype, data.train.classes, data.train.channels)?;
-            (
-                t,
-                info,
-                a.out.clone().unwrap_or_else(|| PathBuf::from("runs/train")),
-            )
+            let t = Trainer::new(cfg, &genotype, splits.train.classes, splits.train.channels)?;
+            let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs/train"));
+            let lock = darts::lock::DirLock::acquire(&out)?;
+            refuse_existing_run(&out, "train")?;
+            (t, info, out, splits, lock)
         }
     };
-    let splits = load_data(&info.data, info.subset, trainer.config.seed)?;
     info.write(&out)?;
     write_atomic(
         &out.join("genotype.json"),

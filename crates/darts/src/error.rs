@@ -25,6 +25,8 @@ pub enum DartsError {
     },
     /// An engine error (shapes, arguments).
     Engine(tensor::Error),
+    /// Another live process holds the directory's lock.
+    Locked { dir: PathBuf, pid: Option<String> },
 }
 
 pub type Result<T> = std::result::Result<T, DartsError>;
@@ -43,6 +45,12 @@ impl std::fmt::Display for DartsError {
                 write!(f, "non-finite {what} at epoch {epoch}, step {step}")
             }
             DartsError::Engine(e) => write!(f, "{e}"),
+            DartsError::Locked { dir, pid } => write!(
+                f,
+                "{} is in use by another darts process{} (wait for it to end, or choose another directory)",
+                dir.display(),
+                pid.as_ref().map_or(String::new(), |p| format!(" (pid {p})"))
+            ),
         }
     }
 }

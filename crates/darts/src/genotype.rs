@@ -117,6 +117,34 @@ impl Genotype {
         }
     }
 
+    /// A cell pair drawn uniformly from the search space without `none` (the random baseline):
+    /// each node takes two distinct inputs among its predecessors, each with a uniformly drawn
+    /// primitive. The same seed gives the same genotype.
+    pub fn random(seed: u64) -> Genotype {
+        let mut rng = tensor::Rng::new(seed);
+        let mut cell = || {
+            let mut gene = Vec::with_capacity(2 * primitives::STEPS);
+            for node in 0..primitives::STEPS {
+                let mut inputs: Vec<usize> = (0..node + 2).collect();
+                rng.shuffle(&mut inputs);
+                for &input in &inputs[..2] {
+                    let op = 1 + rng.below(PRIMITIVES.len() - 1); // column 0 is `none`
+                    gene.push((PRIMITIVES[op].to_string(), input));
+                }
+            }
+            gene
+        };
+        let normal = cell();
+        let reduce = cell();
+        let concat: Vec<usize> = (2..2 + primitives::STEPS).collect();
+        Genotype {
+            normal,
+            normal_concat: concat.clone(),
+            reduce,
+            reduce_concat: concat,
+        }
+    }
+
     /// The reference syntax, as `print(genotype)` shows it.
     pub fn to_python(&self) -> String {
         let ops = |v: &[(String, usize)]| {
@@ -362,6 +390,36 @@ mod tests {
     use super::*;
 
     const DARTS_PAPER: &str = "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])";
+
+    #[test]
+    fn random_cells_are_valid_reproducible_and_cover_the_space() {
+        assert_eq!(Genotype::random(7), Genotype::random(7));
+        assert_ne!(Genotype::random(7), Genotype::random(8));
+        let mut ops = std::collections::BTreeSet::new();
+        let mut inputs = std::collections::BTreeSet::new();
+        for seed in 0..200 {
+            let g = Genotype::random(seed);
+            g.validate().unwrap();
+            for cell in [&g.normal, &g.reduce] {
+                for (node, pair) in cell.chunks(2).enumerate() {
+                    assert_ne!(pair[0].1, pair[1].1, "two distinct inputs per node");
+                    inputs.insert((node, pair[0].1));
+                }
+                ops.extend(cell.iter().map(|(o, _)| o.clone()));
+            }
+        }
+        assert!(!ops.contains("none"));
+        assert_eq!(
+            ops.len(),
+            PRIMITIVES.len() - 1,
+            "every other primitive is drawn"
+        );
+        assert_eq!(
+            inputs.len(),
+            2 + 3 + 4 + 5,
+            "every (node, input) pair is drawn"
+        );
+    }
 
     #[test]
     fn parser_round_trips_the_darts_paper_cell() {

@@ -7,6 +7,7 @@ mod error;
 pub mod evalnet;
 pub mod genotype;
 mod layers;
+pub mod lock;
 pub mod model;
 pub mod optim;
 pub mod params;
