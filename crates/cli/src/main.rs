@@ -5,6 +5,7 @@ mod grad;
 mod report;
 mod run_dir;
 mod search;
+mod study;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,8 @@ enum Command {
     Eval(train::EvalArgs),
     /// One self-contained HTML page per run directory.
     Report(report::ReportArgs),
+    /// Does Max-W find better cells? Arms x seeds searched, trained and compared, locally or on Slurm.
+    Study(study::StudyArgs),
     /// Time one search step (architecture + weight update) and report peak memory.
     Bench(bench::BenchArgs),
 }
@@ -70,7 +73,8 @@ fn main() -> ExitCode {
         Command::Train(a) => a.threads,
         Command::Eval(a) => a.threads,
         Command::Bench(a) => a.threads,
-        Command::Report(_) => 1,
+        // The study only waits for its child processes.
+        Command::Report(_) | Command::Study(_) => 1,
     };
     let result = pool(threads).and_then(|p| {
         p.install(|| match cli.command {
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
             Command::Eval(a) => train::eval(a),
             Command::Report(a) => report::run(a),
             Command::Bench(a) => bench::run(a),
+            Command::Study(a) => study::run(a),
         })
     });
     match result {

@@ -41,6 +41,25 @@ impl Children {
     }
 }
 
+/// Makes the child get SIGINT when the thread that started it dies (Linux `PR_SET_PDEATHSIG`):
+/// a study killed with `kill -9` does not leave its runs going on unowned; each saves its
+/// checkpoint and stops, and the next `darts study` resumes it.
+fn interrupt_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT);
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
+}
+
 /// Runs what is left of `run` with `darts` (the binary) at `threads` threads per process.
 pub fn execute(
     plan: &Plan,
@@ -76,7 +95,9 @@ pub fn execute(
             .open(&log_path)
             .map_err(StudyError::io(&log_path))?;
         let err = log.try_clone().map_err(StudyError::io(&log_path))?;
-        let mut child = Command::new(darts)
+        let mut cmd = Command::new(darts);
+        interrupt_with_parent(&mut cmd);
+        let mut child = cmd
             .args(&args)
             .arg("--threads")
             .arg(threads.to_string())
