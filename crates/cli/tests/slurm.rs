@@ -1,0 +1,83 @@
+//! `darts study --executor slurm` on a real Slurm cluster: `.ci/run` starts one with
+//! `scripts/slurm-local.sh start`, runs this test (`--ignored`: it needs that cluster), and stops it.
+//! The study submitted as job arrays must report exactly what the local executor reports.
+mod common;
+
+use common::*;
+use std::path::Path;
+
+const TINY_STUDY: [&str; 20] = [
+    "--seeds",
+    "2",
+    "--subset",
+    "64",
+    "--epochs",
+    "2",
+    "--layers",
+    "2",
+    "--channels",
+    "2",
+    "--batch",
+    "8",
+    "--train-epochs",
+    "1",
+    "--train-layers",
+    "2",
+    "--train-channels",
+    "4",
+    "--train-batch",
+    "16",
+];
+
+fn results(dir: &Path) -> serde_json::Value {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("study.json")).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("cost");
+    v
+}
+
+#[test]
+#[ignore = "needs a running Slurm cluster: scripts/slurm-local.sh start"]
+fn slurm_study_equals_the_local_one_bit_for_bit() {
+    let root = dir("slurm");
+    let (on_slurm, local) = (root.join("slurm"), root.join("local"));
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["study", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(&TINY_STUDY);
+        args.extend_from_slice(extra);
+        let o = darts(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = run(&on_slurm, &["--executor", "slurm", "--wait"]);
+    assert!(
+        err.contains("submitted search array job")
+            && err.contains("submitted train array job")
+            && err.contains("submitted baseline array job"),
+        "{err}"
+    );
+    // Every run went through a Slurm array task.
+    let outs = std::fs::read_dir(on_slurm.join("logs"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("slurm-")
+        })
+        .count();
+    assert_eq!(outs, 12, "one Slurm output file per run");
+    run(&local, &["--jobs", "2"]);
+    assert_eq!(
+        std::fs::read(on_slurm.join("study.csv")).unwrap(),
+        std::fs::read(local.join("study.csv")).unwrap()
+    );
+    assert_eq!(results(&on_slurm), results(&local));
+    // Re-submitting a finished study submits nothing.
+    let err = run(&on_slurm, &["--executor", "slurm", "--wait"]);
+    assert!(err.contains("every run is already done"), "{err}");
+    let status = darts(&["study", "status", on_slurm.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("12 runs: 12 done"));
+    std::fs::remove_dir_all(&root).unwrap();
+}

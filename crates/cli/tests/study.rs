@@ -1,0 +1,255 @@
+//! `darts study` through the binary: the same report whatever `--jobs`, a re-run that repeats
+//! nothing, a killed study that resumes to the same numbers, and bad input refused clearly.
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A study small enough for the test suite: 2 arms + 2 baselines x 2 seeds, 64 images.
+pub const TINY_STUDY: [&str; 20] = [
+    "--seeds",
+    "2",
+    "--subset",
+    "64",
+    "--epochs",
+    "2",
+    "--layers",
+    "2",
+    "--channels",
+    "2",
+    "--batch",
+    "8",
+    "--train-epochs",
+    "1",
+    "--train-layers",
+    "2",
+    "--train-channels",
+    "4",
+    "--train-batch",
+    "16",
+];
+
+fn study(out: &Path, extra: &[&str]) -> std::process::Output {
+    darts(&study_args(out, "2", extra))
+}
+
+/// `study --out OUT` with the tiny settings, `epochs` search epochs, and `extra`.
+fn study_args<'a>(out: &'a Path, epochs: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["study", "--out", out.to_str().unwrap()];
+    args.extend_from_slice(&TINY_STUDY);
+    args[8] = epochs; // TINY_STUDY[5] is the search epochs' value
+    args.extend_from_slice(extra);
+    args
+}
+
+/// study.json without its run-time costs (the only part that may differ between executions).
+fn results(dir: &Path) -> serde_json::Value {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("study.json")).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("cost");
+    v
+}
+
+fn assert_ok(o: &std::process::Output) {
+    assert!(
+        o.status.success(),
+        "status {:?}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn jobs_do_not_change_the_numbers_and_a_rerun_repeats_nothing() {
+    let root = dir("study-jobs");
+    let (one, two) = (root.join("one"), root.join("two"));
+    assert_ok(&study(&one, &["--jobs", "1"]));
+    assert_ok(&study(&two, &["--jobs", "2"]));
+    assert_eq!(
+        std::fs::read(one.join("study.csv")).unwrap(),
+        std::fs::read(two.join("study.csv")).unwrap()
+    );
+    assert_eq!(results(&one), results(&two));
+    let r = results(&one);
+    assert_eq!(
+        r["runs"].as_array().unwrap().len(),
+        8,
+        "2 arms + random + DARTS_V2, 2 seeds each"
+    );
+    assert_eq!(r["comparisons"][0]["a"], "maxw");
+    for f in [
+        "study.json",
+        "study.csv",
+        "report.html",
+        "baselines/random-0.json",
+        "search/maxw/seed-1/genotype.json",
+        "train/softmax/seed-2/eval.json",
+    ] {
+        assert!(one.join(f).exists(), "{f}");
+    }
+    let html = std::fs::read_to_string(one.join("report.html")).unwrap();
+    assert!(
+        html.contains("<svg")
+            && html.contains("Alpha trajectories")
+            && html.contains("maxw vs softmax")
+    );
+
+    // Re-running the same command finds everything done and starts nothing.
+    let before = std::fs::metadata(one.join("train/maxw/seed-1/summary.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let o = study(&one, &["--jobs", "2"]);
+    assert_ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("0 runs done now, 12 were done before"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::metadata(one.join("train/maxw/seed-1/summary.json"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        before
+    );
+    assert_eq!(results(&one), results(&two));
+
+    // status and report work on the directory; a different study there is refused.
+    let s = darts(&["study", "status", one.to_str().unwrap()]);
+    assert_ok(&s);
+    assert!(String::from_utf8_lossy(&s.stdout).contains("12 runs: 12 done"));
+    let o = study(&one, &["--baselines", "DARTS_V1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("holds a different study"));
+
+    // A missing run is reported and left out; the statistics use the rest.
+    std::fs::remove_file(one.join("train/DARTS_V2/seed-2/eval.json")).unwrap();
+    let o = darts(&["study", "report", one.to_str().unwrap()]);
+    assert_ok(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("1 runs not complete"));
+    let r = results(&one);
+    let v2 = r["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "DARTS_V2")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (v2["complete"].as_u64(), v2["planned"].as_u64()),
+        (Some(1), Some(2))
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn a_killed_study_resumes_to_the_same_numbers_without_repeating_finished_runs() {
+    let root = dir("study-kill");
+    let (reference, killed) = (root.join("reference"), root.join("killed"));
+    // Longer searches, so the kill lands while runs are in flight.
+    assert_ok(&darts(&study_args(&reference, "4", &["--jobs", "2"])));
+    let args = study_args(&killed, "4", &["--jobs", "2"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_darts"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = killed.join("search/maxw/seed-1/summary.json");
+    let start = Instant::now();
+    while !first.exists() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(first.exists(), "the first search never finished");
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    // Its darts processes get SIGINT from the kernel (parent death), save and stop; wait for them.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60)
+        && [
+            "search/maxw/seed-2",
+            "search/softmax/seed-1",
+            "search/softmax/seed-2",
+            "train/maxw/seed-1",
+        ]
+        .iter()
+        .any(|r| darts::lock::is_locked(&killed.join(r)))
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let finished_before = std::fs::read(&first).unwrap();
+    let o = darts(&study_args(&killed, "4", &["--jobs", "2"]));
+    assert_ok(&o);
+    assert_eq!(
+        std::fs::read(&first).unwrap(),
+        finished_before,
+        "a finished run is never repeated"
+    );
+    let log = std::fs::read_to_string(killed.join("logs/search.maxw.seed-1.log")).unwrap();
+    assert_eq!(log.matches("searching:").count(), 1, "{log}");
+    assert_eq!(
+        std::fs::read(reference.join("study.csv")).unwrap(),
+        std::fs::read(killed.join("study.csv")).unwrap()
+    );
+    assert_eq!(results(&reference), results(&killed));
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn bad_input_is_refused_clearly() {
+    let root = dir("study-bad");
+    let out = root.join("s");
+    let check = |o: std::process::Output, code: i32, needle: &str| {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{err}");
+        assert!(
+            err.contains(needle) && !err.contains("panicked"),
+            "expected '{needle}' in {err}"
+        );
+    };
+    check(
+        study(&out, &["--weighting", "maxw,sharp"]),
+        2,
+        "unknown value 'sharp'",
+    );
+    check(study(&out, &["--order", ""]), 2, "empty item");
+    check(study(&out, &["--baselines", "random:0"]), 2, "random:K");
+    check(study(&out, &["--seeds", "0"]), 2, "--seeds");
+    assert!(!out.exists(), "nothing is written for a refused study");
+    check(
+        darts(&["study", "report", root.to_str().unwrap()]),
+        1,
+        "not a study directory",
+    );
+
+    // Two studies on one directory: the second refuses while the first holds it.
+    let lock = darts::lock::DirLock::acquire(&out).unwrap();
+    check(study(&out, &[]), 2, "another `darts study` is working in");
+    drop(lock);
+
+    // sbatch missing: the error names the script that starts a local cluster.
+    let o = Command::new(env!("CARGO_BIN_EXE_darts"))
+        .args([
+            "study",
+            "--out",
+            out.to_str().unwrap(),
+            "--executor",
+            "slurm",
+        ])
+        .args(TINY_STUDY)
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    check(o, 1, "scripts/slurm-local.sh");
+
+    // Nothing complete: report fails.
+    check(
+        darts(&["study", "report", out.to_str().unwrap()]),
+        1,
+        "no run is complete",
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}
