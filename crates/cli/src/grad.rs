@@ -74,6 +74,16 @@ fn load_batch(
 
 pub fn run(a: GradArgs) -> Result<u8, Failure> {
     let weighting = Weighting::parse(&a.weighting).expect("clap checked the value");
+    // Writing the gradients over an input would destroy it.
+    let same = |p: &PathBuf| match (std::fs::canonicalize(p), std::fs::canonicalize(&a.out)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => *p == a.out,
+    };
+    for (flag, p) in [("--checkpoint", &a.checkpoint), ("--batch", &a.batch)] {
+        if same(p) {
+            return Err(Failure(format!("--out {} is the {flag} file; the gradients would overwrite it (choose another --out)", a.out.display()), 2));
+        }
+    }
     let (net, params, mut bns, alphas) = load_supernet(&a.checkpoint)?;
     let (x, y) = load_batch(&a.batch, net.config.classes, net.config.in_channels)?;
     let mut tape = Tape::new();

@@ -2,6 +2,7 @@
 //! what was wrong and where, and ends the process with a non-zero status; nothing panics on bad input.
 mod bench;
 mod grad;
+mod memory;
 mod report;
 mod run_dir;
 mod search;
@@ -59,6 +60,14 @@ impl From<tensor::Error> for Failure {
 /// kernels' parallel loops start from a worker thread instead of handing every call over from the
 /// main thread and sleeping until it returns (a futex round trip per kernel call).
 fn pool(threads: usize) -> Result<rayon::ThreadPool, Failure> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Far more threads than cores only adds hand-offs (1000 threads ran 1500x slower): cap it.
+    let threads = if threads > 4 * cores {
+        eprintln!("warning: --threads {threads} is more than 4x this machine's {cores} cores; using {cores} (results do not depend on it)");
+        cores
+    } else {
+        threads
+    };
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()

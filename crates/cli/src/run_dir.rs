@@ -16,6 +16,9 @@ pub(crate) struct RunInfo {
     pub data: String,
     pub subset: Option<usize>,
     pub command: Vec<String>,
+    /// `Dataset::fingerprint` of the data the run started on (absent in runs of older versions).
+    #[serde(default)]
+    pub data_fingerprint: Option<String>,
 }
 
 pub(crate) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Failure + '_ {
@@ -28,7 +31,24 @@ impl RunInfo {
         RunInfo {
             data: data.unwrap_or_else(|| "synthetic".into()),
             subset,
-            command: std::env::args().collect(),
+            command: std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            data_fingerprint: None,
+        }
+    }
+
+    /// Refuses to resume on data that differs from what the run started on, unless `accept`.
+    pub fn check_data(&self, fingerprint: &str, accept: bool) -> Result<(), Failure> {
+        match &self.data_fingerprint {
+            Some(f) if f != fingerprint && !accept => Err(Failure(
+                format!(
+                    "the data {} is not what this run started on (fingerprint {fingerprint}, recorded {f}); resuming would mix two datasets. Restore the data, or pass --accept-changed-data to resume anyway",
+                    self.data
+                ),
+                2,
+            )),
+            _ => Ok(()),
         }
     }
 

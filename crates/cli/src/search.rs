@@ -11,6 +11,7 @@ use darts::{Event, Order, Outcome, Search, SearchConfig, Weighting};
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// Defaults chosen to finish a meaningful search on the built-in data in a few minutes on 2 cores;
@@ -57,6 +58,9 @@ pub struct SearchArgs {
     /// Continue the search saved in this directory.
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// With --resume: continue even though the data differs from what the run started on.
+    #[arg(long = "accept-changed-data")]
+    accept_changed_data: bool,
 }
 
 pub(crate) fn load_data(spec: &str, subset: Option<usize>, seed: u64) -> Result<Splits, Failure> {
@@ -208,26 +212,36 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
             let info = RunInfo::read(dir)?;
             let s = load_search(&dir.join("checkpoint.safetensors"))?;
             let data = load_data(&info.data, info.subset, s.config.seed)?.train;
+            info.check_data(&data.fingerprint(), a.accept_changed_data)?;
             (s, info, out, data, lock)
         }
         None => {
             let config = config_from(&a);
             config.validate()?;
-            let info = RunInfo::new(a.data.clone(), a.subset);
+            let mut info = RunInfo::new(a.data.clone(), a.subset);
             let out = a
                 .out
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("runs/search"));
             let data = load_data(&info.data, info.subset, config.seed)?.train;
+            info.data_fingerprint = Some(data.fingerprint());
+            crate::memory::check(
+                "this search",
+                crate::memory::search_bytes(
+                    config.channels,
+                    config.layers,
+                    config.batch,
+                    data.height * data.width,
+                ),
+            )?;
             let s = Search::new(config, data.classes, data.channels)?;
+            check_steps(&s, &data)?;
             let lock = darts::lock::DirLock::acquire(&out)?;
             refuse_existing_run(&out, "search")?;
             (s, info, out, data, lock)
         }
     };
-    if search.steps_per_epoch(data.len()) == 0 {
-        return Err(Failure(format!("{} training images leave a train half of {} images, less than one batch of {} (use a smaller --batch or a larger --subset)", data.len(), data.len() / 2, search.config.batch), 2));
-    }
+    check_steps(&search, &data)?;
     info.write(&out)?;
 
     let steps = search.steps_per_epoch(data.len());
@@ -253,11 +267,13 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
     );
     let start = Instant::now();
     let ckpt = out.join("checkpoint.safetensors");
-    let mut log_err = None;
+    // The first failed write (log, checkpoint, result files) stops the search after that step.
+    let mut write_err: Option<String> = None;
     let result = search.run(&data, &cancel, &mut |e| match e {
         Event::Step(r) => {
             if let Err(e) = writeln!(log, "{}", serde_json::to_string(r).expect("json")) {
-                log_err.get_or_insert(e);
+                write_err.get_or_insert(format!("{}: {e}", log_path.display()));
+                cancel.store(true, Ordering::SeqCst);
             }
             bar.set_position((r.epoch * r.steps_per_epoch + r.step + 1) as u64);
             bar.set_message(format!("epoch {}/{} step {}/{} | train loss {:.3} acc {:.2} | val loss {:.3} acc {:.2}", r.epoch + 1, search_epochs(total, r.steps_per_epoch), r.step + 1, r.steps_per_epoch, r.train_loss, r.train_acc, r.val_loss, r.val_acc));
@@ -266,13 +282,25 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
             let r = s.history.last().expect("an epoch just ended");
             let line = format!("epoch {:>3}: lr {:.5}  train loss {:.4} acc {:.3}  val loss {:.4} acc {:.3}  ({:.1} s)", r.epoch + 1, r.lr, r.train_loss, r.train_acc, r.val_loss, r.val_acc, r.seconds);
             print_line(&bar, line);
-            if let Err(e) = save_search(&ckpt, s) { log_err.get_or_insert(std::io::Error::other(e.to_string())); }
+            // Checkpoint first, then the result files, each atomically: a kill at any moment
+            // leaves a resumable run whose results match its checkpoint or the one before.
+            let saved = save_search(&ckpt, s)
+                .map_err(Failure::from)
+                .and_then(|()| write_outputs(&out, s, &info, start.elapsed().as_secs_f64(), "running"));
+            if let Err(Failure(msg, _)) = saved {
+                write_err.get_or_insert(msg);
+                cancel.store(true, Ordering::SeqCst);
+            }
         }
     });
-    if let Some(e) = log_err {
-        return Err(Failure(format!("{}: {e}", log_path.display()), 1));
-    }
     let seconds = start.elapsed().as_secs_f64();
+    if let Some(e) = write_err {
+        bar.abandon();
+        return Err(Failure(
+            format!("{e}; the search stopped ({})", last_good(&ckpt)),
+            1,
+        ));
+    }
     match result {
         Ok(outcome) => {
             bar.finish_and_clear();
@@ -302,13 +330,27 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
             bar.abandon();
             // The checkpoint on disk is the last good one (written at the last epoch end); keep it.
             Err(Failure(
-                format!(
-                    "{e}; the search stopped, the last good checkpoint is {}",
-                    ckpt.display()
-                ),
+                format!("{e}; the search stopped ({})", last_good(&ckpt)),
                 1,
             ))
         }
+    }
+}
+
+/// Refuses data too small for one batch of the train half.
+fn check_steps(search: &Search, data: &darts::data::Dataset) -> Result<(), Failure> {
+    if search.steps_per_epoch(data.len()) == 0 {
+        return Err(Failure(format!("{} training images leave a train half of {} images, less than one batch of {} (use a smaller --batch or a larger --subset)", data.len(), data.len() / 2, search.config.batch), 2));
+    }
+    Ok(())
+}
+
+/// Where a stopped run can continue from: its checkpoint, if one was ever written.
+pub(crate) fn last_good(ckpt: &Path) -> String {
+    if ckpt.exists() {
+        format!("the last good checkpoint is {}", ckpt.display())
+    } else {
+        "no checkpoint was written: it stopped before its first epoch ended".into()
     }
 }
 

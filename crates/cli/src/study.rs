@@ -28,7 +28,13 @@ pub struct StudyArgs {
 enum StudyCommand {
     /// Print every run as a plain `darts` command with its dependency, for any scheduler (writes
     /// DIR/spec.json so `status` and `report` work on the results).
-    Plan(GridArgs),
+    Plan {
+        #[command(flatten)]
+        grid: GridArgs,
+        /// Only this stage's commands, one a line, no comments (run all searches before trainings).
+        #[arg(long, value_enum)]
+        stage: Option<StageArg>,
+    },
     /// What is done, running, interrupted, failed or pending (and queued, under Slurm).
     Status { dir: PathBuf },
     /// Write study.json, study.csv and report.html from the finished runs.
@@ -44,6 +50,12 @@ enum StudyCommand {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StageArg {
+    Search,
+    Train,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -159,7 +171,7 @@ fn cancel_flag() -> Result<Arc<AtomicBool>, Failure> {
 pub fn run(a: StudyArgs) -> Result<u8, Failure> {
     match a.command {
         None => run_grid(a.grid),
-        Some(StudyCommand::Plan(g)) => plan(g),
+        Some(StudyCommand::Plan { grid, stage }) => plan(grid, stage),
         Some(StudyCommand::Status { dir }) => status(&dir),
         Some(StudyCommand::Report { dir }) => write_report(&study::open(&dir)?).map(|_| 0),
         Some(StudyCommand::Task {
@@ -171,18 +183,18 @@ pub fn run(a: StudyArgs) -> Result<u8, Failure> {
     }
 }
 
-fn plan(g: GridArgs) -> Result<u8, Failure> {
+fn plan(g: GridArgs, stage: Option<StageArg>) -> Result<u8, Failure> {
     let spec = g.spec()?;
     let plan = study::prepare(&g.out, spec)?;
-    print!(
-        "{}",
-        plan.to_shell(&darts_exe()?.to_string_lossy(), g.threads)
-    );
-    println!(
-        "# then: {} study report {}",
-        darts_exe()?.to_string_lossy(),
-        g.out.display()
-    );
+    let darts = darts_exe()?.to_string_lossy().into_owned();
+    let only = stage.map(|s| match s {
+        StageArg::Search => study::plan::Stage::Search,
+        StageArg::Train => study::plan::Stage::Train,
+    });
+    print!("{}", plan.to_shell(&darts, g.threads, only));
+    if only.is_none() {
+        println!("# then: {darts} study report {}", g.out.display());
+    }
     Ok(0)
 }
 

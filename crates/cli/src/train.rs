@@ -1,6 +1,6 @@
 //! `darts train`: train the evaluation network of a genotype from scratch; and `darts eval`.
 use crate::run_dir::{print_line, refuse_existing_run, RunInfo, Session};
-use crate::search::load_data;
+use crate::search::{last_good, load_data};
 use crate::Failure;
 use darts::checkpoint::{load_model, load_train, save_model, save_train, write_atomic};
 use darts::evalnet::EvalNet;
@@ -10,6 +10,7 @@ use darts::{Genotype, Outcome};
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// Defaults that train meaningfully on the built-in data in a few minutes on 2 cores; `--paper`
@@ -55,6 +56,9 @@ pub struct TrainArgs {
     out: Option<PathBuf>,
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// With --resume: continue even though the data differs from what the run started on.
+    #[arg(long = "accept-changed-data")]
+    accept_changed_data: bool,
 }
 
 fn config_from(a: &TrainArgs) -> TrainConfig {
@@ -122,6 +126,7 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
             let info = RunInfo::read(dir)?;
             let t = load_train(&dir.join("checkpoint.safetensors"))?;
             let splits = load_data(&info.data, info.subset, t.config.seed)?;
+            info.check_data(&fingerprint(&splits), a.accept_changed_data)?;
             (t, info, out, splits, lock)
         }
         None => {
@@ -129,8 +134,18 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
             let genotype = Genotype::load(spec)?;
             let cfg = config_from(&a);
             cfg.validate()?;
-            let info = RunInfo::new(a.data.clone(), a.subset);
+            let mut info = RunInfo::new(a.data.clone(), a.subset);
             let splits = load_data(&info.data, info.subset, cfg.seed)?;
+            info.data_fingerprint = Some(fingerprint(&splits));
+            crate::memory::check(
+                "this network",
+                crate::memory::train_bytes(
+                    cfg.channels,
+                    cfg.layers,
+                    cfg.batch,
+                    splits.train.height * splits.train.width,
+                ),
+            )?;
             if a.dry_run {
                 return dry_run(
                     &cfg,
@@ -176,11 +191,13 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
     );
     let ckpt = out.join("checkpoint.safetensors");
     let start = Instant::now();
-    let mut io_error: Option<String> = None;
+    // The first failed write (log, checkpoint, result files) stops training after that step.
+    let mut write_err: Option<String> = None;
     let result = trainer.run(&splits.train, splits.test.as_ref(), &cancel, &mut |e| match e {
         TrainEvent::Step(r) => {
             if let Err(e) = writeln!(log, "{}", serde_json::to_string(r).expect("json")) {
-                io_error.get_or_insert(format!("{}: {e}", log_path.display()));
+                write_err.get_or_insert(format!("{}: {e}", log_path.display()));
+                cancel.store(true, Ordering::SeqCst);
             }
             bar.set_position((r.epoch * r.steps_per_epoch + r.step + 1) as u64);
             bar.set_message(format!("epoch {} step {}/{} | loss {:.3} acc {:.2}", r.epoch + 1, r.step + 1, r.steps_per_epoch, r.loss, r.train_acc));
@@ -193,23 +210,28 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
             };
             let line = format!("epoch {:>3}: lr {:.5}  drop-path {:.3}  train loss {:.4} acc {:.3}  {test}  ({:.1} s)", r.epoch + 1, r.lr, r.drop_path, r.train_loss, r.train_acc, r.seconds);
             print_line(&bar, line);
-            if let Err(e) = save_train(&ckpt, t) {
-                io_error.get_or_insert(e.to_string());
+            let saved = save_train(&ckpt, t)
+                .map_err(Failure::from)
+                .and_then(|()| write_outputs(&out, t, &info, start.elapsed().as_secs_f64(), "running"));
+            if let Err(Failure(msg, _)) = saved {
+                write_err.get_or_insert(msg);
+                cancel.store(true, Ordering::SeqCst);
             }
         }
     });
-    if let Some(e) = io_error {
-        return Err(Failure(e, 1));
+    if let Some(e) = write_err {
+        bar.abandon();
+        return Err(Failure(
+            format!("{e}; training stopped ({})", last_good(&ckpt)),
+            1,
+        ));
     }
     let outcome = match result {
         Ok(o) => o,
         Err(e) => {
             bar.abandon();
             return Err(Failure(
-                format!(
-                    "{e}; training stopped, the last good checkpoint is {}",
-                    ckpt.display()
-                ),
+                format!("{e}; training stopped ({})", last_good(&ckpt)),
                 1,
             ));
         }
@@ -218,38 +240,13 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
     save_train(&ckpt, &trainer)?;
     let m = &trainer.model;
     save_model(&out.join("model.safetensors"), &m.net, &m.params, &m.bns)?;
-    write_atomic(
-        &out.join("curves.svg"),
-        render::curves_svg(&trainer.history).as_bytes(),
-    )?;
+    let status = if outcome == Outcome::Finished {
+        "finished"
+    } else {
+        "interrupted"
+    };
+    write_outputs(&out, &trainer, &info, start.elapsed().as_secs_f64(), status)?;
     let last = trainer.history.last();
-    let aux = EvalNet::aux_params(&m.params);
-    let summary = json!({
-        "kind": "train",
-        "status": if outcome == Outcome::Finished { "finished" } else { "interrupted" },
-        "genotype": m.net.genotype,
-        "genotype_python": m.net.genotype.to_python(),
-        "config": trainer.config,
-        "data": info.data,
-        "subset": info.subset,
-        "command": info.command,
-        "seed": trainer.config.seed,
-        "threads": rayon::current_num_threads(),
-        "parameters": m.params.numel(),
-        "parameters_without_auxiliary": m.params.numel() - aux,
-        "epochs_completed": trainer.history.len(),
-        "train_accuracy": last.map(|r| r.train_acc),
-        "test_accuracy": last.and_then(|r| r.test_acc),
-        "seconds_this_session": start.elapsed().as_secs_f64(),
-        "seconds_total": trainer.history.iter().map(|r| r.seconds).sum::<f64>(),
-        "epochs": trainer.history,
-    });
-    write_atomic(
-        &out.join("summary.json"),
-        serde_json::to_string_pretty(&summary)
-            .expect("json")
-            .as_bytes(),
-    )?;
     match outcome {
         Outcome::Finished => {
             eprintln!(
@@ -265,6 +262,55 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
             Ok(130)
         }
     }
+}
+
+/// The fingerprint of both splits a training reads.
+fn fingerprint(s: &darts::data::Splits) -> String {
+    let test = s.test.as_ref().map_or(String::new(), |t| t.fingerprint());
+    format!("{}{test}", s.train.fingerprint())
+}
+
+/// Writes `curves.svg` and `summary.json` for the trainer's current state.
+fn write_outputs(
+    out: &Path,
+    trainer: &Trainer,
+    info: &RunInfo,
+    seconds: f64,
+    status: &str,
+) -> Result<(), Failure> {
+    write_atomic(
+        &out.join("curves.svg"),
+        render::curves_svg(&trainer.history).as_bytes(),
+    )?;
+    let m = &trainer.model;
+    let last = trainer.history.last();
+    let aux = EvalNet::aux_params(&m.params);
+    let summary = json!({
+        "kind": "train",
+        "status": status,
+        "genotype": m.net.genotype,
+        "genotype_python": m.net.genotype.to_python(),
+        "config": trainer.config,
+        "data": info.data,
+        "subset": info.subset,
+        "command": info.command,
+        "seed": trainer.config.seed,
+        "threads": rayon::current_num_threads(),
+        "parameters": m.params.numel(),
+        "parameters_without_auxiliary": m.params.numel() - aux,
+        "epochs_completed": trainer.history.len(),
+        "train_accuracy": last.map(|r| r.train_acc),
+        "test_accuracy": last.and_then(|r| r.test_acc),
+        "seconds_this_session": seconds,
+        "seconds_total": trainer.history.iter().map(|r| r.seconds).sum::<f64>(),
+        "epochs": trainer.history,
+    });
+    Ok(write_atomic(
+        &out.join("summary.json"),
+        serde_json::to_string_pretty(&summary)
+            .expect("json")
+            .as_bytes(),
+    )?)
 }
 
 #[derive(clap::Args)]

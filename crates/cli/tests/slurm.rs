@@ -49,7 +49,17 @@ fn slurm_study_equals_the_local_one_bit_for_bit() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
-    let err = run(&on_slurm, &["--executor", "slurm", "--wait"]);
+    // --slurm-args reach every sbatch (a bad one would fail the submission).
+    let err = run(
+        &on_slurm,
+        &[
+            "--executor",
+            "slurm",
+            "--wait",
+            "--slurm-args",
+            "--time=30 --nice=0",
+        ],
+    );
     assert!(
         err.contains("submitted search array job")
             && err.contains("submitted train array job")

@@ -83,6 +83,8 @@ fn jobs_do_not_change_the_numbers_and_a_rerun_repeats_nothing() {
         "study.json",
         "study.csv",
         "report.html",
+        "accuracy.svg",
+        "alphas.svg",
         "baselines/random-0.json",
         "search/maxw/seed-1/genotype.json",
         "train/softmax/seed-2/eval.json",
@@ -150,8 +152,8 @@ fn a_killed_study_resumes_to_the_same_numbers_without_repeating_finished_runs() 
     let root = dir("study-kill");
     let (reference, killed) = (root.join("reference"), root.join("killed"));
     // Longer searches, so the kill lands while runs are in flight.
-    assert_ok(&darts(&study_args(&reference, "4", &["--jobs", "2"])));
-    let args = study_args(&killed, "4", &["--jobs", "2"]);
+    assert_ok(&darts(&study_args(&reference, "6", &["--jobs", "2"])));
+    let args = study_args(&killed, "6", &["--jobs", "2"]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_darts"))
         .args(&args)
         .stdout(Stdio::null())
@@ -159,11 +161,22 @@ fn a_killed_study_resumes_to_the_same_numbers_without_repeating_finished_runs() 
         .spawn()
         .unwrap();
     let first = killed.join("search/maxw/seed-1/summary.json");
+    let in_flight = killed.join("search/softmax/seed-1");
+    // summary.json is rewritten at every epoch end; "finished" marks the end of the run.
+    let finished = || {
+        std::fs::read_to_string(&first)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|v| v["status"] == "finished")
+    };
+    // Kill once the maxw searches are done and a softmax search has passed its first epoch end.
     let start = Instant::now();
-    while !first.exists() && start.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(20));
+    while !(finished() && in_flight.join("checkpoint.safetensors").exists())
+        && start.elapsed() < Duration::from_secs(120)
+    {
+        std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(first.exists(), "the first search never finished");
+    assert!(finished(), "the first search never finished");
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
     // Its darts processes get SIGINT from the kernel (parent death), save and stop; wait for them.
@@ -180,12 +193,15 @@ fn a_killed_study_resumes_to_the_same_numbers_without_repeating_finished_runs() 
     {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let finished_before = std::fs::read(&first).unwrap();
-    let o = darts(&study_args(&killed, "4", &["--jobs", "2"]));
+    // The run in flight was stopped cleanly (SIGINT from the kernel when its study died).
+    let log = std::fs::read_to_string(killed.join("logs/search.softmax.seed-1.log")).unwrap();
+    assert!(log.contains("interrupted at epoch"), "{log}");
+    let finished_before = std::fs::read_to_string(&first).unwrap();
+    let o = darts(&study_args(&killed, "6", &["--jobs", "2"]));
     assert_ok(&o);
     assert_eq!(
-        std::fs::read(&first).unwrap(),
-        finished_before,
+        std::fs::read_to_string(&first).unwrap() == finished_before,
+        true,
         "a finished run is never repeated"
     );
     let log = std::fs::read_to_string(killed.join("logs/search.maxw.seed-1.log")).unwrap();

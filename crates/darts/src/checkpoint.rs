@@ -58,10 +58,17 @@ fn model_entries(params: &ParamStore, bns: &BnStore) -> BTreeMap<String, Entry> 
 }
 
 /// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename).
+/// On failure (a full disk, a read-only directory) the temporary file is removed and `path` keeps
+/// its previous contents.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    let written = std::fs::write(&tmp, bytes)
+        .map_err(io(&tmp))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(io(path)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 fn serialize(
@@ -202,6 +209,15 @@ impl TensorFile {
                 }
             }
         }
+        // Nothing we read may hold NaN or infinity: a damaged file, or one a diverged run wrote.
+        for (name, t) in &f.f32s {
+            if let Some(i) = t.data().iter().position(|v| !v.is_finite()) {
+                return Err(bad(format!(
+                    "tensor {name} holds a non-finite value ({}) at flat index {i}",
+                    t.data()[i]
+                )));
+            }
+        }
         Ok(f)
     }
 
@@ -265,8 +281,19 @@ fn fill_params(f: &mut TensorFile, params: &mut ParamStore, bns: &mut BnStore) -
         let c = s.mean.len();
         s.mean = f.take(&format!("{p}.running_mean"), &[c])?.into_vec();
         s.var = f.take(&format!("{p}.running_var"), &[c])?.into_vec();
-        if let Some(v) = f.i64s.remove(&format!("{p}.num_batches_tracked")) {
+        let tracked = format!("{p}.num_batches_tracked");
+        if let Some(v) = f.i64s.remove(&tracked) {
             *nb = v.first().copied().unwrap_or(0);
+        } else if let Some(t) = f.f32s.remove(&tracked) {
+            // Some exporters store the counter as a float; accept a whole, non-negative one.
+            match t.data() {
+                [v] if *v >= 0.0 && v.fract() == 0.0 => *nb = *v as i64,
+                other => {
+                    return Err(f.err(format!(
+                        "{tracked} must be one non-negative whole number, got {other:?}"
+                    )))
+                }
+            }
         }
     }
     Ok(())

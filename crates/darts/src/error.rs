@@ -36,9 +36,7 @@ impl std::fmt::Display for DartsError {
         match self {
             DartsError::Io { path, source } => write!(f, "{}: {source}", path.display()),
             DartsError::Data { path, why } => write!(f, "{}: {why}", path.display()),
-            DartsError::Checkpoint { path, why } => {
-                write!(f, "checkpoint {}: {why}", path.display())
-            }
+            DartsError::Checkpoint { path, why } => write!(f, "{}: {why}", path.display()),
             DartsError::Config(why) => write!(f, "invalid configuration: {why}"),
             DartsError::Genotype(why) => write!(f, "genotype: {why}"),
             DartsError::NonFinite { epoch, step, what } => {

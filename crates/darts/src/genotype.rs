@@ -76,13 +76,22 @@ impl Genotype {
             .map(|(_, s)| Genotype::from_python(s).expect("built-in genotypes parse"))
     }
 
-    /// A genotype from `spec`: a built-in name, or a file holding JSON (`genotype.json`) or the
-    /// reference syntax (`genotype.py` and the like).
+    /// A genotype from `spec`: a built-in name; a file holding JSON (`genotype.json`), one
+    /// `Genotype(...)` in the reference syntax, or a Python module defining genotypes (the
+    /// `genotype.py` a search writes, the reference `genotypes.py`); `FILE:NAME` picks one of a
+    /// module's genotypes by name.
     pub fn load(spec: &str) -> Result<Genotype> {
         if let Some(g) = Genotype::builtin(spec) {
             return Ok(g);
         }
-        let path = std::path::Path::new(spec);
+        let (path, name) = match spec.rsplit_once(':') {
+            Some((file, name))
+                if !std::path::Path::new(spec).exists() && std::path::Path::new(file).exists() =>
+            {
+                (std::path::Path::new(file), Some(name))
+            }
+            _ => (std::path::Path::new(spec), None),
+        };
         if !path.exists() {
             let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
             return Err(DartsError::Genotype(format!(
@@ -91,18 +100,46 @@ impl Genotype {
             )));
         }
         let text = std::fs::read_to_string(path).map_err(crate::error::io(path))?;
-        let parsed = if text.trim_start().starts_with('{') {
-            Genotype::from_json(&text)
-        } else {
-            Genotype::from_python(&text)
-        };
-        parsed.map_err(|e| {
+        let in_file = |e: DartsError| {
             DartsError::Genotype(format!(
                 "{}: {}",
                 path.display(),
                 e.to_string().trim_start_matches("genotype: ")
             ))
-        })
+        };
+        if text.trim_start().starts_with('{') {
+            return Genotype::from_json(&text).map_err(in_file);
+        }
+        let named = python::module(&text).map_err(in_file)?;
+        let g = match (name, named.len()) {
+            (None, 0) => return Genotype::from_python(&text).map_err(in_file),
+            (None, 1) => named[0].1.clone(),
+            (Some(n), _) => match named.iter().find(|(k, _)| k == n) {
+                Some((_, g)) => g.clone(),
+                None => {
+                    let names: Vec<&str> = named.iter().map(|(k, _)| k.as_str()).collect();
+                    return Err(in_file(DartsError::Genotype(format!(
+                        "defines no genotype '{n}' (it defines: {})",
+                        if names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    ))));
+                }
+            },
+            (None, _) => {
+                let names: Vec<&str> = named.iter().map(|(k, _)| k.as_str()).collect();
+                return Err(in_file(DartsError::Genotype(format!(
+                    "defines {} genotypes ({}); pick one with {}:NAME",
+                    names.len(),
+                    names.join(", "),
+                    path.display()
+                ))));
+            }
+        };
+        g.validate().map_err(in_file)?;
+        Ok(g)
     }
 
     /// Derives the genotype of alphas_normal and alphas_reduce ([14, 8] each). The ranking uses
@@ -348,6 +385,11 @@ mod python {
             Some(i) => &s[i..],
             None => return Err(DartsError::Genotype("no 'Genotype(' found".into())),
         };
+        Ok(call(body)?.0)
+    }
+
+    /// Parses the `Genotype(...)` call at the start of `body`; returns it and the bytes consumed.
+    fn call(body: &str) -> Result<(Genotype, usize)> {
         let mut p = P {
             s: body.as_bytes(),
             i: 0,
@@ -376,12 +418,65 @@ mod python {
             }
         }
         let missing = |f: &str| DartsError::Genotype(format!("missing field '{f}'"));
-        Ok(Genotype {
+        let g = Genotype {
             normal: normal.ok_or_else(|| missing("normal"))?,
             normal_concat: nc.ok_or_else(|| missing("normal_concat"))?,
             reduce: reduce.ok_or_else(|| missing("reduce"))?,
             reduce_concat: rc.ok_or_else(|| missing("reduce_concat"))?,
-        })
+        };
+        Ok((g, p.i))
+    }
+
+    /// `NAME = value` at the start of a line (a top-level Python assignment): the name, and the
+    /// value as a suffix of `line`.
+    fn assignment(line: &str) -> Option<(&str, &str)> {
+        if line.starts_with(char::is_whitespace) {
+            return None;
+        }
+        let (name, value) = line.split_once('=')?;
+        let name = name.trim();
+        let ident = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        (ident && !value.starts_with('=')).then_some((name, value.trim_start()))
+    }
+
+    /// The genotypes a Python module defines at top level, in order: `NAME = Genotype(...)`
+    /// (possibly over several lines) and aliases `NAME = OTHER` of an earlier one (as the reference
+    /// `genotypes.py` has `DARTS = DARTS_V2`). Other statements (imports, `namedtuple`, `PRIMITIVES`
+    /// lists) are skipped.
+    pub(super) fn module(text: &str) -> Result<Vec<(String, Genotype)>> {
+        let mut found: Vec<(String, Genotype)> = Vec::new();
+        let mut pos = 0;
+        while pos < text.len() {
+            let rest = &text[pos..];
+            let line = &rest[..rest.find('\n').map_or(rest.len(), |k| k + 1)];
+            let mut advance = line.len();
+            if let Some((name, value)) = assignment(line) {
+                let is_call = value
+                    .strip_prefix("Genotype")
+                    .is_some_and(|v| v.trim_start().starts_with('('));
+                if is_call {
+                    let at = line.len() - value.len();
+                    let (g, used) = call(&rest[at..]).map_err(|e| {
+                        let why = e.to_string();
+                        DartsError::Genotype(format!(
+                            "{name}: {}",
+                            why.trim_start_matches("genotype: ")
+                        ))
+                    })?;
+                    found.push((name.to_string(), g));
+                    // Continue after the line the call ends on.
+                    let end = at + used;
+                    advance = rest[end..].find('\n').map_or(rest.len(), |k| end + k + 1);
+                } else if let Some((_, g)) = found.iter().find(|(n, _)| n == value.trim()) {
+                    let g = g.clone();
+                    found.push((name.to_string(), g));
+                }
+            }
+            pos += advance;
+        }
+        Ok(found)
     }
 }
 
@@ -390,6 +485,39 @@ mod tests {
     use super::*;
 
     const DARTS_PAPER: &str = "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])";
+
+    #[test]
+    fn python_modules_load_by_name() {
+        let dir = std::env::temp_dir().join(format!("darts-genotype-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let g = Genotype::builtin("DARTS_V1").unwrap();
+        // What `darts search` writes.
+        let searched = dir.join("genotype.py");
+        std::fs::write(&searched, format!("from collections import namedtuple\nGenotype = namedtuple('Genotype', 'normal normal_concat reduce reduce_concat')\n\nSEARCHED = {}\n", g.to_python())).unwrap();
+        assert_eq!(Genotype::load(searched.to_str().unwrap()).unwrap(), g);
+        // The reference genotypes.py shape: several, multi-line, range() concat, an alias.
+        let v2 = DARTS_PAPER
+            .replace("), (", "),\n    (")
+            .replace("normal_concat=[2, 3, 4, 5]", "normal_concat=range(2, 6)");
+        let module = dir.join("genotypes.py");
+        std::fs::write(&module, format!("from collections import namedtuple\n\nGenotype = namedtuple('Genotype', 'normal normal_concat reduce reduce_concat')\n\nPRIMITIVES = [\n    'none',\n    'max_pool_3x3',\n]\n\nDARTS_V1 = {}\nDARTS_V2 = {v2}\n\nDARTS = DARTS_V2\n", g.to_python())).unwrap();
+        let m = module.to_str().unwrap();
+        assert_eq!(Genotype::load(&format!("{m}:DARTS_V1")).unwrap(), g);
+        assert_eq!(
+            Genotype::load(&format!("{m}:DARTS")).unwrap(),
+            Genotype::builtin("DARTS_V2").unwrap()
+        );
+        let e = Genotype::load(m).unwrap_err().to_string();
+        assert!(
+            e.contains("defines 3 genotypes (DARTS_V1, DARTS_V2, DARTS)") && e.contains(":NAME"),
+            "{e}"
+        );
+        let e = Genotype::load(&format!("{m}:NASNet"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no genotype 'NASNet'"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn random_cells_are_valid_reproducible_and_cover_the_space() {

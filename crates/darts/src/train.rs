@@ -73,7 +73,7 @@ impl TrainConfig {
         }
         if self.auxiliary_weight < 0.0 || !self.auxiliary_weight.is_finite() {
             return bad(format!(
-                "--auxiliary-weight must be >= 0, got {}",
+                "--auxiliary-weight must be a finite number >= 0, got {}",
                 self.auxiliary_weight
             ));
         }

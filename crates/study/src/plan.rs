@@ -279,18 +279,21 @@ impl Plan {
 
     /// Every run as plain shell commands with its dependency, for any other scheduler: a search
     /// line, or a train line followed by `&& darts eval ...`, then `# after: <run>` where the run
-    /// waits for another.
-    pub fn to_shell(&self, darts: &str, threads: usize) -> String {
+    /// waits for another. With `only`, that stage's lines alone, without comments (one command a
+    /// line, for `parallel` or an indexed job).
+    pub fn to_shell(&self, darts: &str, threads: usize, only: Option<Stage>) -> String {
         let mut out = String::new();
         for stage in [Stage::Search, Stage::Train] {
             let runs: Vec<&Run> = self.runs.iter().filter(|r| r.stage == stage).collect();
-            if runs.is_empty() {
+            if runs.is_empty() || only.is_some_and(|o| o != stage) {
                 continue;
             }
-            out += &match stage {
-                Stage::Search => format!("# stage 1: {} searches (independent)\n", runs.len()),
-                Stage::Train => format!("# stage 2: {} trainings, each then evaluated (a searched cell's after its search)\n", runs.len()),
-            };
+            if only.is_none() {
+                out += &match stage {
+                    Stage::Search => format!("# stage 1: {} searches (independent)\n", runs.len()),
+                    Stage::Train => format!("# stage 2: {} trainings, each then evaluated (a searched cell's after its search)\n", runs.len()),
+                };
+            }
             for r in runs {
                 let mut line = command_line(darts, &self.fresh_args(r), threads);
                 if r.stage == Stage::Train {
@@ -298,7 +301,7 @@ impl Plan {
                     line += &command_line(darts, &self.eval_args(r), threads);
                     line += " > /dev/null";
                 }
-                if let Some(dep) = self.dependency(r) {
+                if let (Some(dep), None) = (self.dependency(r), only) {
                     line += &format!("  # after: {}", dep.id);
                 }
                 out += &line;
@@ -415,7 +418,7 @@ mod tests {
             .fresh_args(p.run("train/random/cell-1/seed-1").unwrap())
             .join(" ");
         assert_eq!(t, "train --genotype S/baselines/random-1.json --data synthetic --subset 64 --channels 4 --layers 2 --epochs 1 --batch 8 --seed 1 --out S/train/random/cell-1/seed-1");
-        let shell = p.to_shell("darts", 1);
+        let shell = p.to_shell("darts", 1, None);
         assert!(shell.contains("--out S/train/maxw/seed-1 --threads 1 && darts eval --model S/train/maxw/seed-1 --json --threads 1 > /dev/null  # after: search/maxw/seed-1\n"), "{shell}");
         assert_eq!(
             shell.lines().filter(|l| !l.starts_with('#')).count(),

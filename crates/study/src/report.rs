@@ -381,7 +381,8 @@ pub fn to_csv(r: &StudyReport) -> String {
     s
 }
 
-/// Writes `study.json`, `study.csv` and `report.html` into the study directory.
+/// Writes `study.json`, `study.csv`, `report.html` and its two figures (`accuracy.svg`,
+/// `alphas.svg`) into the study directory.
 pub fn write(plan: &Plan, r: &StudyReport, cost: &Value) -> Result<()> {
     let mut json = serde_json::to_value(r).expect("report serialises");
     json["cost"] = cost.clone();
@@ -396,6 +397,11 @@ pub fn write(plan: &Plan, r: &StudyReport, cost: &Value) -> Result<()> {
         serde_json::to_string_pretty(&json).expect("json"),
     )?;
     w("study.csv", to_csv(r))?;
+    w("accuracy.svg", crate::report_html::accuracy_svg(r))?;
+    let alphas = crate::report_html::trajectories_svg(r);
+    if !alphas.is_empty() {
+        w("alphas.svg", alphas)?;
+    }
     w("report.html", crate::report_html::page(plan, r, cost))
 }
 

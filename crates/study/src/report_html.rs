@@ -35,7 +35,7 @@ fn ci(s: &Option<Summary>) -> String {
 
 /// Test accuracy per arm: one point per trained cell, the mean as a bar, the 95 % interval as a
 /// whisker.
-fn accuracy_svg(r: &StudyReport) -> String {
+pub(crate) fn accuracy_svg(r: &StudyReport) -> String {
     let arms: Vec<&str> = r
         .arms
         .iter()
@@ -100,7 +100,7 @@ fn accuracy_svg(r: &StudyReport) -> String {
 
 /// Per searched arm, a small chart: the mean softmax(alpha) share of each primitive in the normal
 /// cell over the search epochs (a rising pool or skip line is a collapse in the making).
-fn trajectories_svg(r: &StudyReport) -> String {
+pub(crate) fn trajectories_svg(r: &StudyReport) -> String {
     let arms: Vec<_> = r
         .arms
         .iter()

@@ -54,7 +54,19 @@ fn header(path: &Path, b: &[u8], magic: u32, dims: usize) -> Result<Vec<usize>> 
     let sizes: Vec<usize> = (0..dims)
         .map(|d| u32::from_be_bytes(b[4 + 4 * d..8 + 4 * d].try_into().unwrap()) as usize)
         .collect();
-    let want = 4 + 4 * dims + sizes.iter().product::<usize>();
+    if let Some(d) = sizes.iter().position(|&s| s == 0) {
+        return Err(bad(format!("header {sizes:?}: dimension {d} is 0")));
+    }
+    // Checked: a hostile header's product must not wrap around to a small number.
+    let want = sizes
+        .iter()
+        .try_fold(1usize, |p, &s| p.checked_mul(s))
+        .and_then(|n| n.checked_add(4 + 4 * dims))
+        .ok_or_else(|| {
+            bad(format!(
+                "header {sizes:?} describes more bytes than can exist"
+            ))
+        })?;
     if b.len() != want {
         return Err(bad(format!(
             "{} bytes, but the header {sizes:?} needs {want} (truncated?)",
@@ -168,6 +180,15 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("truncated"));
+        // A header whose size product wraps around to 0 in 64 bits, and a zero dimension.
+        for (dims, needle) in [
+            ([8u32, 1 << 31, 1 << 31], "more bytes than can exist"),
+            ([2, 0, 3], "dimension 1 is 0"),
+        ] {
+            std::fs::write(dir.join("train-images-idx3-ubyte"), idx(0x803, &dims, &[])).unwrap();
+            let e = load_idx(&dir).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
         std::fs::write(dir.join("train-labels-idx1-ubyte.gz"), b"not gzip").unwrap();
         std::fs::write(
             dir.join("train-images-idx3-ubyte"),

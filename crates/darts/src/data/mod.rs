@@ -34,6 +34,32 @@ pub struct Splits {
 }
 
 impl Dataset {
+    /// A 64-bit FNV-1a hash of the shape, labels and pixel bits, as hex: two loads of the same
+    /// data agree, and a changed file (another subset, a re-export) almost surely does not.
+    pub fn fingerprint(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h ^= b as u64;
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        for d in [
+            self.len(),
+            self.channels,
+            self.height,
+            self.width,
+            self.classes,
+        ] {
+            eat(&(d as u64).to_le_bytes());
+        }
+        for l in &self.labels {
+            eat(&l.to_le_bytes());
+        }
+        eat(bytemuck::cast_slice(&self.images));
+        format!("{h:016x}")
+    }
+
     /// Wraps in-memory tensors: x [N, C, H, W] (already normalised) and labels (each < classes).
     pub fn from_tensors(x: &Tensor, labels: Vec<u32>, classes: usize) -> Result<Dataset> {
         let [n, c, h, w] = x.shape().nchw("Dataset::from_tensors")?;
