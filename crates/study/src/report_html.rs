@@ -109,18 +109,22 @@ pub(crate) fn trajectories_svg(r: &StudyReport) -> String {
     if arms.is_empty() {
         return String::new();
     }
-    let (cw, ch, pad, cols) = (260.0f64, 170.0f64, 40.0f64, 3usize);
+    let (cw, ch, pad, cols) = (260.0f64, 170.0f64, 52.0f64, 3usize);
     let rows = arms.len().div_ceil(cols);
-    let w = cols.min(arms.len()) as f64 * (cw + pad) + pad;
-    let h = rows as f64 * (ch + pad + 20.0) + 40.0;
+    let w = (cols.min(arms.len()) as f64 * (cw + pad) + pad).max(4.0 * 130.0 + pad);
+    let h = rows as f64 * (ch + pad + 20.0) + 60.0;
     let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"Helvetica,Arial,sans-serif\" font-size=\"11\">\n");
-    let ymax = arms
-        .iter()
-        .flat_map(|a| a.normal_alpha_trajectory.iter().flatten())
-        .cloned()
-        .fold(0.0f64, f64::max)
-        .max(1e-6)
-        * 1.05;
+    // One y range for all charts, fitted to the data: early in a search every share is close to
+    // 1/8, and a 0-to-max axis would flatten the trends that matter.
+    let values = || {
+        arms.iter()
+            .flat_map(|a| a.normal_alpha_trajectory.iter().flatten())
+            .cloned()
+    };
+    let lo = values().fold(f64::INFINITY, f64::min);
+    let hi = values().fold(f64::NEG_INFINITY, f64::max);
+    let margin = ((hi - lo) * 0.05).max(1e-6);
+    let (ymin, ymax) = (lo - margin, hi + margin);
     for (i, arm) in arms.iter().enumerate() {
         let (x0, y0) = (
             pad + (i % cols) as f64 * (cw + pad),
@@ -135,7 +139,7 @@ pub(crate) fn trajectories_svg(r: &StudyReport) -> String {
                 cw / 2.0
             }
         };
-        let py = |v: f64| y0 + ch * (1.0 - v / ymax);
+        let py = |v: f64| y0 + ch * (1.0 - (v - ymin) / (ymax - ymin));
         let _ = writeln!(
             s,
             "<text x=\"{x0}\" y=\"{}\" font-weight=\"bold\">{}</text>",
@@ -143,7 +147,7 @@ pub(crate) fn trajectories_svg(r: &StudyReport) -> String {
             esc(&arm.name)
         );
         let _ = writeln!(s, "<rect x=\"{x0}\" y=\"{y0}\" width=\"{cw}\" height=\"{ch}\" fill=\"none\" stroke=\"#ccc\"/>");
-        let _ = writeln!(s, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{ymax:.2}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">0</text>", x0 - 4.0, y0 + 8.0, x0 - 4.0, y0 + ch);
+        let _ = writeln!(s, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{ymax:.4}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{ymin:.4}</text>", x0 - 4.0, y0 + 8.0, x0 - 4.0, y0 + ch);
         let _ = writeln!(s, "<text x=\"{x0}\" y=\"{}\">epoch 1</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">epoch {n}</text>", y0 + ch + 14.0, x0 + cw, y0 + ch + 14.0);
         for (k, prim) in PRIMITIVES.iter().enumerate() {
             let pts: Vec<String> = (0..n)
@@ -152,9 +156,8 @@ pub(crate) fn trajectories_svg(r: &StudyReport) -> String {
             let _ = writeln!(s, "<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"1.5\"><title>{prim}</title></polyline>", pts.join(" "), COLOURS[k]);
         }
     }
-    let ly = h - 14.0;
     for (k, prim) in PRIMITIVES.iter().enumerate() {
-        let lx = pad + k as f64 * 105.0;
+        let (lx, ly) = (pad + (k % 4) as f64 * 130.0, h - 34.0 + (k / 4) as f64 * 18.0);
         let _ = writeln!(s, "<rect x=\"{lx}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"{ly}\">{prim}</text>", ly - 9.0, COLOURS[k], lx + 14.0);
     }
     s.push_str("</svg>\n");
