@@ -2,7 +2,7 @@
 //! at every epoch end and on Ctrl-C, and `--resume DIR` to continue bit-identically.
 use crate::run_dir::{print_line, refuse_existing_run, RunInfo, Session};
 use crate::Failure;
-use darts::checkpoint::{load_search, save_search, write_atomic};
+use darts::checkpoint::{load_search, load_with_fallback, save_search, write_atomic};
 use darts::data::{load_cifar10, load_idx, synthetic, Splits, SyntheticConfig};
 use darts::optim::GradTransform;
 use darts::render;
@@ -210,7 +210,11 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
             let out = a.out.clone().unwrap_or_else(|| dir.clone());
             let lock = darts::lock::DirLock::acquire(&out)?;
             let info = RunInfo::read(dir)?;
-            let s = load_search(&dir.join("checkpoint.safetensors"))?;
+            let (s, warning) =
+                load_with_fallback(&dir.join("checkpoint.safetensors"), load_search)?;
+            if let Some(w) = warning {
+                eprintln!("warning: {w}");
+            }
             let data = load_data(&info.data, info.subset, s.config.seed)?.train;
             info.check_data(&data.fingerprint(), a.accept_changed_data)?;
             (s, info, out, data, lock)
@@ -347,8 +351,11 @@ fn check_steps(search: &Search, data: &darts::data::Dataset) -> Result<(), Failu
 
 /// Where a stopped run can continue from: its checkpoint, if one was ever written.
 pub(crate) fn last_good(ckpt: &Path) -> String {
+    let prev = darts::checkpoint::previous(ckpt);
     if ckpt.exists() {
         format!("the last good checkpoint is {}", ckpt.display())
+    } else if prev.exists() {
+        format!("the last good checkpoint is {}", prev.display())
     } else {
         "no checkpoint was written: it stopped before its first epoch ended".into()
     }

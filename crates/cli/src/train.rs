@@ -2,7 +2,9 @@
 use crate::run_dir::{print_line, refuse_existing_run, RunInfo, Session};
 use crate::search::{last_good, load_data};
 use crate::Failure;
-use darts::checkpoint::{load_model, load_train, save_model, save_train, write_atomic};
+use darts::checkpoint::{
+    load_model, load_train, load_with_fallback, save_model, save_train, write_atomic,
+};
 use darts::evalnet::EvalNet;
 use darts::render;
 use darts::train::{TrainConfig, TrainEvent, Trainer};
@@ -124,7 +126,10 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
             let out = a.out.clone().unwrap_or_else(|| dir.clone());
             let lock = darts::lock::DirLock::acquire(&out)?;
             let info = RunInfo::read(dir)?;
-            let t = load_train(&dir.join("checkpoint.safetensors"))?;
+            let (t, warning) = load_with_fallback(&dir.join("checkpoint.safetensors"), load_train)?;
+            if let Some(w) = warning {
+                eprintln!("warning: {w}");
+            }
             let splits = load_data(&info.data, info.subset, t.config.seed)?;
             info.check_data(&fingerprint(&splits), a.accept_changed_data)?;
             (t, info, out, splits, lock)

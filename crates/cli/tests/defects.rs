@@ -375,3 +375,65 @@ fn grad_refuses_non_finite_inputs_and_overwriting_them() {
     );
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn sigterm_saves_like_ctrl_c_and_a_batch_is_not_called_a_checkpoint() {
+    let d = dir("term");
+    let r = d.join("r");
+    let mut args = vec![
+        "search".to_string(),
+        "--out".into(),
+        r.to_string_lossy().into_owned(),
+        "--epochs".into(),
+        "50".into(),
+    ];
+    args.extend(TINY.iter().map(|s| s.to_string()));
+    let child = Command::new(env!("CARGO_BIN_EXE_darts"))
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !r.join("checkpoint.safetensors").exists() && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["status"], "interrupted");
+
+    // A safetensors batch of F64 values: the message names the file and the dtype, not a "checkpoint".
+    let header = br#"{"x":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&1.0f64.to_le_bytes());
+    let batch = d.join("batch.safetensors");
+    std::fs::write(&batch, bytes).unwrap();
+    let o = darts(&[
+        "grad",
+        "--checkpoint",
+        golden("search_model.safetensors").to_str().unwrap(),
+        "--batch",
+        batch.to_str().unwrap(),
+        "--out",
+        d.join("g.safetensors").to_str().unwrap(),
+    ]);
+    fails(&o, 1, "tensor x has dtype F64");
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("checkpoint"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -5,6 +5,14 @@
 //! `optimizer.adam_v.*`) and, in the safetensors metadata, the configuration, the position (epoch,
 //! step, Adam step), the running epoch sums and the history. Every write goes to a temporary file in
 //! the same directory and is renamed over the target, so a crash never leaves a half-written file.
+//!
+//! Every file written here carries, in its metadata, the CRC-32 of each tensor's bytes
+//! (`checksums`) and of the other metadata (`metadata_crc32`), and the writer's version
+//! (`writer`); [`TensorFile::open`] verifies them and names the first tensor that fails, so bit rot
+//! or a bad copy is refused instead of resumed. Files without checksums (PyTorch's) load, every
+//! value checked finite. Search and training checkpoints keep the one before them
+//! (`checkpoint.prev.safetensors`, rotated by rename), and [`load_with_fallback`] resumes from it
+//! when the latest fails its check.
 use crate::error::io;
 use crate::evalnet::{EvalConfig, EvalNet};
 use crate::model::{NetConfig, Supernet};
@@ -71,9 +79,87 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     written
 }
 
+/// The metadata keys of the integrity fields.
+const CHECKSUMS: &str = "checksums";
+const METADATA_CRC: &str = "metadata_crc32";
+const WRITER: &str = "writer";
+
+fn crc32(bytes: &[u8]) -> String {
+    format!("{:08x}", crc32fast::hash(bytes))
+}
+
+/// CRC-32 over the metadata entries other than the checksum fields, in key order.
+fn metadata_crc(metadata: &HashMap<String, String>) -> String {
+    let mut h = crc32fast::Hasher::new();
+    let mut keys: Vec<&String> = metadata
+        .keys()
+        .filter(|k| *k != CHECKSUMS && *k != METADATA_CRC)
+        .collect();
+    keys.sort();
+    for k in keys {
+        for part in [k.as_bytes(), b"\0", metadata[k].as_bytes(), b"\0"] {
+            h.update(part);
+        }
+    }
+    format!("{:08x}", h.finalize())
+}
+
+/// The previous checkpoint kept beside `path`: `checkpoint.prev.safetensors`.
+pub fn previous(path: &Path) -> std::path::PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|s| format!(".{}", s.to_string_lossy()))
+        .unwrap_or_default();
+    path.with_file_name(format!("{stem}.prev{ext}"))
+}
+
+/// Writes `bytes` to `path` keeping the file it replaces as [`previous`]: the new file is written
+/// in full first (temporary name), then the old one renamed to `.prev`, then the new one into
+/// place. A crash at any moment leaves at least one complete checkpoint (`path`, or `.prev` with
+/// the new one still under its temporary name); a failed write leaves both as they were.
+pub fn write_rotating(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let written = std::fs::write(&tmp, bytes)
+        .map_err(io(&tmp))
+        .and_then(|()| match path.exists() {
+            true => std::fs::rename(path, previous(path)).map_err(io(previous(path))),
+            false => Ok(()),
+        })
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(io(path)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Loads `path` with `load`; if that fails (damaged, truncated, missing) and the previous
+/// checkpoint loads, returns it with a warning that says why the latest was refused.
+pub fn load_with_fallback<T>(
+    path: &Path,
+    load: impl Fn(&Path) -> Result<T>,
+) -> Result<(T, Option<String>)> {
+    match load(path) {
+        Ok(v) => Ok((v, None)),
+        Err(latest) => {
+            let prev = previous(path);
+            if !prev.exists() {
+                return Err(latest);
+            }
+            match load(&prev) {
+                Ok(v) => Ok((v, Some(format!("{latest}; resuming from the previous checkpoint {} instead (the epoch after it runs again)", prev.display())))),
+                Err(e) => Err(DartsError::Checkpoint { path: path.into(), why: format!("{latest}; and the previous checkpoint failed too: {e}") }),
+            }
+        }
+    }
+}
+
 fn serialize(
     entries: &BTreeMap<String, Entry>,
-    metadata: HashMap<String, String>,
+    mut metadata: HashMap<String, String>,
     path: &Path,
 ) -> Result<Vec<u8>> {
     let i64_bytes: BTreeMap<&String, [u8; 8]> = entries
@@ -86,6 +172,22 @@ fn serialize(
             }
         })
         .collect();
+    let checksums: BTreeMap<&String, String> = entries
+        .iter()
+        .map(|(k, e)| {
+            let crc = match e {
+                Entry::F32(_, data) => crc32(data),
+                Entry::I64(_) => crc32(&i64_bytes[k]),
+            };
+            (k, crc)
+        })
+        .collect();
+    metadata.insert(
+        WRITER.into(),
+        format!("darts-maxw {}", env!("CARGO_PKG_VERSION")),
+    );
+    metadata.insert(METADATA_CRC.into(), metadata_crc(&metadata));
+    metadata.insert(CHECKSUMS.into(), json(&checksums));
     let views: Vec<(String, TensorView)> = entries
         .iter()
         .map(|(k, e)| {
@@ -141,7 +243,7 @@ pub fn save_search(path: &Path, s: &Search) -> Result<()> {
             format!("derived from seed {} per (epoch, step)", s.config.seed),
         ),
     ]);
-    write_atomic(path, &serialize(&entries, meta, path)?)
+    write_rotating(path, &serialize(&entries, meta, path)?)
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -173,6 +275,43 @@ impl TensorFile {
             i64s: BTreeMap::new(),
             metadata: meta.metadata().clone().unwrap_or_default(),
         };
+        if let Some(sums) = f.metadata.get(CHECKSUMS) {
+            let sums: BTreeMap<String, String> = serde_json::from_str(sums).map_err(|e| {
+                bad(format!(
+                    "its checksums are unreadable ({e}): the file is damaged"
+                ))
+            })?;
+            let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+            names.sort();
+            for name in &names {
+                let view = st
+                    .tensor(name)
+                    .map_err(|e| bad(format!("tensor {name}: {e}")))?;
+                match sums.get(name) {
+                    Some(want) if *want == crc32(view.data()) => {}
+                    Some(_) => {
+                        return Err(bad(format!(
+                            "tensor {name} fails its checksum: the file is damaged"
+                        )))
+                    }
+                    None => {
+                        return Err(bad(format!(
+                            "tensor {name} has no checksum: the file is damaged"
+                        )))
+                    }
+                }
+            }
+            if let Some(missing) = sums.keys().find(|k| !names.contains(k)) {
+                return Err(bad(format!(
+                    "tensor {missing} is missing: the file is damaged"
+                )));
+            }
+            if f.metadata.get(METADATA_CRC) != Some(&metadata_crc(&f.metadata)) {
+                return Err(bad(
+                    "its metadata fails its checksum: the file is damaged".into()
+                ));
+            }
+        }
         for (name, view) in st.tensors() {
             match view.dtype() {
                 Dtype::F32 => {
@@ -439,7 +578,7 @@ pub fn save_train(path: &Path, t: &Trainer) -> Result<()> {
         ("epoch_sums".to_string(), json(&t.epoch_sums.to_vec())),
         ("history".to_string(), json(&t.history)),
     ]);
-    write_atomic(path, &serialize(&entries, meta, path)?)
+    write_rotating(path, &serialize(&entries, meta, path)?)
 }
 
 /// Loads a training run written by [`save_train`].

@@ -100,45 +100,53 @@ impl Genotype {
             )));
         }
         let text = std::fs::read_to_string(path).map_err(crate::error::io(path))?;
-        let in_file = |e: DartsError| {
+        Genotype::from_text(&text, name).map_err(|e| {
             DartsError::Genotype(format!(
                 "{}: {}",
                 path.display(),
                 e.to_string().trim_start_matches("genotype: ")
             ))
-        };
+        })
+    }
+
+    /// A genotype from a file's text: JSON, one `Genotype(...)`, or a Python module of named
+    /// genotypes, of which `name` picks one (needed when it defines several).
+    pub fn from_text(text: &str, name: Option<&str>) -> Result<Genotype> {
         if text.trim_start().starts_with('{') {
-            return Genotype::from_json(&text).map_err(in_file);
+            return Genotype::from_json(text);
         }
-        let named = python::module(&text).map_err(in_file)?;
+        let named = python::module(text)?;
+        let names = || {
+            named
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let g = match (name, named.len()) {
-            (None, 0) => return Genotype::from_python(&text).map_err(in_file),
+            (None, 0) => return Genotype::from_python(text),
             (None, 1) => named[0].1.clone(),
             (Some(n), _) => match named.iter().find(|(k, _)| k == n) {
                 Some((_, g)) => g.clone(),
                 None => {
-                    let names: Vec<&str> = named.iter().map(|(k, _)| k.as_str()).collect();
-                    return Err(in_file(DartsError::Genotype(format!(
+                    return Err(DartsError::Genotype(format!(
                         "defines no genotype '{n}' (it defines: {})",
-                        if names.is_empty() {
+                        if named.is_empty() {
                             "none".to_string()
                         } else {
-                            names.join(", ")
+                            names()
                         }
-                    ))));
+                    )))
                 }
             },
-            (None, _) => {
-                let names: Vec<&str> = named.iter().map(|(k, _)| k.as_str()).collect();
-                return Err(in_file(DartsError::Genotype(format!(
-                    "defines {} genotypes ({}); pick one with {}:NAME",
-                    names.len(),
-                    names.join(", "),
-                    path.display()
-                ))));
+            (None, k) => {
+                return Err(DartsError::Genotype(format!(
+                    "defines {k} genotypes ({}); pick one with FILE:NAME",
+                    names()
+                )))
             }
         };
-        g.validate().map_err(in_file)?;
+        g.validate()?;
         Ok(g)
     }
 

@@ -157,7 +157,10 @@ pub(crate) fn trajectories_svg(r: &StudyReport) -> String {
         }
     }
     for (k, prim) in PRIMITIVES.iter().enumerate() {
-        let (lx, ly) = (pad + (k % 4) as f64 * 130.0, h - 34.0 + (k / 4) as f64 * 18.0);
+        let (lx, ly) = (
+            pad + (k % 4) as f64 * 130.0,
+            h - 34.0 + (k / 4) as f64 * 18.0,
+        );
         let _ = writeln!(s, "<rect x=\"{lx}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"{ly}\">{prim}</text>", ly - 9.0, COLOURS[k], lx + 14.0);
     }
     s.push_str("</svg>\n");

@@ -37,6 +37,12 @@ pub fn read_json(path: &Path) -> Option<Value> {
     serde_json::from_str(&text).ok()
 }
 
+/// Whether the run saved a checkpoint (the latest, or the previous one kept beside it).
+fn has_checkpoint(dir: &Path) -> bool {
+    let ckpt = dir.join("checkpoint.safetensors");
+    ckpt.exists() || darts::checkpoint::previous(&ckpt).exists()
+}
+
 fn finished(dir: &Path) -> bool {
     read_json(&dir.join("summary.json")).is_some_and(|s| s["status"] == "finished")
 }
@@ -53,7 +59,7 @@ pub fn state(plan: &Plan, run: &Run) -> RunState {
     if let Ok(why) = std::fs::read_to_string(plan.failed_path(run)) {
         return RunState::Failed(why.trim().to_string());
     }
-    if run.dir.join("checkpoint.safetensors").exists() || finished(&run.dir) {
+    if has_checkpoint(&run.dir) || finished(&run.dir) {
         return RunState::Interrupted;
     }
     RunState::Pending
@@ -67,7 +73,7 @@ pub fn remaining(plan: &Plan, run: &Run) -> Vec<Vec<String>> {
     let dir = &run.dir;
     let mut todo = Vec::new();
     if !finished(dir) {
-        if dir.join("checkpoint.safetensors").exists() {
+        if has_checkpoint(dir) {
             todo.push(plan.resume_args(run));
         } else {
             todo.push(plan.fresh_args(run));
@@ -83,7 +89,7 @@ pub fn remaining(plan: &Plan, run: &Run) -> Vec<Vec<String>> {
 /// a fresh start is not refused for overwriting a run.
 pub fn clear_partial(run: &Run) -> std::io::Result<()> {
     let dir = &run.dir;
-    if dir.exists() && !dir.join("checkpoint.safetensors").exists() && !finished(dir) {
+    if dir.exists() && !has_checkpoint(dir) && !finished(dir) {
         std::fs::remove_dir_all(dir)?;
     }
     Ok(())

@@ -9,23 +9,36 @@ use std::path::{Path, PathBuf};
 const MEAN: [f32; 1] = [0.1307];
 const STD: [f32; 1] = [0.3081];
 
-/// `base` or `base.gz`, whichever exists, decompressed.
-fn read(dir: &Path, base: &str) -> Result<(PathBuf, Vec<u8>)> {
+/// `base` or `base.gz`, whichever exists, decompressed, with its `dims` header sizes checked
+/// against its length. A gzip stream is decompressed only as far as its header says it reaches,
+/// so a small file that claims (or inflates to) terabytes is refused without allocating them.
+fn read(dir: &Path, base: &str, magic: u32, dims: usize) -> Result<(PathBuf, Vec<u8>, Vec<usize>)> {
     let plain = dir.join(base);
     let gz = dir.join(format!("{base}.gz"));
     if plain.exists() {
         let b = std::fs::read(&plain).map_err(io(&plain))?;
-        Ok((plain, b))
+        let sizes = header(&plain, &b, magic, dims)?;
+        Ok((plain, b, sizes))
     } else if gz.exists() {
         let f = std::fs::File::open(&gz).map_err(io(&gz))?;
+        let bad_gzip = |e: std::io::Error| DartsError::Data {
+            path: gz.clone(),
+            why: format!("not a valid gzip file: {e}"),
+        };
+        let mut stream = flate2::read::GzDecoder::new(f);
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(f)
+        (&mut stream)
+            .take(4 + 4 * dims as u64)
             .read_to_end(&mut out)
-            .map_err(|e| DartsError::Data {
-                path: gz.clone(),
-                why: format!("not a valid gzip file: {e}"),
-            })?;
-        Ok((gz, out))
+            .map_err(bad_gzip)?;
+        let want = declared_len(&gz, &out, magic, dims)?.1;
+        // One byte more than declared, to tell a longer stream from an exact one.
+        (&mut stream)
+            .take((want - out.len()) as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(bad_gzip)?;
+        let sizes = header(&gz, &out, magic, dims)?;
+        Ok((gz, out, sizes))
     } else {
         Err(DartsError::Data {
             path: plain,
@@ -34,7 +47,8 @@ fn read(dir: &Path, base: &str) -> Result<(PathBuf, Vec<u8>)> {
     }
 }
 
-fn header(path: &Path, b: &[u8], magic: u32, dims: usize) -> Result<Vec<usize>> {
+/// The sizes an IDX header declares and the file length they imply, from its first bytes.
+fn declared_len(path: &Path, b: &[u8], magic: u32, dims: usize) -> Result<(Vec<usize>, usize)> {
     let bad = |why: String| DartsError::Data {
         path: path.into(),
         why,
@@ -67,22 +81,30 @@ fn header(path: &Path, b: &[u8], magic: u32, dims: usize) -> Result<Vec<usize>> 
                 "header {sizes:?} describes more bytes than can exist"
             ))
         })?;
+    Ok((sizes, want))
+}
+
+fn header(path: &Path, b: &[u8], magic: u32, dims: usize) -> Result<Vec<usize>> {
+    let (sizes, want) = declared_len(path, b, magic, dims)?;
     if b.len() != want {
-        return Err(bad(format!(
-            "{} bytes, but the header {sizes:?} needs {want} (truncated?)",
-            b.len()
-        )));
+        return Err(DartsError::Data {
+            path: path.into(),
+            why: format!(
+                "{} bytes, but the header {sizes:?} needs {want} (truncated?)",
+                b.len()
+            ),
+        });
     }
     Ok(sizes)
 }
 
 fn split(dir: &Path, prefix: &str) -> Result<Dataset> {
-    let (ipath, ib) = read(dir, &format!("{prefix}-images-idx3-ubyte"))?;
-    let (lpath, lb) = read(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
-    let [n, h, w] = header(&ipath, &ib, 0x0803, 3)?[..] else {
+    let (ipath, ib, isizes) = read(dir, &format!("{prefix}-images-idx3-ubyte"), 0x0803, 3)?;
+    let (lpath, lb, lsizes) = read(dir, &format!("{prefix}-labels-idx1-ubyte"), 0x0801, 1)?;
+    let [n, h, w] = isizes[..] else {
         unreachable!("three dims")
     };
-    let [nl] = header(&lpath, &lb, 0x0801, 1)?[..] else {
+    let [nl] = lsizes[..] else {
         unreachable!("one dim")
     };
     if n != nl {
