@@ -1,6 +1,8 @@
 //! `darts`: the command line over the `darts` library. Every error is printed as one line naming
 //! what was wrong and where, and ends the process with a non-zero status; nothing panics on bad input.
 mod bench;
+#[cfg(test)]
+mod fuzz;
 mod grad;
 mod memory;
 mod report;

@@ -37,7 +37,7 @@ fn svg(dir: &Path, file: &str) -> Option<String> {
         .filter(|s| s.trim_start().starts_with("<svg"))
 }
 
-fn page(dir: &Path) -> Result<String, Failure> {
+pub(crate) fn page(dir: &Path) -> Result<String, Failure> {
     let path = dir.join("summary.json");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| Failure(format!("{}: {e} (not a run directory?)", path.display()), 1))?;
