@@ -269,3 +269,40 @@ fn bad_input_is_refused_clearly() {
     );
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn ctrl_c_stops_a_study_cleanly_and_the_same_command_finishes_it() {
+    let root = dir("study-int");
+    let out = root.join("s");
+    let args = study_args(&out, "12", &["--jobs", "2"]);
+    let child = Command::new(env!("CARGO_BIN_EXE_darts"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ckpt = out.join("search/maxw/seed-1/checkpoint.safetensors");
+    let start = Instant::now();
+    while !ckpt.exists() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SIGINT to the study alone (not its process group): it forwards it to its runs.
+    assert!(Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted: running runs saved their checkpoints"),
+        "{err}"
+    );
+    let log = std::fs::read_to_string(out.join("logs/search.maxw.seed-1.log")).unwrap();
+    assert!(log.contains("interrupted at epoch"), "{log}");
+    let s = darts(&["study", "status", out.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&s.stdout).contains("interrupted          search/maxw/seed-1"));
+    assert_ok(&darts(&args));
+    assert!(out.join("study.json").exists());
+}
