@@ -6,6 +6,7 @@ use darts::checkpoint::write_atomic;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::File;
 use std::io::IsTerminal;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -87,12 +88,14 @@ pub(crate) fn refuse_existing_run(dir: &Path, command: &str) -> Result<(), Failu
 
 /// A long-running command's plumbing.
 pub(crate) struct Session {
-    /// Raised by Ctrl-C or SIGTERM; the run stops after the current step.
+    /// Raised by Ctrl-C or SIGTERM, or by a failed write; the run stops after the current step.
     pub cancel: Arc<AtomicBool>,
     pub bar: ProgressBar,
     /// `out/log.jsonl`, opened for appending (a resumed run continues it).
-    pub log: File,
-    pub log_path: PathBuf,
+    log: File,
+    log_path: PathBuf,
+    /// The first write that failed (log, checkpoint, result files), if any.
+    pub failed_write: Option<String>,
 }
 
 impl Session {
@@ -121,7 +124,24 @@ impl Session {
             bar,
             log,
             log_path,
+            failed_write: None,
         })
+    }
+
+    /// Appends one step's record to `log.jsonl`.
+    pub fn log_step<T: serde::Serialize>(&mut self, record: &T) {
+        let line = serde_json::to_string(record).expect("records serialise");
+        let written = writeln!(self.log, "{line}").map_err(io_err(&self.log_path));
+        self.check(written);
+    }
+
+    /// Keeps the first failed write and raises the cancel flag: the run stops after this step
+    /// instead of going on without its log or checkpoint.
+    pub fn check(&mut self, written: Result<(), Failure>) {
+        if let Err(Failure(msg, _)) = written {
+            self.failed_write.get_or_insert(msg);
+            self.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 }
 

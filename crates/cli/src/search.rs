@@ -9,9 +9,7 @@ use darts::render;
 use darts::schedule::Schedule;
 use darts::{Event, Order, Outcome, Search, SearchConfig, Weighting};
 use serde_json::json;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// Defaults chosen to finish a meaningful search on the built-in data in a few minutes on 2 cores;
@@ -250,12 +248,8 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
 
     let steps = search.steps_per_epoch(data.len());
     let total = (search.config.epochs * steps) as u64;
-    let Session {
-        cancel,
-        bar,
-        mut log,
-        log_path,
-    } = Session::start(&out, total, (search.epoch * steps + search.step) as u64)?;
+    let mut session = Session::start(&out, total, (search.epoch * steps + search.step) as u64)?;
+    let cancel = session.cancel.clone();
     eprintln!(
         "searching: {} params, {} cells of C={}, batch {}, {} epochs x {} steps, {:?} weighting, {:?} order, {} threads -> {}",
         search.params.numel(),
@@ -271,34 +265,28 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
     );
     let start = Instant::now();
     let ckpt = out.join("checkpoint.safetensors");
-    // The first failed write (log, checkpoint, result files) stops the search after that step.
-    let mut write_err: Option<String> = None;
     let result = search.run(&data, &cancel, &mut |e| match e {
         Event::Step(r) => {
-            if let Err(e) = writeln!(log, "{}", serde_json::to_string(r).expect("json")) {
-                write_err.get_or_insert(format!("{}: {e}", log_path.display()));
-                cancel.store(true, Ordering::SeqCst);
-            }
+            session.log_step(r);
+            let bar = &session.bar;
             bar.set_position((r.epoch * r.steps_per_epoch + r.step + 1) as u64);
             bar.set_message(format!("epoch {}/{} step {}/{} | train loss {:.3} acc {:.2} | val loss {:.3} acc {:.2}", r.epoch + 1, search_epochs(total, r.steps_per_epoch), r.step + 1, r.steps_per_epoch, r.train_loss, r.train_acc, r.val_loss, r.val_acc));
         }
         Event::Epoch(s) => {
             let r = s.history.last().expect("an epoch just ended");
             let line = format!("epoch {:>3}: lr {:.5}  train loss {:.4} acc {:.3}  val loss {:.4} acc {:.3}  ({:.1} s)", r.epoch + 1, r.lr, r.train_loss, r.train_acc, r.val_loss, r.val_acc, r.seconds);
-            print_line(&bar, line);
+            print_line(&session.bar, line);
             // Checkpoint first, then the result files, each atomically: a kill at any moment
             // leaves a resumable run whose results match its checkpoint or the one before.
             let saved = save_search(&ckpt, s)
                 .map_err(Failure::from)
                 .and_then(|()| write_outputs(&out, s, &info, start.elapsed().as_secs_f64(), "running"));
-            if let Err(Failure(msg, _)) = saved {
-                write_err.get_or_insert(msg);
-                cancel.store(true, Ordering::SeqCst);
-            }
+            session.check(saved);
         }
     });
     let seconds = start.elapsed().as_secs_f64();
-    if let Some(e) = write_err {
+    let bar = &session.bar;
+    if let Some(e) = session.failed_write.take() {
         bar.abandon();
         return Err(Failure(
             format!("{e}; the search stopped ({})", last_good(&ckpt)),

@@ -10,9 +10,7 @@ use darts::render;
 use darts::train::{TrainConfig, TrainEvent, Trainer};
 use darts::{Genotype, Outcome};
 use serde_json::json;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// Defaults that train meaningfully on the built-in data in a few minutes on 2 cores; `--paper`
@@ -173,16 +171,12 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
         trainer.model.net.genotype.to_json().as_bytes(),
     )?;
     let steps = trainer.steps_per_epoch(splits.train.len());
-    let Session {
-        cancel,
-        bar,
-        mut log,
-        log_path,
-    } = Session::start(
+    let mut session = Session::start(
         &out,
         (trainer.config.epochs * steps) as u64,
         (trainer.epoch * steps + trainer.step) as u64,
     )?;
+    let cancel = session.cancel.clone();
     eprintln!(
         "training: {} params, {} cells of C={}, batch {}, {} epochs x {} steps, {} threads -> {}",
         trainer.model.params.numel(),
@@ -196,14 +190,10 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
     );
     let ckpt = out.join("checkpoint.safetensors");
     let start = Instant::now();
-    // The first failed write (log, checkpoint, result files) stops training after that step.
-    let mut write_err: Option<String> = None;
     let result = trainer.run(&splits.train, splits.test.as_ref(), &cancel, &mut |e| match e {
         TrainEvent::Step(r) => {
-            if let Err(e) = writeln!(log, "{}", serde_json::to_string(r).expect("json")) {
-                write_err.get_or_insert(format!("{}: {e}", log_path.display()));
-                cancel.store(true, Ordering::SeqCst);
-            }
+            session.log_step(r);
+            let bar = &session.bar;
             bar.set_position((r.epoch * r.steps_per_epoch + r.step + 1) as u64);
             bar.set_message(format!("epoch {} step {}/{} | loss {:.3} acc {:.2}", r.epoch + 1, r.step + 1, r.steps_per_epoch, r.loss, r.train_acc));
         }
@@ -214,17 +204,15 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
                 _ => "no test split".into(),
             };
             let line = format!("epoch {:>3}: lr {:.5}  drop-path {:.3}  train loss {:.4} acc {:.3}  {test}  ({:.1} s)", r.epoch + 1, r.lr, r.drop_path, r.train_loss, r.train_acc, r.seconds);
-            print_line(&bar, line);
+            print_line(&session.bar, line);
             let saved = save_train(&ckpt, t)
                 .map_err(Failure::from)
                 .and_then(|()| write_outputs(&out, t, &info, start.elapsed().as_secs_f64(), "running"));
-            if let Err(Failure(msg, _)) = saved {
-                write_err.get_or_insert(msg);
-                cancel.store(true, Ordering::SeqCst);
-            }
+            session.check(saved);
         }
     });
-    if let Some(e) = write_err {
+    let bar = &session.bar;
+    if let Some(e) = session.failed_write.take() {
         bar.abandon();
         return Err(Failure(
             format!("{e}; training stopped ({})", last_good(&ckpt)),

@@ -97,7 +97,6 @@ fn a_refused_run_leaves_an_existing_one_untouched() {
         r.to_str().unwrap(),
         "--accept-changed-data",
     ]));
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -143,7 +142,6 @@ fn a_failed_save_stops_the_run_and_keeps_the_last_good_checkpoint() {
         .lines()
         .count();
     assert_eq!(steps, 5, "40 images, batch 4: 5 steps an epoch");
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -244,7 +242,6 @@ fn hostile_headers_and_paths_do_not_panic() {
         1,
         "finite number >= 0, got inf",
     );
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -291,10 +288,7 @@ fn the_genotype_py_a_search_writes_trains_and_results_exist_after_every_epoch() 
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let start = std::time::Instant::now();
-    while !k.join("summary.json").exists() && start.elapsed().as_secs() < 60 {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    assert!(wait_until(60, || k.join("summary.json").exists()));
     child.kill().unwrap();
     child.wait().unwrap();
     for f in [
@@ -319,7 +313,6 @@ fn the_genotype_py_a_search_writes_trains_and_results_exist_after_every_epoch() 
         "in use by another darts process",
     );
     drop(lock);
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -373,7 +366,6 @@ fn grad_refuses_non_finite_inputs_and_overwriting_them() {
         1,
         &format!("tensor {name} holds a non-finite value (NaN)"),
     );
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -393,10 +385,7 @@ fn sigterm_saves_like_ctrl_c_and_a_batch_is_not_called_a_checkpoint() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let start = std::time::Instant::now();
-    while !r.join("checkpoint.safetensors").exists() && start.elapsed().as_secs() < 60 {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    assert!(wait_until(60, || r.join("checkpoint.safetensors").exists()));
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -435,5 +424,4 @@ fn sigterm_saves_like_ctrl_c_and_a_batch_is_not_called_a_checkpoint() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    std::fs::remove_dir_all(&d).unwrap();
 }

@@ -125,7 +125,6 @@ fn twenty_sigkills_then_resume_end_bit_identical() {
         state(&reference),
         "resumed 20 times, the result is the uninterrupted one"
     );
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -136,15 +135,12 @@ fn a_damaged_latest_checkpoint_falls_back_to_the_previous_one() {
     // Stop after epoch 3 (checkpoint = epoch 3, previous = epoch 2).
     let mut child = search_cmd(&run, "6", false).spawn().unwrap();
     let ckpt = run.join("checkpoint.safetensors");
-    let start = Instant::now();
     let at_epoch = |n: &str| {
         TensorFile::open(&ckpt)
             .ok()
             .is_some_and(|f| f.metadata["epoch"] == n)
     };
-    while !at_epoch("3") && start.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    assert!(wait_until(60, || at_epoch("3")));
     child.kill().unwrap();
     child.wait().unwrap();
     // Flip one byte in the last tensor's data (the file ends with tensor data).
@@ -162,7 +158,6 @@ fn a_damaged_latest_checkpoint_falls_back_to_the_previous_one() {
         "{err}"
     );
     assert_eq!(state(&run), state(&reference));
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 /// A tmpfs mounted for the test's life.
@@ -234,5 +229,4 @@ fn a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint() {
         s.epoch
     );
     drop(_guard);
-    std::fs::remove_dir_all(&d).unwrap();
 }

@@ -6,36 +6,6 @@ mod common;
 use common::*;
 use std::path::Path;
 
-const TINY_STUDY: [&str; 20] = [
-    "--seeds",
-    "2",
-    "--subset",
-    "64",
-    "--epochs",
-    "2",
-    "--layers",
-    "2",
-    "--channels",
-    "2",
-    "--batch",
-    "8",
-    "--train-epochs",
-    "1",
-    "--train-layers",
-    "2",
-    "--train-channels",
-    "4",
-    "--train-batch",
-    "16",
-];
-
-fn results(dir: &Path) -> serde_json::Value {
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("study.json")).unwrap()).unwrap();
-    v.as_object_mut().unwrap().remove("cost");
-    v
-}
-
 #[test]
 #[ignore = "needs a running Slurm cluster: scripts/slurm-local.sh start"]
 fn slurm_study_equals_the_local_one_bit_for_bit() {
@@ -83,11 +53,10 @@ fn slurm_study_equals_the_local_one_bit_for_bit() {
         std::fs::read(on_slurm.join("study.csv")).unwrap(),
         std::fs::read(local.join("study.csv")).unwrap()
     );
-    assert_eq!(results(&on_slurm), results(&local));
+    assert_eq!(study_results(&on_slurm), study_results(&local));
     // Re-submitting a finished study submits nothing.
     let err = run(&on_slurm, &["--executor", "slurm", "--wait"]);
     assert!(err.contains("every run is already done"), "{err}");
     let status = darts(&["study", "status", on_slurm.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&status.stdout).contains("12 runs: 12 done"));
-    std::fs::remove_dir_all(&root).unwrap();
 }

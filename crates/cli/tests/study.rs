@@ -5,31 +5,6 @@ mod common;
 use common::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// A study small enough for the test suite: 2 arms + 2 baselines x 2 seeds, 64 images.
-pub const TINY_STUDY: [&str; 20] = [
-    "--seeds",
-    "2",
-    "--subset",
-    "64",
-    "--epochs",
-    "2",
-    "--layers",
-    "2",
-    "--channels",
-    "2",
-    "--batch",
-    "8",
-    "--train-epochs",
-    "1",
-    "--train-layers",
-    "2",
-    "--train-channels",
-    "4",
-    "--train-batch",
-    "16",
-];
 
 fn study(out: &Path, extra: &[&str]) -> std::process::Output {
     darts(&study_args(out, "2", extra))
@@ -42,14 +17,6 @@ fn study_args<'a>(out: &'a Path, epochs: &'a str, extra: &[&'a str]) -> Vec<&'a 
     args[8] = epochs; // TINY_STUDY[5] is the search epochs' value
     args.extend_from_slice(extra);
     args
-}
-
-/// study.json without its run-time costs (the only part that may differ between executions).
-fn results(dir: &Path) -> serde_json::Value {
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("study.json")).unwrap()).unwrap();
-    v.as_object_mut().unwrap().remove("cost");
-    v
 }
 
 fn assert_ok(o: &std::process::Output) {
@@ -71,8 +38,8 @@ fn jobs_do_not_change_the_numbers_and_a_rerun_repeats_nothing() {
         std::fs::read(one.join("study.csv")).unwrap(),
         std::fs::read(two.join("study.csv")).unwrap()
     );
-    assert_eq!(results(&one), results(&two));
-    let r = results(&one);
+    assert_eq!(study_results(&one), study_results(&two));
+    let r = study_results(&one);
     assert_eq!(
         r["runs"].as_array().unwrap().len(),
         8,
@@ -117,7 +84,7 @@ fn jobs_do_not_change_the_numbers_and_a_rerun_repeats_nothing() {
             .unwrap(),
         before
     );
-    assert_eq!(results(&one), results(&two));
+    assert_eq!(study_results(&one), study_results(&two));
 
     // status and report work on the directory; a different study there is refused.
     let s = darts(&["study", "status", one.to_str().unwrap()]);
@@ -132,7 +99,7 @@ fn jobs_do_not_change_the_numbers_and_a_rerun_repeats_nothing() {
     let o = darts(&["study", "report", one.to_str().unwrap()]);
     assert_ok(&o);
     assert!(String::from_utf8_lossy(&o.stdout).contains("1 runs not complete"));
-    let r = results(&one);
+    let r = study_results(&one);
     let v2 = r["arms"]
         .as_array()
         .unwrap()
@@ -144,7 +111,6 @@ fn jobs_do_not_change_the_numbers_and_a_rerun_repeats_nothing() {
         (v2["complete"].as_u64(), v2["planned"].as_u64()),
         (Some(1), Some(2))
     );
-    std::fs::remove_dir_all(&root).unwrap();
 }
 
 #[test]
@@ -170,29 +136,21 @@ fn a_killed_study_resumes_to_the_same_numbers_without_repeating_finished_runs() 
             .is_some_and(|v| v["status"] == "finished")
     };
     // Kill once the maxw searches are done and a softmax search has passed its first epoch end.
-    let start = Instant::now();
-    while !(finished() && in_flight.join("checkpoint.safetensors").exists())
-        && start.elapsed() < Duration::from_secs(120)
-    {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(finished(), "the first search never finished");
+    let ready = wait_until(120, || {
+        finished() && in_flight.join("checkpoint.safetensors").exists()
+    });
+    assert!(ready, "the first search never finished");
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
     // Its darts processes get SIGINT from the kernel (parent death), save and stop; wait for them.
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(60)
-        && [
-            "search/maxw/seed-2",
-            "search/softmax/seed-1",
-            "search/softmax/seed-2",
-            "train/maxw/seed-1",
-        ]
-        .iter()
-        .any(|r| darts::lock::is_locked(&killed.join(r)))
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(wait_until(60, || ![
+        "search/maxw/seed-2",
+        "search/softmax/seed-1",
+        "search/softmax/seed-2",
+        "train/maxw/seed-1",
+    ]
+    .iter()
+    .any(|r| darts::lock::is_locked(&killed.join(r)))));
     // The run in flight was stopped cleanly (SIGINT from the kernel when its study died).
     let log = std::fs::read_to_string(killed.join("logs/search.softmax.seed-1.log")).unwrap();
     assert!(log.contains("interrupted at epoch"), "{log}");
@@ -210,8 +168,7 @@ fn a_killed_study_resumes_to_the_same_numbers_without_repeating_finished_runs() 
         std::fs::read(reference.join("study.csv")).unwrap(),
         std::fs::read(killed.join("study.csv")).unwrap()
     );
-    assert_eq!(results(&reference), results(&killed));
-    std::fs::remove_dir_all(&root).unwrap();
+    assert_eq!(study_results(&reference), study_results(&killed));
 }
 
 #[test]
@@ -267,7 +224,6 @@ fn bad_input_is_refused_clearly() {
         1,
         "no run is complete",
     );
-    std::fs::remove_dir_all(&root).unwrap();
 }
 
 #[test]
@@ -282,10 +238,7 @@ fn ctrl_c_stops_a_study_cleanly_and_the_same_command_finishes_it() {
         .spawn()
         .unwrap();
     let ckpt = out.join("search/maxw/seed-1/checkpoint.safetensors");
-    let start = Instant::now();
-    while !ckpt.exists() && start.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    assert!(wait_until(60, || ckpt.exists()));
     // SIGINT to the study alone (not its process group): it forwards it to its runs.
     assert!(Command::new("kill")
         .args(["-INT", &child.id().to_string()])

@@ -48,3 +48,48 @@ pub fn golden(name: &str) -> PathBuf {
         .join("../../tests/golden")
         .join(name)
 }
+
+/// A study small enough for the test suite: 2 arms + 2 baselines x 2 seeds, 64 images.
+pub const TINY_STUDY: [&str; 20] = [
+    "--seeds",
+    "2",
+    "--subset",
+    "64",
+    "--epochs",
+    "2",
+    "--layers",
+    "2",
+    "--channels",
+    "2",
+    "--batch",
+    "8",
+    "--train-epochs",
+    "1",
+    "--train-layers",
+    "2",
+    "--train-channels",
+    "4",
+    "--train-batch",
+    "16",
+];
+
+/// A study's study.json without its run-time costs (the only part that may differ between
+/// executions of the same study).
+pub fn study_results(dir: &Path) -> serde_json::Value {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("study.json")).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("cost");
+    v
+}
+
+/// Polls `done` every few milliseconds for up to `seconds`; whether it became true.
+pub fn wait_until(seconds: u64, mut done: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while !done() {
+        if start.elapsed().as_secs() >= seconds {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    true
+}
