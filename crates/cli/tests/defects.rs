@@ -124,10 +124,7 @@ fn a_failed_save_stops_the_run_and_keeps_the_last_good_checkpoint() {
         err.contains("the search stopped") && err.contains("no checkpoint was written"),
         "{err}"
     );
-    let names: Vec<String> = std::fs::read_dir(&full)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let names = file_names(&full);
     assert!(
         !names.iter().any(|n| n.contains(".tmp")),
         "temp file left behind: {names:?}"

@@ -210,10 +210,7 @@ fn a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint() {
             && err.contains("the last good checkpoint is"),
         "{err}"
     );
-    let names: Vec<String> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let names = file_names(&out);
     assert!(
         !names.iter().any(|n| n.contains(".tmp")),
         "a temporary file was left: {names:?}"

@@ -93,3 +93,11 @@ pub fn wait_until(seconds: u64, mut done: impl FnMut() -> bool) -> bool {
     }
     true
 }
+
+/// The names of the entries of `dir`.
+pub fn file_names(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
