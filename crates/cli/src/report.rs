@@ -96,7 +96,11 @@ pub(crate) fn page(dir: &Path) -> Result<String, Failure> {
                 h,
                 "<tr>{}</tr>",
                 cols.iter()
-                    .map(|c| format!("<td>{}</td>", fmt_num(&e[c.as_str()])))
+                    .map(|c| match (c.as_str(), e[c.as_str()].as_u64()) {
+                        // Epochs are counted from 1, as the terminal shows them.
+                        ("epoch", Some(k)) => format!("<td>{}</td>", k + 1),
+                        _ => format!("<td>{}</td>", fmt_num(&e[c.as_str()])),
+                    })
                     .collect::<String>()
             );
         }

@@ -67,6 +67,35 @@ impl RunInfo {
     }
 }
 
+/// Writes `value` as pretty JSON to `path` (atomically), with every number that came from an f32
+/// printed as the f32 it is (`0.999`, not `0.9990000128746033`): a value equal to an f32 is
+/// replaced by the shortest decimal that reads back as that f32.
+pub(crate) fn write_json(path: &Path, mut value: serde_json::Value) -> Result<(), Failure> {
+    fn tidy(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Number(n) if n.is_f64() => {
+                let x = n.as_f64().expect("f64");
+                let f = x as f32;
+                if f as f64 == x && f.is_finite() {
+                    if let Some(m) = format!("{f}")
+                        .parse::<f64>()
+                        .ok()
+                        .and_then(serde_json::Number::from_f64)
+                    {
+                        *n = m;
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(tidy),
+            serde_json::Value::Object(o) => o.values_mut().for_each(tidy),
+            _ => {}
+        }
+    }
+    tidy(&mut value);
+    let text = serde_json::to_string_pretty(&value).expect("json");
+    Ok(write_atomic(path, text.as_bytes())?)
+}
+
 /// Refuses to start a new run in a directory that already holds one (its configuration would be
 /// overwritten); such a directory is continued with `--resume`.
 pub(crate) fn refuse_existing_run(dir: &Path, command: &str) -> Result<(), Failure> {

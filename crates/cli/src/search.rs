@@ -1,6 +1,6 @@
 //! `darts search`: a search with a progress bar, results written into one directory, a checkpoint
 //! at every epoch end and on Ctrl-C, and `--resume DIR` to continue bit-identically.
-use crate::run_dir::{print_line, refuse_existing_run, RunInfo, Session};
+use crate::run_dir::{print_line, refuse_existing_run, write_json, RunInfo, Session};
 use crate::Failure;
 use darts::checkpoint::{load_search, load_with_fallback, save_search, write_atomic};
 use darts::data::{load_cifar10, load_idx, synthetic, Splits, SyntheticConfig};
@@ -194,10 +194,7 @@ fn write_outputs(
         "genotype_python": g.to_python(),
         "epochs": s.history.iter().map(|r| json!({ "epoch": r.epoch, "lr": r.lr, "train_loss": r.train_loss, "train_acc": r.train_acc, "val_loss": r.val_loss, "val_acc": r.val_acc, "seconds": r.seconds, "genotype": r.genotype })).collect::<Vec<_>>(),
     });
-    write(
-        "summary.json",
-        &serde_json::to_string_pretty(&summary).expect("json"),
-    )
+    write_json(&out.join("summary.json"), summary)
 }
 
 pub fn run(a: SearchArgs) -> Result<u8, Failure> {

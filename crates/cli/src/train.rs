@@ -1,5 +1,5 @@
 //! `darts train`: train the evaluation network of a genotype from scratch; and `darts eval`.
-use crate::run_dir::{print_line, refuse_existing_run, RunInfo, Session};
+use crate::run_dir::{print_line, refuse_existing_run, write_json, RunInfo, Session};
 use crate::search::{last_good, load_data};
 use crate::Failure;
 use darts::checkpoint::{
@@ -298,12 +298,7 @@ fn write_outputs(
         "seconds_total": trainer.history.iter().map(|r| r.seconds).sum::<f64>(),
         "epochs": trainer.history,
     });
-    Ok(write_atomic(
-        &out.join("summary.json"),
-        serde_json::to_string_pretty(&summary)
-            .expect("json")
-            .as_bytes(),
-    )?)
+    write_json(&out.join("summary.json"), summary)
 }
 
 #[derive(clap::Args)]

@@ -246,6 +246,17 @@ fn the_genotype_py_a_search_writes_trains_and_results_exist_after_every_epoch() 
     let d = dir("genopy");
     let r = d.join("r");
     ok(&search(&r, &["--epochs", "1"]));
+    // The configuration as typed, not with f32 noise (0.0003, not 0.0003000000142492354).
+    let summary = std::fs::read_to_string(r.join("summary.json")).unwrap();
+    assert!(
+        summary.contains("\"arch_lr\": 0.0003,") && summary.contains("0.999\n"),
+        "{summary}"
+    );
+    // report.html: epochs counted from 1, the alpha grid scales to the page (viewBox).
+    ok(&darts(&["report", r.to_str().unwrap()]));
+    let html = std::fs::read_to_string(r.join("report.html")).unwrap();
+    assert!(html.contains("<tr><td>1</td>") && !html.contains("<tr><td>0</td>"));
+    assert!(html.contains("viewBox=\"0 0 "));
     let g = r.join("genotype.py");
     let o = darts(&[
         "train",

@@ -149,7 +149,7 @@ pub fn alphas_svg(history: &[EpochRecord], weighting: Weighting) -> String {
     let rows_per_cell = EDGES.div_ceil(cols);
     let width = pad + cols as f64 * (cw + pad);
     let height = 70.0 + 2.0 * (rows_per_cell as f64 * (ch + pad) + 30.0);
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"Helvetica, Arial, sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{pad}\" y=\"22\" font-size=\"15\" font-weight=\"bold\">Mixture weights ({weighting:?}) per edge over {} epoch(s)</text>\n", history.len());
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"Helvetica, Arial, sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{pad}\" y=\"22\" font-size=\"15\" font-weight=\"bold\">Mixture weights ({weighting:?}) per edge over {} epoch(s)</text>\n", history.len());
     for (k, prim) in PRIMITIVES.iter().enumerate() {
         let _ = writeln!(s, "<rect x=\"{:.0}\" y=\"34\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{:.0}\" y=\"45\" font-size=\"11\">{prim}</text>", pad + k as f64 * 120.0, COLOURS[k], pad + k as f64 * 120.0 + 16.0);
     }
@@ -250,7 +250,7 @@ mod tests {
 /// Loss and accuracy per epoch (train and, where present, test) as two side-by-side SVG charts.
 pub fn curves_svg(history: &[crate::train::TrainEpoch]) -> String {
     let (cw, ch, pad) = (420.0f64, 260.0f64, 50.0f64);
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"Helvetica, Arial, sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n", 2.0 * (cw + pad) + pad, ch + 2.0 * pad);
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"Helvetica, Arial, sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n", w = 2.0 * (cw + pad) + pad, h = ch + 2.0 * pad);
     let charts: [(&str, [(&str, Vec<Option<f32>>, &str); 2]); 2] = [
         (
             "loss",

@@ -61,7 +61,7 @@ pub(crate) fn accuracy_svg(r: &StudyReport) -> String {
         50.0,
     );
     let y = |v: f64| top + (h - top - bottom) * (1.0 - (v - lo) / (hi - lo).max(1e-9));
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"Helvetica,Arial,sans-serif\" font-size=\"12\">\n");
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"Helvetica,Arial,sans-serif\" font-size=\"12\">\n");
     for k in 0..=4 {
         let v = lo + (hi - lo) * k as f64 / 4.0;
         let _ = writeln!(s, "<line x1=\"{left}\" x2=\"{}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v:.3}</text>", w - 10.0, y(v), y(v), left - 6.0, y(v) + 4.0);
@@ -113,7 +113,7 @@ pub(crate) fn trajectories_svg(r: &StudyReport) -> String {
     let rows = arms.len().div_ceil(cols);
     let w = (cols.min(arms.len()) as f64 * (cw + pad) + pad).max(4.0 * 130.0 + pad);
     let h = rows as f64 * (ch + pad + 20.0) + 60.0;
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"Helvetica,Arial,sans-serif\" font-size=\"11\">\n");
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"Helvetica,Arial,sans-serif\" font-size=\"11\">\n");
     // One y range for all charts, fitted to the data: early in a search every share is close to
     // 1/8, and a 0-to-max axis would flatten the trends that matter.
     let values = || {
