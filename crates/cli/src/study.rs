@@ -90,22 +90,28 @@ pub struct GridArgs {
     /// Use only the first N training images.
     #[arg(long)]
     subset: Option<usize>,
-    /// Search epochs, cells, channels, batch.
+    /// Epochs of every search.
     #[arg(long, default_value_t = 4)]
     epochs: usize,
+    /// Cells of every search's supernet.
     #[arg(long, default_value_t = 5)]
     layers: usize,
+    /// Initial channels of every search's supernet.
     #[arg(long, default_value_t = 8)]
     channels: usize,
+    /// Batch size of every search.
     #[arg(long, default_value_t = 16)]
     batch: usize,
-    /// Training epochs, cells, channels, batch of every cell (searched or baseline).
+    /// Epochs of every training (searched cells and baselines alike).
     #[arg(long = "train-epochs", default_value_t = 6)]
     train_epochs: usize,
+    /// Cells of every trained network.
     #[arg(long = "train-layers", default_value_t = 6)]
     train_layers: usize,
+    /// Initial channels of every trained network.
     #[arg(long = "train-channels", default_value_t = 12)]
     train_channels: usize,
+    /// Batch size of every training.
     #[arg(long = "train-batch", default_value_t = 32)]
     train_batch: usize,
     /// Threads of each run (results do not depend on it).
@@ -114,6 +120,7 @@ pub struct GridArgs {
     /// Runs at once with the local executor (default: the cores / --threads).
     #[arg(long)]
     jobs: Option<usize>,
+    /// Where the runs execute: processes on this machine, or Slurm job arrays.
     #[arg(long, value_enum, default_value = "local")]
     executor: Executor,
     /// Extra sbatch arguments for every job array, split at spaces (e.g. "--partition=gpu --time=2:00:00").
