@@ -107,7 +107,8 @@ start() {
     install_packages
     write_config
     start_munge
-    pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld -i
+    # -c: start from a clean state (no jobs left over from an earlier run of this script).
+    pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld -c
     pgrep -x slurmd >/dev/null || /usr/sbin/slurmd
     wait_idle
     # A node left DOWN/DRAINED by an earlier run comes back.
