@@ -47,13 +47,13 @@ pub fn run_local(
     let children = Children::default();
     let (tx, rx) = mpsc::channel::<(String, Result<Ended>)>();
     let mut running: HashSet<String> = HashSet::new();
-    let mut forwarded = false;
     std::thread::scope(|scope| -> Result<()> {
         loop {
             let cancelled = cancel.load(Ordering::SeqCst);
-            if cancelled && !forwarded {
+            if cancelled {
+                // Every poll, so a child started just as the cancel came is reached too (a
+                // second SIGINT only raises a run's flag again).
                 children.interrupt_all();
-                forwarded = true;
             }
             // Start what is ready, in plan order (searches first: they unlock trainings).
             let mut i = 0;
