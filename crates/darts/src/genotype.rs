@@ -494,6 +494,27 @@ mod tests {
 
     const DARTS_PAPER: &str = "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])";
 
+    /// Edges are ranked by their strongest non-`none` softmax weight, not by raw alphas. Node 1
+    /// (rows 2-4): row 2 has a large `none` (5) and sep_conv_3x3 = 1 (raw 1, softmax 0.017), row 3
+    /// sep_conv_5x5 = 0.5 (raw 0.5, softmax 0.19), row 4 all zero (raw 0, softmax 1/8 for
+    /// max_pool_3x3, the first non-`none` on ties). Softmax keeps rows 3 and 4; raw would keep 2, 3.
+    #[test]
+    fn derivation_ranks_edges_by_softmax_not_raw_alphas() {
+        let mut a = vec![0.0f32; 14 * 8];
+        a[2 * 8] = 5.0;
+        a[2 * 8 + 4] = 1.0;
+        a[3 * 8 + 5] = 0.5;
+        let alphas = Tensor::from_vec([14, 8], a).unwrap();
+        let g = Genotype::derive(&alphas, &alphas);
+        assert_eq!(
+            g.normal[2..4],
+            [
+                ("sep_conv_5x5".to_string(), 1),
+                ("max_pool_3x3".to_string(), 2)
+            ]
+        );
+    }
+
     #[test]
     fn python_modules_load_by_name() {
         let dir = std::env::temp_dir().join(format!("darts-genotype-{}", std::process::id()));

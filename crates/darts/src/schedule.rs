@@ -101,6 +101,47 @@ mod tests {
         assert!(s.lr(4) < c.lr(4));
     }
 
+    /// SPEC section 3 evaluated independently (Python, float64) for E = 4, lr 0.025 -> 0.001:
+    /// c = (1 + cos(pi e / 4)) / 2, p = order^(c + 1), rescaled to [0, 1] over e = 1..4.
+    #[test]
+    fn cosine_power_matches_hand_computed_values_for_two_orders() {
+        for (order, want) in [
+            (
+                2.0,
+                [
+                    0.025,
+                    0.013_319_443_338_663_185,
+                    0.004_177_608_625_911_7,
+                    0.001,
+                ],
+            ),
+            (
+                10.0,
+                [
+                    0.025,
+                    0.009_455_177_792_326_27,
+                    0.002_568_141_546_931_394,
+                    0.001,
+                ],
+            ),
+        ] {
+            let s = LrSchedule {
+                schedule: Schedule::CosinePower { order },
+                max_lr: 0.025,
+                min_lr: 0.001,
+                epochs: 4,
+                warmup_epochs: 0,
+            };
+            for (e, w) in want.iter().enumerate() {
+                assert!(
+                    (s.lr(e) as f64 - w).abs() < 1e-8,
+                    "order {order} epoch {e}: {} vs {w}",
+                    s.lr(e)
+                );
+            }
+        }
+    }
+
     #[test]
     fn warmup_rises_linearly_into_the_schedule() {
         let s = LrSchedule {

@@ -504,3 +504,30 @@ impl Search {
         Ok(((loss / n) as f32, (correct as f64 / n) as f32))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `SearchConfig::default()` is the DARTS paper's search setting (Liu et al. 2019, section
+    /// A.1.1: 50 epochs, batch 64, 8 cells of C=16; SGD lr 0.025 cosine to 0.001, momentum 0.9,
+    /// weight decay 3e-4, clip 5; Adam 3e-4, betas (0.5, 0.999), weight decay 1e-3).
+    #[test]
+    fn default_is_the_darts_paper_setting() {
+        let c = SearchConfig::default();
+        assert_eq!((c.epochs, c.batch, c.layers, c.channels), (50, 64, 8, 16));
+        assert_eq!(
+            (c.lr, c.lr_min, c.momentum, c.weight_decay, c.grad_clip),
+            (0.025, 0.001, 0.9, 3e-4, 5.0)
+        );
+        assert_eq!(
+            (c.arch_lr, c.arch_betas, c.arch_weight_decay),
+            (3e-4, (0.5, 0.999), 1e-3)
+        );
+        assert_eq!(
+            (c.schedule, c.order, c.warmup_epochs),
+            (Schedule::Cosine, Order::First, 0)
+        );
+        assert!(c.augment);
+    }
+}

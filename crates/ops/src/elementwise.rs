@@ -132,6 +132,19 @@ mod tests {
             check(|t, v| axpy(t, s, v[0], v[1]), &[a.clone(), b.clone()], 5);
             check(add_n, &[a, b, c], 6);
         }
+
+        /// Drop-path: each sample scaled by 0 (dropped) or 1/keep (kept); the gradient must carry
+        /// the same mask.
+        #[test]
+        fn scale_samples_gradient_carries_the_drop_mask(
+            x in (1usize..5, 1usize..4, 1usize..4).prop_flat_map(|(n, c, h)| tensor(vec![n, c, h, 2])),
+            keep in 0.3f32..0.9,
+            mask in proptest::collection::vec(any::<bool>(), 4),
+        ) {
+            let n = x.dims()[0];
+            let factors: Vec<f32> = mask[..n].iter().map(|&k| if k { 1.0 / keep } else { 0.0 }).collect();
+            check(|t, v| scale_samples(t, v[0], &factors), &[x], 7);
+        }
     }
 
     #[test]

@@ -212,6 +212,52 @@ mod tests {
         }
     }
 
+    /// Ties go to the first maximum in row-major window order, as PyTorch's max pool does (padding
+    /// never wins). On an all-equal 4x4 plane, 3x3 windows with padding 1: the window of output
+    /// (oy, ox) starts at (max(oy-1, 0), max(ox-1, 0)), so dx[r][c] = count[r] * count[c] with
+    /// count = [2, 1, 1, 0] (rows 0 and 1 both start at row 0; no window starts at row 3).
+    #[test]
+    fn ties_go_to_the_first_maximum_in_row_major_order() {
+        let mut t = Tape::new();
+        let x = t.leaf(Tensor::full([1, 1, 4, 4], 0.5), true);
+        let o = PoolOptions {
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+        };
+        let y = max_pool2d(&mut t, x, o).unwrap();
+        let loss = crate::sum(&mut t, y).unwrap();
+        t.backward(loss).unwrap();
+        let count = [2.0, 1.0, 1.0, 0.0];
+        let want: Vec<f32> = (0..16).map(|i| count[i / 4] * count[i % 4]).collect();
+        assert_eq!(t.grad(x).unwrap().data(), &want[..]);
+        // Stride 2, no padding: each window's first element.
+        let mut t = Tape::new();
+        let x = t.leaf(Tensor::full([1, 1, 4, 4], -1.0), true);
+        let y = max_pool2d(
+            &mut t,
+            x,
+            PoolOptions {
+                kernel: 2,
+                stride: 2,
+                padding: 0,
+            },
+        )
+        .unwrap();
+        let loss = crate::sum(&mut t, y).unwrap();
+        t.backward(loss).unwrap();
+        let want: Vec<f32> = (0..16)
+            .map(|i| {
+                if (i / 4) % 2 == 0 && (i % 4) % 2 == 0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        assert_eq!(t.grad(x).unwrap().data(), &want[..]);
+    }
+
     #[test]
     fn window_larger_than_input_is_an_error() {
         let mut t = Tape::new();
