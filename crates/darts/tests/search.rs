@@ -258,7 +258,9 @@ fn second_order_gradient_matches_finite_differences_of_the_unrolled_loss() {
     let step = VirtualStep {
         lr: 0.5,
         momentum: 0.9,
-        weight_decay: 3e-4,
+        // Larger than DARTS's 3e-4 so that the decay term visibly moves w' (a flipped sign in the
+        // virtual step must fail this test).
+        weight_decay: 0.05,
         momentum_buffers: &momentum,
     };
 
@@ -296,7 +298,20 @@ fn second_order_gradient_matches_finite_differences_of_the_unrolled_loss() {
                 alphas: false,
             },
         );
-        let w2 = architect::virtual_weights(&weights, &g.weight_grads, step);
+        // The reference architect's virtual step, written out here (not the code under test):
+        // w' = w - lr * (momentum * v + g + wd * w).
+        let w2: Vec<Tensor> = weights
+            .iter()
+            .zip(&g.weight_grads)
+            .zip(&momentum)
+            .map(|((w, g), v)| {
+                let d = w.data().iter().zip(g.data()).zip(v.data());
+                let vals = d.map(|((&w, &g), &v)| {
+                    w - step.lr * (step.momentum * v + g + step.weight_decay * w)
+                });
+                Tensor::from_vec(w.shape().clone(), vals.collect()).unwrap()
+            })
+            .collect();
         smooth_eval(
             &w2,
             a,
