@@ -290,8 +290,25 @@ mod tests {
             check(|t, v| batch_norm(t, v[0], Some((v[1], v[2])), None, BatchNormOptions::default()), &[x.clone(), g.clone(), b.clone()], 12);
             let running = RunningStats { mean: rm.data().to_vec(), var: rv.data().iter().map(|v| v.abs() + 0.5).collect() };
             let eval = BatchNormOptions { training: false, ..Default::default() };
-            check(|t, v| batch_norm(t, v[0], Some((v[1], v[2])), Some(&mut running.clone()), eval), &[x, g, b], 13);
-            prop_assert_eq!(running.mean.len(), c);
+            check(|t, v| batch_norm(t, v[0], Some((v[1], v[2])), Some(&mut running.clone()), eval), &[x.clone(), g, b], 13);
+            // A training forward moves the running statistics as PyTorch does: momentum 0.1
+            // towards the batch mean and the unbiased batch variance, per channel.
+            let mut moved = running.clone();
+            let mut t = Tape::new();
+            let xv = t.leaf(x.clone(), false);
+            batch_norm(&mut t, xv, None, Some(&mut moved), BatchNormOptions::default()).unwrap();
+            let [n, _, h, w] = [x.dims()[0], c, x.dims()[2], x.dims()[3]];
+            for ch in 0..c {
+                let vals: Vec<f64> = (0..n)
+                    .flat_map(|s| x.data()[(s * c + ch) * h * w..][..h * w].iter().map(|&v| v as f64))
+                    .collect();
+                let m = vals.iter().sum::<f64>() / vals.len() as f64;
+                let var = vals.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (vals.len() - 1) as f64;
+                let want_mean = 0.9 * running.mean[ch] as f64 + 0.1 * m;
+                let want_var = 0.9 * running.var[ch] as f64 + 0.1 * var;
+                prop_assert!((moved.mean[ch] as f64 - want_mean).abs() < 1e-5, "mean {} vs {want_mean}", moved.mean[ch]);
+                prop_assert!((moved.var[ch] as f64 - want_var).abs() < 1e-5 * want_var.max(1.0), "var {} vs {want_var}", moved.var[ch]);
+            }
         }
     }
 
