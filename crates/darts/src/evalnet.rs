@@ -392,7 +392,7 @@ mod tests {
     #[test]
     fn drop_path_zeroes_whole_samples_and_rescales_the_rest() {
         let mut t = Tape::new();
-        let x = t.leaf(Tensor::full([400, 2, 1, 1], 1.0), false);
+        let x = t.leaf(Tensor::full([400, 2, 1, 1], 1.0), true);
         let mut rng = Rng::new(1);
         let y = drop_path(
             &mut t,
@@ -412,5 +412,10 @@ mod tests {
             (250..350).contains(&kept),
             "kept {kept} of 400 at keep 0.75"
         );
+        // The gradient carries the same mask and scale: d sum(y) / dx = y / x = y here.
+        let y_values = v.to_vec();
+        let loss = ops::sum(&mut t, y).unwrap();
+        t.backward(loss).unwrap();
+        assert_eq!(t.grad(x).unwrap().data(), &y_values[..]);
     }
 }

@@ -104,6 +104,28 @@ mod tests {
         let w = crate::maxw(&mut t, alpha).unwrap();
         let y = weighted_sum(&mut t, w, 1, &[(3, x)]).unwrap();
         assert_eq!(t.value(y).data(), &[1.0; 4]); // all alphas equal: every Max-W weight is 1
+                                                  // Unequal alphas: row 1 = [0, 1, 0, ...]. p = softmax, Max-W w_k = 1 - max(p) + p_k, so
+                                                  // w_1 = 1 and every other w_k = 1 - (e - 1) / (e + 7); y = w_1 * a + w_5 * b.
+        let mut t = Tape::new();
+        let mut rows = vec![0.0f32; 16];
+        rows[8 + 1] = 1.0;
+        let alpha = t.leaf(Tensor::from_vec([2, 8], rows).unwrap(), true);
+        let a = t.leaf(
+            Tensor::from_vec([1, 1, 1, 2], vec![2.0, -1.0]).unwrap(),
+            true,
+        );
+        let b = t.leaf(
+            Tensor::from_vec([1, 1, 1, 2], vec![0.5, 3.0]).unwrap(),
+            true,
+        );
+        let w = crate::maxw(&mut t, alpha).unwrap();
+        let y = weighted_sum(&mut t, w, 1, &[(1, a), (5, b)]).unwrap();
+        let e = std::f64::consts::E;
+        let w5 = 1.0 - (e - 1.0) / (e + 7.0);
+        let want = [2.0 + w5 * 0.5, -1.0 + w5 * 3.0];
+        for (got, want) in t.value(y).data().iter().zip(want) {
+            assert!((*got as f64 - want).abs() < 1e-6, "{got} vs {want}");
+        }
         assert!(weighted_sum(&mut t, w, 2, &[(3, x)]).is_err());
         assert!(weighted_sum(&mut t, w, 0, &[(8, x)]).is_err());
         assert!(weighted_sum(&mut t, w, 0, &[(1, x), (1, x)]).is_err());
