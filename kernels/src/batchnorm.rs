@@ -331,7 +331,7 @@ mod tests {
             let (mut y, mut yr) = (vec![0.0; x.len()], vec![0.0; x.len()]);
             normalize(s, &x, &m, &v, 1e-5, gamma, beta, &mut y);
             reference::normalize(s, &x, &mr, &vr, 1e-5, gamma, beta, &mut yr);
-            assert_close(&y, &yr, 1e-3);
+            assert_close(&y, &yr, 1e-5);
 
             let mut scratch = vec![0.0; backward_scratch_len(s)];
             let (mut dx, mut dg, mut db) = (vec![0.0; x.len()], vec![0.0; s.c], vec![0.0; s.c]);

@@ -53,22 +53,23 @@ fn gradients_match_pytorch_on_a_pytorch_checkpoint() {
         theirs.f32s.keys().collect::<Vec<_>>(),
         "same parameter names"
     );
-    let mut worst = (0.0f32, String::new());
+    // Relative L2 error per tensor, ||ours - PyTorch|| / ||PyTorch|| (as the held-out comparison
+    // does): f32 through ~30 batch norms. Measured worst 2.3e-6 (was 2e-3 of each tensor's
+    // largest entry before).
+    let mut worst = (0.0f64, String::new());
     for (name, t) in &theirs.f32s {
         let g = &ours.f32s[name];
         assert_eq!(g.dims(), t.dims(), "{name}");
-        let scale = t.data().iter().fold(1e-3f32, |m, v| m.max(v.abs()));
-        for (a, b) in g.data().iter().zip(t.data()) {
-            let err = (a - b).abs() / scale;
-            if err > worst.0 {
-                worst = (err, name.clone());
-            }
+        let diff: f64 = g.data().iter().zip(t.data()).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+        let norm: f64 = t.data().iter().map(|b| (*b as f64).powi(2)).sum();
+        let rel = (diff / norm.max(1e-30)).sqrt();
+        if rel > worst.0 {
+            worst = (rel, name.clone());
         }
     }
-    // Errors relative to each tensor's largest gradient (f32 through ~30 batch norms).
     assert!(
-        worst.0 < 2e-3,
-        "largest relative gradient error {} in {}",
+        worst.0 < 2e-5,
+        "largest relative L2 gradient error {} in {}",
         worst.0,
         worst.1
     );
