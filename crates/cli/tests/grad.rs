@@ -60,7 +60,12 @@ fn gradients_match_pytorch_on_a_pytorch_checkpoint() {
     for (name, t) in &theirs.f32s {
         let g = &ours.f32s[name];
         assert_eq!(g.dims(), t.dims(), "{name}");
-        let diff: f64 = g.data().iter().zip(t.data()).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+        let diff: f64 = g
+            .data()
+            .iter()
+            .zip(t.data())
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum();
         let norm: f64 = t.data().iter().map(|b| (*b as f64).powi(2)).sum();
         let rel = (diff / norm.max(1e-30)).sqrt();
         if rel > worst.0 {
