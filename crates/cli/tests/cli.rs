@@ -5,30 +5,7 @@ mod common;
 use common::*;
 use darts::checkpoint::{save_tensors, TensorFile};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
-/// Asserts a failure with the given status whose stderr contains every `needles` entry and no panic.
-fn fails(o: &Output, status: i32, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(status), "stderr: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "expected '{n}' in: {err}");
-    }
-}
-
-const TINY: [&str; 10] = [
-    "--channels",
-    "2",
-    "--layers",
-    "2",
-    "--batch",
-    "4",
-    "--subset",
-    "40",
-    "--seed",
-    "3",
-];
+use std::process::{Command, Stdio};
 
 #[test]
 fn bad_flags_and_data_are_reported() {

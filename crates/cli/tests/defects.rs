@@ -7,31 +7,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-const TINY: [&str; 10] = [
-    "--channels",
-    "2",
-    "--layers",
-    "2",
-    "--batch",
-    "4",
-    "--subset",
-    "40",
-    "--seed",
-    "3",
-];
-
 fn search(out: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["search", "--out", out.to_str().unwrap()];
     args.extend_from_slice(&TINY);
     args.extend_from_slice(extra);
     darts(&args)
-}
-
-fn fails(o: &Output, status: i32, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(status), "stderr: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(err.contains(needle), "expected '{needle}' in: {err}");
 }
 
 fn ok(o: &Output) {
@@ -48,7 +28,7 @@ fn a_refused_run_leaves_an_existing_one_untouched() {
     fails(
         &darts(&["search", "--batch", "1000", "--out", r.to_str().unwrap()]),
         2,
-        "less than one batch",
+        &["less than one batch"],
     );
     // In a fresh directory a refused configuration writes nothing at all.
     let fresh = d.join("fresh");
@@ -61,10 +41,10 @@ fn a_refused_run_leaves_an_existing_one_untouched() {
             fresh.to_str().unwrap(),
         ]),
         2,
-        "less than one batch",
+        &["less than one batch"],
     );
     assert!(!fresh.exists(), "not even the directory is created");
-    fails(&search(&r, &["--epochs", "2"]), 2, "already holds a run");
+    fails(&search(&r, &["--epochs", "2"]), 2, &["already holds a run"]);
     fails(
         &darts(&[
             "train",
@@ -78,7 +58,7 @@ fn a_refused_run_leaves_an_existing_one_untouched() {
             "40",
         ]),
         2,
-        "already holds a run",
+        &["already holds a run"],
     );
     assert_eq!(std::fs::read(r.join("run.json")).unwrap(), run_json);
     // Resume on changed data is refused unless accepted.
@@ -89,7 +69,7 @@ fn a_refused_run_leaves_an_existing_one_untouched() {
     fails(
         &darts(&["search", "--resume", r.to_str().unwrap()]),
         2,
-        "not what this run started on",
+        &["not what this run started on"],
     );
     ok(&darts(&[
         "search",
@@ -118,7 +98,7 @@ fn a_failed_save_stops_the_run_and_keeps_the_last_good_checkpoint() {
         TINY.join(" ")
     );
     let o = Command::new("sh").arg("-c").arg(&cmd).output().unwrap();
-    fails(&o, 1, "checkpoint.tmp");
+    fails(&o, 1, &["checkpoint.tmp"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("the search stopped") && err.contains("no checkpoint was written"),
@@ -171,7 +151,7 @@ fn hostile_headers_and_paths_do_not_panic() {
                 d.join("o").to_str().unwrap(),
             ]),
             1,
-            needle,
+            &[needle],
         );
         fails(
             &darts(&[
@@ -184,7 +164,7 @@ fn hostile_headers_and_paths_do_not_panic() {
                 d.join("t").to_str().unwrap(),
             ]),
             1,
-            needle,
+            &[needle],
         );
     }
     // A non-UTF-8 --out path is a path like any other.
@@ -211,7 +191,7 @@ fn hostile_headers_and_paths_do_not_panic() {
             "--dry-run",
         ]),
         2,
-        "needs about",
+        &["needs about"],
     );
     let o = darts(&[
         "train",
@@ -237,7 +217,7 @@ fn hostile_headers_and_paths_do_not_panic() {
             "--dry-run",
         ]),
         1,
-        "finite number >= 0, got inf",
+        &["finite number >= 0, got inf"],
     );
 }
 
@@ -318,7 +298,7 @@ fn the_genotype_py_a_search_writes_trains_and_results_exist_after_every_epoch() 
     fails(
         &darts(&["search", "--resume", k.to_str().unwrap()]),
         1,
-        "in use by another darts process",
+        &["in use by another darts process"],
     );
     drop(lock);
 }
@@ -360,7 +340,7 @@ fn grad_refuses_non_finite_inputs_and_overwriting_them() {
     let f32_tracked = d.join("f32.safetensors");
     save_tensors(&f32_tracked, &with_f32).unwrap();
     ok(&run(&f32_tracked, &g));
-    fails(&run(&f32_tracked, &f32_tracked), 2, "would overwrite it");
+    fails(&run(&f32_tracked, &f32_tracked), 2, &["would overwrite it"]);
 
     let (name, t) = &mut tensors[3];
     let mut v = t.data().to_vec();
@@ -372,7 +352,7 @@ fn grad_refuses_non_finite_inputs_and_overwriting_them() {
     fails(
         &run(&bad, &g),
         1,
-        &format!("tensor {name} holds a non-finite value (NaN)"),
+        &[&format!("tensor {name} holds a non-finite value (NaN)")],
     );
 }
 
@@ -426,7 +406,7 @@ fn sigterm_saves_like_ctrl_c_and_a_batch_is_not_called_a_checkpoint() {
         "--out",
         d.join("g.safetensors").to_str().unwrap(),
     ]);
-    fails(&o, 1, "tensor x has dtype F64");
+    fails(&o, 1, &["tensor x has dtype F64"]);
     assert!(
         !String::from_utf8_lossy(&o.stderr).contains("checkpoint"),
         "{}",

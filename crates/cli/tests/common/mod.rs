@@ -101,3 +101,27 @@ pub fn file_names(dir: &Path) -> Vec<String> {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect()
 }
+
+/// A search small enough for the test suite: C=2, 2 cells, batch 4, 40 images, seed 3.
+pub const TINY: [&str; 10] = [
+    "--channels",
+    "2",
+    "--layers",
+    "2",
+    "--batch",
+    "4",
+    "--subset",
+    "40",
+    "--seed",
+    "3",
+];
+
+/// Asserts a failure with the given status whose stderr contains every `needles` entry and no panic.
+pub fn fails(o: &Output, status: i32, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(status), "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "expected '{n}' in: {err}");
+    }
+}
