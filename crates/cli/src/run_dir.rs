@@ -67,10 +67,10 @@ impl RunInfo {
     }
 }
 
-/// Writes `value` as pretty JSON to `path` (atomically), with every number that came from an f32
-/// printed as the f32 it is (`0.999`, not `0.9990000128746033`): a value equal to an f32 is
-/// replaced by the shortest decimal that reads back as that f32.
-pub(crate) fn write_json(path: &Path, mut value: serde_json::Value) -> Result<(), Failure> {
+/// `value` with every number that came from an f32 printed as the f32 it is (`0.999`, not
+/// `0.9990000128746033`): a value equal to an f32 is replaced by the shortest decimal that reads
+/// back as that f32. Every JSON file and JSON output of the CLI goes through it, so they agree.
+pub(crate) fn tidy_json(mut value: serde_json::Value) -> serde_json::Value {
     fn tidy(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::Number(n) if n.is_f64() => {
@@ -92,7 +92,12 @@ pub(crate) fn write_json(path: &Path, mut value: serde_json::Value) -> Result<()
         }
     }
     tidy(&mut value);
-    let text = serde_json::to_string_pretty(&value).expect("json");
+    value
+}
+
+/// Writes [`tidy_json`]`(value)`, pretty, to `path` (atomically).
+pub(crate) fn write_json(path: &Path, value: serde_json::Value) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(&tidy_json(value)).expect("json");
     Ok(write_atomic(path, text.as_bytes())?)
 }
 

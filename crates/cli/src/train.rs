@@ -1,5 +1,5 @@
 //! `darts train`: train the evaluation network of a genotype from scratch; and `darts eval`.
-use crate::run_dir::{print_line, refuse_existing_run, write_json, RunInfo, Session};
+use crate::run_dir::{print_line, refuse_existing_run, tidy_json, write_json, RunInfo, Session};
 use crate::search::{last_good, load_data};
 use crate::Failure;
 use darts::checkpoint::{
@@ -100,7 +100,10 @@ fn dry_run(
         "parameters_without_auxiliary": p.numel() - aux,
         "auxiliary_parameters": aux,
     });
-    println!("{}", serde_json::to_string_pretty(&summary).expect("json"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&tidy_json(summary)).expect("json")
+    );
     Ok(0)
 }
 
@@ -342,11 +345,8 @@ pub fn eval(a: EvalArgs) -> Result<u8, Failure> {
         ));
     }
     let e = model.evaluate(&test, 64)?;
-    let j = json!({ "model": a.model, "data": spec, "evaluation": e });
-    write_atomic(
-        &a.model.join("eval.json"),
-        serde_json::to_string_pretty(&j).expect("json").as_bytes(),
-    )?;
+    let j = tidy_json(json!({ "model": a.model, "data": spec, "evaluation": e }));
+    write_json(&a.model.join("eval.json"), j.clone())?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&j).expect("json"));
         return Ok(0);
