@@ -18,6 +18,14 @@ fn ok(o: &Output) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// A 50-epoch tiny search into `out`, to be stopped by the test (stderr not shown).
+fn long_search(out: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_darts"));
+    c.args(["search", "--out", out.to_str().unwrap(), "--epochs", "50"])
+        .args(TINY);
+    c
+}
+
 #[test]
 fn a_refused_run_leaves_an_existing_one_untouched() {
     let d = dir("refused");
@@ -263,16 +271,7 @@ fn the_genotype_py_a_search_writes_trains_and_results_exist_after_every_epoch() 
 
     // Killed after its first epoch end: the result files of that epoch are there and report works.
     let k = d.join("k");
-    let mut args = vec![
-        "search".to_string(),
-        "--out".into(),
-        k.to_string_lossy().into_owned(),
-        "--epochs".into(),
-        "50".into(),
-    ];
-    args.extend(TINY.iter().map(|s| s.to_string()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_darts"))
-        .args(&args)
+    let mut child = long_search(&k)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -306,8 +305,8 @@ fn the_genotype_py_a_search_writes_trains_and_results_exist_after_every_epoch() 
 #[test]
 fn grad_refuses_non_finite_inputs_and_overwriting_them() {
     let d = dir("gradnan");
-    let ck = TensorFile::open(&golden("search_model.safetensors")).unwrap();
     let batch = golden("search_batch.safetensors");
+    let ck = TensorFile::open(&golden("search_model.safetensors")).unwrap();
     let mut tensors: Vec<(String, tensor::Tensor)> = ck
         .f32s
         .iter()
@@ -360,16 +359,7 @@ fn grad_refuses_non_finite_inputs_and_overwriting_them() {
 fn sigterm_saves_like_ctrl_c_and_a_batch_is_not_called_a_checkpoint() {
     let d = dir("term");
     let r = d.join("r");
-    let mut args = vec![
-        "search".to_string(),
-        "--out".into(),
-        r.to_string_lossy().into_owned(),
-        "--epochs".into(),
-        "50".into(),
-    ];
-    args.extend(TINY.iter().map(|s| s.to_string()));
-    let child = Command::new(env!("CARGO_BIN_EXE_darts"))
-        .args(&args)
+    let child = long_search(&r)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
