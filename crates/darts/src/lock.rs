@@ -8,7 +8,7 @@ use crate::error::io;
 use crate::{DartsError, Result};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The lock file's name inside a locked directory.
 pub const LOCK_FILE: &str = ".lock";
@@ -17,7 +17,6 @@ pub const LOCK_FILE: &str = ".lock";
 #[derive(Debug)]
 pub struct DirLock {
     _file: File,
-    dir: PathBuf,
 }
 
 fn open(dir: &Path) -> Result<File> {
@@ -53,14 +52,7 @@ impl DirLock {
         let _ = file.set_len(0);
         let _ = file.rewind();
         let _ = write!(file, "{}", std::process::id());
-        Ok(DirLock {
-            _file: file,
-            dir: dir.into(),
-        })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
+        Ok(DirLock { _file: file })
     }
 }
 
