@@ -46,44 +46,63 @@ fn load_batch(
         .i64s
         .remove("y")
         .ok_or_else(|| bad("missing i64 or i32 tensor 'y' [N]".into()))?;
-    let [n, c, h, w] = x.shape().nchw("batch x").map_err(|e| bad(e.to_string()))?;
+    check_batch(x, &y, classes, in_channels).map_err(bad)
+}
+
+/// Checks a batch of images `x` [N, C, H, W] with labels `y` [N] for a model of `classes` classes
+/// and `in_channels`-channel images; returns the labels as class indices.
+pub fn check_batch(
+    x: Tensor,
+    y: &[i64],
+    classes: usize,
+    in_channels: usize,
+) -> Result<(Tensor, Vec<u32>), String> {
+    let [n, c, h, w] = x.shape().nchw("x").map_err(|e| e.to_string())?;
     if y.len() != n {
-        return Err(bad(format!("{} labels for {n} images", y.len())));
+        return Err(format!("{} labels for {n} images", y.len()));
     }
     if c != in_channels {
-        return Err(bad(format!(
+        return Err(format!(
             "images have {c} channels, the checkpoint's stem expects {in_channels}"
-        )));
+        ));
     }
     if h % 4 != 0 || w % 4 != 0 || n < 2 {
-        return Err(bad(format!(
+        return Err(format!(
             "need at least 2 images with sides divisible by 4, got {n} of {h}x{w}"
-        )));
+        ));
     }
     if let Some((i, l)) = y
         .iter()
         .enumerate()
         .find(|(_, &l)| l < 0 || l as usize >= classes)
     {
-        return Err(bad(format!(
+        return Err(format!(
             "label {l} at index {i} is out of range for {classes} classes"
-        )));
+        ));
     }
     Ok((x, y.iter().map(|&l| l as u32).collect()))
 }
 
-pub fn run(a: GradArgs) -> Result<u8, Failure> {
-    let weighting = Weighting::parse(&a.weighting).expect("clap checked the value");
-    // Writing the gradients over an input would destroy it.
-    let same = |p: &PathBuf| match (std::fs::canonicalize(p), std::fs::canonicalize(&a.out)) {
+/// Refuses an `--out` that is one of the input files: writing it would destroy the input.
+pub fn refuse_overwrite(out: &PathBuf, inputs: &[(&str, &PathBuf)]) -> Result<(), Failure> {
+    let same = |p: &PathBuf| match (std::fs::canonicalize(p), std::fs::canonicalize(out)) {
         (Ok(x), Ok(y)) => x == y,
-        _ => *p == a.out,
+        _ => p == out,
     };
-    for (flag, p) in [("--checkpoint", &a.checkpoint), ("--batch", &a.batch)] {
+    for (flag, p) in inputs {
         if same(p) {
-            return Err(Failure(format!("--out {} is the {flag} file; the gradients would overwrite it (choose another --out)", a.out.display()), 2));
+            return Err(Failure(format!("--out {} is the {flag} file; the output would overwrite it (choose another --out)", out.display()), 2));
         }
     }
+    Ok(())
+}
+
+pub fn run(a: GradArgs) -> Result<u8, Failure> {
+    let weighting = Weighting::parse(&a.weighting).expect("clap checked the value");
+    refuse_overwrite(
+        &a.out,
+        &[("--checkpoint", &a.checkpoint), ("--batch", &a.batch)],
+    )?;
     let (net, params, mut bns, alphas) = load_supernet(&a.checkpoint)?;
     let (x, y) = load_batch(&a.batch, net.config.classes, net.config.in_channels)?;
     let mut tape = Tape::new();

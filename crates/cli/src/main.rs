@@ -5,6 +5,7 @@ mod bench;
 mod fuzz;
 mod grad;
 mod memory;
+mod replay;
 mod report;
 mod run_dir;
 mod search;
@@ -31,6 +32,8 @@ enum Command {
     Search(search::SearchArgs),
     /// Gradients of every parameter of a supernet checkpoint on one batch.
     Grad(grad::GradArgs),
+    /// The search loop's step, exactly, on given batches (to check it against PyTorch or watch it).
+    Replay(replay::ReplayArgs),
     /// Train the evaluation network of a genotype from scratch.
     Train(train::TrainArgs),
     /// Accuracy, per-class accuracy and confusion matrix of a trained model on the test split.
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
     let threads = match &cli.command {
         Command::Search(a) => a.threads,
         Command::Grad(a) => a.threads,
+        Command::Replay(a) => a.threads,
         Command::Train(a) => a.threads,
         Command::Eval(a) => a.threads,
         Command::Bench(a) => a.threads,
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
         p.install(|| match cli.command {
             Command::Search(a) => search::run(a),
             Command::Grad(a) => grad::run(a),
+            Command::Replay(a) => replay::run(a),
             Command::Train(a) => train::run(a),
             Command::Eval(a) => train::eval(a),
             Command::Report(a) => report::run(a),

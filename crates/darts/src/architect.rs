@@ -170,8 +170,9 @@ pub type Evaluate<'a> = dyn FnMut(&[Tensor], Batch, Want, bool) -> Result<PassOu
 /// Second-order architecture gradient (SPEC): grad_a L_val(w', a) - eta * (grad_a L_train(w+, a) -
 /// grad_a L_train(w-, a)) / (2 eps), with w' one virtual SGD step, w± = w ± eps * grad_w' L_val(w', a)
 /// and eps = 0.01 / ||grad_w' L_val(w', a)||. Returns the validation pass at w' (its loss and
-/// accuracy) with `alpha_grads` replaced by the unrolled gradient. As in the reference, the passes at
-/// w and w' use throw-away BN statistics and the two at w± update the real ones.
+/// accuracy) with `alpha_grads` replaced by the unrolled gradient. As in the reference, only the
+/// validation pass at w' uses throw-away BN statistics (the reference runs it on a copy of the
+/// model); the training passes at w, w+ and w- update the model's own running statistics.
 pub fn unrolled_alpha_grads(
     eval: &mut Evaluate,
     weights: &[Tensor],
@@ -184,7 +185,7 @@ pub fn unrolled_alpha_grads(
             weights: true,
             alphas: false,
         },
-        true,
+        false,
     )?;
     if !g_train.loss.is_finite() {
         return Ok(g_train);

@@ -217,11 +217,33 @@ pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     write_atomic(path, &serialize(&entries, HashMap::new(), path)?)
 }
 
+/// The search model's state_dict: weights, BN buffers and both alphas.
+fn supernet_entries(
+    params: &ParamStore,
+    bns: &BnStore,
+    alphas: &[Tensor; 2],
+) -> BTreeMap<String, Entry> {
+    let mut entries = model_entries(params, bns);
+    entries.insert("alphas_normal".into(), f32_entry(&alphas[0]));
+    entries.insert("alphas_reduce".into(), f32_entry(&alphas[1]));
+    entries
+}
+
+/// Saves a search model alone (weights, BN buffers, alphas under the reference names, as
+/// [`load_supernet`] and PyTorch's `load_state_dict` read them), e.g. for `darts replay`.
+pub fn save_supernet(
+    path: &Path,
+    params: &ParamStore,
+    bns: &BnStore,
+    alphas: &[Tensor; 2],
+) -> Result<()> {
+    let entries = supernet_entries(params, bns, alphas);
+    write_atomic(path, &serialize(&entries, HashMap::new(), path)?)
+}
+
 /// Saves the whole search state.
 pub fn save_search(path: &Path, s: &Search) -> Result<()> {
-    let mut entries = model_entries(&s.params, &s.bns);
-    entries.insert("alphas_normal".into(), f32_entry(&s.alphas[0]));
-    entries.insert("alphas_reduce".into(), f32_entry(&s.alphas[1]));
+    let mut entries = supernet_entries(&s.params, &s.bns, &s.alphas);
     for (n, v) in s.params.names.iter().zip(&s.sgd.momentum) {
         entries.insert(format!("optimizer.momentum.{n}"), f32_entry(v));
     }

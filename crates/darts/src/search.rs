@@ -344,12 +344,47 @@ impl Search {
         );
         let (xv, yv) = data.batch(&val_idx[vs * b..][..b], augment.then_some(&mut aug));
         let lr = self.config.lr_schedule().lr(self.epoch);
+        let (arch, train, grad_norm) = self.update((&xt, &yt), (&xv, &yv), lr)?;
 
+        let train_acc = train.correct as f32 / b as f32;
+        self.epoch_sums[0] += train.loss as f64;
+        self.epoch_sums[1] += train_acc as f64;
+        self.epoch_sums[2] += 1.0;
+        self.epoch_sums[3] += start.elapsed().as_secs_f64();
+        let record = StepRecord {
+            epoch: self.epoch,
+            step: self.step,
+            steps_per_epoch: steps,
+            lr,
+            train_loss: train.loss,
+            train_acc,
+            val_loss: arch.loss,
+            val_acc: arch.correct as f32 / b as f32,
+            grad_norm,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        self.step += 1;
+        if self.step == steps {
+            self.end_epoch(data, &val_idx, lr)?;
+        }
+        Ok(record)
+    }
+
+    /// One search step on given batches: the architecture update on the validation batch, then
+    /// the weight update on the training batch at learning rate `lr`. Returns the validation pass
+    /// (its alpha gradients used), the training pass and the weights' gradient norm before
+    /// clipping. [`Search::step`] draws the batches and the rate; `darts replay` passes its own.
+    pub fn update(
+        &mut self,
+        (xt, yt): (&Tensor, &[u32]),
+        (xv, yv): (&Tensor, &[u32]),
+        lr: f32,
+    ) -> Result<(PassOut, PassOut, f32)> {
         // Architecture step on the validation batch.
         let arch = match self.config.order {
             Order::First => self.run_pass(
-                &xv,
-                &yv,
+                xv,
+                yv,
                 Want {
                     weights: false,
                     alphas: true,
@@ -374,9 +409,9 @@ impl Search {
                         weighting: self.config.weighting,
                     };
                     let (x, y) = if batch == Batch::Train {
-                        (&xt, &yt)
+                        (xt, yt)
                     } else {
-                        (&xv, &yv)
+                        (xv, yv)
                     };
                     architect::pass(
                         tape,
@@ -404,8 +439,8 @@ impl Search {
 
         // Weight step on the training batch.
         let train = self.run_pass(
-            &xt,
-            &yt,
+            xt,
+            yt,
             Want {
                 weights: true,
                 alphas: false,
@@ -435,28 +470,7 @@ impl Search {
             return Err(self.non_finite("parameter after the update"));
         }
 
-        let train_acc = train.correct as f32 / b as f32;
-        self.epoch_sums[0] += train.loss as f64;
-        self.epoch_sums[1] += train_acc as f64;
-        self.epoch_sums[2] += 1.0;
-        self.epoch_sums[3] += start.elapsed().as_secs_f64();
-        let record = StepRecord {
-            epoch: self.epoch,
-            step: self.step,
-            steps_per_epoch: steps,
-            lr,
-            train_loss: train.loss,
-            train_acc,
-            val_loss: arch.loss,
-            val_acc: arch.correct as f32 / b as f32,
-            grad_norm,
-            seconds: start.elapsed().as_secs_f64(),
-        };
-        self.step += 1;
-        if self.step == steps {
-            self.end_epoch(data, &val_idx, lr)?;
-        }
-        Ok(record)
+        Ok((arch, train, grad_norm))
     }
 
     fn end_epoch(&mut self, data: &Dataset, val_idx: &[usize], lr: f32) -> Result<()> {
