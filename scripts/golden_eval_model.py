@@ -6,7 +6,8 @@ structure and so state_dict names as in the reference), then:
      auxiliary head -> tests/golden/eval_model.json
   2. loads tests/golden/eval_tiny/model.safetensors (a tiny network trained by
      `darts train`, see tests/golden/eval_tiny/README) with load_state_dict(strict=True) and
-     computes eval-mode logits on a fixed batch -> tests/golden/eval_logits.safetensors
+     computes eval-mode logits on a fixed batch, then training-mode (batch statistics) logits and
+     auxiliary-head logits on it -> tests/golden/eval_logits.safetensors
 Run from the repository root: pip install torch safetensors && python3 scripts/golden_eval_model.py
 """
 import json
@@ -92,10 +93,17 @@ class NetworkCIFAR(nn.Module):
         self.classifier = nn.Linear(c_p, num_classes)
 
     def forward(self, x):
+        """Logits, and in training mode the auxiliary head's logits (the reference `model.py`,
+        drop-path off). The head's in-place ReLU also rectifies the cell output the next cells
+        read; they all begin with a ReLU, so only the head itself sees the difference."""
         s0 = s1 = self.stem(x)
-        for cell in self.cells:
+        logits_aux = None
+        for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1)
-        return self.classifier(self.global_pooling(s1).flatten(1))
+            if i == 2 * len(self.cells) // 3 and self.training and hasattr(self, "auxiliary_head"):
+                logits_aux = self.auxiliary_head.classifier(self.auxiliary_head.features(s1).flatten(1))
+        logits = self.classifier(self.global_pooling(s1).flatten(1))
+        return logits if logits_aux is None else (logits, logits_aux)
 
 
 DARTS_V2 = {
@@ -128,5 +136,8 @@ torch.manual_seed(1)
 x = torch.randn(3, cfg["in_channels"], 32, 32)
 with torch.no_grad():
     logits = net(x)
-save_file({"x": x, "logits": logits}, "tests/golden/eval_logits.safetensors")
-print(logits)
+    net.train()  # batch statistics; the auxiliary head runs
+    train_logits, train_logits_aux = net(x)
+save_file({"x": x, "logits": logits, "train_logits": train_logits, "train_logits_aux": train_logits_aux},
+          "tests/golden/eval_logits.safetensors")
+print(logits, train_logits_aux)

@@ -59,58 +59,59 @@ fn trained_weights_give_pytorchs_logits() {
     }
 }
 
-fn tiny_net(aux: bool) -> (EvalNet, darts::params::ParamStore, darts::params::BnStore) {
-    let cfg = EvalConfig {
-        channels: 2,
-        layers: 3,
-        classes: 3,
-        in_channels: 3,
-        auxiliary: aux,
-    };
-    let i = EvalNet::init(
-        cfg,
-        &Genotype::builtin("DARTS_V1").unwrap(),
-        &mut Rng::new(1),
-    )
-    .unwrap();
-    (i.net, i.params, i.bns)
-}
-
+/// The auxiliary head against PyTorch: the trained tiny network of
+/// `trained_weights_give_pytorchs_logits` in training mode (batch statistics, no drop-path) gives
+/// PyTorch's logits and auxiliary logits (`train_logits`, `train_logits_aux`, from
+/// `scripts/golden_eval_model.py`); in eval mode the head does not run; a map under 8x8 at the
+/// head is refused.
 #[test]
-fn auxiliary_head_runs_in_training_only_and_needs_8x8_features() {
-    let (net, params, mut bns) = tiny_net(true);
-    assert!(params
+fn auxiliary_head_matches_pytorch_in_training_and_is_off_in_eval() {
+    let model = load_model(&golden("eval_tiny/model.safetensors")).unwrap();
+    let g = TensorFile::open(&golden("eval_logits.safetensors")).unwrap();
+    assert!(model
+        .params
         .names
         .iter()
         .any(|n| n == "auxiliary_head.features.5.weight"));
-    let run = |side: usize, train: bool, bns: &mut darts::params::BnStore| {
+    let run = |x: &Tensor, train: bool| {
+        let mut bns = model.bns.clone();
         let mut t = Tape::new();
-        let w: Vec<Var> = params
+        let w: Vec<Var> = model
+            .params
             .values
             .iter()
             .map(|v| t.leaf(v.clone(), false))
             .collect();
-        let x = t.leaf(
-            Tensor::randn([2, 3, side, side], 1.0, &mut Rng::new(2)),
-            false,
-        );
-        net.forward(&mut t, x, &w, bns, train, None).map(|(l, a)| {
-            (
-                t.value(l).dims().to_vec(),
-                a.map(|a| t.value(a).dims().to_vec()),
-            )
-        })
+        let x = t.leaf(x.clone(), false);
+        model
+            .net
+            .forward(&mut t, x, &w, &mut bns, train, None)
+            .map(|(l, a)| (t.value(l).clone(), a.map(|a| t.value(a).clone())))
     };
-    assert_eq!(
-        run(32, true, &mut bns).unwrap(),
-        (vec![2, 3], Some(vec![2, 3]))
+    let close = |ours: &Tensor, theirs: &Tensor, what: &str| {
+        assert_eq!(ours.dims(), theirs.dims(), "{what}");
+        for (a, b) in ours.data().iter().zip(theirs.data()) {
+            assert!(
+                (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+                "{what}: ours {a} vs PyTorch {b}"
+            );
+        }
+    };
+    let x = &g.f32s["x"];
+    let (logits, aux) = run(x, true).unwrap();
+    close(&logits, &g.f32s["train_logits"], "training-mode logits");
+    close(
+        &aux.expect("auxiliary logits in training mode"),
+        &g.f32s["train_logits_aux"],
+        "auxiliary logits",
     );
-    assert_eq!(
-        run(32, false, &mut bns).unwrap(),
-        (vec![2, 3], None),
-        "no auxiliary logits in eval mode"
-    );
-    let e = run(16, true, &mut bns).unwrap_err().to_string();
+    let (logits, aux) = run(x, false).unwrap();
+    close(&logits, &g.f32s["logits"], "eval-mode logits");
+    assert!(aux.is_none(), "no auxiliary logits in eval mode");
+
+    // 16x16 images leave a 4x4 map at the head (cell 3 of 5, after two reductions).
+    let small = Tensor::randn([2, 3, 16, 16], 1.0, &mut Rng::new(2));
+    let e = run(&small, true).unwrap_err().to_string();
     assert!(
         e.contains("auxiliary head needs a feature map of at least 8x8"),
         "{e}"
