@@ -127,3 +127,197 @@ fn second_order_steps_match_pytorch() {
         }
     }
 }
+
+fn replay(
+    checkpoint: &std::path::Path,
+    batches: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "replay",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--batches",
+        batches.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    darts(&args)
+}
+
+fn tensors(path: &std::path::Path) -> Vec<(String, Vec<u32>)> {
+    let f = TensorFile::open(path).unwrap();
+    f.f32s
+        .iter()
+        .map(|(k, t)| (k.clone(), t.data().iter().map(|v| v.to_bits()).collect()))
+        .collect()
+}
+
+/// Our own search checkpoint replays (its optimizer state ignored), the output is a checkpoint
+/// replay reads again, and the result does not depend on the thread count.
+#[test]
+fn replays_our_own_checkpoints_bit_identically_for_any_thread_count() {
+    let d = dir("replay-own");
+    let run_dir = d.join("search");
+    let mut args = vec![
+        "search",
+        "--epochs",
+        "1",
+        "--out",
+        run_dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&TINY);
+    let o = darts(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ckpt = run_dir.join("checkpoint.safetensors");
+    // 8x8 images of 3 channels and 10 classes fit any supernet for the built-in data.
+    let batches = golden("replay/batches.safetensors");
+    let (one, two) = (d.join("one.safetensors"), d.join("two.safetensors"));
+    for (out, threads) in [(&one, "1"), (&two, "2")] {
+        let o = replay(
+            &ckpt,
+            &batches,
+            out,
+            &["--order", "second", "--threads", threads],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(
+        tensors(&one),
+        tensors(&two),
+        "1 and 2 threads: the same bits"
+    );
+    let start = TensorFile::open(&ckpt).unwrap();
+    let after = TensorFile::open(&one).unwrap();
+    assert!(after.f32s.keys().all(|k| !k.starts_with("optimizer.")));
+    assert_ne!(
+        start.f32s["alphas_normal"].data(),
+        after.f32s["alphas_normal"].data()
+    );
+    assert_eq!(
+        after.i64s["stem.1.num_batches_tracked"][0] - start.i64s["stem.1.num_batches_tracked"][0],
+        12,
+        "second order: 4 training-mode forwards of the model per step"
+    );
+    let again = d.join("again.safetensors");
+    let o = replay(&one, &batches, &again, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn bad_batches_and_outputs_are_refused_with_the_reason() {
+    let d = dir("replay-bad");
+    let ckpt = golden("replay/model.safetensors");
+    let out = d.join("out.safetensors");
+    let write = |name: &str, tensors: Vec<(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)>| {
+        let path = d.join(name);
+        let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+            .iter()
+            .map(|(n, dt, shape, bytes)| {
+                let v = safetensors::tensor::TensorView::new(*dt, shape.clone(), bytes).unwrap();
+                (n.to_string(), v)
+            })
+            .collect();
+        std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+        path
+    };
+    let x = |n: usize| {
+        (
+            safetensors::Dtype::F32,
+            vec![n, 3, 8, 8],
+            vec![0u8; n * 3 * 64 * 4],
+        )
+    };
+    let y = |labels: &[i64]| {
+        let bytes = labels.iter().flat_map(|l| l.to_le_bytes()).collect();
+        (safetensors::Dtype::I64, vec![labels.len()], bytes)
+    };
+    let named =
+        |n: &'static str, (dt, s, b): (safetensors::Dtype, Vec<usize>, Vec<u8>)| (n, dt, s, b);
+    let fails = |batches: &std::path::Path, out: &std::path::Path, code: i32, words: &[&str]| {
+        let o = replay(&ckpt, batches, out, &[]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{err}");
+        for w in words {
+            assert!(err.contains(w), "'{w}' not in: {err}");
+        }
+        assert!(
+            !out.exists() || out == batches,
+            "nothing written on failure"
+        );
+    };
+
+    let no_val_y = write(
+        "no-val-y.safetensors",
+        vec![
+            named("train.0.x", x(4)),
+            named("train.0.y", y(&[1, 2, 3, 4])),
+            named("val.0.x", x(4)),
+        ],
+    );
+    fails(
+        &no_val_y,
+        &out,
+        1,
+        &["no-val-y.safetensors", "missing", "val.0.y"],
+    );
+    let gap = write(
+        "gap.safetensors",
+        vec![
+            named("train.0.x", x(4)),
+            named("train.0.y", y(&[1, 2, 3, 4])),
+            named("val.0.x", x(4)),
+            named("val.0.y", y(&[1, 2, 3, 4])),
+            named("train.2.x", x(4)),
+            named("train.2.y", y(&[1, 2, 3, 4])),
+        ],
+    );
+    fails(
+        &gap,
+        &out,
+        1,
+        &["unexpected tensor 'train.2.x'", "after 1 step"],
+    );
+    let bad_label = write(
+        "label.safetensors",
+        vec![
+            named("train.0.x", x(4)),
+            named("train.0.y", y(&[1, 2, 3, 4])),
+            named("val.0.x", x(4)),
+            named("val.0.y", y(&[1, 10, 3, 4])),
+        ],
+    );
+    fails(
+        &bad_label,
+        &out,
+        1,
+        &["val.0", "label 10 at index 1", "10 classes"],
+    );
+    let empty = write("empty.safetensors", vec![named("x", x(4))]);
+    fails(&empty, &out, 1, &["no batches"]);
+    let counts = write(
+        "counts.safetensors",
+        vec![
+            named("train.0.x", x(4)),
+            named("train.0.y", y(&[1, 2, 3])),
+            named("val.0.x", x(4)),
+            named("val.0.y", y(&[1, 2, 3, 4])),
+        ],
+    );
+    fails(&counts, &out, 1, &["train.0", "3 labels for 4 images"]);
+    let batches = golden("replay/batches.safetensors");
+    fails(&batches, &batches, 2, &["would overwrite it"]);
+    let o = darts(&[
+        "replay",
+        "--checkpoint",
+        batches.to_str().unwrap(),
+        "--batches",
+        batches.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("stem.0.weight"));
+}

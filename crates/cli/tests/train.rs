@@ -55,11 +55,13 @@ fn short_training_beats_chance_and_eval_and_report_agree() {
     // Measured: test accuracy 0.54 (chance 0.1); training loss 2.95, 2.24, 1.46, 1.13 and test
     // loss 2.40, 1.42, 0.90, 0.83 over the 4 epochs. A broken update, schedule or augmentation
     // that still lets the net learn a little fails these, not only one that stops it learning.
-    assert!(acc > 0.45, "test accuracy {acc}: the net did not learn (measured 0.54, chance 0.1)");
+    assert!(
+        acc > 0.45,
+        "test accuracy {acc}: the net did not learn (measured 0.54, chance 0.1)"
+    );
     let epochs = summary["epochs"].as_array().unwrap();
-    let series = |key: &str| -> Vec<f64> {
-        epochs.iter().map(|e| e[key].as_f64().unwrap()).collect()
-    };
+    let series =
+        |key: &str| -> Vec<f64> { epochs.iter().map(|e| e[key].as_f64().unwrap()).collect() };
     let (train_loss, test_loss) = (series("train_loss"), series("test_loss"));
     assert!(
         train_loss.windows(2).all(|w| w[1] < w[0]),
