@@ -5,7 +5,8 @@
 //! of window positions that lie inside the input (`count_include_pad=False`).
 //! Shapes: x [N, C, H, W], y [N, C, Ho, Wo]; the geometry is a [`ConvGeom`] with c_out == c_in.
 //!
-//! Fast path ([`crate::tiled`]): square windows, stride 1 or 2, planes up to 64x64: each plane is
+//! Fast path ([`crate::tiled`]): square windows, stride 1 or 2, planes whose padded copy fits
+//! [`PLANE_MAX`] values (32x32 DARTS planes; about 43x43 at most): each plane is
 //! padded once (with -inf for max, zeros for average) and every window reduced in register tiles;
 //! the average's backward is the same box sum over dy / count, zero-inserted by the stride. Other
 //! geometries run the per-window reference loops. All passes are parallel over samples or planes.

@@ -229,3 +229,47 @@ pub fn unrolled_alpha_grads(
     }
     Ok(val_out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_correct_counts_rows_whose_largest_logit_is_the_label() {
+        let logits = Tensor::from_vec(
+            [4, 3],
+            vec![
+                0.1, 2.0, -1.0, // argmax 1
+                3.0, 0.0, 0.5, // argmax 0
+                -2.0, -1.0, -0.5, // argmax 2
+                1.0, 1.5, 0.2, // argmax 1
+            ],
+        )
+        .unwrap();
+        assert_eq!(count_correct(&logits, &[1, 0, 2, 1]), 4);
+        assert_eq!(count_correct(&logits, &[1, 1, 2, 0]), 2);
+        assert_eq!(count_correct(&logits, &[0, 2, 1, 2]), 0);
+    }
+
+    #[test]
+    fn virtual_weights_are_one_sgd_step_with_momentum_and_decay() {
+        let w = [Tensor::from_vec([2], vec![1.0, -2.0]).unwrap()];
+        let g = [Tensor::from_vec([2], vec![0.5, 0.25]).unwrap()];
+        let v = [Tensor::from_vec([2], vec![0.1, -0.3]).unwrap()];
+        let step = VirtualStep {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.01,
+            momentum_buffers: &v,
+        };
+        // w - lr * (momentum * v + g + wd * w), by hand.
+        let want = [
+            1.0 - 0.1 * (0.9 * 0.1 + 0.5 + 0.01 * 1.0),
+            -2.0 - 0.1 * (0.9 * -0.3 + 0.25 + 0.01 * -2.0),
+        ];
+        let got = virtual_weights(&w, &g, step);
+        for (a, b) in got[0].data().iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
+}

@@ -53,7 +53,16 @@ impl std::fmt::Display for DartsError {
     }
 }
 
-impl std::error::Error for DartsError {}
+impl std::error::Error for DartsError {
+    /// The underlying I/O or engine error, for callers that walk the chain.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DartsError::Io { source, .. } => Some(source),
+            DartsError::Engine(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<tensor::Error> for DartsError {
     fn from(e: tensor::Error) -> Self {
@@ -65,4 +74,26 @@ impl From<tensor::Error> for DartsError {
 pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> DartsError {
     let path = path.into();
     move |source| DartsError::Io { path, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    #[test]
+    fn io_and_engine_errors_keep_their_source() {
+        let e = io("/x/y")(std::io::Error::new(std::io::ErrorKind::NotFound, "gone"));
+        assert_eq!(e.to_string(), "/x/y: gone");
+        let src = e.source().expect("the io::Error");
+        assert_eq!(src.to_string(), "gone");
+        assert!(src.downcast_ref::<std::io::Error>().is_some());
+        let e = DartsError::from(tensor::Tensor::from_vec([2], vec![1.0]).unwrap_err());
+        assert!(e
+            .source()
+            .unwrap()
+            .downcast_ref::<tensor::Error>()
+            .is_some());
+        assert!(DartsError::Config("x".into()).source().is_none());
+    }
 }
