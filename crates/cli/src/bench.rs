@@ -15,10 +15,10 @@ pub struct BenchArgs {
     /// Timed steps (after one warm-up step).
     #[arg(long, default_value_t = 5)]
     steps: usize,
-    #[arg(long, value_parser = ["maxw", "softmax"], default_value = "maxw")]
-    weighting: String,
-    #[arg(long, value_parser = ["first", "second"], default_value = "first")]
-    order: String,
+    #[arg(long, value_enum, default_value_t = Weighting::Maxw)]
+    weighting: Weighting,
+    #[arg(long, value_enum, default_value_t = Order::First)]
+    order: Order,
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Print one JSON object instead of text.
@@ -57,12 +57,8 @@ pub fn run(a: BenchArgs) -> Result<u8, Failure> {
         layers,
         batch,
         epochs: 1,
-        weighting: Weighting::parse(&a.weighting).expect("clap checked"),
-        order: if a.order == "second" {
-            Order::Second
-        } else {
-            Order::First
-        },
+        weighting: a.weighting,
+        order: a.order,
         augment: false,
         ..Default::default()
     };
@@ -99,8 +95,8 @@ pub fn run(a: BenchArgs) -> Result<u8, Failure> {
         println!(
             "{} preset, {} weighting, {} order, {} threads: median step {:.3} s over {} steps (min {:.3}, max {:.3}); peak RSS {}",
             a.preset,
-            a.weighting,
-            a.order,
+            name(a.weighting),
+            name(a.order),
             rayon::current_num_threads(),
             median,
             a.steps,
@@ -110,4 +106,10 @@ pub fn run(a: BenchArgs) -> Result<u8, Failure> {
         );
     }
     Ok(0)
+}
+
+/// The flag value of an option enum (`maxw`, `second`).
+fn name(v: impl clap::ValueEnum) -> String {
+    v.to_possible_value()
+        .map_or_else(String::new, |p| p.get_name().to_string())
 }

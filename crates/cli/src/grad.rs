@@ -18,8 +18,8 @@ pub struct GradArgs {
     /// Where to write the gradients (safetensors, same names as the checkpoint's parameters).
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, value_parser = ["maxw", "softmax"], default_value = "maxw")]
-    weighting: String,
+    #[arg(long, value_enum, default_value_t = Weighting::Maxw)]
+    weighting: Weighting,
     /// Print a table of per-parameter gradient norms (on stderr).
     #[arg(long)]
     stats: bool,
@@ -98,7 +98,7 @@ pub fn refuse_overwrite(out: &PathBuf, inputs: &[(&str, &PathBuf)]) -> Result<()
 }
 
 pub fn run(a: GradArgs) -> Result<u8, Failure> {
-    let weighting = Weighting::parse(&a.weighting).expect("clap checked the value");
+    let weighting = a.weighting;
     refuse_overwrite(
         &a.out,
         &[("--checkpoint", &a.checkpoint), ("--batch", &a.batch)],

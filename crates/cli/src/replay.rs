@@ -28,12 +28,12 @@ pub struct ReplayArgs {
     /// Where to write the model after the last step (safetensors, reference names).
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, value_parser = ["first", "second"], default_value = "first")]
-    order: String,
-    #[arg(long, value_parser = ["maxw", "softmax"], default_value = "maxw")]
-    weighting: String,
-    #[arg(long = "grad-transform", value_parser = ["none", "subtract-max"], default_value = "none")]
-    grad_transform: String,
+    #[arg(long, value_enum, default_value_t = Order::First)]
+    order: Order,
+    #[arg(long, value_enum, default_value_t = Weighting::Maxw)]
+    weighting: Weighting,
+    #[arg(long = "grad-transform", value_enum, default_value_t = GradTransform::None)]
+    grad_transform: GradTransform,
     /// The weight learning rate, constant over the steps (the other hyper-parameters are the
     /// DARTS defaults of `darts search`).
     #[arg(long, default_value_t = 0.025)]
@@ -108,13 +108,9 @@ pub fn run(a: ReplayArgs) -> Result<u8, Failure> {
         layers: net.config.layers,
         epochs: 1,
         batch: steps[0].0 .1.len(),
-        weighting: Weighting::parse(&a.weighting).expect("clap checked the value"),
-        order: if a.order == "second" {
-            Order::Second
-        } else {
-            Order::First
-        },
-        grad_transform: GradTransform::parse(&a.grad_transform).expect("clap checked the value"),
+        weighting: a.weighting,
+        order: a.order,
+        grad_transform: a.grad_transform,
         lr: a.lr,
         lr_min: a.lr,
         augment: false,

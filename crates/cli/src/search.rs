@@ -26,10 +26,12 @@ pub struct SearchArgs {
     /// synthetic (built in), cifar10:DIR (binary batches) or idx:DIR (MNIST-style, raw or .gz).
     #[arg(long)]
     data: Option<String>,
-    #[arg(long, value_parser = ["maxw", "softmax"])]
-    weighting: Option<String>,
-    #[arg(long, value_parser = ["first", "second"])]
-    order: Option<String>,
+    /// Mixture weights of each edge's ops (default maxw).
+    #[arg(long, value_enum)]
+    weighting: Option<Weighting>,
+    /// Architecture gradient: first order, or second (unrolled) (default first).
+    #[arg(long, value_enum)]
+    order: Option<Order>,
     #[arg(long)]
     epochs: Option<usize>,
     #[arg(long)]
@@ -46,10 +48,12 @@ pub struct SearchArgs {
     /// Worker threads (0 = one per core). Results do not depend on it.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    #[arg(long = "lr-schedule", value_parser = ["cosine", "cosine-power"])]
-    lr_schedule: Option<String>,
-    #[arg(long = "grad-transform", value_parser = ["none", "subtract-max"])]
-    grad_transform: Option<String>,
+    /// Weight learning rate schedule; cosine-power is sharpDARTS's, order 2 (default cosine).
+    #[arg(long = "lr-schedule", value_enum)]
+    lr_schedule: Option<LrScheduleArg>,
+    /// subtract-max: g <- g - max(g) per parameter buffer (default none).
+    #[arg(long = "grad-transform", value_enum)]
+    grad_transform: Option<GradTransform>,
     /// Output directory (default runs/search, or the --resume directory).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -86,6 +90,13 @@ pub(crate) fn load_data(spec: &str, subset: Option<usize>, seed: u64) -> Result<
     Ok(splits)
 }
 
+/// The `--lr-schedule` choices.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LrScheduleArg {
+    Cosine,
+    CosinePower,
+}
+
 /// Rejects flags that would change a resumed run.
 fn check_resume_flags(a: &SearchArgs) -> Result<(), Failure> {
     let given: Vec<&str> = [
@@ -120,26 +131,13 @@ fn config_from(a: &SearchArgs) -> SearchConfig {
         epochs: a.epochs.unwrap_or(DEFAULT_EPOCHS),
         batch: a.batch.unwrap_or(DEFAULT_BATCH),
         seed: a.seed.unwrap_or(d.seed),
-        weighting: a
-            .weighting
-            .as_deref()
-            .and_then(Weighting::parse)
-            .unwrap_or(Weighting::Maxw),
-        order: if a.order.as_deref() == Some("second") {
-            Order::Second
-        } else {
-            Order::First
+        weighting: a.weighting.unwrap_or(Weighting::Maxw),
+        order: a.order.unwrap_or(d.order),
+        schedule: match a.lr_schedule {
+            None | Some(LrScheduleArg::Cosine) => Schedule::Cosine,
+            Some(LrScheduleArg::CosinePower) => Schedule::CosinePower { order: 2.0 },
         },
-        schedule: if a.lr_schedule.as_deref() == Some("cosine-power") {
-            Schedule::CosinePower { order: 2.0 }
-        } else {
-            Schedule::Cosine
-        },
-        grad_transform: a
-            .grad_transform
-            .as_deref()
-            .and_then(GradTransform::parse)
-            .unwrap_or(GradTransform::None),
+        grad_transform: a.grad_transform.unwrap_or(d.grad_transform),
         ..d
     }
 }

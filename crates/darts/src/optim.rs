@@ -8,6 +8,7 @@ use tensor::Tensor;
 
 /// The opt-in gradient transform of SPEC section 2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum GradTransform {
     None,
@@ -15,14 +16,6 @@ pub enum GradTransform {
 }
 
 impl GradTransform {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "none" => Some(GradTransform::None),
-            "subtract-max" => Some(GradTransform::SubtractMax),
-            _ => None,
-        }
-    }
-
     /// The shift subtracted from `scale * g`: scale * max(g) (max commutes with a positive scale).
     fn shift(self, scale: f32, g: &[f32]) -> f32 {
         match self {

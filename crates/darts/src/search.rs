@@ -20,6 +20,7 @@ use tensor::{Rng, Tensor};
 
 /// First-order (DARTS default) or second-order (unrolled) architecture gradient.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Order {
     First,

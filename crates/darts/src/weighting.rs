@@ -2,12 +2,13 @@
 use crate::Result;
 use autograd::{Tape, Var};
 
-/// DARTS's softmax, or sharpDARTS's Max-W (`1 - max(softmax) + softmax`, max not detached).
+/// sharpDARTS's Max-W (`1 - max(softmax) + softmax`, max not detached), or DARTS's softmax.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Weighting {
-    Softmax,
     Maxw,
+    Softmax,
 }
 
 impl Weighting {
@@ -17,13 +18,5 @@ impl Weighting {
             Weighting::Softmax => ops::softmax(t, alpha)?,
             Weighting::Maxw => ops::maxw(t, alpha)?,
         })
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "softmax" => Some(Weighting::Softmax),
-            "maxw" => Some(Weighting::Maxw),
-            _ => None,
-        }
     }
 }

@@ -2,6 +2,7 @@
 //! search and training sizes every arm shares. Parsed from the command line's comma lists once,
 //! here; everything after works on these typed values.
 use crate::{Result, StudyError};
+use clap::ValueEnum;
 use darts::optim::GradTransform;
 use darts::{Genotype, Order, Weighting};
 use serde::{Deserialize, Serialize};
@@ -60,16 +61,16 @@ fn items<'a>(flag: &str, text: &'a str) -> Result<Vec<&'a str>> {
     Ok(list)
 }
 
-fn parse_each<T>(
-    flag: &str,
-    text: &str,
-    known: &[&str],
-    parse: impl Fn(&str) -> Option<T>,
-) -> Result<Vec<T>> {
+/// A comma list of the library's option values, by the names the single-run flags take.
+fn parse_each<T: ValueEnum>(flag: &str, text: &str) -> Result<Vec<T>> {
+    let known: Vec<String> = T::value_variants()
+        .iter()
+        .filter_map(|v| Some(v.to_possible_value()?.get_name().to_string()))
+        .collect();
     items(flag, text)?
         .into_iter()
         .map(|s| {
-            parse(s).ok_or_else(|| {
+            T::from_str(s, false).map_err(|_| {
                 usage(format!(
                     "{flag}: unknown value '{s}' (known: {})",
                     known.join(", ")
@@ -81,26 +82,17 @@ fn parse_each<T>(
 
 /// `--weighting maxw,softmax`.
 pub fn parse_weightings(text: &str) -> Result<Vec<Weighting>> {
-    parse_each("--weighting", text, &["maxw", "softmax"], Weighting::parse)
+    parse_each("--weighting", text)
 }
 
 /// `--grad-transform none,subtract-max`.
 pub fn parse_grad_transforms(text: &str) -> Result<Vec<GradTransform>> {
-    parse_each(
-        "--grad-transform",
-        text,
-        &["none", "subtract-max"],
-        GradTransform::parse,
-    )
+    parse_each("--grad-transform", text)
 }
 
 /// `--order first,second`.
 pub fn parse_orders(text: &str) -> Result<Vec<Order>> {
-    parse_each("--order", text, &["first", "second"], |s| match s {
-        "first" => Some(Order::First),
-        "second" => Some(Order::Second),
-        _ => None,
-    })
+    parse_each("--order", text)
 }
 
 /// `--seeds N` (seeds 1..=N) or `--seeds a,b,c` (a list; `7,` is the one seed 7).
