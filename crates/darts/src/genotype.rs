@@ -667,4 +667,23 @@ mod tests {
         assert_eq!(g.normal_concat, vec![2, 3, 4, 5]);
         g.validate().unwrap();
     }
+
+    /// The derivation is shift-invariant per row and does not overflow for large alphas: the
+    /// softmax subtracts each row's max before exponentiating (exp(900) is infinite in f64).
+    #[test]
+    fn derivation_is_shift_invariant_and_survives_large_alphas() {
+        let a = alphas(&[
+            (0, 6, 1.0),
+            (1, 5, 3.0),
+            (2, 1, 2.0),
+            (3, 4, 0.5),
+            (4, 3, 2.5),
+        ]);
+        let mut shifted = a.clone();
+        shifted.data_mut().iter_mut().for_each(|v| *v += 450.0);
+        assert_eq!(
+            Genotype::derive(&shifted, &shifted),
+            Genotype::derive(&a, &a)
+        );
+    }
 }
