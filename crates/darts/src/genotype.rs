@@ -545,7 +545,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("no genotype 'NASNet'"), "{e}");
+        // A file whose own name holds a colon is that file, not FILE:NAME.
+        let colon = dir.join("cell:v1.json");
+        std::fs::write(&colon, g.to_json()).unwrap();
+        assert_eq!(Genotype::load(colon.to_str().unwrap()).unwrap(), g);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Each rule of `validate` on its own: an even, non-empty gene list; inputs from earlier
+    /// states; concat indices below the number of states (2 inputs + one per node).
+    #[test]
+    fn validate_names_each_broken_rule() {
+        let ok = Genotype::builtin("DARTS_V2").unwrap();
+        ok.validate().unwrap();
+        let fails = |g: Genotype, words: &str| {
+            let e = g.validate().unwrap_err().to_string();
+            assert!(e.contains(words), "{e}");
+        };
+        let mut odd = ok.clone();
+        odd.normal.pop();
+        fails(odd, "normal has 7 entries");
+        let mut empty = ok.clone();
+        empty.reduce.clear();
+        fails(empty, "reduce has 0 entries");
+        let mut late = ok.clone();
+        late.normal[2].1 = 3; // node 1 reads states 0..2
+        fails(late, "normal[2]: node 1 cannot take input 3");
+        let mut beyond = ok.clone();
+        beyond.normal_concat = vec![2, 3, 4, 6]; // 8 genes: states 0..5
+        fails(
+            beyond,
+            "normal_concat [2, 3, 4, 6] must be non-empty and below 6",
+        );
+        let mut none = ok.clone();
+        none.reduce_concat.clear();
+        fails(none, "reduce_concat [] must be non-empty");
+        let mut unknown = ok;
+        unknown.reduce[0].0 = "conv_7x1_1x7".into();
+        fails(unknown, "reduce[0]: unknown primitive 'conv_7x1_1x7'");
     }
 
     #[test]
