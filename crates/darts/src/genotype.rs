@@ -654,6 +654,9 @@ mod tests {
             ("Genotype(normal=[('skip_connect', 0)", "expected"),
             ("Genotype(normal=[], normal_concat=[2])", "missing field"),
             ("nothing here", "no 'Genotype('"),
+            // Input that ends inside a name or a number (read up to the last byte, not past it).
+            ("Genotype(normal=[('skip_connect', 0), ('skip_connect', 1)], normal_concat=range", "expected"),
+            ("Genotype(normal=[('skip_connect', 0), ('skip_connect', 12", "expected"),
         ] {
             let e = Genotype::from_python(bad).unwrap_err().to_string();
             assert!(e.contains(want), "{bad}: {e}");
