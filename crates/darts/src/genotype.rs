@@ -657,6 +657,8 @@ mod tests {
             // Input that ends inside a name or a number (read up to the last byte, not past it).
             ("Genotype(normal=[('skip_connect', 0), ('skip_connect', 1)], normal_concat=range", "expected"),
             ("Genotype(normal=[('skip_connect', 0), ('skip_connect', 12", "expected"),
+            ("Genotype(normal=[('skip_connect", "a closing quote"),
+            ("Genotype(=[('skip_connect', 0)])", "a field name"),
         ] {
             let e = Genotype::from_python(bad).unwrap_err().to_string();
             assert!(e.contains(want), "{bad}: {e}");
