@@ -728,4 +728,18 @@ mod tests {
             Genotype::derive(&a, &a)
         );
     }
+
+    /// Only top-level `NAME = Genotype(...)` lines define genotypes: attribute assignments,
+    /// names starting with a digit, comparisons and indented lines do not.
+    #[test]
+    fn modules_define_genotypes_only_by_plain_top_level_assignment() {
+        let g = Genotype::builtin("DARTS_V1").unwrap().to_python();
+        let v2 = Genotype::builtin("DARTS_V2").unwrap();
+        let module = format!(
+            "cfg.best = {g}\n1x = {g}\nONLY = {}\nONLY == {g}\n    INNER = {g}\nmy cell = {g}\n",
+            v2.to_python()
+        );
+        assert_eq!(Genotype::from_text(&module, None).unwrap(), v2);
+        assert!(Genotype::from_text(&module, Some("cfg.best")).is_err());
+    }
 }
