@@ -741,5 +741,13 @@ mod tests {
         );
         assert_eq!(Genotype::from_text(&module, None).unwrap(), v2);
         assert!(Genotype::from_text(&module, Some("cfg.best")).is_err());
+        // After a call, parsing resumes on the next line, whatever follows the call on its own.
+        let comment = "#".repeat(3 * g.len());
+        let module = format!("A = {g}  {comment}\nB = {}\n", v2.to_python());
+        assert_eq!(Genotype::from_text(&module, Some("B")).unwrap(), v2);
+        assert_eq!(
+            Genotype::from_text(&module, Some("A")).unwrap(),
+            Genotype::builtin("DARTS_V1").unwrap()
+        );
     }
 }
