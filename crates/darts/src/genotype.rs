@@ -546,8 +546,10 @@ mod tests {
             .to_string();
         assert!(e.contains("no genotype 'NASNet'"), "{e}");
         // A file whose own name holds a colon is that file, not FILE:NAME.
+        // (Even when the part before the colon is a file too.)
         let colon = dir.join("cell:v1.json");
         std::fs::write(&colon, g.to_json()).unwrap();
+        std::fs::write(dir.join("cell"), DARTS_PAPER).unwrap();
         assert_eq!(Genotype::load(colon.to_str().unwrap()).unwrap(), g);
         std::fs::remove_dir_all(&dir).unwrap();
     }
