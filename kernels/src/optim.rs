@@ -42,9 +42,23 @@ pub fn subtract_max(buf: &mut [f32]) {
     });
 }
 
-/// Sum of squares (for the global gradient norm), fixed order.
-pub fn sum_squares(buf: &[f32]) -> f32 {
-    simd::dot(buf, buf)
+/// Sum of squares (for the global gradient norm) and max of one buffer, in one read pass: the
+/// pass that computes the clip norm also yields the max-gradient shift. The sum runs in
+/// [`simd::dot`]'s fixed order (the same bits as `dot(buf, buf)`); max is exact.
+pub fn sum_squares_and_max(buf: &[f32]) -> (f32, f32) {
+    let n8 = buf.len() / LANES * LANES;
+    let (mut acc, mut m) = (f32x8::ZERO, f32x8::splat(f32::NEG_INFINITY));
+    for i in (0..n8).step_by(LANES) {
+        let x = load(&buf[i..]);
+        acc += x * x;
+        m = m.max(x);
+    }
+    let (mut s, mut m) = (simd::hsum(acc), simd::hmax(m));
+    for &x in &buf[n8..] {
+        s += x * x;
+        m = m.max(x);
+    }
+    (s, m)
 }
 
 /// Hyper-parameters of SGD with momentum and L2 weight decay (PyTorch's `SGD`).
@@ -166,6 +180,12 @@ pub mod reference {
         buf.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
     }
 
+    /// In f64 (the fast pass sums in f32 in another order: compare with a tolerance).
+    pub fn sum_squares_and_max(buf: &[f32]) -> (f64, f32) {
+        let s = buf.iter().map(|&x| x as f64 * x as f64).sum();
+        (s, max_value(buf))
+    }
+
     pub fn subtract_max(buf: &mut [f32]) {
         let m = max_value(buf);
         buf.iter_mut().for_each(|v| *v -= m);
@@ -231,6 +251,10 @@ mod tests {
             scale in 0.1f32..1.0, step in 1u64..5,
         ) {
             prop_assert_eq!(max_value(&g).to_bits(), reference::max_value(&g).to_bits());
+            let ((s, mx), (rs, rmx)) = (sum_squares_and_max(&g), reference::sum_squares_and_max(&g));
+            prop_assert_eq!(mx.to_bits(), rmx.to_bits());
+            prop_assert_eq!(s.to_bits(), simd::dot(&g, &g).to_bits());
+            prop_assert!((s as f64 - rs).abs() <= 1e-5 * rs + 1e-30, "{} vs {}", s, rs);
             let (mut a, mut b) = (g.clone(), g.clone());
             subtract_max(&mut a); reference::subtract_max(&mut b);
             prop_assert_eq!(&a, &b);

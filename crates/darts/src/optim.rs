@@ -16,22 +16,24 @@ pub enum GradTransform {
 }
 
 impl GradTransform {
-    /// The shift subtracted from `scale * g`: scale * max(g) (max commutes with a positive scale).
-    fn shift(self, scale: f32, g: &[f32]) -> f32 {
+    /// The shift subtracted from `scale * g` given max(g): scale * max(g) (max commutes with a
+    /// positive scale).
+    fn shift(self, scale: f32, max: impl FnOnce() -> f32) -> f32 {
         match self {
             GradTransform::None => 0.0,
-            GradTransform::SubtractMax => scale * ko::max_value(g),
+            GradTransform::SubtractMax => scale * max(),
         }
     }
 }
 
 /// Global L2 norm of several gradient buffers, summed in buffer order in f64.
 pub fn global_norm(grads: &[&[f32]]) -> f32 {
-    grads
-        .iter()
-        .map(|g| ko::sum_squares(g) as f64)
-        .sum::<f64>()
-        .sqrt() as f32
+    norm_of(grads.iter().map(|g| ko::sum_squares_and_max(g).0))
+}
+
+/// The L2 norm from per-buffer sums of squares, summed in buffer order in f64.
+fn norm_of(sums: impl Iterator<Item = f32>) -> f32 {
+    sums.map(|s| s as f64).sum::<f64>().sqrt() as f32
 }
 
 /// SGD with momentum buffers, one per parameter (PyTorch's `SGD`, zero-initialised buffers).
@@ -67,15 +69,23 @@ impl SgdState {
         params: &mut [Tensor],
         grads: &[&[f32]],
     ) -> f32 {
-        let norm = global_norm(grads);
+        // One read pass per buffer gives both the clip norm and the max-gradient shift; then one
+        // update pass.
+        let stats: Vec<(f32, f32)> = grads.iter().map(|g| ko::sum_squares_and_max(g)).collect();
+        let norm = norm_of(stats.iter().map(|s| s.0));
         let coef = self.clip / (norm + 1e-6);
         let scale = if coef < 1.0 { coef } else { 1.0 };
         let h = Sgd { lr, ..self.hyper };
-        for ((p, g), v) in params.iter_mut().zip(grads).zip(&mut self.momentum) {
+        for (((p, g), v), (_, max)) in params
+            .iter_mut()
+            .zip(grads)
+            .zip(&mut self.momentum)
+            .zip(stats)
+        {
             ko::sgd_step(
                 h,
                 scale,
-                transform.shift(scale, g),
+                transform.shift(scale, || max),
                 p.data_mut(),
                 g,
                 v.data_mut(),
@@ -122,7 +132,7 @@ impl AdamState {
                 self.hyper,
                 self.step,
                 1.0,
-                transform.shift(1.0, g),
+                transform.shift(1.0, || ko::max_value(g)),
                 p.data_mut(),
                 g,
                 m.data_mut(),
