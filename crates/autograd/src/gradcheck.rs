@@ -9,8 +9,11 @@ use crate::{Result, Tape, Tensor, Var};
 /// tight enough to reject a backward that is off by 1 % wherever the gradient exceeds ~0.15.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GradcheckOptions {
+    /// Finite-difference step: d ~ (f(x + eps) - f(x - eps)) / (2 eps).
     pub eps: f32,
+    /// Absolute tolerance.
     pub atol: f32,
+    /// Relative tolerance: an entry passes when |analytic - numeric| <= atol + rtol * |numeric|.
     pub rtol: f32,
 }
 
@@ -29,14 +32,18 @@ impl Default for GradcheckOptions {
 pub struct Mismatch {
     /// Which input tensor, and which element of it.
     pub input: usize,
+    /// Flat index of the input entry.
     pub index: usize,
+    /// The tape's gradient at that entry.
     pub analytic: f32,
+    /// The central difference at that entry.
     pub numeric: f32,
 }
 
 /// What [`gradcheck`] found.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GradcheckReport {
+    /// Whether every checked entry was within tolerance.
     pub passed: bool,
     /// Elements compared.
     pub checked: usize,

@@ -5,8 +5,11 @@ use std::fmt::Write;
 /// Summary statistics of a buffer (computed in f64).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Stats {
+    /// Smallest value.
     pub min: f32,
+    /// Largest value.
     pub max: f32,
+    /// Mean value.
     pub mean: f32,
     /// Euclidean norm.
     pub l2: f32,
@@ -15,6 +18,7 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// The statistics of `data` (zeros for an empty slice).
     pub fn of(data: &[f32]) -> Stats {
         let (mut min, mut max, mut sum, mut sq, mut bad) =
             (f32::INFINITY, f32::NEG_INFINITY, 0.0f64, 0.0f64, 0);
@@ -42,13 +46,21 @@ impl Stats {
 /// One node as [`Tape::nodes`] reports it.
 #[derive(Clone, Debug)]
 pub struct NodeInfo {
+    /// Position on the tape (the node's `Var` index).
     pub index: usize,
+    /// The op that made it (`leaf` for inputs and parameters).
     pub op: &'static str,
+    /// Shape of its value.
     pub shape: Vec<usize>,
+    /// Tape indices of its inputs.
     pub inputs: Vec<usize>,
+    /// The scope it was recorded in (`cells.3._ops.7`), if any.
     pub scope: Option<String>,
+    /// Its name, for named leaves (parameters).
     pub name: Option<String>,
+    /// Whether a gradient flows to it.
     pub requires_grad: bool,
+    /// Statistics of its value.
     pub value: Stats,
     /// The gradient's statistics: recorded during backward (see [`Tape::set_record_grad_stats`]) or,
     /// for nodes that kept their gradient, computed from it.

@@ -1,3 +1,4 @@
+#![deny(missing_docs)]
 //! Reverse-mode automatic differentiation on a tape.
 //!
 //! The whole idea in one paragraph: a [`Tape`] is a flat list of nodes in the order they were computed.

@@ -11,6 +11,7 @@ pub struct Var {
 }
 
 impl Var {
+    /// Position of the node on its tape.
     pub fn index(self) -> usize {
         self.index
     }
@@ -54,6 +55,7 @@ impl std::ops::DerefMut for GradSlots<'_> {
 /// The vector-Jacobian product of one op. `inputs` are the op's input values, `output` its value,
 /// `grad_out` = dL/doutput. Implementations add dL/dinput_i into `grads[i]` when it is `Some`.
 pub trait Backward: Send + Sync {
+    /// Adds each input's gradient (the VJP of `grad_out`) into `grads`.
     fn backward(
         &self,
         inputs: &[&Tensor],
@@ -93,6 +95,7 @@ impl Default for Tape {
 }
 
 impl Tape {
+    /// An empty tape (gradients enabled).
     pub fn new() -> Self {
         Tape {
             nodes: Vec::new(),
@@ -120,10 +123,12 @@ impl Tape {
         self.generation = self.generation.wrapping_add(1);
     }
 
+    /// Number of nodes recorded since the last reset.
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
 
+    /// Whether nothing has been recorded since the last reset.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
@@ -135,6 +140,7 @@ impl Tape {
         self.grad_enabled = enabled;
     }
 
+    /// Whether ops record their backward (see `set_grad_enabled`).
     pub fn grad_enabled(&self) -> bool {
         self.grad_enabled
     }
@@ -289,6 +295,7 @@ impl Tape {
         );
     }
 
+    /// The value of a node.
     pub fn value(&self, v: Var) -> &Tensor {
         self.check(v);
         &self.values[v.index]
@@ -301,6 +308,7 @@ impl Tape {
         std::mem::replace(&mut self.values[v.index], Tensor::zeros([0]))
     }
 
+    /// Whether a gradient flows to `v` (it is, or depends on, a leaf that requires one).
     pub fn requires_grad(&self, v: Var) -> bool {
         self.check(v);
         self.nodes[v.index].requires_grad

@@ -7,7 +7,9 @@ use kernels::batchnorm::{self as kbn, BnShape};
 /// A layer's running mean and variance (not differentiated; updated in training mode).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunningStats {
+    /// Running mean per channel.
     pub mean: Vec<f32>,
+    /// Running (unbiased) variance per channel.
     pub var: Vec<f32>,
 }
 
@@ -22,9 +24,14 @@ impl RunningStats {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
+/// How a batch norm runs: batch statistics and a running update in training mode, the running
+/// statistics in eval mode (PyTorch's semantics).
 pub struct BatchNormOptions {
+    /// Normalise with the batch's statistics and update the running ones.
     pub training: bool,
+    /// Weight of the new batch in the running update (PyTorch's 0.1).
     pub momentum: f32,
+    /// Added to the variance before the square root (PyTorch's 1e-5).
     pub eps: f32,
 }
 
@@ -85,7 +92,7 @@ impl Backward for BnBack {
     }
 }
 
-/// Batch norm of x [N, C, H, W] (or [N, C]) per channel. `affine` = (gamma, beta), each [C].
+/// Batch norm of x `[N, C, H, W]` (or `[N, C]`) per channel. `affine` = (gamma, beta), each `[C]`.
 /// Training mode needs more than one value per channel and updates `running` if given; eval mode
 /// requires `running`.
 pub fn batch_norm(

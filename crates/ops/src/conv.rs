@@ -11,10 +11,15 @@ use kernels::depthwise as kdw;
 /// ReLU-Conv-BN blocks), saving a tensor and a pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dOptions {
+    /// Step between windows, both axes.
     pub stride: usize,
+    /// Zero padding on every side.
     pub padding: usize,
+    /// Spacing between filter taps (1 = dense).
     pub dilation: usize,
+    /// Channel groups: 1 = dense, C = depthwise.
     pub groups: usize,
+    /// Read the input through a ReLU, fused into the conv.
     pub pre_relu: bool,
 }
 

@@ -89,7 +89,7 @@ impl Backward for ScaleSamplesBack {
     }
 }
 
-/// y[n] = factors[n] * x[n] for each sample n of x [N, ...] (drop-path's mask / keep probability).
+/// `y[n] = factors[n] * x[n]` for each sample n of x `[N, ...]` (drop-path's mask / keep probability).
 pub fn scale_samples(tape: &mut Tape, x: Var, factors: &[f32]) -> Result<Var> {
     let n = tape.value(x).dims().first().copied().unwrap_or(0);
     check::arg(factors.len() == n && n > 0, "scale_samples", || {

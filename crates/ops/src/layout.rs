@@ -71,10 +71,15 @@ pub fn split_channels(tape: &mut Tape, x: Var, sizes: &[usize]) -> Result<Vec<Va
 /// `x[:, :, ::2, ::2]` is `Slice { top: 0, left: 0, stride: 2, out_h: ceil(H/2), out_w: ceil(W/2) }`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slice {
+    /// First input row read.
     pub top: usize,
+    /// First input column read.
     pub left: usize,
+    /// Step between rows and between columns read.
     pub stride: usize,
+    /// Output rows.
     pub out_h: usize,
+    /// Output columns.
     pub out_w: usize,
 }
 

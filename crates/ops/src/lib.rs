@@ -1,3 +1,4 @@
+#![deny(missing_docs)]
 //! Differentiable ops: each checks its arguments (returning a typed [`Error`], never panicking on a
 //! caller's bad shape), runs a kernel from the `kernels` crate for the forward, and records a
 //! [`Backward`](autograd::Backward) on the tape whose vector-Jacobian product runs the matching

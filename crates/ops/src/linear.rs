@@ -29,7 +29,7 @@ impl Backward for LinearBack {
     }
 }
 
-/// y [N, out] = x [N, in] W^T + b, with W [out, in] and optional b [out].
+/// y `[N, out]` = x `[N, in]` W^T + b, with W `[out, in]` and optional b `[out]`.
 pub fn linear(tape: &mut Tape, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
     const OP: &str = "linear";
     let [n, di] = tape.value(x).shape().rows_cols(OP)?;

@@ -13,7 +13,7 @@ impl Backward for MaxwBack {
     }
 }
 
-/// Max-W weights of every row of alpha ([rows, cols] or [cols]); the strongest entry of a row gets
+/// Max-W weights of every row of alpha (`[rows, cols]` or `[cols]`); the strongest entry of a row gets
 /// exactly 1.
 pub fn maxw(tape: &mut Tape, alpha: Var) -> Result<Var> {
     let (_, cols) = rows_cols(tape, alpha, "maxw")?;

@@ -30,7 +30,7 @@ impl Backward for WeightedSumBack {
     }
 }
 
-/// sum over `terms` (k, x_k) of weights[row, k] * x_k. `weights` is [rows, K] (or [K] with row 0);
+/// sum over `terms` (k, x_k) of `weights[row, k] * x_k`. `weights` is `[rows, K]` (or `[K]` with row 0);
 /// all x_k share one shape. Terms may leave columns out: DARTS's `none` op contributes exactly zero,
 /// so it is simply not passed (its weight then gets zero gradient, as it would from 0 * w).
 pub fn weighted_sum(

@@ -7,9 +7,14 @@ use kernels::conv::{out_len, ConvGeom};
 use kernels::pool as kp;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Pooling window: `kernel` x `kernel`, moved by `stride`, over an input zero-padded by `padding`
+/// (padding never wins a max and is not counted in an average).
 pub struct PoolOptions {
+    /// Window side.
     pub kernel: usize,
+    /// Step between windows, both axes.
     pub stride: usize,
+    /// Padding on every side (at most half the window).
     pub padding: usize,
 }
 
@@ -84,7 +89,9 @@ pub fn avg_pool2d(tape: &mut Tape, x: Var, o: PoolOptions) -> Result<Var> {
 /// Which pooling a fused [`pool2d_bn`] does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {
+    /// Max pooling (ties to the first maximum in row-major window order).
     Max,
+    /// Average pooling over the window positions inside the input.
     Avg,
 }
 

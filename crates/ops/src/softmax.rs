@@ -27,7 +27,7 @@ impl Backward for SoftmaxBack {
     }
 }
 
-/// Softmax of every row of x ([rows, cols] or [cols]).
+/// Softmax of every row of x (`[rows, cols]` or `[cols]`).
 pub fn softmax(tape: &mut Tape, x: Var) -> Result<Var> {
     let (_, cols) = rows_cols(tape, x, "softmax")?;
     let mut y = tape.buffer(tape.value(x).shape().clone());

@@ -1,3 +1,4 @@
+#![deny(missing_docs)]
 //! f32 tensors in NCHW layout, their shapes, the engine's typed errors and a deterministic RNG.
 //!
 //! A [`Tensor`] is a shape plus one contiguous `Vec<f32>`; there are no strides or views. Everything

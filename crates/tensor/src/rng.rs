@@ -16,6 +16,7 @@ fn splitmix64(state: &mut u64) -> u64 {
 }
 
 impl Rng {
+    /// A generator seeded with `seed` (the same seed gives the same stream on every machine).
     pub fn new(seed: u64) -> Self {
         let mut sm = seed;
         Rng {
@@ -33,10 +34,12 @@ impl Rng {
         self.s
     }
 
+    /// A generator continuing from a saved state.
     pub fn from_state(s: [u64; 4]) -> Self {
         Rng { s }
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = self.s[1] << 17;
@@ -59,6 +62,7 @@ impl Rng {
         (self.next_u64() >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
     }
 
+    /// A uniform sample from [lo, hi).
     pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
         lo + (hi - lo) * self.next_f32()
     }

@@ -6,14 +6,17 @@ use std::fmt;
 pub struct Shape(Vec<usize>);
 
 impl Shape {
+    /// A shape with these dimensions, outermost first.
     pub fn new(dims: &[usize]) -> Self {
         Shape(dims.to_vec())
     }
 
+    /// The dimensions, outermost first.
     pub fn dims(&self) -> &[usize] {
         &self.0
     }
 
+    /// Number of dimensions.
     pub fn rank(&self) -> usize {
         self.0.len()
     }

@@ -21,16 +21,19 @@ impl Tensor {
         Ok(Tensor { shape, data })
     }
 
+    /// A tensor of zeros.
     pub fn zeros(shape: impl Into<Shape>) -> Self {
         Self::full(shape, 0.0)
     }
 
+    /// A tensor with every entry `value`.
     pub fn full(shape: impl Into<Shape>, value: f32) -> Self {
         let shape = shape.into();
         let data = vec![value; shape.numel()];
         Tensor { shape, data }
     }
 
+    /// A 0-dimensional tensor holding `value`.
     pub fn scalar(value: f32) -> Self {
         Tensor {
             shape: Shape::new(&[]),
@@ -52,26 +55,32 @@ impl Tensor {
         Tensor { shape, data }
     }
 
+    /// Its shape.
     pub fn shape(&self) -> &Shape {
         &self.shape
     }
 
+    /// Its dimensions, outermost first.
     pub fn dims(&self) -> &[usize] {
         self.shape.dims()
     }
 
+    /// Number of entries.
     pub fn numel(&self) -> usize {
         self.data.len()
     }
 
+    /// The entries, row-major (NCHW for images).
     pub fn data(&self) -> &[f32] {
         &self.data
     }
 
+    /// The entries, mutable.
     pub fn data_mut(&mut self) -> &mut [f32] {
         &mut self.data
     }
 
+    /// The entries, taking ownership.
     pub fn into_vec(self) -> Vec<f32> {
         self.data
     }
