@@ -158,6 +158,12 @@ mod tests {
             (got[0] + 0.6).abs() < 1e-5 && (got[1] + 0.8).abs() < 1e-5,
             "{got:?}"
         );
+        // PyTorch's factor is clip / (norm + 1e-6): visible when both are tiny. A norm of 1e-6
+        // clipped to 1e-6 is halved, not kept.
+        let mut p = vec![Tensor::zeros([1])];
+        let mut s = SgdState::new(&p, 0.0, 0.0, 1e-6);
+        s.step(1.0, GradTransform::None, &mut p, &[&[1e-6]]);
+        assert!((p[0].data()[0] + 0.5e-6).abs() < 1e-12, "{:?}", p[0].data());
     }
 
     /// Deterministic test values: buffer `k`, element `i`, step `t` (11 elements: both the

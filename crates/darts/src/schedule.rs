@@ -153,5 +153,10 @@ mod tests {
         };
         assert!(s.lr(0) < s.lr(1) && s.lr(1) < s.lr(2) && s.lr(2) < s.lr(3));
         assert!((s.lr(2) - 0.75 * s.lr(3)).abs() < 1e-6);
+        // From min_lr, not from 0: lr(e) = min + (e + 1) / (w + 1) * (lr(w) - min).
+        let s = LrSchedule { min_lr: 0.01, ..s };
+        let target = 0.01 + 0.09 * (1.0 + (std::f64::consts::PI * 0.3).cos()) / 2.0;
+        assert!((s.lr(3) as f64 - target).abs() < 1e-7);
+        assert!((s.lr(0) as f64 - (0.01 + 0.25 * (target - 0.01))).abs() < 1e-7);
     }
 }
