@@ -142,6 +142,21 @@ mod tests {
         }
     }
 
+    /// One epoch: the rescaling over epochs is 0 / 0; the one epoch runs at the maximum rate.
+    #[test]
+    fn cosine_power_of_one_epoch_runs_at_the_maximum() {
+        for order in [1.0, 2.0] {
+            let s = LrSchedule {
+                schedule: Schedule::CosinePower { order },
+                max_lr: 0.025,
+                min_lr: 0.001,
+                epochs: 1,
+                warmup_epochs: 0,
+            };
+            assert_eq!(s.lr(0), 0.025, "order {order}");
+        }
+    }
+
     #[test]
     fn warmup_rises_linearly_into_the_schedule() {
         let s = LrSchedule {
