@@ -545,4 +545,82 @@ mod tests {
         );
         assert!(c.augment);
     }
+
+    /// Each rule of `validate`, on its own, with the boundary it draws.
+    #[test]
+    fn validate_refuses_each_bad_setting() {
+        let ok = SearchConfig::default();
+        ok.validate().unwrap();
+        let fails = |c: SearchConfig, words: &str| {
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(words), "{e}");
+        };
+        fails(
+            SearchConfig {
+                epochs: 0,
+                ..ok.clone()
+            },
+            "--epochs must be at least 1",
+        );
+        fails(
+            SearchConfig {
+                batch: 1,
+                ..ok.clone()
+            },
+            "--batch must be at least 2",
+        );
+        SearchConfig {
+            batch: 2,
+            ..ok.clone()
+        }
+        .validate()
+        .unwrap();
+        fails(
+            SearchConfig {
+                lr: 0.0,
+                lr_min: 0.0,
+                ..ok.clone()
+            },
+            "learning rates",
+        );
+        fails(
+            SearchConfig {
+                lr_min: -0.001,
+                ..ok.clone()
+            },
+            "learning rates",
+        );
+        fails(
+            SearchConfig {
+                lr_min: 0.03,
+                ..ok.clone()
+            },
+            "learning rates",
+        );
+        SearchConfig {
+            lr_min: 0.025,
+            ..ok.clone()
+        }
+        .validate()
+        .unwrap();
+        SearchConfig {
+            lr_min: 0.0,
+            ..ok.clone()
+        }
+        .validate()
+        .unwrap();
+        fails(
+            SearchConfig {
+                warmup_epochs: 50,
+                ..ok.clone()
+            },
+            "warm-up (50 epochs)",
+        );
+        SearchConfig {
+            warmup_epochs: 49,
+            ..ok
+        }
+        .validate()
+        .unwrap();
+    }
 }
