@@ -623,4 +623,181 @@ mod tests {
         .validate()
         .unwrap();
     }
+
+    /// `n` random 3-channel `side` x `side` images of 3 classes (label = index mod 3).
+    fn tiny_data(n: usize, side: usize) -> Dataset {
+        let x = Tensor::randn([n, 3, side, side], 1.0, &mut Rng::new(7));
+        Dataset::from_tensors(&x, (0..n).map(|i| (i % 3) as u32).collect(), 3).unwrap()
+    }
+
+    fn tiny_config() -> SearchConfig {
+        SearchConfig {
+            channels: 2,
+            layers: 2,
+            epochs: 2,
+            batch: 2,
+            augment: false,
+            ..SearchConfig::default()
+        }
+    }
+
+    /// `run` reports every step and epoch in order, ends finished, and each epoch's record
+    /// averages its steps.
+    #[test]
+    fn run_records_every_step_and_every_epoch() {
+        let data = tiny_data(20, 8);
+        let mut s = Search::new(tiny_config(), 3, 3).unwrap();
+        assert_eq!(
+            (
+                s.steps_per_epoch(20),
+                s.steps_per_epoch(23),
+                s.steps_per_epoch(3)
+            ),
+            (5, 5, 0)
+        );
+        let (mut steps, mut epochs) = (Vec::new(), Vec::new());
+        let out = s
+            .run(&data, &AtomicBool::new(false), &mut |e| match e {
+                Event::Step(r) => steps.push(r.clone()),
+                Event::Epoch(s) => epochs.push((s.epoch, s.step, s.history.len())),
+            })
+            .unwrap();
+        assert_eq!(out, Outcome::Finished);
+        assert!(s.is_finished());
+        assert_eq!((s.epoch, s.step, s.epoch_sums), (2, 0, [0.0; 4]));
+        assert_eq!(epochs, vec![(1, 0, 1), (2, 0, 2)]);
+        let order: Vec<(usize, usize, usize)> = steps
+            .iter()
+            .map(|r| (r.epoch, r.step, r.steps_per_epoch))
+            .collect();
+        let want: Vec<(usize, usize, usize)> = (0..2)
+            .flat_map(|e| (0..5).map(move |k| (e, k, 5)))
+            .collect();
+        assert_eq!(order, want);
+        for r in &steps {
+            for acc in [r.train_acc, r.val_acc] {
+                assert!(
+                    [0.0, 0.5, 1.0].contains(&acc),
+                    "accuracy {acc} of a batch of 2"
+                );
+            }
+            assert!(r.seconds > 0.0 && r.grad_norm > 0.0);
+        }
+        assert!(
+            steps.iter().any(|r| r.train_acc > 0.0),
+            "some batch is right"
+        );
+        for (e, h) in s.history.iter().enumerate() {
+            let mine: Vec<&StepRecord> = steps.iter().filter(|r| r.epoch == e).collect();
+            let mean = |f: fn(&StepRecord) -> f32| {
+                (mine.iter().map(|r| f(r) as f64).sum::<f64>() / 5.0) as f32
+            };
+            assert_eq!(h.epoch, e);
+            assert_eq!(h.train_loss, mean(|r| r.train_loss));
+            assert_eq!(h.train_acc, mean(|r| r.train_acc));
+            assert_eq!(h.lr, s.config.lr_schedule().lr(e));
+            assert!(mine.iter().all(|r| r.lr == h.lr));
+            let step_seconds: f64 = mine.iter().map(|r| r.seconds).sum();
+            assert!(
+                h.seconds >= step_seconds * 0.999,
+                "{} < {step_seconds}",
+                h.seconds
+            );
+        }
+        assert_eq!(s.history[1].alphas_normal, s.alphas[0].data());
+        assert_eq!(s.history[1].genotype, s.genotype());
+    }
+
+    /// `step` is `update` on the epoch's k-th train and val batches at the epoch's rate.
+    #[test]
+    fn step_updates_on_the_kth_batches_of_the_epoch_order() {
+        let data = tiny_data(20, 8);
+        let (mut a, mut b) = (
+            Search::new(tiny_config(), 3, 3).unwrap(),
+            Search::new(tiny_config(), 3, 3).unwrap(),
+        );
+        let (train, val) = b.epoch_order(data.len());
+        let mut sorted = train.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            (0..10).collect::<Vec<_>>(),
+            "the train half, each once"
+        );
+        let mut sorted = val.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            (10..20).collect::<Vec<_>>(),
+            "the val half, each once"
+        );
+        for k in 0..3 {
+            a.step(&data).unwrap();
+            let xt = data.batch(&train[k * 2..][..2], None);
+            let xv = data.batch(&val[k * 2..][..2], None);
+            let lr = b.config.lr_schedule().lr(0);
+            b.update((&xt.0, &xt.1), (&xv.0, &xv.1), lr).unwrap();
+            let bits = |s: &Search| -> Vec<u32> {
+                s.params
+                    .values
+                    .iter()
+                    .chain(&s.alphas)
+                    .flat_map(|t| t.data().iter().map(|v| v.to_bits()))
+                    .collect()
+            };
+            assert_eq!(bits(&a), bits(&b), "step {k}");
+        }
+        let next = Search::new(tiny_config(), 3, 3).unwrap();
+        let mut later = next;
+        later.epoch = 1;
+        assert_ne!(
+            later.epoch_order(20).0,
+            train,
+            "each epoch has its own order"
+        );
+    }
+
+    #[test]
+    fn data_that_does_not_fit_the_model_is_refused() {
+        let s = Search::new(tiny_config(), 3, 3).unwrap();
+        let refused = |d: Dataset, words: &str| {
+            let e = s.check_data(&d).unwrap_err().to_string();
+            assert!(e.contains(words), "{e}");
+        };
+        s.check_data(&tiny_data(20, 8)).unwrap();
+        let x = Tensor::randn([20, 3, 8, 8], 1.0, &mut Rng::new(1));
+        refused(
+            Dataset::from_tensors(&x, vec![0; 20], 4).unwrap(),
+            "4 classes of 3-channel images, the model expects 3 and 3",
+        );
+        let x1 = Tensor::randn([20, 1, 8, 8], 1.0, &mut Rng::new(1));
+        refused(
+            Dataset::from_tensors(&x1, vec![0; 20], 3).unwrap(),
+            "3 classes of 1-channel images",
+        );
+        refused(tiny_data(3, 8), "train half of 1 < one batch of 2");
+        let x = Tensor::randn([20, 3, 8, 6], 1.0, &mut Rng::new(1));
+        refused(
+            Dataset::from_tensors(&x, vec![0; 20], 3).unwrap(),
+            "image size 8x6 must be divisible by 4",
+        );
+    }
+
+    /// A step whose update overflows the weights stops at once, naming the step.
+    #[test]
+    fn an_overflowing_update_is_reported_at_its_step() {
+        let data = tiny_data(20, 8);
+        let cfg = SearchConfig {
+            lr: 3e38,
+            lr_min: 3e38,
+            grad_clip: 1e30,
+            ..tiny_config()
+        };
+        let mut s = Search::new(cfg, 3, 3).unwrap();
+        let e = s.step(&data).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "non-finite parameter after the update at epoch 0, step 0"
+        );
+    }
 }
