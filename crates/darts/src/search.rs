@@ -706,6 +706,30 @@ mod tests {
         }
         assert_eq!(s.history[1].alphas_normal, s.alphas[0].data());
         assert_eq!(s.history[1].genotype, s.genotype());
+
+        // The epoch's validation numbers: the val half in eval mode, here against one image at
+        // a time (eval-mode BN makes every image's loss independent of its batch).
+        let val: Vec<usize> = (10..20).collect();
+        let (loss, acc) = s.evaluate(&data, &val).unwrap();
+        let (mut sum, mut correct) = (0.0f64, 0);
+        for &i in &val {
+            let (x, y) = data.batch(&[i], None);
+            let none = Want {
+                weights: false,
+                alphas: false,
+            };
+            let out = s.run_pass(&x, &y, none, false).unwrap();
+            sum += out.loss as f64;
+            correct += out.correct;
+        }
+        assert!(
+            (loss as f64 - sum / 10.0).abs() < 1e-5,
+            "{loss} vs {}",
+            sum / 10.0
+        );
+        assert_eq!(acc, correct as f32 / 10.0);
+        assert!((s.history[1].val_loss - loss).abs() < 1e-5);
+        assert_eq!(s.history[1].val_acc, acc);
     }
 
     /// `step` is `update` on the epoch's k-th train and val batches at the epoch's rate.
