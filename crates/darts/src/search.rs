@@ -756,11 +756,20 @@ mod tests {
             "the val half, each once"
         );
         for k in 0..3 {
-            a.step(&data).unwrap();
+            let rec = a.step(&data).unwrap();
             let xt = data.batch(&train[k * 2..][..2], None);
             let xv = data.batch(&val[k * 2..][..2], None);
             let lr = b.config.lr_schedule().lr(0);
-            b.update((&xt.0, &xt.1), (&xv.0, &xv.1), lr).unwrap();
+            let (arch, tr, norm) = b.update((&xt.0, &xt.1), (&xv.0, &xv.1), lr).unwrap();
+            assert_eq!(
+                (rec.train_loss, rec.val_loss, rec.grad_norm, rec.lr),
+                (tr.loss, arch.loss, norm, lr)
+            );
+            assert_eq!(
+                (rec.train_acc, rec.val_acc),
+                (tr.correct as f32 / 2.0, arch.correct as f32 / 2.0),
+                "accuracy = correct / batch"
+            );
             let bits = |s: &Search| -> Vec<u32> {
                 s.params
                     .values
