@@ -755,7 +755,8 @@ mod tests {
             (10..20).collect::<Vec<_>>(),
             "the val half, each once"
         );
-        for k in 0..3 {
+        let mut val_right = 0;
+        for k in 0..5 {
             let rec = a.step(&data).unwrap();
             let xt = data.batch(&train[k * 2..][..2], None);
             let xv = data.batch(&val[k * 2..][..2], None);
@@ -770,6 +771,7 @@ mod tests {
                 (tr.correct as f32 / 2.0, arch.correct as f32 / 2.0),
                 "accuracy = correct / batch"
             );
+            val_right += arch.correct;
             let bits = |s: &Search| -> Vec<u32> {
                 s.params
                     .values
@@ -780,6 +782,10 @@ mod tests {
             };
             assert_eq!(bits(&a), bits(&b), "step {k}");
         }
+        assert!(
+            val_right > 0,
+            "some validation batch is right (else accuracy goes untested)"
+        );
         let next = Search::new(tiny_config(), 3, 3).unwrap();
         let mut later = next;
         later.epoch = 1;
