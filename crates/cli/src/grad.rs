@@ -98,7 +98,6 @@ pub fn refuse_overwrite(out: &PathBuf, inputs: &[(&str, &PathBuf)]) -> Result<()
 }
 
 pub fn run(a: GradArgs) -> Result<u8, Failure> {
-    let weighting = a.weighting;
     refuse_overwrite(
         &a.out,
         &[("--checkpoint", &a.checkpoint), ("--batch", &a.batch)],
@@ -112,7 +111,7 @@ pub fn run(a: GradArgs) -> Result<u8, Failure> {
         names: &params.names,
         weights: &params.values,
         alphas: &alphas,
-        weighting,
+        weighting: a.weighting,
     };
     let out = architect::pass(
         &mut tape,
