@@ -9,7 +9,9 @@ use tensor::Tensor;
 
 /// What one pass produced.
 pub struct PassOut {
+    /// Mean cross-entropy of the batch.
     pub loss: f32,
+    /// Rows whose largest logit is the label.
     pub correct: usize,
     /// Gradients of the weights (same order as the parameters), empty unless asked for.
     pub weight_grads: Vec<Tensor>,
@@ -19,17 +21,24 @@ pub struct PassOut {
 
 /// The model's tensors for one pass.
 pub struct Model<'a> {
+    /// The network's structure.
     pub net: &'a Supernet,
+    /// Parameter names, in the order of `weights`.
     pub names: &'a [String],
+    /// The weights to run with (the model's own, or a virtual step's).
     pub weights: &'a [Tensor],
+    /// alphas_normal and alphas_reduce, each [14, 8].
     pub alphas: &'a [Tensor; 2],
+    /// How alphas become mixture weights.
     pub weighting: Weighting,
 }
 
 /// Which gradients a pass computes; with neither, the tape records no backward at all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Want {
+    /// Compute the weights' gradients.
     pub weights: bool,
+    /// Compute the alphas' gradients.
     pub alphas: bool,
 }
 
@@ -128,7 +137,9 @@ fn axpy_all(w: &[Tensor], s: f32, d: &[Tensor]) -> Vec<Tensor> {
 pub struct VirtualStep<'a> {
     /// The current weight learning rate eta.
     pub lr: f32,
+    /// The optimizer's momentum (0.9 in DARTS).
     pub momentum: f32,
+    /// The optimizer's L2 weight decay.
     pub weight_decay: f32,
     /// The optimizer's momentum buffers v (zeros before the first step).
     pub momentum_buffers: &'a [Tensor],
@@ -158,7 +169,9 @@ pub fn virtual_weights(w: &[Tensor], g: &[Tensor], v: VirtualStep) -> Vec<Tensor
 /// The batch a pass runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Batch {
+    /// The training batch (the virtual step and the Hessian-vector product).
     Train,
+    /// The validation batch (the architecture loss).
     Val,
 }
 

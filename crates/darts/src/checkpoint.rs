@@ -274,13 +274,18 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 
 /// An opened safetensors file: its tensors as f32 (or i64 scalars) by name, and its metadata.
 pub struct TensorFile {
+    /// The file, for error messages.
     pub path: std::path::PathBuf,
+    /// Its f32 tensors by name.
     pub f32s: BTreeMap<String, Tensor>,
+    /// Its integer tensors (i64 or i32, widened) by name.
     pub i64s: BTreeMap<String, Vec<i64>>,
+    /// Its safetensors metadata.
     pub metadata: HashMap<String, String>,
 }
 
 impl TensorFile {
+    /// Reads and checks a safetensors file: every checksum it carries, every value finite.
     pub fn open(path: &Path) -> Result<TensorFile> {
         let bytes = std::fs::read(path).map_err(io(path))?;
         let bad = |why: String| DartsError::Checkpoint {

@@ -6,29 +6,50 @@ use std::path::PathBuf;
 pub enum DartsError {
     /// A file could not be read or written.
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the system said.
         source: std::io::Error,
     },
     /// A data file exists but its contents are wrong (magic number, truncation, label range, ...).
-    Data { path: PathBuf, why: String },
+    Data {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong in it.
+        why: String,
+    },
     /// A checkpoint is missing tensors, has extra or mis-shaped ones, or is not a safetensors file.
-    Checkpoint { path: PathBuf, why: String },
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong in it.
+        why: String,
+    },
     /// An invalid option or combination of options.
     Config(String),
     /// A genotype that cannot be parsed or does not describe a valid cell.
     Genotype(String),
     /// The loss became NaN or infinite.
     NonFinite {
+        /// The epoch it happened in (0-based).
         epoch: usize,
+        /// The step within the epoch.
         step: usize,
+        /// Which value (validation loss, training loss, a parameter after the update).
         what: String,
     },
     /// An engine error (shapes, arguments).
     Engine(tensor::Error),
     /// Another live process holds the directory's lock.
-    Locked { dir: PathBuf, pid: Option<String> },
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// The holder's process id, when its lock file names one.
+        pid: Option<String>,
+    },
 }
 
+/// The library's result type.
 pub type Result<T> = std::result::Result<T, DartsError>;
 
 impl std::fmt::Display for DartsError {

@@ -15,10 +15,15 @@ use tensor::{Rng, Tensor};
 /// The size of an evaluation network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EvalConfig {
+    /// Initial channels C.
     pub channels: usize,
+    /// Number of cells.
     pub layers: usize,
+    /// Number of classes.
     pub classes: usize,
+    /// Image channels.
     pub in_channels: usize,
+    /// Whether to build the auxiliary head (after cell 2 * layers / 3).
     pub auxiliary: bool,
 }
 
@@ -56,7 +61,9 @@ struct AuxHead {
 /// The network's structure; tensors live in a [`ParamStore`] and a [`BnStore`].
 #[derive(Clone, Debug)]
 pub struct EvalNet {
+    /// Its size.
     pub config: EvalConfig,
+    /// The cell it repeats.
     pub genotype: Genotype,
     stem_conv: usize,
     stem_bn: Bn,
@@ -67,17 +74,24 @@ pub struct EvalNet {
 
 /// A freshly built evaluation network and its initial tensors.
 pub struct EvalInit {
+    /// The structure.
     pub net: EvalNet,
+    /// Its weights, initialised.
     pub params: ParamStore,
+    /// Its BN statistics, initial.
     pub bns: BnStore,
 }
 
 /// One cell's description for `--dry-run`.
 #[derive(Clone, Debug, Serialize)]
 pub struct CellSummary {
+    /// Cell index.
     pub index: usize,
+    /// `normal` or `reduction`.
     pub kind: &'static str,
+    /// The cell's channels C.
     pub channels: usize,
+    /// Channels of its output (C times the concatenated nodes).
     pub output_channels: usize,
     /// Output side length for an input image of the given side.
     pub output_size: usize,
@@ -86,7 +100,9 @@ pub struct CellSummary {
 /// Per-sample drop-path in training: each non-identity op's output is kept with probability
 /// 1 - prob and then scaled by 1 / (1 - prob), the mask drawn per sample from `rng`.
 pub struct DropPath<'a> {
+    /// Probability of dropping a path.
     pub prob: f32,
+    /// Where the masks come from.
     pub rng: &'a mut Rng,
 }
 
@@ -369,7 +385,7 @@ impl EvalNet {
     }
 }
 
-/// y[n] = x[n] * mask[n] / keep, mask[n] ~ Bernoulli(keep), keep = 1 - prob.
+/// `y[n] = x[n] * mask[n] / keep`, `mask[n] ~ Bernoulli(keep)`, keep = 1 - prob.
 pub fn drop_path(t: &mut Tape, x: Var, d: &mut DropPath) -> Result<Var> {
     let n = t.value(x).dims()[0];
     let keep = 1.0 - d.prob;

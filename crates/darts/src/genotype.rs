@@ -9,9 +9,13 @@ use tensor::Tensor;
 /// inputs, 2.. the earlier intermediate nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Genotype {
+    /// The normal cell: (primitive, input state) for each kept edge, two per node.
     pub normal: Vec<(String, usize)>,
+    /// Which states the normal cell's output concatenates (2..=5).
     pub normal_concat: Vec<usize>,
+    /// The reduction cell's kept edges.
     pub reduce: Vec<(String, usize)>,
+    /// Which states the reduction cell's output concatenates.
     pub reduce_concat: Vec<usize>,
 }
 
@@ -213,10 +217,12 @@ impl Genotype {
         )
     }
 
+    /// The genotype as pretty JSON (what `genotype.json` holds).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("genotypes serialise")
     }
 
+    /// Parses JSON written by [`Genotype::to_json`] and validates it.
     pub fn from_json(s: &str) -> Result<Genotype> {
         let g: Genotype = serde_json::from_str(s)
             .map_err(|e| DartsError::Genotype(format!("invalid genotype JSON: {e}")))?;

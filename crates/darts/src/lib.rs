@@ -1,3 +1,4 @@
+#![deny(missing_docs)]
 //! DARTS and sharpDARTS Max-W architecture search on the engine (SPEC sections 1-4).
 
 pub mod architect;

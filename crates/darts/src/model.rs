@@ -14,7 +14,9 @@ use tensor::{Rng, Tensor};
 pub struct NetConfig {
     /// Initial channels C.
     pub channels: usize,
+    /// Number of cells.
     pub layers: usize,
+    /// Number of classes.
     pub classes: usize,
     /// Image channels (3 for RGB, 1 for MNIST-style data).
     pub in_channels: usize,
@@ -26,6 +28,7 @@ impl NetConfig {
         cell == self.layers / 3 || cell == 2 * self.layers / 3
     }
 
+    /// Refuses sizes the network cannot have (odd or zero channels, no cells, no classes or image channels).
     pub fn validate(&self) -> Result<()> {
         if self.channels < 2
             || self.channels % 2 != 0
@@ -94,6 +97,7 @@ struct Cell {
 /// The search supernet's structure; its tensors live in a [`ParamStore`] and a [`BnStore`].
 #[derive(Clone, Debug)]
 pub struct Supernet {
+    /// Its size.
     pub config: NetConfig,
     stem_conv: usize,
     stem_bn: Bn,
@@ -127,9 +131,13 @@ fn edge(b: &mut Builder, p: &str, c: usize, stride: usize) -> Vec<EdgeOp> {
 /// A freshly initialised search model: structure, weights, BN statistics, and the two alpha
 /// matrices (14 x 8, 1e-3 * N(0, 1)).
 pub struct Initialised {
+    /// The structure.
     pub net: Supernet,
+    /// Its weights, initialised.
     pub params: ParamStore,
+    /// Its BN statistics, initial.
     pub bns: BnStore,
+    /// alphas_normal and alphas_reduce.
     pub alphas: [Tensor; 2],
 }
 
@@ -196,9 +204,13 @@ impl Supernet {
 /// Everything one forward pass reads: the parameter handles on the tape (same order as the
 /// [`ParamStore`]), the two alpha handles, and the BN statistics (updated in training mode).
 pub struct ForwardCtx<'a> {
+    /// The parameters' handles, in [`ParamStore`] order.
     pub weights: &'a [Var],
+    /// The handles of alphas_normal and alphas_reduce.
     pub alphas: [Var; 2],
+    /// BN running statistics, updated in training mode.
     pub bns: &'a mut BnStore,
+    /// How alphas become mixture weights.
     pub weighting: Weighting,
     /// Batch statistics (and running-stat updates) as PyTorch's `train()`; running statistics otherwise.
     pub train_bn: bool,

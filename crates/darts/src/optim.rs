@@ -11,7 +11,9 @@ use tensor::Tensor;
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum GradTransform {
+    /// The gradients as they are.
     None,
+    /// g <- g - max(g) per buffer.
     SubtractMax,
 }
 
@@ -39,12 +41,16 @@ fn norm_of(sums: impl Iterator<Item = f32>) -> f32 {
 /// SGD with momentum buffers, one per parameter (PyTorch's `SGD`, zero-initialised buffers).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SgdState {
+    /// Learning rate (set per step), momentum and weight decay.
     pub hyper: Sgd,
+    /// Global gradient-norm limit.
     pub clip: f32,
+    /// One momentum buffer per parameter.
     pub momentum: Vec<Tensor>,
 }
 
 impl SgdState {
+    /// Zero momentum buffers shaped like `params`.
     pub fn new(params: &[Tensor], momentum: f32, weight_decay: f32, clip: f32) -> Self {
         SgdState {
             hyper: Sgd {
@@ -98,13 +104,18 @@ impl SgdState {
 /// Adam moments for the alphas.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdamState {
+    /// Learning rate, betas, eps and L2 weight decay.
     pub hyper: Adam,
+    /// Steps taken (for the bias correction).
     pub step: u64,
+    /// First moments, one per parameter.
     pub m: Vec<Tensor>,
+    /// Second moments, one per parameter.
     pub v: Vec<Tensor>,
 }
 
 impl AdamState {
+    /// Zero moments shaped like `params`.
     pub fn new(params: &[Tensor], hyper: Adam) -> Self {
         let zeros = || {
             params
@@ -120,6 +131,7 @@ impl AdamState {
         }
     }
 
+    /// One Adam step on every buffer (gradient transform first, then L2 decay).
     pub fn step(&mut self, transform: GradTransform, params: &mut [Tensor], grads: &[&[f32]]) {
         self.step += 1;
         for (((p, g), m), v) in params

@@ -17,6 +17,7 @@ pub const NONE: usize = 0;
 
 /// Number of intermediate nodes per cell and the resulting number of edges (2 + 3 + 4 + 5).
 pub const STEPS: usize = 4;
+/// Edges per cell.
 pub const EDGES: usize = 14;
 
 /// Column index of a primitive name, if it is one.

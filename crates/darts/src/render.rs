@@ -93,7 +93,7 @@ pub fn cell_svg(title: &str, gene: &[(String, usize)], concat: &[usize]) -> Stri
     s
 }
 
-/// Mixture weights of one alpha matrix (as the search's weighting computes them), [14][8].
+/// Mixture weights of one alpha matrix (as the search's weighting computes them), `[14][8]`.
 pub fn mixture_weights(alphas: &[f32], weighting: Weighting) -> Vec<Vec<f32>> {
     alphas
         .chunks(PRIMITIVES.len())

@@ -3,20 +3,28 @@
 
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
+/// The shape of the learning-rate schedule.
 pub enum Schedule {
     /// lr(e) = min + (max - min) (1 + cos(pi e / E)) / 2 for epochs e = 0..E (PyTorch's
     /// CosineAnnealingLR with T_max = E, stepped once per epoch).
     Cosine,
     /// SPEC section 3 with exponent base `order`.
-    CosinePower { order: f64 },
+    CosinePower {
+        /// The exponent base (sharpDARTS uses 2).
+        order: f64,
+    },
 }
 
 /// A schedule with its bounds and warm-up.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LrSchedule {
+    /// The shape.
     pub schedule: Schedule,
+    /// Rate at the start (after warm-up).
     pub max_lr: f32,
+    /// Rate at the end.
     pub min_lr: f32,
+    /// Length of the schedule in epochs.
     pub epochs: usize,
     /// Epochs of linear warm-up from min_lr towards the schedule's value at the end of warm-up.
     pub warmup_epochs: usize,

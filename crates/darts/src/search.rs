@@ -23,30 +23,50 @@ use tensor::{Rng, Tensor};
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Order {
+    /// The gradient of the validation loss at the current weights (the DARTS default).
     First,
+    /// The one-step unrolled approximation (SPEC, second order).
     Second,
 }
 
 /// Every setting of a search. `Default` is the DARTS paper's search setting.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SearchConfig {
+    /// Initial channels C.
     pub channels: usize,
+    /// Number of cells.
     pub layers: usize,
+    /// Epochs to run.
     pub epochs: usize,
+    /// Images per batch (train and validation alike).
     pub batch: usize,
+    /// Seed of every random choice (init, data order, augmentation).
     pub seed: u64,
+    /// How alphas become mixture weights.
     pub weighting: Weighting,
+    /// First- or second-order architecture gradient.
     pub order: Order,
+    /// The weights' learning-rate schedule.
     pub schedule: Schedule,
+    /// Initial weight learning rate.
     pub lr: f32,
+    /// Final weight learning rate.
     pub lr_min: f32,
+    /// Epochs of linear warm-up.
     pub warmup_epochs: usize,
+    /// SGD momentum.
     pub momentum: f32,
+    /// SGD L2 weight decay.
     pub weight_decay: f32,
+    /// Global gradient-norm limit for the weights.
     pub grad_clip: f32,
+    /// Adam learning rate for the alphas.
     pub arch_lr: f32,
+    /// Adam (beta1, beta2) for the alphas.
     pub arch_betas: (f32, f32),
+    /// Adam L2 weight decay for the alphas.
     pub arch_weight_decay: f32,
+    /// Optional gradient transform on every updated buffer.
     pub grad_transform: GradTransform,
     /// Random crop (padding 4) and horizontal flip on both halves of the training set, as the
     /// reference applies its train transform to the data both halves are drawn from.
@@ -80,6 +100,7 @@ impl Default for SearchConfig {
 }
 
 impl SearchConfig {
+    /// The weights' learning-rate schedule over the search's epochs.
     pub fn lr_schedule(&self) -> LrSchedule {
         LrSchedule {
             schedule: self.schedule,
@@ -90,6 +111,7 @@ impl SearchConfig {
         }
     }
 
+    /// Refuses settings a search cannot run (naming the flag).
     pub fn validate(&self) -> Result<()> {
         let bad = |why: String| Err(DartsError::Config(why));
         if self.epochs == 0 {
@@ -120,44 +142,66 @@ impl SearchConfig {
 /// One step's numbers, as written to `log.jsonl`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
+    /// Epoch (0-based).
     pub epoch: usize,
+    /// Step within the epoch (0-based).
     pub step: usize,
+    /// Steps in an epoch.
     pub steps_per_epoch: usize,
+    /// The weights' learning rate.
     pub lr: f32,
+    /// Training loss of the weight step.
     pub train_loss: f32,
+    /// Training accuracy of the weight step's batch.
     pub train_acc: f32,
+    /// Validation loss of the architecture step.
     pub val_loss: f32,
+    /// Validation accuracy of the architecture step's batch.
     pub val_acc: f32,
+    /// The weights' gradient norm before clipping.
     pub grad_norm: f32,
+    /// Wall time of the step.
     pub seconds: f64,
 }
 
 /// The state at the end of an epoch: metrics, the alphas and the genotype they give.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
+    /// Epoch (0-based).
     pub epoch: usize,
+    /// The weights' learning rate.
     pub lr: f32,
+    /// Mean training loss over the epoch's steps.
     pub train_loss: f32,
+    /// Mean training accuracy over the epoch's steps.
     pub train_acc: f32,
     /// Accuracy of the whole validation half in eval mode (running BN statistics).
     pub val_loss: f32,
+    /// Its accuracy.
     pub val_acc: f32,
+    /// alphas_normal at the end of the epoch, row-major [14, 8].
     pub alphas_normal: Vec<f32>,
+    /// alphas_reduce at the end of the epoch.
     pub alphas_reduce: Vec<f32>,
+    /// The genotype those alphas give.
     pub genotype: Genotype,
+    /// Wall time of the epoch, its evaluation included.
     pub seconds: f64,
 }
 
 /// What the progress callback hears: each finished step, and the whole search after each finished
 /// epoch (its record is `history.last()`; a good moment to save a checkpoint).
 pub enum Event<'a> {
+    /// A step finished.
     Step(&'a StepRecord),
+    /// An epoch finished (the search, between two steps).
     Epoch(&'a Search),
 }
 
 /// How a [`Search::run`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// Every epoch ran.
     Finished,
     /// The cancel flag was raised; the state is consistent (between two steps) and can be saved.
     Cancelled,
@@ -165,16 +209,25 @@ pub enum Outcome {
 
 /// A search in progress: the model, both optimizers, the position and the history so far.
 pub struct Search {
+    /// Its settings.
     pub config: SearchConfig,
+    /// The supernet's structure.
     pub net: Supernet,
+    /// The weights.
     pub params: ParamStore,
+    /// The BN running statistics.
     pub bns: BnStore,
+    /// alphas_normal and alphas_reduce.
     pub alphas: [Tensor; 2],
+    /// The weights' optimizer.
     pub sgd: SgdState,
+    /// The alphas' optimizer.
     pub adam: AdamState,
     /// The next step to run: epoch `epoch`, step `step` within it.
     pub epoch: usize,
+    /// (See `epoch`.)
     pub step: usize,
+    /// One record per finished epoch.
     pub history: Vec<EpochRecord>,
     /// Running sums of the current epoch: training loss, accuracy, step count, seconds.
     pub epoch_sums: [f64; 4],
@@ -240,10 +293,12 @@ impl Search {
         }
     }
 
+    /// Whether every epoch ran.
     pub fn is_finished(&self) -> bool {
         self.epoch >= self.config.epochs
     }
 
+    /// The genotype the current alphas give.
     pub fn genotype(&self) -> Genotype {
         Genotype::derive(&self.alphas[0], &self.alphas[1])
     }

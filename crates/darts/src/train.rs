@@ -18,15 +18,25 @@ use tensor::{Rng, Tensor};
 /// Every setting of a training run. `Default` is the DARTS paper's CIFAR-10 setting.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
+    /// Initial channels C.
     pub channels: usize,
+    /// Number of cells.
     pub layers: usize,
+    /// Epochs to train.
     pub epochs: usize,
+    /// Images per batch.
     pub batch: usize,
+    /// Seed of every random choice.
     pub seed: u64,
+    /// Initial learning rate (cosine annealing to `lr_min`).
     pub lr: f32,
+    /// Final learning rate.
     pub lr_min: f32,
+    /// SGD momentum.
     pub momentum: f32,
+    /// SGD L2 weight decay.
     pub weight_decay: f32,
+    /// Global gradient-norm limit.
     pub grad_clip: f32,
     /// Weight of the auxiliary head's loss; 0 builds no auxiliary head.
     pub auxiliary_weight: f32,
@@ -57,6 +67,7 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Refuses settings a run cannot use (naming the flag).
     pub fn validate(&self) -> Result<()> {
         let bad = |s: String| Err(DartsError::Config(s));
         if self.epochs == 0 || self.batch < 2 {
@@ -94,54 +105,81 @@ impl TrainConfig {
 /// The numbers of one finished epoch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainEpoch {
+    /// Epoch (0-based).
     pub epoch: usize,
+    /// Learning rate of the epoch.
     pub lr: f32,
+    /// Drop-path probability of the epoch.
     pub drop_path: f32,
+    /// Mean training loss (main head).
     pub train_loss: f32,
+    /// Mean training accuracy.
     pub train_acc: f32,
     /// Test-split loss and accuracy (eval mode), when the data has a test split.
     pub test_loss: Option<f32>,
+    /// (See `test_loss`.)
     pub test_acc: Option<f32>,
+    /// Wall time of the epoch, its evaluation included.
     pub seconds: f64,
 }
 
 /// One step's numbers, as written to `log.jsonl`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainStep {
+    /// Epoch (0-based).
     pub epoch: usize,
+    /// Step within the epoch.
     pub step: usize,
+    /// Steps in an epoch.
     pub steps_per_epoch: usize,
+    /// Learning rate.
     pub lr: f32,
+    /// Loss of the main head.
     pub loss: f32,
+    /// Loss of the auxiliary head, when there is one.
     pub aux_loss: Option<f32>,
+    /// Accuracy of the batch.
     pub train_acc: f32,
+    /// Wall time of the step.
     pub seconds: f64,
 }
 
+/// What the progress callback of [`Trainer::run`] hears.
 pub enum TrainEvent<'a> {
+    /// A step finished.
     Step(&'a TrainStep),
+    /// An epoch finished.
     Epoch(&'a Trainer),
 }
 
 /// Accuracy, per-class accuracy and the confusion matrix (rows: true class, columns: predicted).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
+    /// Images evaluated.
     pub images: usize,
+    /// Mean cross-entropy.
     pub loss: f32,
+    /// Share classified right.
     pub accuracy: f32,
+    /// Per class: the share of its images classified right.
     pub per_class_accuracy: Vec<f32>,
+    /// Row = true class, column = predicted class: image counts.
     pub confusion: Vec<Vec<usize>>,
 }
 
 /// A trained (or training) network, ready to predict.
 pub struct Trained {
+    /// The network's structure.
     pub net: EvalNet,
+    /// Its weights.
     pub params: ParamStore,
+    /// Its BN statistics.
     pub bns: BnStore,
     tape: Tape,
 }
 
 impl Trained {
+    /// A trained network from its parts.
     pub fn new(net: EvalNet, params: ParamStore, bns: BnStore) -> Trained {
         Trained {
             net,
@@ -205,17 +243,24 @@ impl Trained {
 
 /// A training run in progress.
 pub struct Trainer {
+    /// Its settings.
     pub config: TrainConfig,
+    /// The network being trained.
     pub model: Trained,
+    /// Its optimizer.
     pub sgd: SgdState,
+    /// The next epoch to run.
     pub epoch: usize,
+    /// The next step within it.
     pub step: usize,
+    /// One record per finished epoch.
     pub history: Vec<TrainEpoch>,
     /// Running sums of the current epoch: loss, accuracy, steps, seconds.
     pub epoch_sums: [f64; 4],
 }
 
 impl Trainer {
+    /// A new run: the network of `genotype` for data of `classes` classes of `in_channels`-channel images.
     pub fn new(
         config: TrainConfig,
         genotype: &Genotype,
@@ -237,6 +282,7 @@ impl Trainer {
         ))
     }
 
+    /// Assembles a run around an existing network (fresh optimizer state, position 0).
     pub fn from_parts(config: TrainConfig, model: Trained) -> Trainer {
         let sgd = SgdState::new(
             &model.params.values,
@@ -255,10 +301,12 @@ impl Trainer {
         }
     }
 
+    /// Steps per epoch for `n` training images (whole batches).
     pub fn steps_per_epoch(&self, n: usize) -> usize {
         n / self.config.batch
     }
 
+    /// Whether every epoch ran.
     pub fn is_finished(&self) -> bool {
         self.epoch >= self.config.epochs
     }

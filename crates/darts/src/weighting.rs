@@ -7,7 +7,9 @@ use autograd::{Tape, Var};
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Weighting {
+    /// sharpDARTS: `1 - max(softmax(a)) + softmax(a)`.
     Maxw,
+    /// DARTS: `softmax(a)`.
     Softmax,
 }
 

@@ -16,11 +16,17 @@ use tensor::{Rng, Tensor};
 /// Normalised images [N, C, H, W] (row-major in one buffer) and their labels.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
+    /// All images, `[N, C, H, W]` row-major.
     pub images: Vec<f32>,
+    /// One label per image, below `classes`.
     pub labels: Vec<u32>,
+    /// Image channels.
     pub channels: usize,
+    /// Image rows.
     pub height: usize,
+    /// Image columns.
     pub width: usize,
+    /// Number of classes.
     pub classes: usize,
     /// The normalised value of a black pixel per channel: what zero padding of the raw image becomes.
     pub pad_value: Vec<f32>,
@@ -29,7 +35,9 @@ pub struct Dataset {
 /// A training set and, where the source has one, a test set.
 #[derive(Clone, Debug)]
 pub struct Splits {
+    /// The training images (searches split them into train and val halves).
     pub train: Dataset,
+    /// The test images, where the source has them.
     pub test: Option<Dataset>,
 }
 
@@ -89,18 +97,22 @@ impl Dataset {
         })
     }
 
+    /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// Whether there are no images.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
 
+    /// Values per image (C * H * W).
     pub fn image_len(&self) -> usize {
         self.channels * self.height * self.width
     }
 
+    /// Image `i`, `[C, H, W]` row-major.
     pub fn image(&self, i: usize) -> &[f32] {
         &self.images[i * self.image_len()..][..self.image_len()]
     }

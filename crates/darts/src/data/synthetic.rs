@@ -9,9 +9,13 @@ use super::{normalise, Dataset, Splits};
 use tensor::Rng;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The built-in dataset's size and seed.
 pub struct SyntheticConfig {
+    /// Training images.
     pub train: usize,
+    /// Test images.
     pub test: usize,
+    /// Everything random derives from it.
     pub seed: u64,
 }
 
