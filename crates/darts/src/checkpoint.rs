@@ -15,6 +15,7 @@
 //! when the latest fails its check.
 use crate::error::io;
 use crate::evalnet::{EvalConfig, EvalNet};
+use crate::meter::EpochMeter;
 use crate::model::{NetConfig, Supernet};
 use crate::params::{BnStore, ParamStore};
 use crate::search::{EpochRecord, Search, SearchConfig};
@@ -258,7 +259,7 @@ pub fn save_search(path: &Path, s: &Search) -> Result<()> {
         ("epoch".to_string(), s.epoch.to_string()),
         ("step".to_string(), s.step.to_string()),
         ("adam_step".to_string(), s.adam.step.to_string()),
-        ("epoch_sums".to_string(), json(&s.epoch_sums.to_vec())),
+        ("epoch_sums".to_string(), json(&s.meter.to_array().to_vec())),
         ("history".to_string(), json(&s.history)),
         (
             "rng".to_string(),
@@ -502,9 +503,10 @@ pub fn load_search(path: &Path) -> Result<Search> {
     s.step = f.meta("step")?;
     s.adam.step = f.meta("adam_step")?;
     let sums: Vec<f64> = f.meta("epoch_sums")?;
-    s.epoch_sums = sums
-        .try_into()
-        .map_err(|_| f.err("metadata 'epoch_sums' must hold 4 numbers".into()))?;
+    s.meter = EpochMeter::from_array(
+        sums.try_into()
+            .map_err(|_| f.err("metadata 'epoch_sums' must hold 4 numbers".into()))?,
+    );
     let history: Vec<EpochRecord> = f.meta("history")?;
     s.history = history;
     Ok(s)
@@ -602,7 +604,7 @@ pub fn save_train(path: &Path, t: &Trainer) -> Result<()> {
         ("net".to_string(), json(&m.net.config)),
         ("epoch".to_string(), t.epoch.to_string()),
         ("step".to_string(), t.step.to_string()),
-        ("epoch_sums".to_string(), json(&t.epoch_sums.to_vec())),
+        ("epoch_sums".to_string(), json(&t.meter.to_array().to_vec())),
         ("history".to_string(), json(&t.history)),
     ]);
     write_rotating(path, &serialize(&entries, meta, path)?)
@@ -636,9 +638,10 @@ pub fn load_train(path: &Path) -> Result<Trainer> {
     t.epoch = f.meta("epoch")?;
     t.step = f.meta("step")?;
     let sums: Vec<f64> = f.meta("epoch_sums")?;
-    t.epoch_sums = sums
-        .try_into()
-        .map_err(|_| f.err("metadata 'epoch_sums' must hold 4 numbers".into()))?;
+    t.meter = EpochMeter::from_array(
+        sums.try_into()
+            .map_err(|_| f.err("metadata 'epoch_sums' must hold 4 numbers".into()))?,
+    );
     t.history = f.meta("history")?;
     Ok(t)
 }

@@ -9,6 +9,7 @@ pub mod evalnet;
 pub mod genotype;
 mod layers;
 pub mod lock;
+pub mod meter;
 pub mod model;
 pub mod optim;
 pub mod params;

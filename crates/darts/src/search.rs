@@ -7,6 +7,7 @@
 //! step and resumed from its checkpoint therefore continues bit for bit as if never stopped.
 use crate::architect::{self, Batch, Model, PassOut, VirtualStep, Want};
 use crate::data::{stream, Dataset};
+use crate::meter::EpochMeter;
 use crate::model::{NetConfig, Supernet};
 use crate::optim::{AdamState, GradTransform, SgdState};
 use crate::params::{BnStore, ParamStore};
@@ -229,8 +230,8 @@ pub struct Search {
     pub step: usize,
     /// One record per finished epoch.
     pub history: Vec<EpochRecord>,
-    /// Running sums of the current epoch: training loss, accuracy, step count, seconds.
-    pub epoch_sums: [f64; 4],
+    /// The current epoch's steps so far.
+    pub meter: EpochMeter,
     tape: Tape,
 }
 
@@ -288,7 +289,7 @@ impl Search {
             epoch: 0,
             step: 0,
             history: Vec::new(),
-            epoch_sums: [0.0; 4],
+            meter: EpochMeter::default(),
             tape: Tape::new(),
         }
     }
@@ -403,10 +404,8 @@ impl Search {
         let (arch, train, grad_norm) = self.update((&xt, &yt), (&xv, &yv), lr)?;
 
         let train_acc = train.correct as f32 / b as f32;
-        self.epoch_sums[0] += train.loss as f64;
-        self.epoch_sums[1] += train_acc as f64;
-        self.epoch_sums[2] += 1.0;
-        self.epoch_sums[3] += start.elapsed().as_secs_f64();
+        self.meter
+            .add(train.loss, train_acc, start.elapsed().as_secs_f64());
         let record = StepRecord {
             epoch: self.epoch,
             step: self.step,
@@ -532,23 +531,22 @@ impl Search {
     fn end_epoch(&mut self, data: &Dataset, val_idx: &[usize], lr: f32) -> Result<()> {
         let eval_start = std::time::Instant::now();
         let (val_loss, val_acc) = self.evaluate(data, val_idx)?;
-        let [loss_sum, acc_sum, n, step_seconds] = self.epoch_sums;
         self.history.push(EpochRecord {
             epoch: self.epoch,
             lr,
-            train_loss: (loss_sum / n) as f32,
-            train_acc: (acc_sum / n) as f32,
+            train_loss: self.meter.mean_loss(),
+            train_acc: self.meter.mean_accuracy(),
             val_loss,
             val_acc,
             alphas_normal: self.alphas[0].data().to_vec(),
             alphas_reduce: self.alphas[1].data().to_vec(),
             genotype: self.genotype(),
             // Every step's time plus this end-of-epoch evaluation (after the last step was counted).
-            seconds: step_seconds + eval_start.elapsed().as_secs_f64(),
+            seconds: self.meter.seconds() + eval_start.elapsed().as_secs_f64(),
         });
         self.epoch += 1;
         self.step = 0;
-        self.epoch_sums = [0.0; 4];
+        self.meter = EpochMeter::default();
         Ok(())
     }
 
@@ -719,7 +717,7 @@ mod tests {
             .unwrap();
         assert_eq!(out, Outcome::Finished);
         assert!(s.is_finished());
-        assert_eq!((s.epoch, s.step, s.epoch_sums), (2, 0, [0.0; 4]));
+        assert_eq!((s.epoch, s.step, s.meter), (2, 0, EpochMeter::default()));
         assert_eq!(epochs, vec![(1, 0, 1), (2, 0, 2)]);
         let order: Vec<(usize, usize, usize)> = steps
             .iter()

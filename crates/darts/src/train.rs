@@ -5,6 +5,7 @@
 use crate::architect::count_correct;
 use crate::data::{augment_into, cutout, stream, Dataset};
 use crate::evalnet::{DropPath, EvalConfig, EvalNet};
+use crate::meter::EpochMeter;
 use crate::optim::{GradTransform, SgdState};
 use crate::params::{BnStore, ParamStore};
 use crate::schedule::{LrSchedule, Schedule};
@@ -255,8 +256,8 @@ pub struct Trainer {
     pub step: usize,
     /// One record per finished epoch.
     pub history: Vec<TrainEpoch>,
-    /// Running sums of the current epoch: loss, accuracy, steps, seconds.
-    pub epoch_sums: [f64; 4],
+    /// The current epoch's steps so far.
+    pub meter: EpochMeter,
 }
 
 impl Trainer {
@@ -297,7 +298,7 @@ impl Trainer {
             epoch: 0,
             step: 0,
             history: Vec::new(),
-            epoch_sums: [0.0; 4],
+            meter: EpochMeter::default(),
         }
     }
 
@@ -438,10 +439,7 @@ impl Trainer {
         self.sgd
             .step(lr, GradTransform::None, &mut m.params.values, &gref);
 
-        self.epoch_sums[0] += loss_v as f64;
-        self.epoch_sums[1] += acc as f64;
-        self.epoch_sums[2] += 1.0;
-        self.epoch_sums[3] += start.elapsed().as_secs_f64();
+        self.meter.add(loss_v, acc, start.elapsed().as_secs_f64());
         let rec = TrainStep {
             epoch: self.epoch,
             step: self.step,
@@ -462,20 +460,19 @@ impl Trainer {
                 }
                 None => (None, None),
             };
-            let [l, a, n, s] = self.epoch_sums;
             self.history.push(TrainEpoch {
                 epoch: self.epoch,
                 lr,
                 drop_path: drop,
-                train_loss: (l / n) as f32,
-                train_acc: (a / n) as f32,
+                train_loss: self.meter.mean_loss(),
+                train_acc: self.meter.mean_accuracy(),
                 test_loss,
                 test_acc,
-                seconds: s + eval_start.elapsed().as_secs_f64(),
+                seconds: self.meter.seconds() + eval_start.elapsed().as_secs_f64(),
             });
             self.epoch += 1;
             self.step = 0;
-            self.epoch_sums = [0.0; 4];
+            self.meter = EpochMeter::default();
         }
         Ok(rec)
     }
