@@ -120,11 +120,17 @@ stop() {
     for p in slurmd slurmctld munged; do
         pkill -x "$p" 2>/dev/null || true
     done
+    # pgrep -x matches process names of at most 15 characters, one pattern per daemon.
+    running() {
+        pgrep -x slurmd >/dev/null || pgrep -x slurmctld >/dev/null || pgrep -x munged >/dev/null
+    }
     for _ in $(seq 1 20); do
-        pgrep -x 'slurmd|slurmctld|munged' >/dev/null || return 0
+        running || return 0
         sleep 0.5
     done
-    pkill -9 -x 'slurmd|slurmctld|munged' 2>/dev/null || true
+    for p in slurmd slurmctld munged; do
+        pkill -9 -x "$p" 2>/dev/null || true
+    done
 }
 
 case "${1:-}" in
