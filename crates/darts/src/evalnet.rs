@@ -350,7 +350,7 @@ impl EvalNet {
     fn aux_head(&self, l: &mut Layers, t: &mut Tape, x: Var, h: &AuxHead) -> Result<Var> {
         let [_, _, hh, ww] = t.value(x).shape().nchw("auxiliary_head")?;
         if hh < 5 || ww < 5 || (hh - 5) / 3 + 1 < 2 || (ww - 5) / 3 + 1 < 2 {
-            return Err(DartsError::Config(format!("the auxiliary head needs a feature map of at least 8x8 after cell {} (got {hh}x{ww}); use a larger image or --auxiliary-weight 0", 2 * self.config.layers / 3)));
+            return Err(DartsError::Config(format!("the auxiliary head needs a feature map of at least 8x8 after cell {} (got {hh}x{ww}); use larger images or no auxiliary head (auxiliary weight 0)", 2 * self.config.layers / 3)));
         }
         let y = ops::relu(t, x)?;
         let y = ops::avg_pool2d(

@@ -112,15 +112,15 @@ impl SearchConfig {
         }
     }
 
-    /// Refuses settings a search cannot run (naming the flag).
+    /// Refuses settings a search cannot run, naming the setting.
     pub fn validate(&self) -> Result<()> {
         let bad = |why: String| Err(DartsError::Config(why));
         if self.epochs == 0 {
-            return bad("--epochs must be at least 1".into());
+            return bad("epochs must be at least 1".into());
         }
         if self.batch < 2 {
             return bad(format!(
-                "--batch must be at least 2 (batch norm needs two samples), got {}",
+                "batch must be at least 2 (batch norm needs two samples), got {}",
                 self.batch
             ));
         }
@@ -613,14 +613,14 @@ mod tests {
                 epochs: 0,
                 ..ok.clone()
             },
-            "--epochs must be at least 1",
+            "epochs must be at least 1",
         );
         fails(
             SearchConfig {
                 batch: 1,
                 ..ok.clone()
             },
-            "--batch must be at least 2",
+            "batch must be at least 2",
         );
         SearchConfig {
             batch: 2,

@@ -68,24 +68,24 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// Refuses settings a run cannot use (naming the flag).
+    /// Refuses settings a run cannot use, naming the setting.
     pub fn validate(&self) -> Result<()> {
         let bad = |s: String| Err(DartsError::Config(s));
         if self.epochs == 0 || self.batch < 2 {
             return bad(format!(
-                "--epochs must be >= 1 and --batch >= 2 (got {} and {})",
+                "epochs must be >= 1 and batch >= 2 (got {} and {})",
                 self.epochs, self.batch
             ));
         }
         if !(0.0..1.0).contains(&self.drop_path) {
             return bad(format!(
-                "--drop-path must be in [0, 1), got {}",
+                "drop-path probability must be in [0, 1), got {}",
                 self.drop_path
             ));
         }
         if self.auxiliary_weight < 0.0 || !self.auxiliary_weight.is_finite() {
             return bad(format!(
-                "--auxiliary-weight must be a finite number >= 0, got {}",
+                "auxiliary weight must be a finite number >= 0, got {}",
                 self.auxiliary_weight
             ));
         }
