@@ -24,12 +24,12 @@ fn bad_flags_and_data_are_reported() {
     fails(
         &darts(&["search", "--batch", "1", "--out", o]),
         1,
-        &["--batch"],
+        &["batch must be at least 2", "got 1"],
     );
     fails(
         &darts(&["search", "--epochs", "0", "--out", o]),
         1,
-        &["--epochs"],
+        &["epochs must be at least 1"],
     );
     fails(
         &darts(&["search", "--subset", "8", "--batch", "16", "--out", o]),

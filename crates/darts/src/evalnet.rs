@@ -5,7 +5,7 @@
 use crate::layers::{Bn, Builder, DwConvs, FactorizedReduce, Layers, ReluConvBn};
 use crate::model::{stem, Preprocess};
 use crate::params::{BnStore, ParamStore};
-use crate::primitives::index_of;
+use crate::primitives::Primitive;
 use crate::{DartsError, Genotype, Result};
 use autograd::{Tape, Var};
 use ops::{Conv2dOptions, PoolOptions};
@@ -106,21 +106,15 @@ pub struct DropPath<'a> {
     pub rng: &'a mut Rng,
 }
 
-fn op_of(b: &mut Builder, p: &str, name: &str, c: usize, stride: usize) -> Result<Op> {
-    Ok(match name {
-        "none" => Op::Zero,
-        "max_pool_3x3" => Op::MaxPool,
-        "avg_pool_3x3" => Op::AvgPool,
-        "skip_connect" if stride == 1 => Op::Identity,
-        "skip_connect" => Op::Reduce(b.fr(p, c, c)),
-        n if index_of(n).is_some() => Op::Conv(b.dw_convs(
-            p,
-            c,
-            if n.ends_with("3x3") { 3 } else { 5 },
-            n.starts_with("sep"),
-        )),
-        other => return Err(DartsError::Genotype(format!("unknown primitive '{other}'"))),
-    })
+fn op_of(b: &mut Builder, p: &str, prim: Primitive, c: usize, stride: usize) -> Op {
+    match (prim, prim.conv()) {
+        (_, Some((k, separable))) => Op::Conv(b.dw_convs(p, c, k, separable)),
+        (Primitive::None, _) => Op::Zero,
+        (Primitive::MaxPool3x3, _) => Op::MaxPool,
+        (Primitive::AvgPool3x3, _) => Op::AvgPool,
+        (_, None) if stride == 1 => Op::Identity,
+        (_, None) => Op::Reduce(b.fr(p, c, c)),
+    }
 }
 
 impl EvalNet {
@@ -157,11 +151,11 @@ impl EvalNet {
                 (&genotype.normal, &genotype.normal_concat)
             };
             let mut ops = Vec::with_capacity(gene.len());
-            for (j, (name, input)) in gene.iter().enumerate() {
-                let stride = if reduction && *input < 2 { 2 } else { 1 };
+            for (j, &(prim, input)) in gene.iter().enumerate() {
+                let stride = if reduction && input < 2 { 2 } else { 1 };
                 ops.push((
-                    op_of(&mut b, &format!("{p}._ops.{j}"), name, c_cur, stride)?,
-                    *input,
+                    op_of(&mut b, &format!("{p}._ops.{j}"), prim, c_cur, stride),
+                    input,
                     stride,
                 ));
             }

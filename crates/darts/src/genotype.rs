@@ -1,6 +1,6 @@
 //! Genotypes: deriving the discrete cell from alphas (SPEC section 1), and reading and writing them as
 //! JSON and in the reference `Genotype(normal=[...], normal_concat=[...], reduce=[...], reduce_concat=[...])` syntax.
-use crate::primitives::{self, NONE, PRIMITIVES};
+use crate::primitives::{self, Primitive};
 use crate::{DartsError, Result};
 use serde::{Deserialize, Serialize};
 use tensor::Tensor;
@@ -10,11 +10,11 @@ use tensor::Tensor;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Genotype {
     /// The normal cell: (primitive, input state) for each kept edge, two per node.
-    pub normal: Vec<(String, usize)>,
+    pub normal: Vec<(Primitive, usize)>,
     /// Which states the normal cell's output concatenates (2..=5).
     pub normal_concat: Vec<usize>,
     /// The reduction cell's kept edges.
-    pub reduce: Vec<(String, usize)>,
+    pub reduce: Vec<(Primitive, usize)>,
     /// Which states the reduction cell's output concatenates.
     pub reduce_concat: Vec<usize>,
 }
@@ -35,11 +35,11 @@ fn softmax_rows(alpha: &Tensor) -> Vec<Vec<f64>> {
 
 /// The reference `_parse`: per node keep the 2 incoming edges with the largest non-`none` weight
 /// (stable order on ties), and on each the strongest non-`none` primitive (first on ties).
-fn parse_cell(alpha: &Tensor) -> Vec<(String, usize)> {
+fn parse_cell(alpha: &Tensor) -> Vec<(Primitive, usize)> {
     let w = softmax_rows(alpha);
     let strongest = |row: &[f64]| {
         (0..row.len())
-            .filter(|&k| k != NONE)
+            .filter(|&k| k != Primitive::None.column())
             .fold(None, |best: Option<usize>, k| match best {
                 Some(b) if row[k] <= row[b] => Some(b),
                 _ => Some(k),
@@ -56,7 +56,7 @@ fn parse_cell(alpha: &Tensor) -> Vec<(String, usize)> {
             sb.total_cmp(&sa)
         });
         for &j in &edges[..2] {
-            gene.push((PRIMITIVES[strongest(&rows[j]).unwrap()].to_string(), j));
+            gene.push((Primitive::ALL[strongest(&rows[j]).unwrap()], j));
         }
         start += n;
         n += 1;
@@ -177,8 +177,8 @@ impl Genotype {
                 let mut inputs: Vec<usize> = (0..node + 2).collect();
                 rng.shuffle(&mut inputs);
                 for &input in &inputs[..2] {
-                    let op = 1 + rng.below(PRIMITIVES.len() - 1); // column 0 is `none`
-                    gene.push((PRIMITIVES[op].to_string(), input));
+                    let op = 1 + rng.below(Primitive::ALL.len() - 1); // column 0 is `none`
+                    gene.push((Primitive::ALL[op], input));
                 }
             }
             gene
@@ -196,7 +196,7 @@ impl Genotype {
 
     /// The reference syntax, as `print(genotype)` shows it.
     pub fn to_python(&self) -> String {
-        let ops = |v: &[(String, usize)]| {
+        let ops = |v: &[(Primitive, usize)]| {
             v.iter()
                 .map(|(o, i)| format!("('{o}', {i})"))
                 .collect::<Vec<_>>()
@@ -238,7 +238,8 @@ impl Genotype {
         Ok(g)
     }
 
-    /// Each node has two inputs from earlier states; primitives are known; concat indices exist.
+    /// Each node has two inputs from earlier states; concat indices exist. (Primitives are known by
+    /// type: unknown names are refused where they are parsed.)
     pub fn validate(&self) -> Result<()> {
         for (name, gene, concat) in [
             ("normal", &self.normal, &self.normal_concat),
@@ -250,13 +251,7 @@ impl Genotype {
                     gene.len()
                 )));
             }
-            for (p, (op, input)) in gene.iter().enumerate() {
-                if primitives::index_of(op).is_none() {
-                    return Err(DartsError::Genotype(format!(
-                        "{name}[{p}]: unknown primitive '{op}' (known: {})",
-                        PRIMITIVES.join(", ")
-                    )));
-                }
+            for (p, (_, input)) in gene.iter().enumerate() {
                 let node = p / 2;
                 if *input >= node + 2 {
                     return Err(DartsError::Genotype(format!(
@@ -278,7 +273,7 @@ impl Genotype {
 
 /// A small recursive-descent parser for the reference syntax.
 mod python {
-    use super::Genotype;
+    use super::{Genotype, Primitive};
     use crate::{DartsError, Result};
 
     struct P<'a> {
@@ -352,7 +347,7 @@ mod python {
             Ok(String::from_utf8_lossy(&self.s[start..self.i - 1]).into_owned())
         }
         /// [('op', 0), ('op', 1), ...]
-        fn ops(&mut self) -> Result<Vec<(String, usize)>> {
+        fn ops(&mut self) -> Result<Vec<(Primitive, usize)>> {
             self.expect("[")?;
             let mut v = Vec::new();
             while !self.eat("]") {
@@ -363,7 +358,13 @@ mod python {
                     }
                 }
                 self.expect("(")?;
-                let op = self.string()?;
+                let name = self.string()?;
+                let op = Primitive::parse(&name).ok_or_else(|| {
+                    DartsError::Genotype(format!(
+                        "unknown primitive '{name}' (known: {})",
+                        Primitive::names()
+                    ))
+                })?;
                 self.expect(",")?;
                 let i = self.int()?;
                 self.expect(")")?;
@@ -514,10 +515,7 @@ mod tests {
         let g = Genotype::derive(&alphas, &alphas);
         assert_eq!(
             g.normal[2..4],
-            [
-                ("sep_conv_5x5".to_string(), 1),
-                ("max_pool_3x3".to_string(), 2)
-            ]
+            [(Primitive::SepConv5x5, 1), (Primitive::MaxPool3x3, 2)]
         );
     }
 
@@ -588,9 +586,12 @@ mod tests {
         let mut none = ok.clone();
         none.reduce_concat.clear();
         fails(none, "reduce_concat [] must be non-empty");
-        let mut unknown = ok;
-        unknown.reduce[0].0 = "conv_7x1_1x7".into();
-        fails(unknown, "reduce[0]: unknown primitive 'conv_7x1_1x7'");
+        // An unknown primitive cannot be built: its name is refused where it is parsed.
+        let e = Genotype::from_json(&ok.to_json().replace("skip_connect", "conv_7x1_1x7"));
+        assert!(e
+            .unwrap_err()
+            .to_string()
+            .contains("unknown primitive 'conv_7x1_1x7'"));
     }
 
     #[test]
@@ -607,13 +608,13 @@ mod tests {
                     assert_ne!(pair[0].1, pair[1].1, "two distinct inputs per node");
                     inputs.insert((node, pair[0].1));
                 }
-                ops.extend(cell.iter().map(|(o, _)| o.clone()));
+                ops.extend(cell.iter().map(|(o, _)| *o));
             }
         }
-        assert!(!ops.contains("none"));
+        assert!(!ops.contains(&Primitive::None));
         assert_eq!(
             ops.len(),
-            PRIMITIVES.len() - 1,
+            Primitive::ALL.len() - 1,
             "every other primitive is drawn"
         );
         assert_eq!(
@@ -626,7 +627,7 @@ mod tests {
     #[test]
     fn parser_round_trips_the_darts_paper_cell() {
         let g = Genotype::from_python(DARTS_PAPER).unwrap();
-        assert_eq!(g.normal[7], ("dil_conv_3x3".to_string(), 2));
+        assert_eq!(g.normal[7], (Primitive::DilConv3x3, 2));
         assert_eq!(g.to_python(), DARTS_PAPER);
         assert_eq!(Genotype::from_json(&g.to_json()).unwrap(), g);
         let with_range = format!(
@@ -646,7 +647,7 @@ mod tests {
         );
         assert_eq!(
             Genotype::builtin("DARTS_V1").unwrap().normal[7],
-            ("skip_connect".to_string(), 2)
+            (Primitive::SkipConnect, 2)
         );
         assert!(Genotype::load("NOT_A_GENOTYPE")
             .unwrap_err()
@@ -687,7 +688,7 @@ mod tests {
         // Node 0 (edges 0, 1): edge 1 strongly sep_conv_5x5; `none` dominating edge 0 must not count.
         // Node 1 (edges 2, 3, 4): edges 4 (skip) and 2 (max_pool) beat edge 3.
         let a = alphas(&[
-            (0, NONE, 9.0),
+            (0, Primitive::None.column(), 9.0),
             (0, 6, 1.0),
             (1, 5, 3.0),
             (2, 1, 2.0),
@@ -698,20 +699,20 @@ mod tests {
         assert_eq!(
             &g.normal[..4],
             &[
-                ("sep_conv_5x5".into(), 1),
-                ("dil_conv_3x3".into(), 0),
-                ("skip_connect".into(), 2),
-                ("max_pool_3x3".into(), 0)
+                (Primitive::SepConv5x5, 1),
+                (Primitive::DilConv3x3, 0),
+                (Primitive::SkipConnect, 2),
+                (Primitive::MaxPool3x3, 0)
             ]
         );
         // Nodes 2 and 3 have all-zero alphas: ties keep the lowest input and the first primitive.
         assert_eq!(
             &g.normal[4..],
             &[
-                ("max_pool_3x3".into(), 0),
-                ("max_pool_3x3".into(), 1),
-                ("max_pool_3x3".into(), 0),
-                ("max_pool_3x3".into(), 1)
+                (Primitive::MaxPool3x3, 0),
+                (Primitive::MaxPool3x3, 1),
+                (Primitive::MaxPool3x3, 0),
+                (Primitive::MaxPool3x3, 1)
             ]
         );
         assert_eq!(g.normal_concat, vec![2, 3, 4, 5]);

@@ -2,7 +2,7 @@
 //! reference `model_search.py` names them, and its forward pass on the tape.
 use crate::layers::{Bn, Builder, DwConvs, FactorizedReduce, Layers, ReluConvBn};
 use crate::params::{BnStore, ParamStore};
-use crate::primitives::{EDGES, PRIMITIVES, STEPS};
+use crate::primitives::{Primitive, EDGES, STEPS};
 use crate::weighting::Weighting;
 use crate::Result;
 use autograd::{Tape, Var};
@@ -108,21 +108,17 @@ pub struct Supernet {
 /// The eight primitives of one edge, as the reference `MixedOp` builds them (`_ops.{k}`; pools are
 /// followed by a non-affine BN at `_ops.{k}.1`).
 fn edge(b: &mut Builder, p: &str, c: usize, stride: usize) -> Vec<EdgeOp> {
-    (0..PRIMITIVES.len())
-        .map(|k| {
-            let q = format!("{p}._ops.{k}");
-            match PRIMITIVES[k] {
-                "none" => EdgeOp::None,
-                "max_pool_3x3" => EdgeOp::MaxPool(b.bn(format!("{q}.1"), c)),
-                "avg_pool_3x3" => EdgeOp::AvgPool(b.bn(format!("{q}.1"), c)),
-                "skip_connect" if stride == 1 => EdgeOp::Identity,
-                "skip_connect" => EdgeOp::Reduce(b.fr(&q, c, c)),
-                name => EdgeOp::Conv(b.dw_convs(
-                    &q,
-                    c,
-                    if name.ends_with("3x3") { 3 } else { 5 },
-                    name.starts_with("sep"),
-                )),
+    Primitive::ALL
+        .into_iter()
+        .map(|prim| {
+            let q = format!("{p}._ops.{}", prim.column());
+            match (prim, prim.conv()) {
+                (_, Some((k, separable))) => EdgeOp::Conv(b.dw_convs(&q, c, k, separable)),
+                (Primitive::None, _) => EdgeOp::None,
+                (Primitive::MaxPool3x3, _) => EdgeOp::MaxPool(b.bn(format!("{q}.1"), c)),
+                (Primitive::AvgPool3x3, _) => EdgeOp::AvgPool(b.bn(format!("{q}.1"), c)),
+                (_, None) if stride == 1 => EdgeOp::Identity,
+                (_, None) => EdgeOp::Reduce(b.fr(&q, c, c)),
             }
         })
         .collect()
@@ -183,8 +179,8 @@ impl Supernet {
         }
         let fc = b.linear("classifier", c_p, config.classes);
         let alphas = [
-            Tensor::randn([EDGES, PRIMITIVES.len()], 1e-3, b.rng),
-            Tensor::randn([EDGES, PRIMITIVES.len()], 1e-3, b.rng),
+            Tensor::randn([EDGES, Primitive::ALL.len()], 1e-3, b.rng),
+            Tensor::randn([EDGES, Primitive::ALL.len()], 1e-3, b.rng),
         ];
         Ok(Initialised {
             net: Supernet {
@@ -272,7 +268,7 @@ fn cell_forward(
         for (j, &h) in states.clone().iter().enumerate() {
             let stride = if cell.reduction && j < 2 { 2 } else { 1 };
             let mixed = t.scoped(format!("_ops.{e}"), |t| -> Result<Var> {
-                let mut terms = Vec::with_capacity(PRIMITIVES.len());
+                let mut terms = Vec::with_capacity(Primitive::ALL.len());
                 for (k, op) in cell.edges[e].iter().enumerate() {
                     if let Some(y) =
                         t.scoped(format!("_ops.{k}"), |t| edge_op(l, t, h, op, stride))?

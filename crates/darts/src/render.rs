@@ -1,6 +1,6 @@
 //! Pictures of a search: a derived cell as Graphviz DOT and as a self-drawn SVG (no Graphviz needed),
 //! and every edge's mixture weights over the epochs as an SVG chart grid and a CSV table.
-use crate::primitives::{edge_endpoints, EDGES, PRIMITIVES};
+use crate::primitives::{edge_endpoints, Primitive, EDGES};
 use crate::search::EpochRecord;
 use crate::Weighting;
 use std::fmt::Write;
@@ -14,7 +14,7 @@ fn node_name(i: usize) -> String {
 }
 
 /// A cell (one half of a genotype) in the reference `plot` layout, as DOT.
-pub fn cell_dot(gene: &[(String, usize)], concat: &[usize]) -> String {
+pub fn cell_dot(gene: &[(Primitive, usize)], concat: &[usize]) -> String {
     let mut s = String::from("digraph cell {\n  rankdir=LR;\n  node [style=filled, shape=rect, fontname=\"Helvetica\", align=center, height=0.5, width=0.5, penwidth=2];\n  edge [fontsize=14, fontname=\"Helvetica\"];\n");
     let _ = writeln!(
         s,
@@ -47,7 +47,7 @@ fn esc(s: &str) -> String {
 
 /// The same cell drawn directly as SVG: inputs on the left, intermediate nodes left to right, the
 /// output on the right; each edge a labelled curve.
-pub fn cell_svg(title: &str, gene: &[(String, usize)], concat: &[usize]) -> String {
+pub fn cell_svg(title: &str, gene: &[(Primitive, usize)], concat: &[usize]) -> String {
     let nodes = gene.len() / 2;
     let (w, h) = (220 + 170 * (nodes + 1), 360.0f64);
     let pos = |i: usize| -> (f64, f64) {
@@ -75,7 +75,7 @@ pub fn cell_svg(title: &str, gene: &[(String, usize)], concat: &[usize]) -> Stri
     };
     for (p, (op, input)) in gene.iter().enumerate() {
         let bend = if p % 2 == 0 { -30.0 } else { 30.0 };
-        curve(&mut s, pos(*input), pos(p / 2 + 2), op, bend);
+        curve(&mut s, pos(*input), pos(p / 2 + 2), op.name(), bend);
     }
     for &c in concat {
         curve(&mut s, pos(c), out, "", 0.0);
@@ -96,7 +96,7 @@ pub fn cell_svg(title: &str, gene: &[(String, usize)], concat: &[usize]) -> Stri
 /// Mixture weights of one alpha matrix (as the search's weighting computes them), `[14][8]`.
 pub fn mixture_weights(alphas: &[f32], weighting: Weighting) -> Vec<Vec<f32>> {
     alphas
-        .chunks(PRIMITIVES.len())
+        .chunks(Primitive::ALL.len())
         .map(|row| {
             let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
             let e: Vec<f32> = row.iter().map(|v| (v - m).exp()).collect();
@@ -119,7 +119,7 @@ pub fn alphas_csv(history: &[EpochRecord], weighting: Weighting) -> String {
         for (cell, alphas) in [("normal", &r.alphas_normal), ("reduce", &r.alphas_reduce)] {
             let w = mixture_weights(alphas, weighting);
             for e in 0..EDGES {
-                for (k, prim) in PRIMITIVES.iter().enumerate() {
+                for (k, prim) in Primitive::ALL.iter().enumerate() {
                     let _ = writeln!(
                         s,
                         "{},{cell},{e},{},{},{prim},{},{}",
@@ -150,7 +150,7 @@ pub fn alphas_svg(history: &[EpochRecord], weighting: Weighting) -> String {
     let width = pad + cols as f64 * (cw + pad);
     let height = 70.0 + 2.0 * (rows_per_cell as f64 * (ch + pad) + 30.0);
     let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"Helvetica, Arial, sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{pad}\" y=\"22\" font-size=\"15\" font-weight=\"bold\">Mixture weights ({weighting:?}) per edge over {} epoch(s)</text>\n", history.len());
-    for (k, prim) in PRIMITIVES.iter().enumerate() {
+    for (k, prim) in Primitive::ALL.iter().enumerate() {
         let _ = writeln!(s, "<rect x=\"{:.0}\" y=\"34\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{:.0}\" y=\"45\" font-size=\"11\">{prim}</text>", pad + k as f64 * 120.0, COLOURS[k], pad + k as f64 * 120.0 + 16.0);
     }
     let ends = edge_endpoints();
@@ -184,7 +184,7 @@ pub fn alphas_svg(history: &[EpochRecord], weighting: Weighting) -> String {
                 top + 24.0 + (e / cols) as f64 * (ch + pad),
             );
             let _ = writeln!(s, "<rect x=\"{x0:.0}\" y=\"{y0:.0}\" width=\"{cw}\" height=\"{ch}\" fill=\"none\" stroke=\"#ccc\"/><text x=\"{x0:.0}\" y=\"{:.0}\" font-size=\"10\">edge {e}: {} -> {}</text>", y0 - 3.0, node_name(ends[e].1), ends[e].0);
-            for k in 0..PRIMITIVES.len() {
+            for k in 0..Primitive::ALL.len() {
                 let pts: Vec<String> = series
                     .iter()
                     .enumerate()

@@ -88,7 +88,11 @@ fn short_search_on_builtin_data_learns_and_yields_a_valid_genotype() {
         let g = s.genotype();
         g.validate().unwrap();
         assert_eq!(g.normal.len(), 8);
-        assert!(g.normal.iter().chain(&g.reduce).all(|(op, _)| op != "none"));
+        assert!(g
+            .normal
+            .iter()
+            .chain(&g.reduce)
+            .all(|(op, _)| *op != darts::primitives::Primitive::None));
     }
 }
 

@@ -11,7 +11,7 @@ use crate::plan::{flag_value, CellSource, Plan, Run, Stage};
 use crate::state::{read_json, state, RunState};
 use crate::stats::{self, Paired, Summary};
 use crate::{Result, StudyError};
-use darts::primitives::PRIMITIVES;
+use darts::primitives::Primitive;
 use darts::Genotype;
 use serde::Serialize;
 use serde_json::Value;
@@ -56,7 +56,7 @@ pub struct ArmReport {
     /// Mean pairwise Jaccard index of the searched cells across seeds.
     pub genotype_agreement: Option<f64>,
     /// Per search epoch (from 1), the mean over seeds and normal-cell edges of softmax(alpha) per
-    /// primitive, in `PRIMITIVES` order.
+    /// primitive, in `Primitive::ALL` order.
     pub normal_alpha_trajectory: Vec<Vec<f64>>,
 }
 
@@ -107,10 +107,10 @@ fn normal_trajectory(dir: &Path) -> Vec<Vec<f64>> {
         }
     }
     let epochs = rows.keys().map(|k| k.0 + 1).max().unwrap_or(0);
-    let mut out = vec![vec![0.0; PRIMITIVES.len()]; epochs];
+    let mut out = vec![vec![0.0; Primitive::ALL.len()]; epochs];
     let mut counts = vec![0usize; epochs];
     for ((e, _), alphas) in rows {
-        if alphas.len() != PRIMITIVES.len() {
+        if alphas.len() != Primitive::ALL.len() {
             continue;
         }
         let m = alphas.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -186,7 +186,7 @@ fn mean_trajectory(rs: &[&RunResult]) -> Vec<Vec<f64>> {
     let epochs = with.iter().map(|t| t.len()).min().unwrap_or(0);
     (0..epochs)
         .map(|e| {
-            (0..PRIMITIVES.len())
+            (0..Primitive::ALL.len())
                 .map(|k| with.iter().map(|t| t[e][k]).sum::<f64>() / with.len() as f64)
                 .collect()
         })

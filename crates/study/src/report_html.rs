@@ -4,7 +4,7 @@
 use crate::plan::Plan;
 use crate::report::{arm_settings, StudyReport};
 use crate::stats::Summary;
-use darts::primitives::PRIMITIVES;
+use darts::primitives::Primitive;
 use darts::render::COLOURS;
 use serde_json::Value;
 use std::fmt::Write;
@@ -149,14 +149,14 @@ pub(crate) fn trajectories_svg(r: &StudyReport) -> String {
         let _ = writeln!(s, "<rect x=\"{x0}\" y=\"{y0}\" width=\"{cw}\" height=\"{ch}\" fill=\"none\" stroke=\"#ccc\"/>");
         let _ = writeln!(s, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{ymax:.4}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{ymin:.4}</text>", x0 - 4.0, y0 + 8.0, x0 - 4.0, y0 + ch);
         let _ = writeln!(s, "<text x=\"{x0}\" y=\"{}\">epoch 1</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">epoch {n}</text>", y0 + ch + 14.0, x0 + cw, y0 + ch + 14.0);
-        for (k, prim) in PRIMITIVES.iter().enumerate() {
+        for (k, prim) in Primitive::ALL.iter().enumerate() {
             let pts: Vec<String> = (0..n)
                 .map(|e| format!("{:.1},{:.1}", px(e), py(t[e][k])))
                 .collect();
             let _ = writeln!(s, "<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"1.5\"><title>{prim}</title></polyline>", pts.join(" "), COLOURS[k]);
         }
     }
-    for (k, prim) in PRIMITIVES.iter().enumerate() {
+    for (k, prim) in Primitive::ALL.iter().enumerate() {
         let (lx, ly) = (
             pad + (k % 4) as f64 * 130.0,
             h - 34.0 + (k / 4) as f64 * 18.0,

@@ -4,6 +4,7 @@
 //! The t distribution is computed from the regularised incomplete beta function
 //! (`P(|T| > t) = I_{df/(df+t^2)}(df/2, 1/2)`), evaluated by its continued fraction; quantiles by
 //! bisection on that. Accurate to about 1e-10, far below what a handful of seeds can resolve.
+use darts::primitives::Primitive;
 use darts::Genotype;
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -190,11 +191,11 @@ fn beta_fraction(a: f64, b: f64, x: f64) -> f64 {
 }
 
 /// The edges of a genotype as (cell, primitive, input, node) sets.
-pub fn edges(g: &Genotype) -> BTreeSet<(&'static str, String, usize, usize)> {
+pub fn edges(g: &Genotype) -> BTreeSet<(&'static str, Primitive, usize, usize)> {
     let mut set = BTreeSet::new();
     for (cell, gene) in [("normal", &g.normal), ("reduce", &g.reduce)] {
-        for (k, (op, input)) in gene.iter().enumerate() {
-            set.insert((cell, op.clone(), *input, k / 2));
+        for (k, &(op, input)) in gene.iter().enumerate() {
+            set.insert((cell, op, input, k / 2));
         }
     }
     set
@@ -234,18 +235,13 @@ pub fn stability_epoch(per_epoch: &[Genotype]) -> Option<usize> {
     Some(first)
 }
 
-/// The primitives without parameters.
-pub const PARAMETER_FREE: [&str; 4] = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect"];
-
-/// The share of a cell's edges whose primitive has no parameters.
-pub fn parameter_free_share(gene: &[(String, usize)]) -> f64 {
+/// The share of a cell's edges whose primitive has no parameters (`none`, the pools,
+/// `skip_connect`).
+pub fn parameter_free_share(gene: &[(Primitive, usize)]) -> f64 {
     if gene.is_empty() {
         return 0.0;
     }
-    let free = gene
-        .iter()
-        .filter(|(op, _)| PARAMETER_FREE.contains(&op.as_str()))
-        .count();
+    let free = gene.iter().filter(|(op, _)| op.is_parameter_free()).count();
     free as f64 / gene.len() as f64
 }
 
@@ -308,7 +304,11 @@ mod tests {
     }
 
     fn g(normal: &[(&str, usize)], reduce: &[(&str, usize)]) -> Genotype {
-        let v = |c: &[(&str, usize)]| c.iter().map(|(o, i)| (o.to_string(), *i)).collect();
+        let v = |c: &[(&str, usize)]| {
+            c.iter()
+                .map(|(o, i)| (Primitive::parse(o).unwrap(), *i))
+                .collect()
+        };
         Genotype {
             normal: v(normal),
             normal_concat: vec![2],

@@ -37,8 +37,10 @@ fn spec() -> StudySpec {
     }
 }
 
-const CONV: &str = "sep_conv_3x3";
-const POOL: &str = "max_pool_3x3";
+use darts::primitives::Primitive;
+
+const CONV: Primitive = Primitive::SepConv3x3;
+const POOL: Primitive = Primitive::MaxPool3x3;
 
 /// A genotype whose normal cell has `pools` max-pool edges (the rest sep convs), reduce all pools;
 /// `alt` moves the normal cell's third edge (node 1) from input 0 to input 2.
@@ -46,7 +48,7 @@ fn cell(pools: usize, alt: bool) -> darts::Genotype {
     let normal = (0..8)
         .map(|k| {
             (
-                (if k < pools { POOL } else { CONV }).to_string(),
+                if k < pools { POOL } else { CONV },
                 if k == 2 && alt { 2 } else { k % 2 },
             )
         })
@@ -54,7 +56,7 @@ fn cell(pools: usize, alt: bool) -> darts::Genotype {
     darts::Genotype {
         normal,
         normal_concat: vec![2, 3, 4, 5],
-        reduce: (0..8).map(|k| (POOL.to_string(), k % 2)).collect(),
+        reduce: (0..8).map(|k| (POOL, k % 2)).collect(),
         reduce_concat: vec![2, 3, 4, 5],
     }
 }
