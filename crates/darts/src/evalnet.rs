@@ -107,13 +107,16 @@ pub struct DropPath<'a> {
 }
 
 fn op_of(b: &mut Builder, p: &str, prim: Primitive, c: usize, stride: usize) -> Op {
-    match (prim, prim.conv()) {
-        (_, Some((k, separable))) => Op::Conv(b.dw_convs(p, c, k, separable)),
-        (Primitive::None, _) => Op::Zero,
-        (Primitive::MaxPool3x3, _) => Op::MaxPool,
-        (Primitive::AvgPool3x3, _) => Op::AvgPool,
-        (_, None) if stride == 1 => Op::Identity,
-        (_, None) => Op::Reduce(b.fr(p, c, c)),
+    match prim {
+        Primitive::None => Op::Zero,
+        Primitive::MaxPool3x3 => Op::MaxPool,
+        Primitive::AvgPool3x3 => Op::AvgPool,
+        Primitive::SkipConnect if stride == 1 => Op::Identity,
+        Primitive::SkipConnect => Op::Reduce(b.fr(p, c, c)),
+        conv => {
+            let (k, separable) = conv.conv().expect("the other primitives are convs");
+            Op::Conv(b.dw_convs(p, c, k, separable))
+        }
     }
 }
 

@@ -112,13 +112,16 @@ fn edge(b: &mut Builder, p: &str, c: usize, stride: usize) -> Vec<EdgeOp> {
         .into_iter()
         .map(|prim| {
             let q = format!("{p}._ops.{}", prim.column());
-            match (prim, prim.conv()) {
-                (_, Some((k, separable))) => EdgeOp::Conv(b.dw_convs(&q, c, k, separable)),
-                (Primitive::None, _) => EdgeOp::None,
-                (Primitive::MaxPool3x3, _) => EdgeOp::MaxPool(b.bn(format!("{q}.1"), c)),
-                (Primitive::AvgPool3x3, _) => EdgeOp::AvgPool(b.bn(format!("{q}.1"), c)),
-                (_, None) if stride == 1 => EdgeOp::Identity,
-                (_, None) => EdgeOp::Reduce(b.fr(&q, c, c)),
+            match prim {
+                Primitive::None => EdgeOp::None,
+                Primitive::MaxPool3x3 => EdgeOp::MaxPool(b.bn(format!("{q}.1"), c)),
+                Primitive::AvgPool3x3 => EdgeOp::AvgPool(b.bn(format!("{q}.1"), c)),
+                Primitive::SkipConnect if stride == 1 => EdgeOp::Identity,
+                Primitive::SkipConnect => EdgeOp::Reduce(b.fr(&q, c, c)),
+                conv => {
+                    let (k, separable) = conv.conv().expect("the other primitives are convs");
+                    EdgeOp::Conv(b.dw_convs(&q, c, k, separable))
+                }
             }
         })
         .collect()
