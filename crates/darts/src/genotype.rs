@@ -521,8 +521,16 @@ mod tests {
 
     #[test]
     fn python_modules_load_by_name() {
+        /// Removes the directory when the test ends, passing or failing.
+        struct Cleanup(std::path::PathBuf);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
         let dir = std::env::temp_dir().join(format!("darts-genotype-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        let _cleanup = Cleanup(dir.clone());
         let g = Genotype::builtin("DARTS_V1").unwrap();
         // What `darts search` writes.
         let searched = dir.join("genotype.py");
@@ -555,7 +563,6 @@ mod tests {
         std::fs::write(&colon, g.to_json()).unwrap();
         std::fs::write(dir.join("cell"), DARTS_PAPER).unwrap();
         assert_eq!(Genotype::load(colon.to_str().unwrap()).unwrap(), g);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Each rule of `validate` on its own: an even, non-empty gene list; inputs from earlier
