@@ -21,23 +21,21 @@ fn replay_matches_pytorch(order: &str, weighting: &str, transform: &str) -> (f64
     let name = format!("{order}-{weighting}-{transform}");
     let d = dir(&format!("replay-{name}"));
     let out = d.join("after.safetensors");
-    let o = darts(&[
-        "replay",
-        "--checkpoint",
-        golden("replay/model.safetensors").to_str().unwrap(),
-        "--batches",
-        golden("replay/batches.safetensors").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--order",
-        order,
-        "--weighting",
-        weighting,
-        "--grad-transform",
-        transform,
-        "--lr",
-        "0.025",
-    ]);
+    let o = replay(
+        &golden("replay/model.safetensors"),
+        &golden("replay/batches.safetensors"),
+        &out,
+        &[
+            "--order",
+            order,
+            "--weighting",
+            weighting,
+            "--grad-transform",
+            transform,
+            "--lr",
+            "0.025",
+        ],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     // The losses printed per step are PyTorch's.
