@@ -794,17 +794,18 @@ mod tests {
             Search::new(tiny_config(), 3, 3).unwrap(),
         );
         let (train, val) = b.epoch_order(data.len());
-        let mut sorted = train.clone();
-        sorted.sort();
+        let sorted = |v: &[usize]| {
+            let mut v = v.to_vec();
+            v.sort();
+            v
+        };
         assert_eq!(
-            sorted,
+            sorted(&train),
             (0..10).collect::<Vec<_>>(),
             "the train half, each once"
         );
-        let mut sorted = val.clone();
-        sorted.sort();
         assert_eq!(
-            sorted,
+            sorted(&val),
             (10..20).collect::<Vec<_>>(),
             "the val half, each once"
         );
@@ -839,8 +840,7 @@ mod tests {
             val_right > 0,
             "some validation batch is right (else accuracy goes untested)"
         );
-        let next = Search::new(tiny_config(), 3, 3).unwrap();
-        let mut later = next;
+        let mut later = Search::new(tiny_config(), 3, 3).unwrap();
         later.epoch = 1;
         assert_ne!(
             later.epoch_order(20).0,
