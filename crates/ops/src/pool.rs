@@ -184,6 +184,37 @@ mod tests {
         }
     }
 
+    /// The pooled tensor (no gradient).
+    fn pooled(x: &Tensor, kind: PoolKind, o: PoolOptions) -> Tensor {
+        let mut t = Tape::new();
+        let xv = t.leaf(x.clone(), false);
+        let z = match kind {
+            PoolKind::Max => max_pool2d(&mut t, xv, o),
+            PoolKind::Avg => avg_pool2d(&mut t, xv, o),
+        };
+        t.value(z.unwrap()).clone()
+    }
+
+    /// max over channels of max|z_c| / std(z_c)^2: how much training-mode batch norm's backward
+    /// amplifies the rounding of z (|z| / std) and scales dy (1 / std).
+    fn bn_amplification(z: &Tensor) -> f32 {
+        let [n, c, h, w] = z.dims()[..] else {
+            unreachable!("NCHW")
+        };
+        (0..c)
+            .map(|ci| {
+                let v: Vec<f64> = (0..n)
+                    .flat_map(|ni| z.data()[(ni * c + ci) * h * w..][..h * w].iter())
+                    .map(|&v| v as f64)
+                    .collect();
+                let mean = v.iter().sum::<f64>() / v.len() as f64;
+                let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64;
+                let big = v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+                (big.max(1.0) / (var + 1e-5)) as f32
+            })
+            .fold(1.0, f32::max)
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(16))]
         /// The fused op equals pool then batch_norm, and passes finite differences.
@@ -210,7 +241,16 @@ mod tests {
                     (t.value(y).clone(), t.grad(xv).unwrap().clone(), rs)
                 };
                 let (a, b) = (run(true), run(false));
-                prop_assert!(a.0.max_abs_diff(&b.0) < 1e-5 && a.1.max_abs_diff(&b.1) < 1e-3);
+                // Training-mode BN's backward scales dy by 1 / std(z) and amplifies rounding by
+                // |z| / std(z) per channel (the centred pooled values keep only the digits the mean
+                // leaves them), so the two orders of summation may differ by that much. Measured on
+                // the worst case seen (proptest-regressions/pool.txt: a max pool whose outputs
+                // take two values, std 0.022, |z| 1.45): fused 1.6e-3 from float64, composition 5e-4,
+                // PyTorch's float32 1.9e-3; allowed 9e-3 there, 1e-5 to 1e-4 on typical cases.
+                let rr_max = 4.0; // |N(0, 1)| over a few hundred draws
+                let tol = 1e-6 * bn_amplification(&pooled(&x, kind, o)) * rr_max;
+                prop_assert!(a.0.max_abs_diff(&b.0) < 1e-5, "forward differs by {}", a.0.max_abs_diff(&b.0));
+                prop_assert!(a.1.max_abs_diff(&b.1) <= tol, "gradients differ by {} > {tol}", a.1.max_abs_diff(&b.1));
                 prop_assert_eq!(a.2, b.2);
                 let eval = BatchNormOptions { training: false, ..train };
                 let running = RunningStats { mean: vec![0.1; c], var: vec![0.7; c] };
