@@ -282,7 +282,7 @@ impl TrailingBn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{check, tensor};
+    use crate::testutil::{check, min_channel_std, tensor};
     use proptest::prelude::*;
 
     proptest! {
@@ -292,6 +292,7 @@ mod tests {
             (x, g, b, rm, rv) in (2usize..4, 1usize..4, 2usize..4, 2usize..4).prop_flat_map(|(n, c, h, w)|
                 (tensor(vec![n, c, h, w]), tensor(vec![c]), tensor(vec![c]), tensor(vec![c]), tensor(vec![c])))
         ) {
+            prop_assume!(min_channel_std(&x) >= 0.2, "a nearly constant channel: FD step too coarse");
             let c = g.numel();
             check(|t, v| batch_norm(t, v[0], None, None, BatchNormOptions::default()), &[x.clone()], 11);
             check(|t, v| batch_norm(t, v[0], Some((v[1], v[2])), None, BatchNormOptions::default()), &[x.clone(), g.clone(), b.clone()], 12);

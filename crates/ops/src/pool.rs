@@ -142,7 +142,7 @@ pub fn pool2d_bn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{check, distinct, tensor};
+    use crate::testutil::{channel_var_and_max, check, distinct, tensor};
     use proptest::prelude::*;
 
     fn case() -> impl Strategy<Value = (Tensor, PoolOptions)> {
@@ -198,20 +198,9 @@ mod tests {
     /// max over channels of max|z_c| / std(z_c)^2: how much training-mode batch norm's backward
     /// amplifies the rounding of z (|z| / std) and scales dy (1 / std).
     fn bn_amplification(z: &Tensor) -> f32 {
-        let [n, c, h, w] = z.dims()[..] else {
-            unreachable!("NCHW")
-        };
-        (0..c)
-            .map(|ci| {
-                let v: Vec<f64> = (0..n)
-                    .flat_map(|ni| z.data()[(ni * c + ci) * h * w..][..h * w].iter())
-                    .map(|&v| v as f64)
-                    .collect();
-                let mean = v.iter().sum::<f64>() / v.len() as f64;
-                let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64;
-                let big = v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-                (big.max(1.0) / (var + 1e-5)) as f32
-            })
+        channel_var_and_max(z)
+            .iter()
+            .map(|&(var, big)| (big.max(1.0) / (var + 1e-5)) as f32)
             .fold(1.0, f32::max)
     }
 
