@@ -1,8 +1,8 @@
 //! `darts grad`: forward and backward of a supernet checkpoint on one batch, in training mode.
 use crate::Failure;
 use autograd::Tape;
-use darts::architect::{self, Model, Want};
 use darts::checkpoint::{load_supernet, save_tensors, TensorFile};
+use darts::pass::{pass, Model, Want};
 use darts::Weighting;
 use std::path::PathBuf;
 use tensor::Tensor;
@@ -113,7 +113,7 @@ pub fn run(a: GradArgs) -> Result<u8, Failure> {
         alphas: &alphas,
         weighting: a.weighting,
     };
-    let out = architect::pass(
+    let out = pass(
         &mut tape,
         &m,
         &mut bns,

@@ -1,124 +1,9 @@
-//! Forward/backward passes of the search model, and the architecture gradient: first order (the
-//! gradient of the validation loss at the current weights) or second order (SPEC's one-step unrolled
-//! approximation with a finite-difference Hessian-vector product).
-use crate::model::{ForwardCtx, Supernet};
-use crate::params::BnStore;
-use crate::{Result, Weighting};
-use autograd::{Tape, Var};
+//! The architect: the second-order architecture gradient (SPEC's one-step unrolled approximation
+//! with a finite-difference Hessian-vector product). The first-order gradient is one
+//! [`crate::pass`] at the current weights.
+use crate::pass::{PassOut, Want};
+use crate::Result;
 use tensor::Tensor;
-
-/// What one pass produced.
-pub struct PassOut {
-    /// Mean cross-entropy of the batch.
-    pub loss: f32,
-    /// Rows whose largest logit is the label.
-    pub correct: usize,
-    /// Gradients of the weights (same order as the parameters), empty unless asked for.
-    pub weight_grads: Vec<Tensor>,
-    /// Gradients of [alphas_normal, alphas_reduce], empty unless asked for.
-    pub alpha_grads: Vec<Tensor>,
-}
-
-/// The model's tensors for one pass.
-pub struct Model<'a> {
-    /// The network's structure.
-    pub net: &'a Supernet,
-    /// Parameter names, in the order of `weights`.
-    pub names: &'a [String],
-    /// The weights to run with (the model's own, or a virtual step's).
-    pub weights: &'a [Tensor],
-    /// alphas_normal and alphas_reduce, each [14, 8].
-    pub alphas: &'a [Tensor; 2],
-    /// How alphas become mixture weights.
-    pub weighting: Weighting,
-}
-
-/// Which gradients a pass computes; with neither, the tape records no backward at all.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Want {
-    /// Compute the weights' gradients.
-    pub weights: bool,
-    /// Compute the alphas' gradients.
-    pub alphas: bool,
-}
-
-/// Number of rows whose largest logit is at the label.
-pub fn count_correct(logits: &Tensor, labels: &[u32]) -> usize {
-    let k = logits.dims()[1];
-    logits
-        .data()
-        .chunks(k)
-        .zip(labels)
-        .filter(|(row, &l)| (0..k).max_by(|&a, &b| row[a].total_cmp(&row[b])) == Some(l as usize))
-        .count()
-}
-
-/// Forward (and backward for the wanted gradients) of the mean cross-entropy on one batch.
-/// `train_bn` chooses batch statistics (updating `bns`) or running statistics.
-#[allow(clippy::too_many_arguments)]
-pub fn pass(
-    tape: &mut Tape,
-    m: &Model,
-    bns: &mut BnStore,
-    x: &Tensor,
-    y: &[u32],
-    want: Want,
-    train_bn: bool,
-) -> Result<PassOut> {
-    tape.reset();
-    tape.set_grad_enabled(want.weights || want.alphas);
-    let weights: Vec<Var> = m
-        .names
-        .iter()
-        .zip(m.weights)
-        .map(|(n, w)| tape.named_leaf(n.as_str(), w, want.weights))
-        .collect();
-    let alphas = [
-        tape.named_leaf("alphas_normal", &m.alphas[0], want.alphas),
-        tape.named_leaf("alphas_reduce", &m.alphas[1], want.alphas),
-    ];
-    let xv = tape.leaf(x.clone(), false);
-    let mut ctx = ForwardCtx {
-        weights: &weights,
-        alphas,
-        bns,
-        weighting: m.weighting,
-        train_bn,
-    };
-    let logits = m.net.forward(tape, xv, &mut ctx)?;
-    let loss = ops::cross_entropy(tape, logits, y)?;
-    let out_loss = tape.value(loss).item()?;
-    let correct = count_correct(tape.value(logits), y);
-    let mut out = PassOut {
-        loss: out_loss,
-        correct,
-        weight_grads: Vec::new(),
-        alpha_grads: Vec::new(),
-    };
-    if (want.weights || want.alphas) && out_loss.is_finite() {
-        tape.backward(loss)?;
-        let mut take = |v: Var, like: &Tensor| {
-            tape.take_grad(v)
-                .unwrap_or_else(|| Tensor::zeros(like.shape().clone()))
-        };
-        if want.weights {
-            out.weight_grads = weights
-                .iter()
-                .zip(m.weights)
-                .map(|(&v, w)| take(v, w))
-                .collect();
-        }
-        if want.alphas {
-            out.alpha_grads = alphas
-                .iter()
-                .zip(m.alphas)
-                .map(|(&v, a)| take(v, a))
-                .collect();
-        }
-    }
-    tape.set_grad_enabled(true);
-    Ok(out)
-}
 
 /// w + s * d, elementwise over parameter lists.
 fn axpy_all(w: &[Tensor], s: f32, d: &[Tensor]) -> Vec<Tensor> {
@@ -246,23 +131,6 @@ pub fn unrolled_alpha_grads(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn count_correct_counts_rows_whose_largest_logit_is_the_label() {
-        let logits = Tensor::from_vec(
-            [4, 3],
-            vec![
-                0.1, 2.0, -1.0, // argmax 1
-                3.0, 0.0, 0.5, // argmax 0
-                -2.0, -1.0, -0.5, // argmax 2
-                1.0, 1.5, 0.2, // argmax 1
-            ],
-        )
-        .unwrap();
-        assert_eq!(count_correct(&logits, &[1, 0, 2, 1]), 4);
-        assert_eq!(count_correct(&logits, &[1, 1, 2, 0]), 2);
-        assert_eq!(count_correct(&logits, &[0, 2, 1, 2]), 0);
-    }
 
     #[test]
     fn virtual_weights_are_one_sgd_step_with_momentum_and_decay() {

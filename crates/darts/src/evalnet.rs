@@ -2,7 +2,8 @@
 //! op per kept edge with affine batch norms, drop-path on non-identity ops in training, and an
 //! auxiliary head after cell 2*layers/3. Parameter names follow the reference `model.py`
 //! (`cells.{i}._ops.{j}.op.{m}.weight`, `auxiliary_head.features.{m}.weight`, ...).
-use crate::layers::{Bn, Builder, DwConvs, FactorizedReduce, Layers, ReluConvBn};
+use crate::forward::{ForwardCtx, Logits};
+use crate::layers::{Bn, Builder, DwConvs, FactorizedReduce, ReluConvBn};
 use crate::model::{stem, Preprocess};
 use crate::params::{BnStore, ParamStore};
 use crate::primitives::Primitive;
@@ -240,46 +241,44 @@ impl EvalNet {
             .sum()
     }
 
-    /// Logits, and the auxiliary logits when the head exists and `train_bn` is set (training mode).
+    /// Logits, and the auxiliary logits when the head exists and the pass is in training mode;
+    /// `drop` applies drop-path to every non-identity op of the cells.
     pub fn forward(
         &self,
         t: &mut Tape,
         x: Var,
-        weights: &[Var],
-        bns: &mut BnStore,
-        train_bn: bool,
+        ctx: &mut ForwardCtx,
         mut drop: Option<DropPath>,
-    ) -> Result<(Var, Option<Var>)> {
-        let mut l = Layers {
-            weights,
-            bns,
-            train_bn,
-        };
-        let s = stem(&mut l, t, x, self.stem_conv, &self.stem_bn)?;
+    ) -> Result<Logits> {
+        let s = stem(ctx, t, x, self.stem_conv, &self.stem_bn)?;
         let (mut s0, mut s1) = (s, s);
-        let mut aux_logits = None;
+        let mut aux = None;
         for (i, cell) in self.cells.iter().enumerate() {
             let out = t.scoped(format!("cells.{i}"), |t| {
-                self.cell(&mut l, t, cell, s0, s1, drop.as_mut())
+                self.cell(ctx, t, cell, s0, s1, drop.as_mut())
             })?;
             (s0, s1) = (s1, out);
-            if i == 2 * self.config.layers / 3 && train_bn {
+            if i == 2 * self.config.layers / 3 && ctx.train_bn {
                 if let Some(h) = &self.aux {
-                    aux_logits =
-                        Some(t.scoped("auxiliary_head", |t| self.aux_head(&mut l, t, s1, h))?);
+                    aux = Some(t.scoped("auxiliary_head", |t| self.aux_head(ctx, t, s1, h))?);
                 }
             }
         }
         let pooled = ops::global_avg_pool(t, s1)?;
-        let logits = t.scoped("classifier", |t| {
-            ops::linear(t, pooled, l.weights[self.fc.0], Some(l.weights[self.fc.1]))
+        let main = t.scoped("classifier", |t| {
+            ops::linear(
+                t,
+                pooled,
+                ctx.weights[self.fc.0],
+                Some(ctx.weights[self.fc.1]),
+            )
         })?;
-        Ok((logits, aux_logits))
+        Ok(Logits { main, aux })
     }
 
     fn cell(
         &self,
-        l: &mut Layers,
+        l: &mut ForwardCtx,
         t: &mut Tape,
         cell: &Cell,
         s0: Var,
@@ -323,7 +322,7 @@ impl EvalNet {
 
     fn op(
         &self,
-        l: &mut Layers,
+        l: &mut ForwardCtx,
         t: &mut Tape,
         x: Var,
         op: &Op,
@@ -344,7 +343,7 @@ impl EvalNet {
         })
     }
 
-    fn aux_head(&self, l: &mut Layers, t: &mut Tape, x: Var, h: &AuxHead) -> Result<Var> {
+    fn aux_head(&self, l: &mut ForwardCtx, t: &mut Tape, x: Var, h: &AuxHead) -> Result<Var> {
         let [_, _, hh, ww] = t.value(x).shape().nchw("auxiliary_head")?;
         if hh < 5 || ww < 5 || (hh - 5) / 3 + 1 < 2 || (ww - 5) / 3 + 1 < 2 {
             return Err(DartsError::Config(format!("the auxiliary head needs a feature map of at least 8x8 after cell {} (got {hh}x{ww}); use larger images or no auxiliary head (auxiliary weight 0)", 2 * self.config.layers / 3)));

@@ -1,5 +1,6 @@
 //! Building blocks shared by the search network and the evaluation network: how their tensors are
 //! created and named (the reference `operations.py` modules), and how they run on the tape.
+use crate::forward::ForwardCtx;
 use crate::params::{BnStore, ParamStore};
 use crate::Result;
 use autograd::{Tape, Var};
@@ -129,17 +130,9 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// Running the blocks: parameter handles on the tape (in [`ParamStore`] order), the BN statistics,
-/// and the BN mode.
-pub(crate) struct Layers<'a> {
-    pub weights: &'a [Var],
-    pub bns: &'a mut BnStore,
-    /// Batch statistics (and running-stat updates) as PyTorch's `train()`; running statistics otherwise.
-    pub train_bn: bool,
-}
-
-impl Layers<'_> {
-    pub fn bn(&mut self, t: &mut Tape, x: Var, bn: &Bn) -> Result<Var> {
+/// Running the blocks in a pass's context (parameter handles, BN statistics and mode).
+impl ForwardCtx<'_> {
+    pub(crate) fn bn(&mut self, t: &mut Tape, x: Var, bn: &Bn) -> Result<Var> {
         let o = BatchNormOptions {
             training: self.train_bn,
             ..Default::default()
@@ -157,13 +150,13 @@ impl Layers<'_> {
         )?)
     }
 
-    pub fn conv(&self, t: &mut Tape, x: Var, w: usize, o: Conv2dOptions) -> Result<Var> {
+    pub(crate) fn conv(&self, t: &mut Tape, x: Var, w: usize, o: Conv2dOptions) -> Result<Var> {
         Ok(ops::conv2d(t, x, self.weights[w], o)?)
     }
 
     /// conv then BN; one fused node when the BN has no affine parameters, so the conv output is
     /// never stored (about a quarter of a search step's activation memory).
-    pub fn conv_bn(
+    pub(crate) fn conv_bn(
         &mut self,
         t: &mut Tape,
         x: Var,
@@ -193,7 +186,7 @@ impl Layers<'_> {
     }
 
     /// Pooling then a non-affine BN as one fused node (the pooled tensor is never stored).
-    pub fn pool_bn(
+    pub(crate) fn pool_bn(
         &mut self,
         t: &mut Tape,
         x: Var,
@@ -219,7 +212,7 @@ impl Layers<'_> {
         )?)
     }
 
-    pub fn rcb(&mut self, t: &mut Tape, x: Var, m: &ReluConvBn) -> Result<Var> {
+    pub(crate) fn rcb(&mut self, t: &mut Tape, x: Var, m: &ReluConvBn) -> Result<Var> {
         self.conv_bn(
             t,
             x,
@@ -232,7 +225,7 @@ impl Layers<'_> {
         )
     }
 
-    pub fn fr(&mut self, t: &mut Tape, x: Var, m: &FactorizedReduce) -> Result<Var> {
+    pub(crate) fn fr(&mut self, t: &mut Tape, x: Var, m: &FactorizedReduce) -> Result<Var> {
         let [_, _, h, w] = t.value(x).shape().nchw("factorized_reduce")?;
         let o = Conv2dOptions {
             stride: 2,
@@ -246,7 +239,13 @@ impl Layers<'_> {
         self.bn(t, y, &m.bn)
     }
 
-    pub fn dw_convs(&mut self, t: &mut Tape, x: Var, m: &DwConvs, stride: usize) -> Result<Var> {
+    pub(crate) fn dw_convs(
+        &mut self,
+        t: &mut Tape,
+        x: Var,
+        m: &DwConvs,
+        stride: usize,
+    ) -> Result<Var> {
         let pad = m.dilation * (m.kernel - 1) / 2;
         let mut y = x;
         for (part, s) in [(Some(&m.first), stride), (m.second.as_ref(), 1)] {

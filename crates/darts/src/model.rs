@@ -1,6 +1,7 @@
 //! The search network of DARTS (SPEC section 1): its structure, built with parameters named as the
 //! reference `model_search.py` names them, and its forward pass on the tape.
-use crate::layers::{Bn, Builder, DwConvs, FactorizedReduce, Layers, ReluConvBn};
+use crate::forward::{ForwardCtx, Logits};
+use crate::layers::{Bn, Builder, DwConvs, FactorizedReduce, ReluConvBn};
 use crate::params::{BnStore, ParamStore};
 use crate::primitives::{Primitive, EDGES, STEPS};
 use crate::weighting::Weighting;
@@ -77,7 +78,7 @@ impl Preprocess {
         }
     }
 
-    pub(crate) fn run(&self, l: &mut Layers, t: &mut Tape, x: Var) -> Result<Var> {
+    pub(crate) fn run(&self, l: &mut ForwardCtx, t: &mut Tape, x: Var) -> Result<Var> {
         t.scoped("preprocess0", |t| match self {
             Preprocess::Rcb(m) => l.rcb(t, x, m),
             Preprocess::Reduce(m) => l.fr(t, x, m),
@@ -200,23 +201,18 @@ impl Supernet {
     }
 }
 
-/// Everything one forward pass reads: the parameter handles on the tape (same order as the
-/// [`ParamStore`]), the two alpha handles, and the BN statistics (updated in training mode).
-pub struct ForwardCtx<'a> {
-    /// The parameters' handles, in [`ParamStore`] order.
-    pub weights: &'a [Var],
+/// The architecture a search-network pass mixes each edge's primitives with: the handles of
+/// alphas_normal and alphas_reduce on the tape, and how they become mixture weights.
+#[derive(Clone, Copy, Debug)]
+pub struct Mixing {
     /// The handles of alphas_normal and alphas_reduce.
     pub alphas: [Var; 2],
-    /// BN running statistics, updated in training mode.
-    pub bns: &'a mut BnStore,
     /// How alphas become mixture weights.
     pub weighting: Weighting,
-    /// Batch statistics (and running-stat updates) as PyTorch's `train()`; running statistics otherwise.
-    pub train_bn: bool,
 }
 
 /// The stem: 3x3 conv to 3C channels, then an affine BN.
-pub(crate) fn stem(l: &mut Layers, t: &mut Tape, x: Var, conv: usize, bn: &Bn) -> Result<Var> {
+pub(crate) fn stem(l: &mut ForwardCtx, t: &mut Tape, x: Var, conv: usize, bn: &Bn) -> Result<Var> {
     t.scoped("stem", |t| {
         let y = l.conv(
             t,
@@ -233,7 +229,7 @@ pub(crate) fn stem(l: &mut Layers, t: &mut Tape, x: Var, conv: usize, bn: &Bn) -
 
 /// One primitive on one edge; `None` for the `none` op (it contributes exactly zero).
 fn edge_op(
-    l: &mut Layers,
+    l: &mut ForwardCtx,
     t: &mut Tape,
     x: Var,
     op: &EdgeOp,
@@ -255,7 +251,7 @@ fn edge_op(
 }
 
 fn cell_forward(
-    l: &mut Layers,
+    l: &mut ForwardCtx,
     t: &mut Tape,
     cell: &Cell,
     s0: Var,
@@ -290,29 +286,37 @@ fn cell_forward(
 }
 
 impl Supernet {
-    /// Logits [N, classes] of images x [N, in_channels, H, W].
-    pub fn forward(&self, t: &mut Tape, x: Var, ctx: &mut ForwardCtx) -> Result<Var> {
+    /// Logits [N, classes] of images x [N, in_channels, H, W] (no auxiliary logits), each edge's
+    /// primitives mixed by `mixing`.
+    pub fn forward(
+        &self,
+        t: &mut Tape,
+        x: Var,
+        ctx: &mut ForwardCtx,
+        mixing: Mixing,
+    ) -> Result<Logits> {
         let mix = [
-            ctx.weighting.apply(t, ctx.alphas[0])?,
-            ctx.weighting.apply(t, ctx.alphas[1])?,
+            mixing.weighting.apply(t, mixing.alphas[0])?,
+            mixing.weighting.apply(t, mixing.alphas[1])?,
         ];
-        let mut l = Layers {
-            weights: ctx.weights,
-            bns: ctx.bns,
-            train_bn: ctx.train_bn,
-        };
-        let s = stem(&mut l, t, x, self.stem_conv, &self.stem_bn)?;
+        let s = stem(ctx, t, x, self.stem_conv, &self.stem_bn)?;
         let (mut s0, mut s1) = (s, s);
         for (i, cell) in self.cells.iter().enumerate() {
             let w = mix[cell.reduction as usize];
             let out = t.scoped(format!("cells.{i}"), |t| {
-                cell_forward(&mut l, t, cell, s0, s1, w)
+                cell_forward(ctx, t, cell, s0, s1, w)
             })?;
             (s0, s1) = (s1, out);
         }
         let pooled = ops::global_avg_pool(t, s1)?;
-        Ok(t.scoped("classifier", |t| {
-            ops::linear(t, pooled, l.weights[self.fc.0], Some(l.weights[self.fc.1]))
-        })?)
+        let main = t.scoped("classifier", |t| {
+            ops::linear(
+                t,
+                pooled,
+                ctx.weights[self.fc.0],
+                Some(ctx.weights[self.fc.1]),
+            )
+        })?;
+        Ok(Logits { main, aux: None })
     }
 }

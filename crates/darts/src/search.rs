@@ -5,12 +5,13 @@
 //! Everything random is a pure function of (seed, epoch, step): the data order of an epoch and the
 //! augmentation of a batch are drawn from generators derived from them. A search stopped after any
 //! step and resumed from its checkpoint therefore continues bit for bit as if never stopped.
-use crate::architect::{self, Batch, Model, PassOut, VirtualStep, Want};
+use crate::architect::{self, Batch, VirtualStep};
 use crate::data::{stream, Dataset};
 use crate::meter::EpochMeter;
 use crate::model::{NetConfig, Supernet};
 use crate::optim::{AdamState, GradTransform, SgdState};
 use crate::params::{BnStore, ParamStore};
+use crate::pass::{pass, Model, PassOut, Want};
 use crate::schedule::{LrSchedule, Schedule};
 use crate::{DartsError, Genotype, Result, Weighting};
 use autograd::Tape;
@@ -313,7 +314,7 @@ impl Search {
             alphas: &self.alphas,
             weighting: self.config.weighting,
         };
-        architect::pass(&mut self.tape, &m, &mut self.bns, x, y, want, train_bn)
+        pass(&mut self.tape, &m, &mut self.bns, x, y, want, train_bn)
     }
 
     /// Steps per epoch for a training set of `n` images: the train half in whole batches.
@@ -468,7 +469,7 @@ impl Search {
                     } else {
                         (xv, yv)
                     };
-                    architect::pass(
+                    pass(
                         tape,
                         &m,
                         if scratch_stats {

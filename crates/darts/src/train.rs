@@ -2,16 +2,16 @@
 //! gradient clipping, cosine learning rate, drop-path scaled linearly with the epoch, the auxiliary
 //! loss, and crop / flip / cutout augmentation. Like the search, everything random derives from
 //! (seed, epoch, step), so stop-and-resume and any thread count give the same bits.
-use crate::architect::count_correct;
 use crate::data::{augment_into, cutout, stream, Dataset};
 use crate::evalnet::{DropPath, EvalConfig, EvalNet};
+use crate::forward::{count_correct, Logits, Weights};
 use crate::meter::EpochMeter;
 use crate::optim::{GradTransform, SgdState};
 use crate::params::{BnStore, ParamStore};
 use crate::schedule::{LrSchedule, Schedule};
 use crate::search::Outcome;
 use crate::{DartsError, Genotype, Result};
-use autograd::{Tape, Var};
+use autograd::Tape;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tensor::{Rng, Tensor};
@@ -196,15 +196,9 @@ impl Trained {
         let t = &mut self.tape;
         t.reset();
         t.set_grad_enabled(false);
-        let w: Vec<Var> = self
-            .params
-            .names
-            .iter()
-            .zip(&self.params.values)
-            .map(|(n, v)| t.named_leaf(n.as_str(), v, false))
-            .collect();
+        let mut ctx = Weights::of(&self.params, &mut self.bns).leaves(t, false, false);
         let xv = t.leaf(x.clone(), false);
-        let (logits, _) = self.net.forward(t, xv, &w, &mut self.bns, false, None)?;
+        let logits = self.net.forward(t, xv, &mut ctx, None)?.main;
         Ok(t.take_value(logits))
     }
 
@@ -387,25 +381,13 @@ impl Trainer {
         let t = &mut m.tape;
         t.reset();
         t.set_grad_enabled(true);
-        let w: Vec<Var> = m
-            .params
-            .names
-            .iter()
-            .zip(&m.params.values)
-            .map(|(n, v)| t.named_leaf(n.as_str(), v, true))
-            .collect();
+        let mut ctx = Weights::of(&m.params, &mut m.bns).leaves(t, true, true);
         let xv = t.leaf(x, false);
-        let (logits, aux) = m.net.forward(
-            t,
-            xv,
-            &w,
-            &mut m.bns,
-            true,
-            Some(DropPath {
-                prob: drop,
-                rng: &mut rng,
-            }),
-        )?;
+        let paths = DropPath {
+            prob: drop,
+            rng: &mut rng,
+        };
+        let Logits { main: logits, aux } = m.net.forward(t, xv, &mut ctx, Some(paths))?;
         let main = ops::cross_entropy(t, logits, &y)?;
         let (loss, aux_loss) = match aux {
             Some(a) => {
@@ -427,14 +409,7 @@ impl Trainer {
         }
         let acc = count_correct(t.value(logits), &y) as f32 / b as f32;
         t.backward(loss)?;
-        let grads: Vec<Tensor> = w
-            .iter()
-            .zip(&m.params.values)
-            .map(|(&v, p)| {
-                t.take_grad(v)
-                    .unwrap_or_else(|| Tensor::zeros(p.shape().clone()))
-            })
-            .collect();
+        let grads = ctx.grads(t);
         let gref: Vec<&[f32]> = grads.iter().map(Tensor::data).collect();
         self.sgd
             .step(lr, GradTransform::None, &mut m.params.values, &gref);

@@ -1,8 +1,9 @@
 //! End-to-end behaviour of the search: learning, determinism across thread counts, resume, and the
 //! second-order architecture gradient against finite differences.
-use darts::architect::{self, VirtualStep, Want};
+use darts::architect::{self, VirtualStep};
 use darts::checkpoint::{load_search, load_supernet, save_search};
 use darts::data::{synthetic, Dataset, SyntheticConfig};
+use darts::pass::{PassOut, Want};
 use darts::search::EpochRecord;
 use darts::{Order, Outcome, Search, SearchConfig, Weighting};
 use std::sync::atomic::AtomicBool;
@@ -197,7 +198,7 @@ fn smooth_eval(
     x: &Tensor,
     y: &[u32],
     want: Want,
-) -> architect::PassOut {
+) -> PassOut {
     let mut t = autograd::Tape::new();
     t.set_grad_enabled(want.weights || want.alphas);
     let w: Vec<_> = weights
@@ -220,7 +221,7 @@ fn smooth_eval(
         .collect();
     let logits = ops::weighted_sum(&mut t, p1, 3, &terms).unwrap();
     let loss = ops::cross_entropy(&mut t, logits, y).unwrap();
-    let mut out = architect::PassOut {
+    let mut out = PassOut {
         loss: t.value(loss).item().unwrap(),
         correct: 0,
         weight_grads: vec![],

@@ -1,9 +1,10 @@
 //! The evaluation network and its training: PyTorch agreement (parameter count, logits), the
 //! auxiliary head, determinism across thread counts, and stop/resume.
-use autograd::{Tape, Var};
+use autograd::Tape;
 use darts::checkpoint::{load_model, load_train, save_train, TensorFile};
 use darts::data::Dataset;
 use darts::evalnet::{EvalConfig, EvalNet};
+use darts::forward::Weights;
 use darts::train::{TrainConfig, Trainer};
 use darts::Genotype;
 use std::path::PathBuf;
@@ -76,17 +77,12 @@ fn auxiliary_head_matches_pytorch_in_training_and_is_off_in_eval() {
     let run = |x: &Tensor, train: bool| {
         let mut bns = model.bns.clone();
         let mut t = Tape::new();
-        let w: Vec<Var> = model
-            .params
-            .values
-            .iter()
-            .map(|v| t.leaf(v.clone(), false))
-            .collect();
+        let mut ctx = Weights::of(&model.params, &mut bns).leaves(&mut t, false, train);
         let x = t.leaf(x.clone(), false);
         model
             .net
-            .forward(&mut t, x, &w, &mut bns, train, None)
-            .map(|(l, a)| (t.value(l).clone(), a.map(|a| t.value(a).clone())))
+            .forward(&mut t, x, &mut ctx, None)
+            .map(|l| (t.value(l.main).clone(), l.aux.map(|a| t.value(a).clone())))
     };
     let close = |ours: &Tensor, theirs: &Tensor, what: &str| {
         assert_eq!(ours.dims(), theirs.dims(), "{what}");
