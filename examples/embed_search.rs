@@ -5,7 +5,6 @@
 //!     cargo run --release --example embed_search
 //!
 //! The data: 16x16 RGB noise images of three classes; class k has its k-th channel brightened.
-use darts::checkpoint::{load_search, save_search};
 use darts::data::Dataset;
 use darts::{Event, Outcome, Search, SearchConfig};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,14 +45,14 @@ fn main() -> darts::Result<()> {
             r.step, r.epoch, r.train_loss
         ),
         Event::Epoch(s) => {
-            let r = s.history.last().expect("an epoch just ended");
+            let r = s.history().last().expect("an epoch just ended");
             eprintln!();
             println!(
                 "epoch {}: val acc {:.3}, normal cell {:?}",
                 r.epoch, r.val_acc, r.genotype.normal
             );
-            saved = save_search(&checkpoint, s);
-            if s.epoch == 2 {
+            saved = s.save(&checkpoint);
+            if s.position().0 == 2 {
                 cancel.store(true, Ordering::SeqCst);
             }
         }
@@ -62,8 +61,8 @@ fn main() -> darts::Result<()> {
     assert_eq!(outcome, Outcome::Cancelled);
 
     // Later, perhaps in another process: the checkpoint continues the search exactly.
-    let mut resumed = load_search(&checkpoint)?;
-    assert_eq!((resumed.epoch, resumed.step), (2, 0));
+    let mut resumed = Search::load(&checkpoint)?;
+    assert_eq!(resumed.position(), (2, 0));
     resumed.run(&data, &AtomicBool::new(false), &mut |_| {})?;
     println!("searched cell:\n{}", resumed.genotype().to_python());
     std::fs::remove_dir_all(&dir).ok();

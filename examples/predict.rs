@@ -39,7 +39,7 @@ fn main() -> darts::Result<()> {
 
     let path =
         std::env::temp_dir().join(format!("darts-predict-{}.safetensors", std::process::id()));
-    let m = &trainer.model;
+    let m = &trainer.model();
     save_model(&path, &m.net, &m.params, &m.bns)?;
     let mut model = load_model(&path)?;
     std::fs::remove_file(&path).ok();

@@ -87,7 +87,7 @@ pub fn run(a: BenchArgs) -> Result<u8, Failure> {
         "median_step_seconds": median,
         "step_seconds": times,
         "peak_rss_bytes": rss,
-        "parameters": search.params.numel(),
+        "parameters": search.params().numel(),
     });
     if a.json {
         println!("{j}");

@@ -2,7 +2,7 @@
 //! at every epoch end and on Ctrl-C, and `--resume DIR` to continue bit-identically.
 use crate::run_dir::{print_line, refuse_existing_run, write_json, RunInfo, Session};
 use crate::Failure;
-use darts::checkpoint::{load_search, load_with_fallback, save_search, write_atomic};
+use darts::checkpoint::{load_with_fallback, write_atomic};
 use darts::data::{load_cifar10, load_idx, synthetic, Splits, SyntheticConfig};
 use darts::optim::GradTransform;
 use darts::render;
@@ -168,29 +168,29 @@ fn write_outputs(
     )?;
     write(
         "alphas.csv",
-        &render::alphas_csv(&s.history, s.config.weighting),
+        &render::alphas_csv(&s.history(), s.config().weighting),
     )?;
     write(
         "alphas.svg",
-        &render::alphas_svg(&s.history, s.config.weighting),
+        &render::alphas_svg(&s.history(), s.config().weighting),
     )?;
-    let last = s.history.last();
+    let last = s.history().last();
     let summary = json!({
         "status": status,
-        "epochs_completed": s.history.len(),
-        "position": { "epoch": s.epoch, "step": s.step },
-        "config": s.config,
+        "epochs_completed": s.history().len(),
+        "position": { "epoch": s.position().0, "step": s.position().1 },
+        "config": s.config(),
         "data": info.data,
         "subset": info.subset,
         "command": info.command,
-        "seed": s.config.seed,
-        "parameters": s.params.numel(),
+        "seed": s.config().seed,
+        "parameters": s.params().numel(),
         "threads": rayon::current_num_threads(),
         "seconds_this_session": seconds,
         "final": last.map(|r| json!({ "train_loss": r.train_loss, "train_acc": r.train_acc, "val_loss": r.val_loss, "val_acc": r.val_acc })),
         "genotype": g,
         "genotype_python": g.to_python(),
-        "epochs": s.history.iter().map(|r| json!({ "epoch": r.epoch, "lr": r.lr, "train_loss": r.train_loss, "train_acc": r.train_acc, "val_loss": r.val_loss, "val_acc": r.val_acc, "seconds": r.seconds, "genotype": r.genotype })).collect::<Vec<_>>(),
+        "epochs": s.history().iter().map(|r| json!({ "epoch": r.epoch, "lr": r.lr, "train_loss": r.train_loss, "train_acc": r.train_acc, "val_loss": r.val_loss, "val_acc": r.val_acc, "seconds": r.seconds, "genotype": r.genotype })).collect::<Vec<_>>(),
     });
     write_json(&out.join("summary.json"), summary)
 }
@@ -204,11 +204,11 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
             let lock = darts::lock::DirLock::acquire(&out)?;
             let info = RunInfo::read(dir)?;
             let (s, warning) =
-                load_with_fallback(&dir.join("checkpoint.safetensors"), load_search)?;
+                load_with_fallback(&dir.join("checkpoint.safetensors"), Search::load)?;
             if let Some(w) = warning {
                 eprintln!("warning: {w}");
             }
-            let data = load_data(&info.data, info.subset, s.config.seed)?.train;
+            let data = load_data(&info.data, info.subset, s.config().seed)?.train;
             info.check_data(&data.fingerprint(), a.accept_changed_data)?;
             (s, info, out, data, lock)
         }
@@ -242,19 +242,23 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
     info.write(&out)?;
 
     let steps = search.steps_per_epoch(data.len());
-    let total = (search.config.epochs * steps) as u64;
-    let mut session = Session::start(&out, total, (search.epoch * steps + search.step) as u64)?;
+    let total = (search.config().epochs * steps) as u64;
+    let mut session = Session::start(
+        &out,
+        total,
+        (search.position().0 * steps + search.position().1) as u64,
+    )?;
     let cancel = session.cancel.clone();
     eprintln!(
         "searching: {} params, {} cells of C={}, batch {}, {} epochs x {} steps, {:?} weighting, {:?} order, {} threads -> {}",
-        search.params.numel(),
-        search.config.layers,
-        search.config.channels,
-        search.config.batch,
-        search.config.epochs,
+        search.params().numel(),
+        search.config().layers,
+        search.config().channels,
+        search.config().batch,
+        search.config().epochs,
         steps,
-        search.config.weighting,
-        search.config.order,
+        search.config().weighting,
+        search.config().order,
         rayon::current_num_threads(),
         out.display()
     );
@@ -268,12 +272,12 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
             bar.set_message(format!("epoch {}/{} step {}/{} | train loss {:.3} acc {:.2} | val loss {:.3} acc {:.2}", r.epoch + 1, search_epochs(total, r.steps_per_epoch), r.step + 1, r.steps_per_epoch, r.train_loss, r.train_acc, r.val_loss, r.val_acc));
         }
         Event::Epoch(s) => {
-            let r = s.history.last().expect("an epoch just ended");
+            let r = s.history().last().expect("an epoch just ended");
             let line = format!("epoch {:>3}: lr {:.5}  train loss {:.4} acc {:.3}  val loss {:.4} acc {:.3}  ({:.1} s)", r.epoch + 1, r.lr, r.train_loss, r.train_acc, r.val_loss, r.val_acc, r.seconds);
             print_line(&session.bar, line);
             // Checkpoint first, then the result files, each atomically: a kill at any moment
             // leaves a resumable run whose results match its checkpoint or the one before.
-            let saved = save_search(&ckpt, s)
+            let saved = s.save(&ckpt)
                 .map_err(Failure::from)
                 .and_then(|()| write_outputs(&out, s, &info, start.elapsed().as_secs_f64(), "running"));
             session.check(saved);
@@ -291,7 +295,7 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
     match result {
         Ok(outcome) => {
             bar.finish_and_clear();
-            save_search(&ckpt, &search)?;
+            search.save(&ckpt)?;
             let status = if outcome == Outcome::Finished {
                 "finished"
             } else {
@@ -308,7 +312,7 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
                     Ok(0)
                 }
                 Outcome::Cancelled => {
-                    eprintln!("interrupted at epoch {}, step {}: checkpoint saved; continue with `darts search --resume {}`", search.epoch, search.step, out.display());
+                    eprintln!("interrupted at epoch {}, step {}: checkpoint saved; continue with `darts search --resume {}`", search.position().0, search.position().1, out.display());
                     Ok(130)
                 }
             }
@@ -327,7 +331,7 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
 /// Refuses data too small for one batch of the train half.
 fn check_steps(search: &Search, data: &darts::data::Dataset) -> Result<(), Failure> {
     if search.steps_per_epoch(data.len()) == 0 {
-        return Err(Failure(format!("{} training images leave a train half of {} images, less than one batch of {} (use a smaller --batch or a larger --subset)", data.len(), data.len() / 2, search.config.batch), 2));
+        return Err(Failure(format!("{} training images leave a train half of {} images, less than one batch of {} (use a smaller --batch or a larger --subset)", data.len(), data.len() / 2, search.config().batch), 2));
     }
     Ok(())
 }

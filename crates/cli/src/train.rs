@@ -2,9 +2,7 @@
 use crate::run_dir::{print_line, refuse_existing_run, tidy_json, write_json, RunInfo, Session};
 use crate::search::{last_good, load_data};
 use crate::Failure;
-use darts::checkpoint::{
-    load_model, load_train, load_with_fallback, save_model, save_train, write_atomic,
-};
+use darts::checkpoint::{load_model, load_with_fallback, save_model, write_atomic};
 use darts::evalnet::EvalNet;
 use darts::render;
 use darts::train::{TrainConfig, TrainEvent, Trainer};
@@ -89,13 +87,13 @@ fn dry_run(
     side: usize,
 ) -> Result<u8, Failure> {
     let t = Trainer::new(cfg.clone(), genotype, classes, in_channels)?;
-    let p = &t.model.params;
+    let p = &t.model().params;
     let aux = EvalNet::aux_params(p);
     let summary = json!({
         "genotype": genotype.to_python(),
         "config": cfg,
         "input": [in_channels, side, side],
-        "cells": t.model.net.cell_summaries(side),
+        "cells": t.model().net.cell_summaries(side),
         "parameters": p.numel(),
         "parameters_without_auxiliary": p.numel() - aux,
         "auxiliary_parameters": aux,
@@ -127,11 +125,12 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
             let out = a.out.clone().unwrap_or_else(|| dir.clone());
             let lock = darts::lock::DirLock::acquire(&out)?;
             let info = RunInfo::read(dir)?;
-            let (t, warning) = load_with_fallback(&dir.join("checkpoint.safetensors"), load_train)?;
+            let (t, warning) =
+                load_with_fallback(&dir.join("checkpoint.safetensors"), Trainer::load)?;
             if let Some(w) = warning {
                 eprintln!("warning: {w}");
             }
-            let splits = load_data(&info.data, info.subset, t.config.seed)?;
+            let splits = load_data(&info.data, info.subset, t.config().seed)?;
             info.check_data(&fingerprint(&splits), a.accept_changed_data)?;
             (t, info, out, splits, lock)
         }
@@ -171,22 +170,22 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
     info.write(&out)?;
     write_atomic(
         &out.join("genotype.json"),
-        trainer.model.net.genotype.to_json().as_bytes(),
+        trainer.model().net.genotype.to_json().as_bytes(),
     )?;
     let steps = trainer.steps_per_epoch(splits.train.len());
     let mut session = Session::start(
         &out,
-        (trainer.config.epochs * steps) as u64,
-        (trainer.epoch * steps + trainer.step) as u64,
+        (trainer.config().epochs * steps) as u64,
+        (trainer.position().0 * steps + trainer.position().1) as u64,
     )?;
     let cancel = session.cancel.clone();
     eprintln!(
         "training: {} params, {} cells of C={}, batch {}, {} epochs x {} steps, {} threads -> {}",
-        trainer.model.params.numel(),
-        trainer.config.layers,
-        trainer.config.channels,
-        trainer.config.batch,
-        trainer.config.epochs,
+        trainer.model().params.numel(),
+        trainer.config().layers,
+        trainer.config().channels,
+        trainer.config().batch,
+        trainer.config().epochs,
         steps,
         rayon::current_num_threads(),
         out.display()
@@ -201,14 +200,14 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
             bar.set_message(format!("epoch {} step {}/{} | loss {:.3} acc {:.2}", r.epoch + 1, r.step + 1, r.steps_per_epoch, r.loss, r.train_acc));
         }
         TrainEvent::Epoch(t) => {
-            let r = t.history.last().expect("an epoch just ended");
+            let r = t.history().last().expect("an epoch just ended");
             let test = match (r.test_loss, r.test_acc) {
                 (Some(l), Some(a)) => format!("test loss {l:.4} acc {a:.3}"),
                 _ => "no test split".into(),
             };
             let line = format!("epoch {:>3}: lr {:.5}  drop-path {:.3}  train loss {:.4} acc {:.3}  {test}  ({:.1} s)", r.epoch + 1, r.lr, r.drop_path, r.train_loss, r.train_acc, r.seconds);
             print_line(&session.bar, line);
-            let saved = save_train(&ckpt, t)
+            let saved = t.save(&ckpt)
                 .map_err(Failure::from)
                 .and_then(|()| write_outputs(&out, t, &info, start.elapsed().as_secs_f64(), "running"));
             session.check(saved);
@@ -233,8 +232,8 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
         }
     };
     bar.finish_and_clear();
-    save_train(&ckpt, &trainer)?;
-    let m = &trainer.model;
+    trainer.save(&ckpt)?;
+    let m = &trainer.model();
     save_model(&out.join("model.safetensors"), &m.net, &m.params, &m.bns)?;
     let status = if outcome == Outcome::Finished {
         "finished"
@@ -242,7 +241,7 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
         "interrupted"
     };
     write_outputs(&out, &trainer, &info, start.elapsed().as_secs_f64(), status)?;
-    let last = trainer.history.last();
+    let last = trainer.history().last();
     match outcome {
         Outcome::Finished => {
             eprintln!(
@@ -254,7 +253,7 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
             Ok(0)
         }
         Outcome::Cancelled => {
-            eprintln!("interrupted at epoch {}, step {}: checkpoint saved; continue with `darts train --resume {}`", trainer.epoch, trainer.step, out.display());
+            eprintln!("interrupted at epoch {}, step {}: checkpoint saved; continue with `darts train --resume {}`", trainer.position().0, trainer.position().1, out.display());
             Ok(130)
         }
     }
@@ -276,30 +275,30 @@ fn write_outputs(
 ) -> Result<(), Failure> {
     write_atomic(
         &out.join("curves.svg"),
-        render::curves_svg(&trainer.history).as_bytes(),
+        render::curves_svg(&trainer.history()).as_bytes(),
     )?;
-    let m = &trainer.model;
-    let last = trainer.history.last();
+    let m = &trainer.model();
+    let last = trainer.history().last();
     let aux = EvalNet::aux_params(&m.params);
     let summary = json!({
         "kind": "train",
         "status": status,
         "genotype": m.net.genotype,
         "genotype_python": m.net.genotype.to_python(),
-        "config": trainer.config,
+        "config": trainer.config(),
         "data": info.data,
         "subset": info.subset,
         "command": info.command,
-        "seed": trainer.config.seed,
+        "seed": trainer.config().seed,
         "threads": rayon::current_num_threads(),
         "parameters": m.params.numel(),
         "parameters_without_auxiliary": m.params.numel() - aux,
-        "epochs_completed": trainer.history.len(),
+        "epochs_completed": trainer.history().len(),
         "train_accuracy": last.map(|r| r.train_acc),
         "test_accuracy": last.and_then(|r| r.test_acc),
         "seconds_this_session": seconds,
-        "seconds_total": trainer.history.iter().map(|r| r.seconds).sum::<f64>(),
-        "epochs": trainer.history,
+        "seconds_total": trainer.history().iter().map(|r| r.seconds).sum::<f64>(),
+        "epochs": trainer.history(),
     });
     write_json(&out.join("summary.json"), summary)
 }

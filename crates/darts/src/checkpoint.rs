@@ -15,11 +15,9 @@
 //! when the latest fails its check.
 use crate::error::io;
 use crate::evalnet::{EvalConfig, EvalNet};
-use crate::meter::EpochMeter;
 use crate::model::{NetConfig, Supernet};
 use crate::params::{BnStore, ParamStore};
-use crate::search::{EpochRecord, Search, SearchConfig};
-use crate::train::{TrainConfig, Trained, Trainer};
+use crate::train::Trained;
 use crate::Genotype;
 use crate::{DartsError, Result};
 use safetensors::tensor::TensorView;
@@ -27,8 +25,6 @@ use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use tensor::{Rng, Tensor};
-
-const FORMAT: &str = "darts-maxw-search-v1";
 
 /// A tensor to write: f32 data or an i64 scalar (`num_batches_tracked`).
 enum Entry {
@@ -64,6 +60,49 @@ fn model_entries(params: &ParamStore, bns: &BnStore) -> BTreeMap<String, Entry> 
         m.insert(format!("{p}.num_batches_tracked"), Entry::I64(nb));
     }
     m
+}
+
+/// A checkpoint being assembled: tensors by name and metadata entries. The states that own what
+/// a checkpoint holds ([`crate::Search::save`], [`crate::train::Trainer::save`], the optimizers) add their parts;
+/// [`Checkpoint::write_rotating`] writes it atomically with checksums.
+#[derive(Default)]
+pub struct Checkpoint {
+    entries: BTreeMap<String, Entry>,
+    metadata: HashMap<String, String>,
+}
+
+impl Checkpoint {
+    /// An empty checkpoint of format `format` (a [`TensorFile::expect_format`] reads it back).
+    pub fn new(format: &str) -> Checkpoint {
+        let mut c = Checkpoint::default();
+        c.metadata.insert("format".into(), format.into());
+        c
+    }
+
+    /// Adds a tensor.
+    pub fn tensor(&mut self, name: String, t: &Tensor) {
+        self.entries.insert(name, f32_entry(t));
+    }
+
+    /// Adds a model's weights and BN buffers under their reference names.
+    pub fn model(&mut self, params: &ParamStore, bns: &BnStore) {
+        self.entries.extend(model_entries(params, bns));
+    }
+
+    /// Adds a metadata entry, as JSON.
+    pub fn meta<T: serde::Serialize + ?Sized>(&mut self, key: &str, value: &T) {
+        self.metadata.insert(key.into(), json(value));
+    }
+
+    /// Writes it atomically, keeping the file it replaces as [`previous`]`(path)`.
+    pub fn write_rotating(self, path: &Path) -> Result<()> {
+        write_rotating(path, &serialize(&self.entries, self.metadata, path)?)
+    }
+
+    /// Writes it atomically.
+    pub fn write(self, path: &Path) -> Result<()> {
+        write_atomic(path, &serialize(&self.entries, self.metadata, path)?)
+    }
 }
 
 /// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename).
@@ -209,25 +248,13 @@ fn serialize(
     })
 }
 
-/// Saves a model (weights, BN statistics, alphas) alone, e.g. for `darts grad` outputs.
+/// Saves named tensors alone, e.g. for `darts grad` outputs.
 pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
-    let entries: BTreeMap<String, Entry> = tensors
-        .iter()
-        .map(|(n, t)| (n.clone(), f32_entry(t)))
-        .collect();
-    write_atomic(path, &serialize(&entries, HashMap::new(), path)?)
-}
-
-/// The search model's state_dict: weights, BN buffers and both alphas.
-fn supernet_entries(
-    params: &ParamStore,
-    bns: &BnStore,
-    alphas: &[Tensor; 2],
-) -> BTreeMap<String, Entry> {
-    let mut entries = model_entries(params, bns);
-    entries.insert("alphas_normal".into(), f32_entry(&alphas[0]));
-    entries.insert("alphas_reduce".into(), f32_entry(&alphas[1]));
-    entries
+    let mut c = Checkpoint::default();
+    for (n, t) in tensors {
+        c.tensor(n.clone(), t);
+    }
+    c.write(path)
 }
 
 /// Saves a search model alone (weights, BN buffers, alphas under the reference names, as
@@ -238,38 +265,14 @@ pub fn save_supernet(
     bns: &BnStore,
     alphas: &[Tensor; 2],
 ) -> Result<()> {
-    let entries = supernet_entries(params, bns, alphas);
-    write_atomic(path, &serialize(&entries, HashMap::new(), path)?)
+    let mut c = Checkpoint::default();
+    c.model(params, bns);
+    c.tensor("alphas_normal".into(), &alphas[0]);
+    c.tensor("alphas_reduce".into(), &alphas[1]);
+    c.write(path)
 }
 
-/// Saves the whole search state.
-pub fn save_search(path: &Path, s: &Search) -> Result<()> {
-    let mut entries = supernet_entries(&s.params, &s.bns, &s.alphas);
-    for (n, v) in s.params.names.iter().zip(&s.sgd.momentum) {
-        entries.insert(format!("optimizer.momentum.{n}"), f32_entry(v));
-    }
-    for (k, name) in ["alphas_normal", "alphas_reduce"].iter().enumerate() {
-        entries.insert(format!("optimizer.adam_m.{name}"), f32_entry(&s.adam.m[k]));
-        entries.insert(format!("optimizer.adam_v.{name}"), f32_entry(&s.adam.v[k]));
-    }
-    let meta = HashMap::from([
-        ("format".to_string(), FORMAT.to_string()),
-        ("config".to_string(), json(&s.config)),
-        ("net".to_string(), json(&s.net.config)),
-        ("epoch".to_string(), s.epoch.to_string()),
-        ("step".to_string(), s.step.to_string()),
-        ("adam_step".to_string(), s.adam.step.to_string()),
-        ("epoch_sums".to_string(), json(&s.meter.to_array().to_vec())),
-        ("history".to_string(), json(&s.history)),
-        (
-            "rng".to_string(),
-            format!("derived from seed {} per (epoch, step)", s.config.seed),
-        ),
-    ]);
-    write_rotating(path, &serialize(&entries, meta, path)?)
-}
-
-fn json<T: serde::Serialize>(v: &T) -> String {
+fn json<T: serde::Serialize + ?Sized>(v: &T) -> String {
     serde_json::to_string(v).expect("metadata serialises")
 }
 
@@ -388,7 +391,18 @@ impl TensorFile {
         Ok(f)
     }
 
-    fn err(&self, why: String) -> DartsError {
+    /// Refuses a file whose metadata `format` is not `format` (`what` names the kind of file).
+    pub fn expect_format(&self, format: &str, what: &str) -> Result<()> {
+        if self.metadata.get("format").map(String::as_str) == Some(format) {
+            return Ok(());
+        }
+        Err(self.err(format!(
+            "not a {what} of this program (metadata format is not '{format}')"
+        )))
+    }
+
+    /// An error about this file.
+    pub fn err(&self, why: String) -> DartsError {
         DartsError::Checkpoint {
             path: self.path.clone(),
             why,
@@ -396,7 +410,7 @@ impl TensorFile {
     }
 
     /// Removes and returns f32 tensor `name`, which must have shape `dims`.
-    fn take(&mut self, name: &str, dims: &[usize]) -> Result<Tensor> {
+    pub fn take(&mut self, name: &str, dims: &[usize]) -> Result<Tensor> {
         let t = self
             .f32s
             .remove(name)
@@ -410,7 +424,8 @@ impl TensorFile {
         Ok(t)
     }
 
-    fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T> {
+    /// Metadata entry `key`, parsed from JSON.
+    pub fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T> {
         let s = self.metadata.get(key).ok_or_else(|| {
             self.err(format!(
                 "metadata '{key}' missing (not a search checkpoint of this program?)"
@@ -422,7 +437,7 @@ impl TensorFile {
 
 /// Fills a freshly built model's tensors from `f`, removing them from it. Every model tensor must be
 /// present with the right shape. `num_batches_tracked` entries are optional (as PyTorch treats them).
-fn fill_model(
+pub(crate) fn fill_model(
     f: &mut TensorFile,
     params: &mut ParamStore,
     bns: &mut BnStore,
@@ -435,7 +450,11 @@ fn fill_model(
     Ok(())
 }
 
-fn fill_params(f: &mut TensorFile, params: &mut ParamStore, bns: &mut BnStore) -> Result<()> {
+pub(crate) fn fill_params(
+    f: &mut TensorFile,
+    params: &mut ParamStore,
+    bns: &mut BnStore,
+) -> Result<()> {
     for (n, v) in params.names.iter().zip(params.values.iter_mut()) {
         *v = f.take(n, &v.dims().to_vec())?;
     }
@@ -466,7 +485,7 @@ fn fill_params(f: &mut TensorFile, params: &mut ParamStore, bns: &mut BnStore) -
     Ok(())
 }
 
-fn no_leftovers(f: &TensorFile) -> Result<()> {
+pub(crate) fn no_leftovers(f: &TensorFile) -> Result<()> {
     let extra: Vec<&String> = f.f32s.keys().chain(f.i64s.keys()).take(5).collect();
     if extra.is_empty() {
         Ok(())
@@ -476,40 +495,6 @@ fn no_leftovers(f: &TensorFile) -> Result<()> {
             f.f32s.len() + f.i64s.len()
         )))
     }
-}
-
-/// Loads a search checkpoint written by [`save_search`], ready to continue.
-pub fn load_search(path: &Path) -> Result<Search> {
-    let mut f = TensorFile::open(path)?;
-    if f.metadata.get("format").map(String::as_str) != Some(FORMAT) {
-        return Err(f.err(format!(
-            "not a search checkpoint of this program (metadata format is not '{FORMAT}')"
-        )));
-    }
-    let config: SearchConfig = f.meta("config")?;
-    let net_cfg: NetConfig = f.meta("net")?;
-    let mut init = Supernet::init(net_cfg, &mut Rng::new(0))?;
-    fill_model(&mut f, &mut init.params, &mut init.bns, &mut init.alphas)?;
-    let mut s = Search::from_parts(config, init.net, init.params, init.bns, init.alphas);
-    for (n, v) in s.params.names.clone().iter().zip(s.sgd.momentum.iter_mut()) {
-        *v = f.take(&format!("optimizer.momentum.{n}"), &v.dims().to_vec())?;
-    }
-    for (k, name) in ["alphas_normal", "alphas_reduce"].iter().enumerate() {
-        s.adam.m[k] = f.take(&format!("optimizer.adam_m.{name}"), &[14, 8])?;
-        s.adam.v[k] = f.take(&format!("optimizer.adam_v.{name}"), &[14, 8])?;
-    }
-    no_leftovers(&f)?;
-    s.epoch = f.meta("epoch")?;
-    s.step = f.meta("step")?;
-    s.adam.step = f.meta("adam_step")?;
-    let sums: Vec<f64> = f.meta("epoch_sums")?;
-    s.meter = EpochMeter::from_array(
-        sums.try_into()
-            .map_err(|_| f.err("metadata 'epoch_sums' must hold 4 numbers".into()))?,
-    );
-    let history: Vec<EpochRecord> = f.meta("history")?;
-    s.history = history;
-    Ok(s)
 }
 
 /// A supernet loaded from any file with the reference names (ours, or a PyTorch state_dict plus the
@@ -558,29 +543,24 @@ pub fn load_supernet(path: &Path) -> Result<(Supernet, ParamStore, BnStore, [Ten
 }
 
 const MODEL_FORMAT: &str = "darts-maxw-model-v1";
-const TRAIN_FORMAT: &str = "darts-maxw-train-v1";
 
 /// Saves a trained evaluation network: weights and BN buffers under the reference `model.py`
 /// names (loadable by PyTorch's `load_state_dict`), with its genotype and size in the metadata.
 pub fn save_model(path: &Path, net: &EvalNet, params: &ParamStore, bns: &BnStore) -> Result<()> {
-    let meta = HashMap::from([
-        ("format".to_string(), MODEL_FORMAT.to_string()),
-        ("genotype".to_string(), json(&net.genotype)),
-        ("net".to_string(), json(&net.config)),
-        ("genotype_python".to_string(), net.genotype.to_python()),
-    ]);
-    write_atomic(path, &serialize(&model_entries(params, bns), meta, path)?)
+    let mut c = Checkpoint::new(MODEL_FORMAT);
+    c.model(params, bns);
+    c.meta("genotype", &net.genotype);
+    c.meta("net", &net.config);
+    c.metadata
+        .insert("genotype_python".into(), net.genotype.to_python());
+    c.write(path)
 }
 
 /// Loads a model written by [`save_model`]; every tensor must match the network its metadata
 /// describes.
 pub fn load_model(path: &Path) -> Result<Trained> {
     let mut f = TensorFile::open(path)?;
-    if f.metadata.get("format").map(String::as_str) != Some(MODEL_FORMAT) {
-        return Err(f.err(format!(
-            "not a model file of this program (metadata format is not '{MODEL_FORMAT}')"
-        )));
-    }
+    f.expect_format(MODEL_FORMAT, "model file")?;
     let genotype: Genotype = f.meta("genotype")?;
     genotype.validate().map_err(|e| f.err(e.to_string()))?;
     let cfg: EvalConfig = f.meta("net")?;
@@ -588,60 +568,4 @@ pub fn load_model(path: &Path) -> Result<Trained> {
     fill_params(&mut f, &mut init.params, &mut init.bns)?;
     no_leftovers(&f)?;
     Ok(Trained::new(init.net, init.params, init.bns))
-}
-
-/// Saves a training run to resume: model, momentum buffers, position, history.
-pub fn save_train(path: &Path, t: &Trainer) -> Result<()> {
-    let m = &t.model;
-    let mut entries = model_entries(&m.params, &m.bns);
-    for (n, v) in m.params.names.iter().zip(&t.sgd.momentum) {
-        entries.insert(format!("optimizer.momentum.{n}"), f32_entry(v));
-    }
-    let meta = HashMap::from([
-        ("format".to_string(), TRAIN_FORMAT.to_string()),
-        ("config".to_string(), json(&t.config)),
-        ("genotype".to_string(), json(&m.net.genotype)),
-        ("net".to_string(), json(&m.net.config)),
-        ("epoch".to_string(), t.epoch.to_string()),
-        ("step".to_string(), t.step.to_string()),
-        ("epoch_sums".to_string(), json(&t.meter.to_array().to_vec())),
-        ("history".to_string(), json(&t.history)),
-    ]);
-    write_rotating(path, &serialize(&entries, meta, path)?)
-}
-
-/// Loads a training run written by [`save_train`].
-pub fn load_train(path: &Path) -> Result<Trainer> {
-    let mut f = TensorFile::open(path)?;
-    if f.metadata.get("format").map(String::as_str) != Some(TRAIN_FORMAT) {
-        return Err(f.err(format!(
-            "not a training checkpoint of this program (metadata format is not '{TRAIN_FORMAT}')"
-        )));
-    }
-    let config: TrainConfig = f.meta("config")?;
-    let genotype: Genotype = f.meta("genotype")?;
-    let cfg: EvalConfig = f.meta("net")?;
-    let mut init = EvalNet::init(cfg, &genotype, &mut Rng::new(0))?;
-    fill_params(&mut f, &mut init.params, &mut init.bns)?;
-    let mut t = Trainer::from_parts(config, Trained::new(init.net, init.params, init.bns));
-    for (n, v) in t
-        .model
-        .params
-        .names
-        .clone()
-        .iter()
-        .zip(t.sgd.momentum.iter_mut())
-    {
-        *v = f.take(&format!("optimizer.momentum.{n}"), &v.dims().to_vec())?;
-    }
-    no_leftovers(&f)?;
-    t.epoch = f.meta("epoch")?;
-    t.step = f.meta("step")?;
-    let sums: Vec<f64> = f.meta("epoch_sums")?;
-    t.meter = EpochMeter::from_array(
-        sums.try_into()
-            .map_err(|_| f.err("metadata 'epoch_sums' must hold 4 numbers".into()))?,
-    );
-    t.history = f.meta("history")?;
-    Ok(t)
 }

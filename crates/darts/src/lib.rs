@@ -8,7 +8,6 @@
 //! exact resume from the checkpoint (`examples/embed_search.rs` is the longer version):
 //!
 //! ```
-//! use darts::checkpoint::{load_search, save_search};
 //! use darts::{data::Dataset, Event, Outcome, Search, SearchConfig};
 //! use std::sync::atomic::{AtomicBool, Ordering};
 //! use tensor::{Rng, Tensor};
@@ -26,13 +25,13 @@
 //! let outcome = search.run(&data, &cancel, &mut |event| match event {
 //!     Event::Step(_) => steps += 1,
 //!     Event::Epoch(s) => {
-//!         save_search(&path, s).expect("checkpoint written");
+//!         s.save(&path).expect("checkpoint written");
 //!         cancel.store(true, Ordering::SeqCst); // stop after the first epoch
 //!     }
 //! })?;
-//! assert_eq!((outcome, steps, search.epoch), (Outcome::Cancelled, 4, 1));
+//! assert_eq!((outcome, steps, search.position().0), (Outcome::Cancelled, 4, 1));
 //!
-//! let mut resumed = load_search(&path)?; // later, perhaps in another process
+//! let mut resumed = Search::load(&path)?; // later, perhaps in another process
 //! resumed.run(&data, &AtomicBool::new(false), &mut |_| {})?;
 //! assert!(resumed.is_finished());
 //! println!("{}", resumed.genotype().to_python());
@@ -65,7 +64,7 @@
 //! trainer.run(&data, None, &AtomicBool::new(false), &mut |_| {})?;
 //!
 //! let path = std::env::temp_dir().join(format!("darts-doc-model-{}.safetensors", std::process::id()));
-//! let m = &trainer.model;
+//! let m = &trainer.model();
 //! save_model(&path, &m.net, &m.params, &m.bns)?;
 //! let mut model = load_model(&path)?;
 //! let (images, _labels) = data.batch(&[0, 1, 2], None);

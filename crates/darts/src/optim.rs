@@ -3,6 +3,8 @@
 //! Weights: SGD with momentum and weight decay after global-norm clipping. Alphas: Adam with L2
 //! weight decay. Both read each gradient through `kernels::optim`'s fused pass, which also applies
 //! the clip factor and, when [`GradTransform::SubtractMax`] is on, `g <- g - max(g)` per buffer.
+use crate::checkpoint::{Checkpoint, TensorFile};
+use crate::Result;
 use kernels::optim::{self as ko, Adam, Sgd};
 use tensor::Tensor;
 
@@ -64,6 +66,22 @@ impl SgdState {
                 .map(|p| Tensor::zeros(p.shape().clone()))
                 .collect(),
         }
+    }
+
+    /// Adds the momentum buffers to a checkpoint as `optimizer.momentum.{name}` (`names`: the
+    /// parameters', in buffer order).
+    pub fn save(&self, names: &[String], c: &mut Checkpoint) {
+        for (n, v) in names.iter().zip(&self.momentum) {
+            c.tensor(format!("optimizer.momentum.{n}"), v);
+        }
+    }
+
+    /// Reads the buffers [`SgdState::save`] wrote; each must have its parameter's shape.
+    pub fn load(&mut self, names: &[String], f: &mut TensorFile) -> Result<()> {
+        for (n, v) in names.iter().zip(self.momentum.iter_mut()) {
+            *v = f.take(&format!("optimizer.momentum.{n}"), &v.dims().to_vec())?;
+        }
+        Ok(())
     }
 
     /// Clips the gradients' global norm to `clip` (PyTorch's clip_grad_norm_: factor clip / (norm +
@@ -129,6 +147,26 @@ impl AdamState {
             m: zeros(),
             v: zeros(),
         }
+    }
+
+    /// Adds the moments to a checkpoint (`optimizer.adam_m.{name}`, `optimizer.adam_v.{name}`)
+    /// and the step count (metadata `adam_step`); `names`: the parameters', in moment order.
+    pub fn save(&self, names: &[&str], c: &mut Checkpoint) {
+        for ((n, m), v) in names.iter().zip(&self.m).zip(&self.v) {
+            c.tensor(format!("optimizer.adam_m.{n}"), m);
+            c.tensor(format!("optimizer.adam_v.{n}"), v);
+        }
+        c.meta("adam_step", &self.step);
+    }
+
+    /// Reads what [`AdamState::save`] wrote; each moment must have its parameter's shape.
+    pub fn load(&mut self, names: &[&str], f: &mut TensorFile) -> Result<()> {
+        for ((n, m), v) in names.iter().zip(&mut self.m).zip(&mut self.v) {
+            *m = f.take(&format!("optimizer.adam_m.{n}"), &m.dims().to_vec())?;
+            *v = f.take(&format!("optimizer.adam_v.{n}"), &v.dims().to_vec())?;
+        }
+        self.step = f.meta("adam_step")?;
+        Ok(())
     }
 
     /// One Adam step on every buffer (gradient transform first, then L2 decay).

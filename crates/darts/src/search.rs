@@ -6,6 +6,7 @@
 //! augmentation of a batch are drawn from generators derived from them. A search stopped after any
 //! step and resumed from its checkpoint therefore continues bit for bit as if never stopped.
 use crate::architect::{self, Batch, VirtualStep};
+use crate::checkpoint::{fill_model, no_leftovers, Checkpoint, TensorFile};
 use crate::data::{stream, Dataset};
 use crate::meter::EpochMeter;
 use crate::model::{NetConfig, Supernet};
@@ -17,6 +18,7 @@ use crate::{DartsError, Genotype, Result, Weighting};
 use autograd::Tape;
 use kernels::optim::Adam;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tensor::{Rng, Tensor};
 
@@ -209,32 +211,31 @@ pub enum Outcome {
     Cancelled,
 }
 
-/// A search in progress: the model, both optimizers, the position and the history so far.
+/// A search in progress: the model, both optimizers, the position and the history so far. Its
+/// state is read through accessors and changed only by stepping; [`Search::save`] and
+/// [`Search::load`] write and read all of it.
 pub struct Search {
-    /// Its settings.
-    pub config: SearchConfig,
-    /// The supernet's structure.
-    pub net: Supernet,
-    /// The weights.
-    pub params: ParamStore,
-    /// The BN running statistics.
-    pub bns: BnStore,
+    config: SearchConfig,
+    net: Supernet,
+    params: ParamStore,
+    bns: BnStore,
     /// alphas_normal and alphas_reduce.
-    pub alphas: [Tensor; 2],
-    /// The weights' optimizer.
-    pub sgd: SgdState,
-    /// The alphas' optimizer.
-    pub adam: AdamState,
+    alphas: [Tensor; 2],
+    sgd: SgdState,
+    adam: AdamState,
     /// The next step to run: epoch `epoch`, step `step` within it.
-    pub epoch: usize,
-    /// (See `epoch`.)
-    pub step: usize,
-    /// One record per finished epoch.
-    pub history: Vec<EpochRecord>,
+    epoch: usize,
+    step: usize,
+    history: Vec<EpochRecord>,
     /// The current epoch's steps so far.
-    pub meter: EpochMeter,
+    meter: EpochMeter,
     tape: Tape,
 }
+
+/// The metadata `format` of a search checkpoint.
+const FORMAT: &str = "darts-maxw-search-v1";
+/// The alphas' names, in `Search::alphas` order.
+const ALPHA_NAMES: [&str; 2] = ["alphas_normal", "alphas_reduce"];
 
 impl Search {
     /// A new search for `config` on data with `classes` classes of `in_channels`-channel images.
@@ -293,6 +294,84 @@ impl Search {
             meter: EpochMeter::default(),
             tape: Tape::new(),
         }
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &SearchConfig {
+        &self.config
+    }
+
+    /// The supernet's structure.
+    pub fn net(&self) -> &Supernet {
+        &self.net
+    }
+
+    /// The weights.
+    pub fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    /// The BN running statistics.
+    pub fn bns(&self) -> &BnStore {
+        &self.bns
+    }
+
+    /// alphas_normal and alphas_reduce, each [14, 8].
+    pub fn alphas(&self) -> &[Tensor; 2] {
+        &self.alphas
+    }
+
+    /// The next step to run: (epoch, step within it).
+    pub fn position(&self) -> (usize, usize) {
+        (self.epoch, self.step)
+    }
+
+    /// One record per finished epoch.
+    pub fn history(&self) -> &[EpochRecord] {
+        &self.history
+    }
+
+    /// Saves the whole state: the model under the reference names (weights, BN buffers, alphas),
+    /// both optimizers' buffers, and in the metadata the configuration, the position, the
+    /// current epoch's sums and the history. Written atomically; the file it replaces is kept as
+    /// [`crate::checkpoint::previous`]`(path)`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut c = Checkpoint::new(FORMAT);
+        c.model(&self.params, &self.bns);
+        for (name, a) in ALPHA_NAMES.iter().zip(&self.alphas) {
+            c.tensor(name.to_string(), a);
+        }
+        self.sgd.save(&self.params.names, &mut c);
+        self.adam.save(&ALPHA_NAMES, &mut c);
+        c.meta("config", &self.config);
+        c.meta("net", &self.net.config);
+        c.meta("epoch", &self.epoch);
+        c.meta("step", &self.step);
+        c.meta("epoch_sums", &self.meter.to_array());
+        c.meta("history", &self.history);
+        c.meta(
+            "rng",
+            &format!("derived from seed {} per (epoch, step)", self.config.seed),
+        );
+        c.write_rotating(path)
+    }
+
+    /// Loads a search [`Search::save`] wrote, ready to continue exactly where it stopped.
+    pub fn load(path: &Path) -> Result<Search> {
+        let mut f = TensorFile::open(path)?;
+        f.expect_format(FORMAT, "search checkpoint")?;
+        let config: SearchConfig = f.meta("config")?;
+        let mut init = Supernet::init(f.meta("net")?, &mut Rng::new(0))?;
+        fill_model(&mut f, &mut init.params, &mut init.bns, &mut init.alphas)?;
+        let mut s = Search::from_parts(config, init.net, init.params, init.bns, init.alphas);
+        s.sgd.load(&s.params.names, &mut f)?;
+        s.adam.load(&ALPHA_NAMES, &mut f)?;
+        no_leftovers(&f)?;
+        s.epoch = f.meta("epoch")?;
+        s.step = f.meta("step")?;
+        s.meter = EpochMeter::from_array(f.meta("epoch_sums")?);
+        s.history = f.meta("history")?;
+        Ok(s)
     }
 
     /// Whether every epoch ran.

@@ -2,6 +2,7 @@
 //! gradient clipping, cosine learning rate, drop-path scaled linearly with the epoch, the auxiliary
 //! loss, and crop / flip / cutout augmentation. Like the search, everything random derives from
 //! (seed, epoch, step), so stop-and-resume and any thread count give the same bits.
+use crate::checkpoint::{fill_params, no_leftovers, Checkpoint, TensorFile};
 use crate::data::{augment_into, cutout, stream, Dataset};
 use crate::evalnet::{DropPath, EvalConfig, EvalNet};
 use crate::forward::{count_correct, Logits, Weights};
@@ -13,6 +14,7 @@ use crate::search::Outcome;
 use crate::{DartsError, Genotype, Result};
 use autograd::Tape;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tensor::{Rng, Tensor};
 
@@ -236,23 +238,22 @@ impl Trained {
     }
 }
 
-/// A training run in progress.
+/// A training run in progress. Its state is read through accessors and changed only by
+/// stepping; [`Trainer::save`] and [`Trainer::load`] write and read all of it.
 pub struct Trainer {
-    /// Its settings.
-    pub config: TrainConfig,
-    /// The network being trained.
-    pub model: Trained,
-    /// Its optimizer.
-    pub sgd: SgdState,
-    /// The next epoch to run.
-    pub epoch: usize,
-    /// The next step within it.
-    pub step: usize,
-    /// One record per finished epoch.
-    pub history: Vec<TrainEpoch>,
+    config: TrainConfig,
+    model: Trained,
+    sgd: SgdState,
+    /// The next step to run: epoch `epoch`, step `step` within it.
+    epoch: usize,
+    step: usize,
+    history: Vec<TrainEpoch>,
     /// The current epoch's steps so far.
-    pub meter: EpochMeter,
+    meter: EpochMeter,
 }
+
+/// The metadata `format` of a training checkpoint.
+const FORMAT: &str = "darts-maxw-train-v1";
 
 impl Trainer {
     /// A new run: the network of `genotype` for data of `classes` classes of `in_channels`-channel images.
@@ -294,6 +295,68 @@ impl Trainer {
             history: Vec::new(),
             meter: EpochMeter::default(),
         }
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// The network being trained.
+    pub fn model(&self) -> &Trained {
+        &self.model
+    }
+
+    /// The network being trained, to evaluate or predict with.
+    pub fn model_mut(&mut self) -> &mut Trained {
+        &mut self.model
+    }
+
+    /// The next step to run: (epoch, step within it).
+    pub fn position(&self) -> (usize, usize) {
+        (self.epoch, self.step)
+    }
+
+    /// One record per finished epoch.
+    pub fn history(&self) -> &[TrainEpoch] {
+        &self.history
+    }
+
+    /// Saves the run to resume: the model under the reference names, the momentum buffers, and in
+    /// the metadata the configuration, genotype, size, position, the current epoch's sums and the
+    /// history. Written atomically; the file it replaces is kept as
+    /// [`crate::checkpoint::previous`]`(path)`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let m = &self.model;
+        let mut c = Checkpoint::new(FORMAT);
+        c.model(&m.params, &m.bns);
+        self.sgd.save(&m.params.names, &mut c);
+        c.meta("config", &self.config);
+        c.meta("genotype", &m.net.genotype);
+        c.meta("net", &m.net.config);
+        c.meta("epoch", &self.epoch);
+        c.meta("step", &self.step);
+        c.meta("epoch_sums", &self.meter.to_array());
+        c.meta("history", &self.history);
+        c.write_rotating(path)
+    }
+
+    /// Loads a run [`Trainer::save`] wrote, ready to continue exactly where it stopped.
+    pub fn load(path: &Path) -> Result<Trainer> {
+        let mut f = TensorFile::open(path)?;
+        f.expect_format(FORMAT, "training checkpoint")?;
+        let config: TrainConfig = f.meta("config")?;
+        let genotype: Genotype = f.meta("genotype")?;
+        let mut init = EvalNet::init(f.meta("net")?, &genotype, &mut Rng::new(0))?;
+        fill_params(&mut f, &mut init.params, &mut init.bns)?;
+        let mut t = Trainer::from_parts(config, Trained::new(init.net, init.params, init.bns));
+        t.sgd.load(&t.model.params.names, &mut f)?;
+        no_leftovers(&f)?;
+        t.epoch = f.meta("epoch")?;
+        t.step = f.meta("step")?;
+        t.meter = EpochMeter::from_array(f.meta("epoch_sums")?);
+        t.history = f.meta("history")?;
+        Ok(t)
     }
 
     /// Steps per epoch for `n` training images (whole batches).

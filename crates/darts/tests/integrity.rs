@@ -2,10 +2,10 @@
 //! checkpoint is kept and used as a fallback, and every reader survives arbitrary and mutated bytes
 //! (proptest fuzzing: an error or a value, never a panic, never a huge allocation from a header).
 use darts::checkpoint::{
-    load_model, load_search, load_supernet, load_train, load_with_fallback, previous, save_search,
-    save_tensors, TensorFile,
+    load_model, load_supernet, load_with_fallback, previous, save_tensors, TensorFile,
 };
 use darts::data::{load_cifar10, load_idx, synthetic, SyntheticConfig};
+use darts::train::Trainer;
 use darts::{Genotype, Search, SearchConfig};
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
@@ -45,7 +45,7 @@ fn tiny_search(path: &Path, epochs: usize) -> Search {
     let mut s = Search::new(cfg, data.classes, data.channels).unwrap();
     s.run(&data, &AtomicBool::new(false), &mut |e| {
         if let darts::Event::Epoch(s) = e {
-            save_search(path, s).unwrap();
+            s.save(path).unwrap();
         }
     })
     .unwrap();
@@ -76,32 +76,36 @@ fn a_damaged_tensor_is_refused_by_name_and_the_previous_checkpoint_takes_over() 
     let r = tensor_range(&bad, name);
     bad[r.start + 5] ^= 0x01;
     std::fs::write(&ckpt, &bad).unwrap();
-    let e = err(load_search(&ckpt));
+    let e = err(Search::load(&ckpt));
     assert!(
         e.contains(&format!("tensor {name} fails its checksum"))
             && e.contains("checkpoint.safetensors"),
         "{e}"
     );
-    let (back, warning) = load_with_fallback(&ckpt, load_search).unwrap();
+    let (back, warning) = load_with_fallback(&ckpt, Search::load).unwrap();
     assert!(warning
         .unwrap()
         .contains("resuming from the previous checkpoint"));
-    assert_eq!(back.epoch, 1, "the previous checkpoint is the epoch before");
+    assert_eq!(
+        back.position().0,
+        1,
+        "the previous checkpoint is the epoch before"
+    );
 
     // Damaged metadata (the position) is refused too.
     let mut bad = good.clone();
     let at = bad.windows(9).position(|w| w == b"\"epoch\":\"").unwrap() + 9;
     bad[at] = if bad[at] == b'1' { b'2' } else { b'1' };
     std::fs::write(&ckpt, &bad).unwrap();
-    assert!(err(load_search(&ckpt)).contains("metadata fails its checksum"));
+    assert!(err(Search::load(&ckpt)).contains("metadata fails its checksum"));
 
     // Both damaged: the error says so.
     std::fs::write(previous(&ckpt), &bad).unwrap();
-    assert!(err(load_with_fallback(&ckpt, load_search)).contains("previous checkpoint failed too"));
+    assert!(err(load_with_fallback(&ckpt, Search::load)).contains("previous checkpoint failed too"));
 
     // Intact, it is the finished search.
     std::fs::write(&ckpt, &good).unwrap();
-    assert_eq!(load_search(&ckpt).unwrap().alphas, s.alphas);
+    assert_eq!(Search::load(&ckpt).unwrap().alphas(), s.alphas());
     std::fs::remove_dir_all(&d).unwrap();
 }
 
@@ -223,10 +227,10 @@ proptest! {
         for bytes in [mutate(&small_checkpoint(), &edits, cut), random.clone()] {
             std::fs::write(&p, &bytes).unwrap();
             let _ = TensorFile::open(&p);
-            let _ = load_search(&p);
+            let _ = Search::load(&p);
             let _ = load_supernet(&p);
             let _ = load_model(&p);
-            let _ = load_train(&p);
+            let _ = Trainer::load(&p);
         }
         std::fs::remove_dir_all(&d).unwrap();
     }

@@ -1,7 +1,7 @@
 //! End-to-end behaviour of the search: learning, determinism across thread counts, resume, and the
 //! second-order architecture gradient against finite differences.
 use darts::architect::{self, VirtualStep};
-use darts::checkpoint::{load_search, load_supernet, save_search};
+use darts::checkpoint::load_supernet;
 use darts::data::{synthetic, Dataset, SyntheticConfig};
 use darts::pass::{PassOut, Want};
 use darts::search::EpochRecord;
@@ -39,12 +39,12 @@ fn run(s: &mut Search, d: &Dataset) -> Outcome {
 
 fn bits(s: &Search) -> Vec<u32> {
     let mut v: Vec<u32> = s
-        .alphas
+        .alphas()
         .iter()
         .flat_map(|a| a.data().iter().map(|f| f.to_bits()))
         .collect();
     v.extend(
-        s.params
+        s.params()
             .values
             .iter()
             .flat_map(|p| p.data().iter().map(|f| f.to_bits())),
@@ -85,7 +85,7 @@ fn short_search_on_builtin_data_learns_and_yields_a_valid_genotype() {
             last < 0.8 * first,
             "{weighting:?}: loss went from {first} to {last}"
         );
-        assert_eq!(s.history.len(), 3);
+        assert_eq!(s.history().len(), 3);
         let g = s.genotype();
         g.validate().unwrap();
         assert_eq!(g.normal.len(), 8);
@@ -142,10 +142,10 @@ fn stop_and_resume_equals_an_uninterrupted_run() {
     let dir = std::env::temp_dir().join(format!("darts-resume-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ckpt = dir.join("checkpoint.safetensors");
-    save_search(&ckpt, &first).unwrap();
+    first.save(&ckpt).unwrap();
     drop(first);
-    let mut resumed = load_search(&ckpt).unwrap();
-    assert_eq!((resumed.epoch, resumed.step), (1, 1));
+    let mut resumed = Search::load(&ckpt).unwrap();
+    assert_eq!(resumed.position(), (1, 1));
     assert_eq!(run(&mut resumed, &data), Outcome::Finished);
     assert!(bits(&resumed) == bits(&straight), "resumed run diverged");
     let timeless = |h: &[EpochRecord]| {
@@ -157,14 +157,14 @@ fn stop_and_resume_equals_an_uninterrupted_run() {
             .collect::<Vec<_>>()
     };
     assert_eq!(
-        timeless(&resumed.history),
-        timeless(&straight.history),
+        timeless(resumed.history()),
+        timeless(straight.history()),
         "history (wall-clock times aside)"
     );
 
     // The same file loads as a plain supernet too (as `darts grad` reads it).
     let (_, params, _, alphas) = load_supernet(&ckpt).unwrap();
-    assert_eq!(params.len(), straight.params.len());
+    assert_eq!(params.len(), straight.params().len());
     assert_eq!(alphas[0].dims(), &[14, 8]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -185,7 +185,7 @@ fn cancellation_stops_between_steps() {
             }
         })
         .unwrap();
-    assert_eq!((out, s.epoch, s.step), (Outcome::Cancelled, 0, 3));
+    assert_eq!((out, s.position()), (Outcome::Cancelled, (0, 3)));
 }
 
 /// A tiny smooth two-layer network whose layers are mixed ops over linear maps: h = sum_k

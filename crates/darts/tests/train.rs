@@ -1,7 +1,7 @@
 //! The evaluation network and its training: PyTorch agreement (parameter count, logits), the
 //! auxiliary head, determinism across thread counts, and stop/resume.
 use autograd::Tape;
-use darts::checkpoint::{load_model, load_train, save_train, TensorFile};
+use darts::checkpoint::{load_model, TensorFile};
 use darts::data::Dataset;
 use darts::evalnet::{EvalConfig, EvalNet};
 use darts::forward::Weights;
@@ -140,7 +140,7 @@ fn config() -> TrainConfig {
 }
 
 fn weights_bits(t: &Trainer) -> Vec<u32> {
-    t.model
+    t.model()
         .params
         .values
         .iter()
@@ -184,8 +184,8 @@ fn stop_and_resume_equals_an_uninterrupted_training_run() {
         "darts-train-resume-{}.safetensors",
         std::process::id()
     ));
-    save_train(&path, &first).unwrap();
-    let mut resumed = load_train(&path).unwrap();
+    first.save(&path).unwrap();
+    let mut resumed = Trainer::load(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
     resumed
         .run(&train, Some(&test), &AtomicBool::new(false), &mut |_| {})
@@ -195,7 +195,7 @@ fn stop_and_resume_equals_an_uninterrupted_training_run() {
         "resumed run diverged"
     );
     let accs = |t: &Trainer| {
-        t.history
+        t.history()
             .iter()
             .map(|r| (r.train_loss, r.test_acc))
             .collect::<Vec<_>>()
