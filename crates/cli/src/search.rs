@@ -195,9 +195,17 @@ fn write_outputs(
     write_json(&out.join("summary.json"), summary)
 }
 
+/// How a `darts search` starts: a resumed search (its directory locked), or a new configuration.
+enum Start {
+    Resume(Search, darts::lock::DirLock),
+    New(SearchConfig),
+}
+
 pub fn run(a: SearchArgs) -> Result<u8, Failure> {
-    // Every check passes before anything is written into the output directory.
-    let (mut search, info, out, data, _lock) = match &a.resume {
+    // Every check passes before anything is written into the output directory. A resumed run
+    // brings its search and data spec; a new one its configuration. Either way the data is
+    // loaded once, below.
+    let (start, mut info, out) = match &a.resume {
         Some(dir) => {
             check_resume_flags(&a)?;
             let out = a.out.clone().unwrap_or_else(|| dir.clone());
@@ -208,19 +216,30 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
             if let Some(w) = warning {
                 eprintln!("warning: {w}");
             }
-            let data = load_data(&info.data, info.subset, s.config().seed)?.train;
-            info.check_data(&data.fingerprint(), a.accept_changed_data)?;
-            (s, info, out, data, lock)
+            (Start::Resume(s, lock), info, out)
         }
         None => {
             let config = config_from(&a);
             config.validate()?;
-            let mut info = RunInfo::new(a.data.clone(), a.subset);
+            let info = RunInfo::new(a.data.clone(), a.subset);
             let out = a
                 .out
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("runs/search"));
-            let data = load_data(&info.data, info.subset, config.seed)?.train;
+            (Start::New(config), info, out)
+        }
+    };
+    let seed = match &start {
+        Start::Resume(s, _) => s.config().seed,
+        Start::New(config) => config.seed,
+    };
+    let data = load_data(&info.data, info.subset, seed)?.train;
+    let (mut search, _lock) = match start {
+        Start::Resume(s, lock) => {
+            info.check_data(&data.fingerprint(), a.accept_changed_data)?;
+            (s, lock)
+        }
+        Start::New(config) => {
             info.data_fingerprint = Some(data.fingerprint());
             crate::memory::check(
                 "this search",
@@ -235,7 +254,7 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
             check_steps(&s, &data)?;
             let lock = darts::lock::DirLock::acquire(&out)?;
             refuse_existing_run(&out, "search")?;
-            (s, info, out, data, lock)
+            (s, lock)
         }
     };
     check_steps(&search, &data)?;

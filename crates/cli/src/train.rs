@@ -105,9 +105,18 @@ fn dry_run(
     Ok(0)
 }
 
+/// How a `darts train` starts: a resumed run (its directory locked), or a new genotype and
+/// configuration.
+enum Start {
+    Resume(Trainer, darts::lock::DirLock),
+    New(TrainConfig, Genotype),
+}
+
 pub fn run(a: TrainArgs) -> Result<u8, Failure> {
-    // Every check passes before anything is written into the output directory.
-    let (mut trainer, info, out, splits, _lock) = match &a.resume {
+    // Every check passes before anything is written into the output directory. A resumed run
+    // brings its trainer and data spec; a new one its genotype and configuration. Either way the
+    // data is loaded once, below.
+    let (start, mut info, out) = match &a.resume {
         Some(dir) => {
             if a.genotype.is_some()
                 || a.data.is_some()
@@ -130,17 +139,29 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
             if let Some(w) = warning {
                 eprintln!("warning: {w}");
             }
-            let splits = load_data(&info.data, info.subset, t.config().seed)?;
-            info.check_data(&fingerprint(&splits), a.accept_changed_data)?;
-            (t, info, out, splits, lock)
+            (Start::Resume(t, lock), info, out)
         }
         None => {
             let spec = a.genotype.as_deref().ok_or_else(|| Failure("--genotype FILE|NAME is required (e.g. --genotype DARTS_V2 or runs/search/genotype.json)".into(), 2))?;
             let genotype = Genotype::load(spec)?;
             let cfg = config_from(&a);
             cfg.validate()?;
-            let mut info = RunInfo::new(a.data.clone(), a.subset);
-            let splits = load_data(&info.data, info.subset, cfg.seed)?;
+            let info = RunInfo::new(a.data.clone(), a.subset);
+            let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs/train"));
+            (Start::New(cfg, genotype), info, out)
+        }
+    };
+    let seed = match &start {
+        Start::Resume(t, _) => t.config().seed,
+        Start::New(cfg, _) => cfg.seed,
+    };
+    let splits = load_data(&info.data, info.subset, seed)?;
+    let (mut trainer, _lock) = match start {
+        Start::Resume(t, lock) => {
+            info.check_data(&fingerprint(&splits), a.accept_changed_data)?;
+            (t, lock)
+        }
+        Start::New(cfg, genotype) => {
             info.data_fingerprint = Some(fingerprint(&splits));
             crate::memory::check(
                 "this network",
@@ -161,10 +182,9 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
                 );
             }
             let t = Trainer::new(cfg, &genotype, splits.train.classes, splits.train.channels)?;
-            let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs/train"));
             let lock = darts::lock::DirLock::acquire(&out)?;
             refuse_existing_run(&out, "train")?;
-            (t, info, out, splits, lock)
+            (t, lock)
         }
     };
     info.write(&out)?;
