@@ -417,44 +417,72 @@ impl Trainer {
     /// One SGD step on the next training batch (and the end-of-epoch evaluation after the last).
     pub fn step(&mut self, train: &Dataset, test: Option<&Dataset>) -> Result<TrainStep> {
         let start = std::time::Instant::now();
-        let (b, steps) = (self.config.batch, self.steps_per_epoch(train.len()));
+        let steps = self.steps_per_epoch(train.len());
+        // One generator per (seed, epoch, step): the batch's augmentation, then its drop-path masks.
+        let mut rng = stream(self.config.seed, self.epoch, self.step);
+        let (x, y) = self.batch(train, &mut rng)?;
+        let (lr, drop) = (self.config.schedule().lr(self.epoch), self.drop_prob());
+        let (loss, aux_loss, train_acc) = self.update(x, &y, lr, drop, &mut rng)?;
+        self.meter
+            .add(loss, train_acc, start.elapsed().as_secs_f64());
+        let rec = TrainStep {
+            epoch: self.epoch,
+            step: self.step,
+            steps_per_epoch: steps,
+            lr,
+            loss,
+            aux_loss,
+            train_acc,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        self.step += 1;
+        if self.step == steps {
+            self.end_epoch(test, lr, drop)?;
+        }
+        Ok(rec)
+    }
+
+    /// The current step's batch: the epoch's shuffled order, each image augmented (crop, flip,
+    /// cutout) with draws from `rng`.
+    fn batch(&self, train: &Dataset, rng: &mut Rng) -> Result<(Tensor, Vec<u32>)> {
+        let b = self.config.batch;
         let mut order: Vec<usize> = (0..train.len()).collect();
         stream(self.config.seed, self.epoch, usize::MAX).shuffle(&mut order);
-        let mut rng = stream(self.config.seed, self.epoch, self.step);
         let il = train.image_len();
         let idx = &order[self.step * b..][..b];
         let mut x = vec![0.0; b * il];
         for (slot, &i) in x.chunks_mut(il).zip(idx) {
-            augment_into(train, i, &mut rng, slot);
-            cutout(
-                slot,
-                train.channels,
-                train.height,
-                train.width,
-                self.config.cutout,
-                &mut rng,
-            );
+            augment_into(train, i, rng, slot);
+            let (c, h, w) = (train.channels, train.height, train.width);
+            cutout(slot, c, h, w, self.config.cutout, rng);
         }
         let x = Tensor::from_vec([b, train.channels, train.height, train.width], x)?;
-        let y: Vec<u32> = idx.iter().map(|&i| train.labels[i]).collect();
-        let lr = self.config.schedule().lr(self.epoch);
-        let drop = self.drop_prob();
+        Ok((x, idx.iter().map(|&i| train.labels[i]).collect()))
+    }
 
+    /// One SGD step on batch (x, y) at learning rate `lr`, drop-path probability `drop` (masks
+    /// from `rng`): the main loss plus the auxiliary weight times the auxiliary loss. Returns the
+    /// main loss, the auxiliary loss and the batch accuracy.
+    fn update(
+        &mut self,
+        x: Tensor,
+        y: &[u32],
+        lr: f32,
+        drop: f32,
+        rng: &mut Rng,
+    ) -> Result<(f32, Option<f32>, f32)> {
         let m = &mut self.model;
         let t = &mut m.tape;
         t.reset();
         t.set_grad_enabled(true);
         let mut ctx = Weights::of(&m.params, &mut m.bns).leaves(t, true, true);
         let xv = t.leaf(x, false);
-        let paths = DropPath {
-            prob: drop,
-            rng: &mut rng,
-        };
+        let paths = DropPath { prob: drop, rng };
         let Logits { main: logits, aux } = m.net.forward(t, xv, &mut ctx, Some(paths))?;
-        let main = ops::cross_entropy(t, logits, &y)?;
+        let main = ops::cross_entropy(t, logits, y)?;
         let (loss, aux_loss) = match aux {
             Some(a) => {
-                let al = ops::cross_entropy(t, a, &y)?;
+                let al = ops::cross_entropy(t, a, y)?;
                 (
                     ops::axpy(t, self.config.auxiliary_weight, al, main)?,
                     Some(t.value(al).item()?),
@@ -462,7 +490,6 @@ impl Trainer {
             }
             None => (main, None),
         };
-        let loss_v = t.value(main).item()?;
         if !t.value(loss).item()?.is_finite() {
             return Err(DartsError::NonFinite {
                 epoch: self.epoch,
@@ -470,48 +497,40 @@ impl Trainer {
                 what: "training loss".into(),
             });
         }
-        let acc = count_correct(t.value(logits), &y) as f32 / b as f32;
+        let main_loss = t.value(main).item()?;
+        let acc = count_correct(t.value(logits), y) as f32 / y.len() as f32;
         t.backward(loss)?;
         let grads = ctx.grads(t);
         let gref: Vec<&[f32]> = grads.iter().map(Tensor::data).collect();
         self.sgd
             .step(lr, GradTransform::None, &mut m.params.values, &gref);
+        Ok((main_loss, aux_loss, acc))
+    }
 
-        self.meter.add(loss_v, acc, start.elapsed().as_secs_f64());
-        let rec = TrainStep {
-            epoch: self.epoch,
-            step: self.step,
-            steps_per_epoch: steps,
-            lr,
-            loss: loss_v,
-            aux_loss,
-            train_acc: acc,
-            seconds: start.elapsed().as_secs_f64(),
+    /// Closes the epoch: evaluates on `test` (when given), records the epoch, moves to the next.
+    fn end_epoch(&mut self, test: Option<&Dataset>, lr: f32, drop: f32) -> Result<()> {
+        let eval_start = std::time::Instant::now();
+        let (test_loss, test_acc) = match test {
+            Some(d) => {
+                let e = self.model.evaluate(d, self.config.batch)?;
+                (Some(e.loss), Some(e.accuracy))
+            }
+            None => (None, None),
         };
-        self.step += 1;
-        if self.step == steps {
-            let eval_start = std::time::Instant::now();
-            let (test_loss, test_acc) = match test {
-                Some(d) => {
-                    let e = self.model.evaluate(d, self.config.batch)?;
-                    (Some(e.loss), Some(e.accuracy))
-                }
-                None => (None, None),
-            };
-            self.history.push(TrainEpoch {
-                epoch: self.epoch,
-                lr,
-                drop_path: drop,
-                train_loss: self.meter.mean_loss(),
-                train_acc: self.meter.mean_accuracy(),
-                test_loss,
-                test_acc,
-                seconds: self.meter.seconds() + eval_start.elapsed().as_secs_f64(),
-            });
-            self.epoch += 1;
-            self.step = 0;
-            self.meter = EpochMeter::default();
-        }
-        Ok(rec)
+        self.history.push(TrainEpoch {
+            epoch: self.epoch,
+            lr,
+            drop_path: drop,
+            train_loss: self.meter.mean_loss(),
+            train_acc: self.meter.mean_accuracy(),
+            test_loss,
+            test_acc,
+            // Every step's time plus this evaluation (after the last step was counted).
+            seconds: self.meter.seconds() + eval_start.elapsed().as_secs_f64(),
+        });
+        self.epoch += 1;
+        self.step = 0;
+        self.meter = EpochMeter::default();
+        Ok(())
     }
 }
