@@ -2,66 +2,27 @@
 //! live under) and memcpy GB/s (the bandwidth peak the elementwise passes live under).
 //! `cargo bench --bench kernels` (single thread, then all threads where the kernel is parallel).
 use kernels::conv::ConvGeom;
-use kernels::gemm::{sgemm, Trans};
 use kernels::{depthwise, maxw, optim};
-use std::time::Instant;
 
-/// Median seconds of `reps` runs of `f` after one warm-up run.
-fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
-    f();
-    let mut t: Vec<f64> = (0..reps)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[reps / 2]
-}
-
-fn data(n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
-        .collect()
-}
+use kernels::peak::{median_seconds as time, test_data as data};
 
 fn main() {
     let threads = rayon::current_num_threads();
     println!("machine: {} threads available\n", threads);
 
-    // sgemm peak: square products, one thread, and one per thread in parallel (as the convs use it).
-    let n = 512;
-    let (a, b) = (data(n * n), data(n * n));
-    let flops = 2.0 * (n * n * n) as f64;
-    let mut c = vec![0.0; n * n];
-    let one = time(5, || {
-        sgemm(n, n, n, 1.0, &a, Trans::N, &b, Trans::N, 0.0, &mut c)
-    });
-    let mut cs = vec![vec![0.0f32; n * n]; threads];
-    let all = time(5, || {
-        use rayon::prelude::*;
-        cs.par_iter_mut()
-            .for_each(|c| sgemm(n, n, n, 1.0, &a, Trans::N, &b, Trans::N, 0.0, c));
-    });
-    let peak1 = flops / one / 1e9;
-    let peak = flops * threads as f64 / all / 1e9;
-    println!("sgemm {n}x{n}x{n}: {peak1:.1} GFLOP/s on 1 thread, {peak:.1} GFLOP/s on {threads} (the compute peak)");
+    // sgemm peak (square products, one thread, and one per thread in parallel as the convs use
+    // it) and memcpy bandwidth on a buffer well beyond the caches.
+    let p = kernels::peak::measure(5);
+    let (peak1, peak) = (p.gflops_1, p.gflops_all);
+    println!("sgemm 512x512x512: {peak1:.1} GFLOP/s on 1 thread, {peak:.1} GFLOP/s on {threads} (the compute peak)");
+    let memcpy = p.gbs();
+    println!(
+        "memcpy 128 MiB: {:.1} GB/s on 1 thread, {:.1} GB/s on {threads} (read + write); peak {memcpy:.1} GB/s\n",
+        p.gbs_1, p.gbs_all
+    );
 
-    // memcpy bandwidth on a buffer well beyond the caches.
-    let len = 1 << 25; // 128 MiB
+    let len = 1 << 25; // 128 MiB buffers for the memory-bound kernels below
     let src = data(len);
-    let mut dst = vec![0.0f32; len];
-    let t1 = time(5, || dst.copy_from_slice(&src));
-    let tn = time(5, || {
-        use rayon::prelude::*;
-        dst.par_chunks_mut(1 << 16)
-            .zip(src.par_chunks(1 << 16))
-            .for_each(|(d, s)| d.copy_from_slice(s));
-    });
-    let (m1, mn) = (8.0 * len as f64 / t1 / 1e9, 8.0 * len as f64 / tn / 1e9); // read + write
-    let memcpy = m1.max(mn);
-    println!("memcpy {} MiB: {m1:.1} GB/s on 1 thread, {mn:.1} GB/s on {threads} (read + write); peak {memcpy:.1} GB/s\n", (len * 4) >> 20);
 
     // Max-W rows: reads alpha, writes p and w (12 bytes per element).
     let rows = len / 8;

@@ -25,6 +25,7 @@ pub mod linear;
 pub mod maxw;
 pub mod optim;
 pub mod par;
+pub mod peak;
 pub mod pool;
 pub mod simd;
 pub mod softmax;

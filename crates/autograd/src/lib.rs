@@ -17,10 +17,12 @@
 mod gradcheck;
 mod inspect;
 mod pool;
+mod profile;
 mod tape;
 
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport, Mismatch};
 pub use inspect::{NodeInfo, Stats};
+pub use profile::{Cost, OpProfile, Profile, Work};
 pub use tape::{Backward, GradSlots, Tape, Var};
 pub use tensor::{Error, Result, Shape, Tensor};
 

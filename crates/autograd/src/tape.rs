@@ -1,5 +1,7 @@
 use crate::inspect::Stats;
 use crate::pool::BufferPool;
+use crate::profile::{Cost, Profile, Work};
+use std::time::Instant;
 use tensor::{Error, Result, Shape, Tensor};
 
 /// A handle to a node of a [`Tape`]: its index, plus the tape generation it belongs to (a handle
@@ -63,6 +65,20 @@ pub trait Backward: Send + Sync {
         grad_out: &Tensor,
         grads: &mut GradSlots,
     );
+
+    /// The work of this op's forward and backward, for [`Tape::take_profile`]; by default an
+    /// elementwise op's ([`Cost::elementwise`]). Ops whose work is not one pass over their tensors
+    /// (convolutions, pools, reductions) say what theirs is.
+    fn cost(&self, inputs: &[&Tensor], output: &Tensor) -> Cost {
+        Cost::elementwise(inputs, output)
+    }
+}
+
+/// Profiling state: totals per op, each node's cost (for its backward), the last record's time.
+struct Profiler {
+    ops: Profile,
+    costs: Vec<Cost>,
+    mark: Instant,
 }
 
 pub(crate) struct Node {
@@ -86,6 +102,7 @@ pub struct Tape {
     record_grad_stats: bool,
     scopes: Vec<String>,
     pool: BufferPool,
+    profiler: Option<Profiler>,
 }
 
 impl Default for Tape {
@@ -106,6 +123,7 @@ impl Tape {
             record_grad_stats: false,
             scopes: Vec::new(),
             pool: BufferPool::default(),
+            profiler: None,
         }
     }
 
@@ -121,6 +139,43 @@ impl Tape {
         self.nodes.clear();
         self.scopes.clear();
         self.generation = self.generation.wrapping_add(1);
+        if let Some(p) = &mut self.profiler {
+            p.costs.clear();
+            p.mark = Instant::now();
+        }
+    }
+
+    // ---- profiling ----
+
+    /// Records, per op name, calls, forward and backward time and work ([`Tape::take_profile`]),
+    /// until switched off. Off by default: then nothing is timed.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profiler = on.then(|| Profiler {
+            ops: Profile::new(),
+            costs: vec![Cost::default(); self.nodes.len()],
+            mark: Instant::now(),
+        });
+    }
+
+    /// The totals recorded since profiling was switched on or last taken (empty when it is off).
+    pub fn take_profile(&mut self) -> Profile {
+        self.profiler
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.ops))
+            .unwrap_or_default()
+    }
+
+    /// Adds a recorded node's forward: the time since the previous record, and its work.
+    fn profile_forward(&mut self, op: &'static str, cost: Cost) {
+        if let Some(p) = &mut self.profiler {
+            let now = Instant::now();
+            let e = p.ops.entry(op).or_default();
+            e.calls += 1;
+            e.forward_seconds += (now - p.mark).as_secs_f64();
+            e.forward += cost.forward;
+            p.costs.push(cost);
+            p.mark = now;
+        }
     }
 
     /// Number of nodes recorded since the last reset.
@@ -175,6 +230,13 @@ impl Tape {
     /// A leaf node (input or parameter). Leaves that require grad keep their gradient after backward.
     pub fn leaf(&mut self, value: Tensor, requires_grad: bool) -> Var {
         let requires_grad = requires_grad && self.grad_enabled;
+        let n = value.numel() as f64;
+        // A leaf's work is the copy that made it (a read and a write); it has no backward.
+        let copy = Cost {
+            forward: Work::new(0.0, 2.0 * n),
+            backward: Work::default(),
+        };
+        self.profile_forward("leaf", copy);
         self.push_node(
             value,
             "leaf",
@@ -219,6 +281,11 @@ impl Tape {
         }
         let requires_grad =
             self.grad_enabled && inputs.iter().any(|v| self.nodes[v.index].requires_grad);
+        if self.profiler.is_some() {
+            let in_values: Vec<&Tensor> = inputs.iter().map(|v| &self.values[v.index]).collect();
+            let cost = backward.cost(&in_values, &value);
+            self.profile_forward(op, cost);
+        }
         let backward: Option<Box<dyn Backward>> =
             requires_grad.then(|| Box::new(backward) as Box<dyn Backward>);
         self.push_node(value, op, inputs.to_vec(), backward, requires_grad, false)
@@ -371,6 +438,7 @@ impl Tape {
                 self.nodes[i].grad_stats = Some(Stats::of(grad_out.data()));
             }
             if let Some(bw) = self.nodes[i].backward.take() {
+                let started = self.profiler.is_some().then(Instant::now);
                 let inputs = self.nodes[i].inputs.clone();
                 // Each input's slot is its accumulated gradient so far (or zeros): ops add into it.
                 // An input used twice gets a fresh zero slot the second time; it is added back below.
@@ -403,12 +471,20 @@ impl Tape {
                         self.add_grad(v.index, g);
                     }
                 }
+                if let (Some(p), Some(t0)) = (&mut self.profiler, started) {
+                    let e = p.ops.entry(self.nodes[i].op).or_default();
+                    e.backward_seconds += t0.elapsed().as_secs_f64();
+                    e.backward += p.costs.get(i).map_or(Work::default(), |c| c.backward);
+                }
             }
             if self.nodes[i].keep_grad {
                 self.grads[i] = Some(grad_out);
             } else {
                 self.pool.give(grad_out.into_vec());
             }
+        }
+        if let Some(p) = &mut self.profiler {
+            p.mark = Instant::now();
         }
         Ok(())
     }

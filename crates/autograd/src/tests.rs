@@ -177,3 +177,40 @@ fn pool_does_not_grow_with_outside_buffers() {
     }
     assert!(held[19] <= held[5], "pool keeps growing: {held:?}");
 }
+
+/// Profiling counts each op's calls and adds its stated work: forward for every recorded call,
+/// backward only where a backward ran; leaves are the copies that made them; across a reset the
+/// totals keep adding up until taken.
+#[test]
+fn profile_counts_calls_and_work_per_op() {
+    let mut tape = Tape::new();
+    tape.set_profiling(true);
+    for grad in [true, false] {
+        tape.reset();
+        tape.set_grad_enabled(grad);
+        let x = tape.leaf(t(&[1.0, 2.0, -3.0]), true);
+        let y = mul(&mut tape, x, x);
+        let l = sum(&mut tape, y, 0.0);
+        if grad {
+            tape.backward(l).unwrap();
+        }
+    }
+    let p = tape.take_profile();
+    let (leaf, m, s) = (&p["leaf"], &p["mul"], &p["sum"]);
+    assert_eq!((leaf.calls, m.calls, s.calls), (2, 2, 2));
+    // Leaf: 3 values copied (read + write) per call.
+    assert_eq!(leaf.forward, Work::new(0.0, 2.0 * 2.0 * 3.0));
+    // mul (elementwise default): forward 3 ops over 3 + 3 in, 3 out; backward once: 6 ops,
+    // dy (3) + 3 x (inputs 3 + 3) values.
+    assert_eq!(m.forward, Work::new(2.0 * 3.0, 2.0 * 9.0));
+    assert_eq!(m.backward, Work::new(6.0, 3.0 + 3.0 * 6.0));
+    assert!(m.forward_seconds >= 0.0 && m.backward_seconds > 0.0);
+    assert!(tape.take_profile().is_empty(), "taken totals start over");
+    tape.set_profiling(false);
+    let x = tape.leaf(t(&[1.0]), false);
+    mul(&mut tape, x, x);
+    assert!(
+        tape.take_profile().is_empty(),
+        "nothing is recorded while off"
+    );
+}

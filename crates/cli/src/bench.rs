@@ -1,5 +1,7 @@
 //! `darts bench`: the median wall time of one DARTS search step (architecture step on a val batch,
 //! then weight step on a train batch) on random data after a warm-up step, and peak memory.
+//! `--roofline` also profiles the timed steps per op family and sets each family's time against
+//! the lower bound this machine's measured sgemm and memcpy peaks give its work.
 use crate::Failure;
 use darts::data::Dataset;
 use darts::{Order, Search, SearchConfig, Weighting};
@@ -24,6 +26,9 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Per op family: time, FLOPs, bytes, achieved rates and the bound from this machine's peaks.
+    #[arg(long)]
+    roofline: bool,
 }
 
 /// Peak resident memory of this process in bytes (Linux `VmHWM`), if known.
@@ -64,6 +69,7 @@ pub fn run(a: BenchArgs) -> Result<u8, Failure> {
     };
     let mut search = Search::new(cfg, 10, 3)?;
     search.step(&data)?; // warm-up: buffers allocated, pages touched
+    search.set_profiling(a.roofline);
     let mut times: Vec<f64> = (0..a.steps)
         .map(|_| {
             let t = Instant::now();
@@ -77,6 +83,9 @@ pub fn run(a: BenchArgs) -> Result<u8, Failure> {
         (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0
     };
     let rss = peak_rss();
+    let roofline = a
+        .roofline
+        .then(|| Roofline::new(&search.take_profile(), a.steps, kernels::peak::measure(3)));
     let j = json!({
         "engine": "darts-maxw",
         "preset": a.preset,
@@ -88,6 +97,7 @@ pub fn run(a: BenchArgs) -> Result<u8, Failure> {
         "step_seconds": times,
         "peak_rss_bytes": rss,
         "parameters": search.params().numel(),
+        "roofline": roofline.as_ref().map(|r| r.to_json(median)),
     });
     if a.json {
         println!("{j}");
@@ -104,8 +114,120 @@ pub fn run(a: BenchArgs) -> Result<u8, Failure> {
             times[times.len() - 1],
             rss.map_or("unknown".into(), |b| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64))
         );
+        if let Some(r) = &roofline {
+            print!("{}", r.table(median));
+        }
     }
     Ok(0)
+}
+
+/// The op families of a search step, and which op names belong to each.
+const FAMILIES: [(&str, &[&str]); 7] = [
+    ("dense conv", &["conv2d", "conv2d_bn"]),
+    ("depthwise", &["depthwise_conv2d"]),
+    ("pools", &["max_pool2d", "avg_pool2d", "pool2d_bn"]),
+    ("BN", &["batch_norm"]),
+    ("Max-W", &["maxw", "softmax"]),
+    ("optimizer", &["sgd_step", "adam_step"]),
+    ("elementwise", &[]), // every other op: adds, ReLU, mixed sums, copies, layout, loss
+];
+
+/// One family's totals per step.
+#[derive(Default)]
+struct Family {
+    seconds: f64,
+    flops: f64,
+    bytes: f64,
+    /// Sum over its ops of max(flops / compute peak, bytes / bandwidth peak).
+    bound: f64,
+}
+
+/// A step's time per op family against the bounds of this machine's peaks.
+struct Roofline {
+    families: Vec<(&'static str, Family)>,
+    peaks: kernels::peak::Peaks,
+}
+
+impl Roofline {
+    fn new(profile: &autograd::Profile, steps: usize, peaks: kernels::peak::Peaks) -> Roofline {
+        let (gflops, gbs) = (peaks.gflops() * 1e9, peaks.gbs() * 1e9);
+        let mut families: Vec<(&str, Family)> = FAMILIES
+            .iter()
+            .map(|(n, _)| (*n, Family::default()))
+            .collect();
+        for (op, p) in profile {
+            let at = FAMILIES
+                .iter()
+                .position(|(_, ops)| ops.contains(op))
+                .unwrap_or(FAMILIES.len() - 1);
+            let f = &mut families[at].1;
+            let per_step = 1.0 / steps as f64;
+            let (flops, bytes) = (
+                p.forward.flops + p.backward.flops,
+                p.forward.bytes + p.backward.bytes,
+            );
+            f.seconds += (p.forward_seconds + p.backward_seconds) * per_step;
+            f.flops += flops * per_step;
+            f.bytes += bytes * per_step;
+            // Forward and backward are separate passes: each bounded on its own.
+            let bound = |w: autograd::Work| (w.flops / gflops).max(w.bytes / gbs);
+            f.bound += (bound(p.forward) + bound(p.backward)) * per_step;
+        }
+        Roofline { families, peaks }
+    }
+
+    fn bound(&self) -> f64 {
+        self.families.iter().map(|(_, f)| f.bound).sum()
+    }
+
+    fn table(&self, step: f64) -> String {
+        let p = &self.peaks;
+        let mut s = format!(
+            "\nthis machine: sgemm {:.1} GFLOP/s (1 thread {:.1}), memcpy {:.1} GB/s (1 thread {:.1}), {} threads\n\n",
+            p.gflops(), p.gflops_1, p.gbs(), p.gbs_1, p.threads
+        );
+        s += "| family | time s | of step | GFLOP | GB | GFLOP/s | GB/s | bound s | time / bound |\n";
+        s += "|---|---|---|---|---|---|---|---|---|\n";
+        for (name, f) in &self.families {
+            s += &format!(
+                "| {name} | {:.4} | {:.1} % | {:.3} | {:.3} | {:.1} | {:.1} | {:.4} | {:.1} |\n",
+                f.seconds,
+                100.0 * f.seconds / step,
+                f.flops / 1e9,
+                f.bytes / 1e9,
+                f.flops / f.seconds.max(1e-12) / 1e9,
+                f.bytes / f.seconds.max(1e-12) / 1e9,
+                f.bound,
+                f.seconds / f.bound.max(1e-12),
+            );
+        }
+        let profiled: f64 = self.families.iter().map(|(_, f)| f.seconds).sum();
+        s += &format!(
+            "\nstep {step:.3} s, bound {:.3} s, X/Y {:.2} (ops and optimizer profiled: {profiled:.3} s; the rest is between them)\n",
+            self.bound(),
+            step / self.bound()
+        );
+        s
+    }
+
+    fn to_json(&self, step: f64) -> serde_json::Value {
+        let families: serde_json::Map<String, serde_json::Value> = self
+            .families
+            .iter()
+            .map(|(n, f)| {
+                let v = json!({"seconds": f.seconds, "flops": f.flops, "bytes": f.bytes, "bound_seconds": f.bound});
+                (n.to_string(), v)
+            })
+            .collect();
+        json!({
+            "peak_gflops": self.peaks.gflops(),
+            "peak_gbs": self.peaks.gbs(),
+            "families": families,
+            "step_seconds": step,
+            "bound_seconds": self.bound(),
+            "step_over_bound": step / self.bound(),
+        })
+    }
 }
 
 /// The flag value of an option enum (`maxw`, `second`).

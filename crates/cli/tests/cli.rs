@@ -249,3 +249,53 @@ fn ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run() {
     );
     assert_eq!(final_state(&resumed), final_state(&straight));
 }
+
+/// `darts bench --roofline` profiles every op family of a search step: each has time, work and a
+/// bound from the measured peaks, and the families' times account for the step.
+#[test]
+fn bench_roofline_reports_each_family_of_the_step() {
+    let out = darts(&[
+        "bench",
+        "--preset",
+        "tiny",
+        "--steps",
+        "1",
+        "--threads",
+        "1",
+        "--roofline",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &j["roofline"];
+    let f = r["families"].as_object().unwrap();
+    let names = [
+        "dense conv",
+        "depthwise",
+        "pools",
+        "BN",
+        "Max-W",
+        "optimizer",
+        "elementwise",
+    ];
+    assert_eq!(f.len(), names.len());
+    for name in names {
+        let fam = &f[name];
+        for key in ["seconds", "flops", "bytes", "bound_seconds"] {
+            let v = fam[key].as_f64().unwrap();
+            // The search network's BN with affine parameters is the stem's only (plain batch_norm).
+            assert!(v > 0.0, "{name}: {key} = {v}");
+        }
+    }
+    let profiled: f64 = f.values().map(|v| v["seconds"].as_f64().unwrap()).sum();
+    let step = r["step_seconds"].as_f64().unwrap();
+    assert!(
+        profiled <= step * 1.01 && profiled > 0.5 * step,
+        "{profiled} of {step}"
+    );
+    assert!(r["peak_gflops"].as_f64().unwrap() > 0.0 && r["peak_gbs"].as_f64().unwrap() > 0.0);
+}

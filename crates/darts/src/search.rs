@@ -15,7 +15,7 @@ use crate::params::{BnStore, ParamStore};
 use crate::pass::{pass, Model, PassOut, Want};
 use crate::schedule::{LrSchedule, Schedule};
 use crate::{DartsError, Genotype, Result, Weighting};
-use autograd::Tape;
+use autograd::{Profile, Tape, Work};
 use kernels::optim::Adam;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -230,6 +230,8 @@ pub struct Search {
     /// The current epoch's steps so far.
     meter: EpochMeter,
     tape: Tape,
+    /// While profiling: the optimizer steps' totals (the tape keeps the ops').
+    optimizer_profile: Option<Profile>,
 }
 
 /// The metadata `format` of a search checkpoint.
@@ -293,6 +295,7 @@ impl Search {
             history: Vec::new(),
             meter: EpochMeter::default(),
             tape: Tape::new(),
+            optimizer_profile: None,
         }
     }
 
@@ -372,6 +375,36 @@ impl Search {
         s.meter = EpochMeter::from_array(f.meta("epoch_sums")?);
         s.history = f.meta("history")?;
         Ok(s)
+    }
+
+    /// Times every op of every pass and both optimizer steps from now on, for
+    /// [`Search::take_profile`]. Off by default: then nothing is timed.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.tape.set_profiling(on);
+        self.optimizer_profile = on.then(Profile::new);
+    }
+
+    /// Per op (`conv2d_bn`, `leaf`, ..., and the optimizers `sgd_step`, `adam_step`): calls, time
+    /// and work since profiling was switched on or last taken.
+    pub fn take_profile(&mut self) -> Profile {
+        let mut p = self.tape.take_profile();
+        if let Some(o) = &mut self.optimizer_profile {
+            p.append(o);
+        }
+        p
+    }
+
+    /// Runs `f` and, while profiling, adds its time and `work` to optimizer entry `name`.
+    fn timed<R>(&mut self, name: &'static str, work: Work, f: impl FnOnce(&mut Search) -> R) -> R {
+        let start = std::time::Instant::now();
+        let r = f(self);
+        if let Some(p) = &mut self.optimizer_profile {
+            let e = p.entry(name).or_default();
+            e.calls += 1;
+            e.forward_seconds += start.elapsed().as_secs_f64();
+            e.forward += work;
+        }
+        r
     }
 
     /// Whether every epoch ran.
@@ -569,8 +602,11 @@ impl Search {
             return Err(self.non_finite("validation loss"));
         }
         let grads: Vec<&[f32]> = arch.alpha_grads.iter().map(Tensor::data).collect();
-        self.adam
-            .step(self.config.grad_transform, &mut self.alphas, &grads);
+        let n = self.alphas.iter().map(Tensor::numel).sum::<usize>() as f64;
+        // Adam reads a, g, m, v and writes a, m, v: about 12 operations per value.
+        self.timed("adam_step", Work::new(12.0 * n, 7.0 * n), |s| {
+            s.adam.step(s.config.grad_transform, &mut s.alphas, &grads)
+        });
 
         // Weight step on the training batch.
         let train = self.run_pass(
@@ -586,12 +622,12 @@ impl Search {
             return Err(self.non_finite("training loss"));
         }
         let grads: Vec<&[f32]> = train.weight_grads.iter().map(Tensor::data).collect();
-        let grad_norm = self.sgd.step(
-            lr,
-            self.config.grad_transform,
-            &mut self.params.values,
-            &grads,
-        );
+        let n = self.params.numel() as f64;
+        // The norm pass reads g; the update reads w, g, v and writes w, v: 9 operations per value.
+        let grad_norm = self.timed("sgd_step", Work::new(9.0 * n, 6.0 * n), |s| {
+            s.sgd
+                .step(lr, s.config.grad_transform, &mut s.params.values, &grads)
+        });
         if !self
             .params
             .values

@@ -90,6 +90,10 @@ impl Backward for BnBack {
         );
         grads.recycle(scratch);
     }
+
+    fn cost(&self, _: &[&Tensor], y: &Tensor) -> autograd::Cost {
+        crate::cost::batch_norm(y.numel())
+    }
 }
 
 /// Batch norm of x `[N, C, H, W]` (or `[N, C]`) per channel. `affine` = (gamma, beta), each `[C]`.

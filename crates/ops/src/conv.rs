@@ -108,6 +108,10 @@ impl Backward for ConvBack {
         }
         grads.recycle(col);
     }
+
+    fn cost(&self, _: &[&Tensor], _: &Tensor) -> autograd::Cost {
+        crate::cost::conv(&self.0)
+    }
 }
 
 /// The dense conv's output for a checked geometry, its im2col columns borrowed from the tape's pool.
@@ -139,6 +143,10 @@ impl Backward for DepthwiseBack {
             kdw::backward_weight(geom, x, g.data(), dw.data_mut());
         }
     }
+
+    fn cost(&self, _: &[&Tensor], _: &Tensor) -> autograd::Cost {
+        crate::cost::conv(&self.0)
+    }
 }
 
 /// Depthwise 2-D convolution: x [N, C, H, W], w [C, 1, kh, kw] -> [N, C, Ho, Wo]. `o.groups` is
@@ -169,6 +177,10 @@ impl Backward for ConvBnBack {
         let dz = self.1.input_grad(y, g, grads);
         ConvBack(self.0).backward(inputs, y, &dz, grads);
         grads.recycle(dz.into_vec());
+    }
+
+    fn cost(&self, _: &[&Tensor], y: &Tensor) -> autograd::Cost {
+        crate::cost::then_bn(crate::cost::conv(&self.0), y.numel())
     }
 }
 
@@ -271,6 +283,48 @@ mod tests {
             let running = RunningStats { mean: vec![0.1; c], var: vec![0.7; c] };
             check(|t, v| conv2d_bn(t, v[0], v[1], o, Some(&mut running.clone()), eval), &[x, w], 28);
         }
+    }
+
+    /// The work a profiling tape hears, by hand: x [2, 4, 6, 6], grouped w [6, 2, 3, 3] (groups
+    /// 2), stride 1, padding 1 -> y [2, 6, 6, 6]; each output value takes 2 * 3 * 3 multiply-adds.
+    /// Depthwise [4, 1, 3, 3] on the same x: 1 * 3 * 3 per output value.
+    #[test]
+    fn profiled_work_is_the_multiply_adds_and_the_tensors() {
+        let mut t = Tape::new();
+        t.set_profiling(true);
+        let x = t.leaf(Tensor::zeros([2, 4, 6, 6]), true);
+        let w = t.leaf(Tensor::zeros([6, 2, 3, 3]), true);
+        let dw = t.leaf(Tensor::zeros([4, 1, 3, 3]), true);
+        let o = Conv2dOptions {
+            padding: 1,
+            groups: 2,
+            ..Default::default()
+        };
+        let y = conv2d(&mut t, x, w, o).unwrap();
+        let z = depthwise_conv2d(&mut t, x, dw, o).unwrap();
+        let ly = crate::sum(&mut t, y).unwrap();
+        let lz = crate::sum(&mut t, z).unwrap();
+        let l = crate::add(&mut t, ly, lz).unwrap();
+        t.backward(l).unwrap();
+        let p = t.take_profile();
+        let (xs, ys, zs) = (2.0 * 4.0 * 36.0, 2.0 * 6.0 * 36.0, 2.0 * 4.0 * 36.0);
+        let (c, d) = (&p["conv2d"], &p["depthwise_conv2d"]);
+        assert_eq!(
+            c.forward,
+            autograd::Work::new(2.0 * ys * 18.0, xs + 108.0 + ys)
+        );
+        assert_eq!(
+            c.backward,
+            autograd::Work::new(4.0 * ys * 18.0, ys + 3.0 * (xs + 108.0))
+        );
+        assert_eq!(
+            d.forward,
+            autograd::Work::new(2.0 * zs * 9.0, xs + 36.0 + zs)
+        );
+        assert_eq!(
+            d.backward,
+            autograd::Work::new(4.0 * zs * 9.0, zs + 3.0 * (xs + 36.0))
+        );
     }
 
     #[test]

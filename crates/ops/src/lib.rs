@@ -77,6 +77,7 @@
 mod batchnorm;
 mod check;
 mod conv;
+mod cost;
 mod elementwise;
 mod layout;
 mod linear;

@@ -27,6 +27,17 @@ impl Backward for LinearBack {
             db,
         );
     }
+
+    /// An [n, di] x [di, dout] product forward, two of them backward (dx and dW).
+    fn cost(&self, inputs: &[&Tensor], y: &Tensor) -> autograd::Cost {
+        let (n, di, dout) = (self.0 as f64, self.1 as f64, self.2 as f64);
+        let (x, w) = (inputs[0].numel() as f64, inputs[1].numel() as f64);
+        let y = y.numel() as f64;
+        autograd::Cost {
+            forward: autograd::Work::new(2.0 * n * di * dout, x + w + y),
+            backward: autograd::Work::new(4.0 * n * di * dout, y + x + w + 2.0 * (x + w)),
+        }
+    }
 }
 
 /// y `[N, out]` = x `[N, in]` W^T + b, with W `[out, in]` and optional b `[out]`.

@@ -28,6 +28,15 @@ impl Backward for WeightedSumBack {
             }
         }
     }
+
+    /// K terms: forward K multiply-adds per output value; backward K dots and K axpys.
+    fn cost(&self, _: &[&Tensor], y: &Tensor) -> autograd::Cost {
+        let (k, n) = (self.columns.len() as f64, y.numel() as f64);
+        autograd::Cost {
+            forward: autograd::Work::new(2.0 * k * n, (k + 1.0) * n),
+            backward: autograd::Work::new(4.0 * k * n, n + 3.0 * k * n),
+        }
+    }
 }
 
 /// sum over `terms` (k, x_k) of `weights[row, k] * x_k`. `weights` is `[rows, K]` (or `[K]` with row 0);

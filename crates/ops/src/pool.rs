@@ -55,6 +55,10 @@ impl Backward for MaxBack {
             kp::max_backward(&self.0, g.data(), &self.1, dx.data_mut());
         }
     }
+
+    fn cost(&self, _: &[&Tensor], _: &Tensor) -> autograd::Cost {
+        crate::cost::pool(&self.0, true)
+    }
 }
 
 /// Max over each window; the gradient goes to the first maximum of the window.
@@ -74,6 +78,10 @@ impl Backward for AvgBack {
         if let Some(dx) = grads[0].as_mut() {
             kp::avg_backward(&self.0, g.data(), dx.data_mut());
         }
+    }
+
+    fn cost(&self, _: &[&Tensor], _: &Tensor) -> autograd::Cost {
+        crate::cost::pool(&self.0, false)
     }
 }
 
@@ -110,6 +118,11 @@ impl Backward for PoolBnBack {
             PoolKind::Avg => kp::avg_backward(&self.0, dz.data(), dx),
         }
         grads.recycle(dz.into_vec());
+    }
+
+    fn cost(&self, _: &[&Tensor], y: &Tensor) -> autograd::Cost {
+        let pool = crate::cost::pool(&self.0, self.1 == PoolKind::Max);
+        crate::cost::then_bn(pool, y.numel())
     }
 }
 
