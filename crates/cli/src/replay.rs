@@ -129,6 +129,6 @@ pub fn run(a: ReplayArgs) -> Result<u8, Failure> {
             }))
         );
     }
-    save_supernet(&a.out, &search.params(), &search.bns(), &search.alphas())?;
+    save_supernet(&a.out, search.params(), search.bns(), search.alphas())?;
     Ok(0)
 }

@@ -26,7 +26,7 @@ fn esc(s: &str) -> String {
 fn fmt_num(v: &Value) -> String {
     match v.as_f64() {
         Some(f) if v.is_f64() => format!("{f:.4}"),
-        _ => esc(&v.to_string().trim_matches('"').to_string()),
+        _ => esc(v.to_string().trim_matches('"')),
     }
 }
 
@@ -84,9 +84,9 @@ pub(crate) fn page(dir: &Path) -> Result<String, Failure> {
             .filter(|(_, v)| !v.is_object() && !v.is_array())
             .map(|(k, _)| k)
             .collect();
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<h2>Per epoch</h2><table><tr>{}</tr>\n",
+            "<h2>Per epoch</h2><table><tr>{}</tr>",
             cols.iter()
                 .map(|c| format!("<th>{}</th>", esc(c)))
                 .collect::<String>()

@@ -168,11 +168,11 @@ fn write_outputs(
     )?;
     write(
         "alphas.csv",
-        &render::alphas_csv(&s.history(), s.config().weighting),
+        &render::alphas_csv(s.history(), s.config().weighting),
     )?;
     write(
         "alphas.svg",
-        &render::alphas_svg(&s.history(), s.config().weighting),
+        &render::alphas_svg(s.history(), s.config().weighting),
     )?;
     let last = s.history().last();
     let summary = json!({
@@ -197,7 +197,7 @@ fn write_outputs(
 
 /// How a `darts search` starts: a resumed search (its directory locked), or a new configuration.
 enum Start {
-    Resume(Search, darts::lock::DirLock),
+    Resume(Box<Search>, darts::lock::DirLock),
     New(SearchConfig),
 }
 
@@ -216,7 +216,7 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
             if let Some(w) = warning {
                 eprintln!("warning: {w}");
             }
-            (Start::Resume(s, lock), info, out)
+            (Start::Resume(Box::new(s), lock), info, out)
         }
         None => {
             let config = config_from(&a);
@@ -237,7 +237,7 @@ pub fn run(a: SearchArgs) -> Result<u8, Failure> {
     let (mut search, _lock) = match start {
         Start::Resume(s, lock) => {
             info.check_data(&data.fingerprint(), a.accept_changed_data)?;
-            (s, lock)
+            (*s, lock)
         }
         Start::New(config) => {
             info.data_fingerprint = Some(data.fingerprint());

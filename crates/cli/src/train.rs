@@ -108,7 +108,7 @@ fn dry_run(
 /// How a `darts train` starts: a resumed run (its directory locked), or a new genotype and
 /// configuration.
 enum Start {
-    Resume(Trainer, darts::lock::DirLock),
+    Resume(Box<Trainer>, darts::lock::DirLock),
     New(TrainConfig, Genotype),
 }
 
@@ -139,7 +139,7 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
             if let Some(w) = warning {
                 eprintln!("warning: {w}");
             }
-            (Start::Resume(t, lock), info, out)
+            (Start::Resume(Box::new(t), lock), info, out)
         }
         None => {
             let spec = a.genotype.as_deref().ok_or_else(|| Failure("--genotype FILE|NAME is required (e.g. --genotype DARTS_V2 or runs/search/genotype.json)".into(), 2))?;
@@ -159,7 +159,7 @@ pub fn run(a: TrainArgs) -> Result<u8, Failure> {
     let (mut trainer, _lock) = match start {
         Start::Resume(t, lock) => {
             info.check_data(&fingerprint(&splits), a.accept_changed_data)?;
-            (t, lock)
+            (*t, lock)
         }
         Start::New(cfg, genotype) => {
             info.data_fingerprint = Some(fingerprint(&splits));
@@ -295,7 +295,7 @@ fn write_outputs(
 ) -> Result<(), Failure> {
     write_atomic(
         &out.join("curves.svg"),
-        render::curves_svg(&trainer.history()).as_bytes(),
+        render::curves_svg(trainer.history()).as_bytes(),
     )?;
     let m = &trainer.model();
     let last = trainer.history().last();

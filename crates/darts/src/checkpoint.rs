@@ -445,7 +445,7 @@ pub(crate) fn fill_model(
 ) -> Result<()> {
     fill_params(f, params, bns)?;
     for (k, name) in ["alphas_normal", "alphas_reduce"].iter().enumerate() {
-        alphas[k] = f.take(name, &alphas[k].dims().to_vec())?;
+        alphas[k] = f.take(name, alphas[k].dims())?;
     }
     Ok(())
 }
@@ -456,7 +456,7 @@ pub(crate) fn fill_params(
     bns: &mut BnStore,
 ) -> Result<()> {
     for (n, v) in params.names.iter().zip(params.values.iter_mut()) {
-        *v = f.take(n, &v.dims().to_vec())?;
+        *v = f.take(n, v.dims())?;
     }
     for ((p, s), nb) in bns
         .prefixes

@@ -126,7 +126,7 @@ impl EvalNet {
     pub fn init(config: EvalConfig, genotype: &Genotype, rng: &mut Rng) -> Result<EvalInit> {
         genotype.validate()?;
         if config.channels < 2
-            || config.channels % 2 != 0
+            || !config.channels.is_multiple_of(2)
             || config.layers < 1
             || config.classes < 2
         {

@@ -32,7 +32,7 @@ impl NetConfig {
     /// Refuses sizes the network cannot have (odd or zero channels, no cells, no classes or image channels).
     pub fn validate(&self) -> Result<()> {
         if self.channels < 2
-            || self.channels % 2 != 0
+            || !self.channels.is_multiple_of(2)
             || self.layers < 1
             || self.classes < 2
             || self.in_channels < 1

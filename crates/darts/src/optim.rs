@@ -79,7 +79,7 @@ impl SgdState {
     /// Reads the buffers [`SgdState::save`] wrote; each must have its parameter's shape.
     pub fn load(&mut self, names: &[String], f: &mut TensorFile) -> Result<()> {
         for (n, v) in names.iter().zip(self.momentum.iter_mut()) {
-            *v = f.take(&format!("optimizer.momentum.{n}"), &v.dims().to_vec())?;
+            *v = f.take(&format!("optimizer.momentum.{n}"), v.dims())?;
         }
         Ok(())
     }
@@ -162,8 +162,8 @@ impl AdamState {
     /// Reads what [`AdamState::save`] wrote; each moment must have its parameter's shape.
     pub fn load(&mut self, names: &[&str], f: &mut TensorFile) -> Result<()> {
         for ((n, m), v) in names.iter().zip(&mut self.m).zip(&mut self.v) {
-            *m = f.take(&format!("optimizer.adam_m.{n}"), &m.dims().to_vec())?;
-            *v = f.take(&format!("optimizer.adam_v.{n}"), &v.dims().to_vec())?;
+            *m = f.take(&format!("optimizer.adam_m.{n}"), m.dims())?;
+            *v = f.take(&format!("optimizer.adam_v.{n}"), v.dims())?;
         }
         self.step = f.meta("adam_step")?;
         Ok(())

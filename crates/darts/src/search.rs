@@ -471,7 +471,7 @@ impl Search {
                 self.config.batch
             )));
         }
-        if data.height % 4 != 0 || data.width % 4 != 0 {
+        if !data.height.is_multiple_of(4) || !data.width.is_multiple_of(4) {
             return Err(DartsError::Config(format!(
                 "image size {}x{} must be divisible by 4 (two reduction cells)",
                 data.height, data.width
