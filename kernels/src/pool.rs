@@ -339,17 +339,19 @@ mod tests {
             prop_oneof![Just(3usize), 1usize..6],
             1usize..4,
             0usize..3,
+            prop_oneof![3 => Just(None), 1 => (1usize..6).prop_map(Some)],
         )
-            .prop_map(|(n, c, h, w, k, s, p)| ConvGeom {
+            .prop_map(|(n, c, h, w, k, s, p, kw)| ConvGeom {
                 n,
                 c_in: c,
                 h,
                 w,
                 c_out: c,
                 kh: k,
-                kw: k,
+                // Mostly square windows (all that ops asks for); sometimes not, as the kernels allow.
+                kw: kw.unwrap_or(k),
                 stride: s,
-                pad: p.min(k / 2),
+                pad: p.min(k / 2).min(kw.unwrap_or(k) / 2),
                 dilation: 1,
                 groups: 1,
                 pre_relu: false,
@@ -364,14 +366,17 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(128))]
         #[test]
         fn simd_matches_reference(
-            (g, x, dy, dx0, ties) in geom().prop_flat_map(|g| (Just(g), vec_f32(g.x_len()), vec_f32(g.y_len()), vec_f32(g.x_len()), any::<bool>()))
+            (g, x, dy, dx0, ties, holes) in geom().prop_flat_map(|g| (Just(g), vec_f32(g.x_len()), vec_f32(g.y_len()), vec_f32(g.x_len()), any::<bool>(), any::<bool>()))
         ) {
             // Rounded inputs make ties common, exercising the first-maximum rule.
             let x: Vec<f32> = if ties { x.iter().map(|v| v.round()).collect() } else { x };
+            // -inf holes (the max pool only): windows that hold nothing but -inf and padding take
+            // the reference's rule for their index.
+            let xm: Vec<f32> = if holes { x.iter().map(|&v| if v < 0.5 { f32::NEG_INFINITY } else { v }).collect() } else { x.clone() };
             let (mut y, mut y_ref) = (vec![0.0; g.y_len()], vec![0.0; g.y_len()]);
             let (mut am, mut am_ref) = (vec![0u32; g.y_len()], vec![0u32; g.y_len()]);
-            max_forward(&g, &x, &mut y, &mut am);
-            reference::max_forward(&g, &x, &mut y_ref, &mut am_ref);
+            max_forward(&g, &xm, &mut y, &mut am);
+            reference::max_forward(&g, &xm, &mut y_ref, &mut am_ref);
             prop_assert_eq!(&y, &y_ref);
             prop_assert_eq!(&am, &am_ref);
             let (mut dx, mut dx_ref) = (dx0.clone(), dx0.clone());
