@@ -212,6 +212,14 @@ impl ForwardCtx<'_> {
         )?)
     }
 
+    /// Both networks' head: global average pooling, then the linear classifier `fc` (weight, bias).
+    pub(crate) fn classifier(&self, t: &mut Tape, x: Var, fc: (usize, usize)) -> Result<Var> {
+        let pooled = ops::global_avg_pool(t, x)?;
+        Ok(t.scoped("classifier", |t| {
+            ops::linear(t, pooled, self.weights[fc.0], Some(self.weights[fc.1]))
+        })?)
+    }
+
     pub(crate) fn rcb(&mut self, t: &mut Tape, x: Var, m: &ReluConvBn) -> Result<Var> {
         self.conv_bn(
             t,

@@ -308,15 +308,7 @@ impl Supernet {
             })?;
             (s0, s1) = (s1, out);
         }
-        let pooled = ops::global_avg_pool(t, s1)?;
-        let main = t.scoped("classifier", |t| {
-            ops::linear(
-                t,
-                pooled,
-                ctx.weights[self.fc.0],
-                Some(ctx.weights[self.fc.1]),
-            )
-        })?;
+        let main = ctx.classifier(t, s1, self.fc)?;
         Ok(Logits { main, aux: None })
     }
 }

@@ -8,7 +8,7 @@
 use crate::architect::{self, Batch, VirtualStep};
 use crate::checkpoint::{fill_model, no_leftovers, Checkpoint, TensorFile};
 use crate::data::{stream, Dataset};
-use crate::meter::EpochMeter;
+use crate::meter::Progress;
 use crate::model::{NetConfig, Supernet};
 use crate::optim::{AdamState, GradTransform, SgdState};
 use crate::params::{BnStore, ParamStore};
@@ -223,12 +223,8 @@ pub struct Search {
     alphas: [Tensor; 2],
     sgd: SgdState,
     adam: AdamState,
-    /// The next step to run: epoch `epoch`, step `step` within it.
-    epoch: usize,
-    step: usize,
-    history: Vec<EpochRecord>,
-    /// The current epoch's steps so far.
-    meter: EpochMeter,
+    /// Position, the current epoch's sums, the finished epochs' records.
+    progress: Progress<EpochRecord>,
     tape: Tape,
     /// While profiling: the optimizer steps' totals (the tape keeps the ops').
     optimizer_profile: Option<Profile>,
@@ -290,10 +286,7 @@ impl Search {
             alphas,
             sgd,
             adam,
-            epoch: 0,
-            step: 0,
-            history: Vec::new(),
-            meter: EpochMeter::default(),
+            progress: Progress::default(),
             tape: Tape::new(),
             optimizer_profile: None,
         }
@@ -326,12 +319,12 @@ impl Search {
 
     /// The next step to run: (epoch, step within it).
     pub fn position(&self) -> (usize, usize) {
-        (self.epoch, self.step)
+        (self.progress.epoch, self.progress.step)
     }
 
     /// One record per finished epoch.
     pub fn history(&self) -> &[EpochRecord] {
-        &self.history
+        &self.progress.history
     }
 
     /// Saves the whole state: the model under the reference names (weights, BN buffers, alphas),
@@ -348,10 +341,7 @@ impl Search {
         self.adam.save(&ALPHA_NAMES, &mut c);
         c.meta("config", &self.config);
         c.meta("net", &self.net.config);
-        c.meta("epoch", &self.epoch);
-        c.meta("step", &self.step);
-        c.meta("epoch_sums", &self.meter.to_array());
-        c.meta("history", &self.history);
+        self.progress.save(&mut c);
         c.meta(
             "rng",
             &format!("derived from seed {} per (epoch, step)", self.config.seed),
@@ -370,10 +360,7 @@ impl Search {
         s.sgd.load(&s.params.names, &mut f)?;
         s.adam.load(&ALPHA_NAMES, &mut f)?;
         no_leftovers(&f)?;
-        s.epoch = f.meta("epoch")?;
-        s.step = f.meta("step")?;
-        s.meter = EpochMeter::from_array(f.meta("epoch_sums")?);
-        s.history = f.meta("history")?;
+        s.progress = Progress::load(&f)?;
         Ok(s)
     }
 
@@ -409,7 +396,7 @@ impl Search {
 
     /// Whether every epoch ran.
     pub fn is_finished(&self) -> bool {
-        self.epoch >= self.config.epochs
+        self.progress.epoch >= self.config.epochs
     }
 
     /// The genotype the current alphas give.
@@ -448,7 +435,7 @@ impl Search {
             }
             let rec = self.step(data)?;
             progress(Event::Step(&rec));
-            if self.step == 0 {
+            if self.progress.step == 0 {
                 progress(Event::Epoch(self));
             }
         }
@@ -482,7 +469,7 @@ impl Search {
 
     /// The training-half and validation-half index orders of `epoch`.
     fn epoch_order(&self, n: usize) -> (Vec<usize>, Vec<usize>) {
-        let mut rng = stream(self.config.seed, self.epoch, usize::MAX);
+        let mut rng = stream(self.config.seed, self.progress.epoch, usize::MAX);
         let half = n / 2;
         let mut train: Vec<usize> = (0..half).collect();
         let mut val: Vec<usize> = (half..n).collect();
@@ -493,8 +480,8 @@ impl Search {
 
     fn non_finite(&self, what: &str) -> DartsError {
         DartsError::NonFinite {
-            epoch: self.epoch,
-            step: self.step,
+            epoch: self.progress.epoch,
+            step: self.progress.step,
             what: what.into(),
         }
     }
@@ -505,23 +492,24 @@ impl Search {
         let b = self.config.batch;
         let steps = self.steps_per_epoch(data.len());
         let (train_idx, val_idx) = self.epoch_order(data.len());
-        let vs = self.step % (val_idx.len() / b).max(1);
-        let mut aug = stream(self.config.seed, self.epoch, self.step);
+        let vs = self.progress.step % (val_idx.len() / b).max(1);
+        let mut aug = stream(self.config.seed, self.progress.epoch, self.progress.step);
         let augment = self.config.augment;
         let (xt, yt) = data.batch(
-            &train_idx[self.step * b..][..b],
+            &train_idx[self.progress.step * b..][..b],
             augment.then_some(&mut aug),
         );
         let (xv, yv) = data.batch(&val_idx[vs * b..][..b], augment.then_some(&mut aug));
-        let lr = self.config.lr_schedule().lr(self.epoch);
+        let lr = self.config.lr_schedule().lr(self.progress.epoch);
         let (arch, train, grad_norm) = self.update((&xt, &yt), (&xv, &yv), lr)?;
 
         let train_acc = train.correct as f32 / b as f32;
-        self.meter
+        self.progress
+            .meter
             .add(train.loss, train_acc, start.elapsed().as_secs_f64());
         let record = StepRecord {
-            epoch: self.epoch,
-            step: self.step,
+            epoch: self.progress.epoch,
+            step: self.progress.step,
             steps_per_epoch: steps,
             lr,
             train_loss: train.loss,
@@ -531,8 +519,8 @@ impl Search {
             grad_norm,
             seconds: start.elapsed().as_secs_f64(),
         };
-        self.step += 1;
-        if self.step == steps {
+        self.progress.step += 1;
+        if self.progress.step == steps {
             self.end_epoch(data, &val_idx, lr)?;
         }
         Ok(record)
@@ -647,22 +635,20 @@ impl Search {
     fn end_epoch(&mut self, data: &Dataset, val_idx: &[usize], lr: f32) -> Result<()> {
         let eval_start = std::time::Instant::now();
         let (val_loss, val_acc) = self.evaluate(data, val_idx)?;
-        self.history.push(EpochRecord {
-            epoch: self.epoch,
+        let record = EpochRecord {
+            epoch: self.progress.epoch,
             lr,
-            train_loss: self.meter.mean_loss(),
-            train_acc: self.meter.mean_accuracy(),
+            train_loss: self.progress.meter.mean_loss(),
+            train_acc: self.progress.meter.mean_accuracy(),
             val_loss,
             val_acc,
             alphas_normal: self.alphas[0].data().to_vec(),
             alphas_reduce: self.alphas[1].data().to_vec(),
             genotype: self.genotype(),
             // Every step's time plus this end-of-epoch evaluation (after the last step was counted).
-            seconds: self.meter.seconds() + eval_start.elapsed().as_secs_f64(),
-        });
-        self.epoch += 1;
-        self.step = 0;
-        self.meter = EpochMeter::default();
+            seconds: self.progress.meter.seconds() + eval_start.elapsed().as_secs_f64(),
+        };
+        self.progress.end_epoch(record);
         Ok(())
     }
 
@@ -828,12 +814,17 @@ mod tests {
         let out = s
             .run(&data, &AtomicBool::new(false), &mut |e| match e {
                 Event::Step(r) => steps.push(r.clone()),
-                Event::Epoch(s) => epochs.push((s.epoch, s.step, s.history.len())),
+                Event::Epoch(s) => {
+                    epochs.push((s.progress.epoch, s.progress.step, s.progress.history.len()))
+                }
             })
             .unwrap();
         assert_eq!(out, Outcome::Finished);
         assert!(s.is_finished());
-        assert_eq!((s.epoch, s.step, s.meter), (2, 0, EpochMeter::default()));
+        assert_eq!(
+            (s.progress.epoch, s.progress.step, s.progress.meter),
+            (2, 0, crate::meter::EpochMeter::default())
+        );
         assert_eq!(epochs, vec![(1, 0, 1), (2, 0, 2)]);
         let order: Vec<(usize, usize, usize)> = steps
             .iter()
@@ -856,7 +847,7 @@ mod tests {
             steps.iter().any(|r| r.train_acc > 0.0),
             "some batch is right"
         );
-        for (e, h) in s.history.iter().enumerate() {
+        for (e, h) in s.progress.history.iter().enumerate() {
             let mine: Vec<&StepRecord> = steps.iter().filter(|r| r.epoch == e).collect();
             let mean = |f: fn(&StepRecord) -> f32| {
                 (mine.iter().map(|r| f(r) as f64).sum::<f64>() / 5.0) as f32
@@ -873,8 +864,8 @@ mod tests {
                 h.seconds
             );
         }
-        assert_eq!(s.history[1].alphas_normal, s.alphas[0].data());
-        assert_eq!(s.history[1].genotype, s.genotype());
+        assert_eq!(s.progress.history[1].alphas_normal, s.alphas[0].data());
+        assert_eq!(s.progress.history[1].genotype, s.genotype());
 
         // The epoch's validation numbers: the val half in eval mode, here against one image at
         // a time (eval-mode BN makes every image's loss independent of its batch).
@@ -897,8 +888,8 @@ mod tests {
             sum / 10.0
         );
         assert_eq!(acc, correct as f32 / 10.0);
-        assert!((s.history[1].val_loss - loss).abs() < 1e-5);
-        assert_eq!(s.history[1].val_acc, acc);
+        assert!((s.progress.history[1].val_loss - loss).abs() < 1e-5);
+        assert_eq!(s.progress.history[1].val_acc, acc);
     }
 
     /// `step` is `update` on the epoch's k-th train and val batches at the epoch's rate.
@@ -957,7 +948,7 @@ mod tests {
             "some validation batch is right (else accuracy goes untested)"
         );
         let mut later = Search::new(tiny_config(), 3, 3).unwrap();
-        later.epoch = 1;
+        later.progress.epoch = 1;
         assert_ne!(
             later.epoch_order(20).0,
             train,

@@ -6,7 +6,7 @@ use crate::checkpoint::{fill_params, no_leftovers, Checkpoint, TensorFile};
 use crate::data::{augment_into, cutout, stream, Dataset};
 use crate::evalnet::{DropPath, EvalConfig, EvalNet};
 use crate::forward::{count_correct, Logits, Weights};
-use crate::meter::EpochMeter;
+use crate::meter::Progress;
 use crate::optim::{GradTransform, SgdState};
 use crate::params::{BnStore, ParamStore};
 use crate::schedule::{LrSchedule, Schedule};
@@ -244,12 +244,8 @@ pub struct Trainer {
     config: TrainConfig,
     model: Trained,
     sgd: SgdState,
-    /// The next step to run: epoch `epoch`, step `step` within it.
-    epoch: usize,
-    step: usize,
-    history: Vec<TrainEpoch>,
-    /// The current epoch's steps so far.
-    meter: EpochMeter,
+    /// Position, the current epoch's sums, the finished epochs' records.
+    progress: Progress<TrainEpoch>,
 }
 
 /// The metadata `format` of a training checkpoint.
@@ -290,10 +286,7 @@ impl Trainer {
             config,
             model,
             sgd,
-            epoch: 0,
-            step: 0,
-            history: Vec::new(),
-            meter: EpochMeter::default(),
+            progress: Progress::default(),
         }
     }
 
@@ -314,12 +307,12 @@ impl Trainer {
 
     /// The next step to run: (epoch, step within it).
     pub fn position(&self) -> (usize, usize) {
-        (self.epoch, self.step)
+        (self.progress.epoch, self.progress.step)
     }
 
     /// One record per finished epoch.
     pub fn history(&self) -> &[TrainEpoch] {
-        &self.history
+        &self.progress.history
     }
 
     /// Saves the run to resume: the model under the reference names, the momentum buffers, and in
@@ -334,10 +327,7 @@ impl Trainer {
         c.meta("config", &self.config);
         c.meta("genotype", &m.net.genotype);
         c.meta("net", &m.net.config);
-        c.meta("epoch", &self.epoch);
-        c.meta("step", &self.step);
-        c.meta("epoch_sums", &self.meter.to_array());
-        c.meta("history", &self.history);
+        self.progress.save(&mut c);
         c.write_rotating(path)
     }
 
@@ -352,10 +342,7 @@ impl Trainer {
         let mut t = Trainer::from_parts(config, Trained::new(init.net, init.params, init.bns));
         t.sgd.load(&t.model.params.names, &mut f)?;
         no_leftovers(&f)?;
-        t.epoch = f.meta("epoch")?;
-        t.step = f.meta("step")?;
-        t.meter = EpochMeter::from_array(f.meta("epoch_sums")?);
-        t.history = f.meta("history")?;
+        t.progress = Progress::load(&f)?;
         Ok(t)
     }
 
@@ -366,12 +353,12 @@ impl Trainer {
 
     /// Whether every epoch ran.
     pub fn is_finished(&self) -> bool {
-        self.epoch >= self.config.epochs
+        self.progress.epoch >= self.config.epochs
     }
 
     /// The drop-path probability of the current epoch.
     pub fn drop_prob(&self) -> f32 {
-        self.config.drop_path * self.epoch as f32 / self.config.epochs as f32
+        self.config.drop_path * self.progress.epoch as f32 / self.config.epochs as f32
     }
 
     fn check_data(&self, train: &Dataset) -> Result<()> {
@@ -407,7 +394,7 @@ impl Trainer {
             }
             let rec = self.step(train, test)?;
             progress(TrainEvent::Step(&rec));
-            if self.step == 0 {
+            if self.progress.step == 0 {
                 progress(TrainEvent::Epoch(self));
             }
         }
@@ -419,15 +406,19 @@ impl Trainer {
         let start = std::time::Instant::now();
         let steps = self.steps_per_epoch(train.len());
         // One generator per (seed, epoch, step): the batch's augmentation, then its drop-path masks.
-        let mut rng = stream(self.config.seed, self.epoch, self.step);
+        let mut rng = stream(self.config.seed, self.progress.epoch, self.progress.step);
         let (x, y) = self.batch(train, &mut rng)?;
-        let (lr, drop) = (self.config.schedule().lr(self.epoch), self.drop_prob());
+        let (lr, drop) = (
+            self.config.schedule().lr(self.progress.epoch),
+            self.drop_prob(),
+        );
         let (loss, aux_loss, train_acc) = self.update(x, &y, lr, drop, &mut rng)?;
-        self.meter
+        self.progress
+            .meter
             .add(loss, train_acc, start.elapsed().as_secs_f64());
         let rec = TrainStep {
-            epoch: self.epoch,
-            step: self.step,
+            epoch: self.progress.epoch,
+            step: self.progress.step,
             steps_per_epoch: steps,
             lr,
             loss,
@@ -435,8 +426,8 @@ impl Trainer {
             train_acc,
             seconds: start.elapsed().as_secs_f64(),
         };
-        self.step += 1;
-        if self.step == steps {
+        self.progress.step += 1;
+        if self.progress.step == steps {
             self.end_epoch(test, lr, drop)?;
         }
         Ok(rec)
@@ -447,9 +438,9 @@ impl Trainer {
     fn batch(&self, train: &Dataset, rng: &mut Rng) -> Result<(Tensor, Vec<u32>)> {
         let b = self.config.batch;
         let mut order: Vec<usize> = (0..train.len()).collect();
-        stream(self.config.seed, self.epoch, usize::MAX).shuffle(&mut order);
+        stream(self.config.seed, self.progress.epoch, usize::MAX).shuffle(&mut order);
         let il = train.image_len();
-        let idx = &order[self.step * b..][..b];
+        let idx = &order[self.progress.step * b..][..b];
         let mut x = vec![0.0; b * il];
         for (slot, &i) in x.chunks_mut(il).zip(idx) {
             augment_into(train, i, rng, slot);
@@ -492,8 +483,8 @@ impl Trainer {
         };
         if !t.value(loss).item()?.is_finite() {
             return Err(DartsError::NonFinite {
-                epoch: self.epoch,
-                step: self.step,
+                epoch: self.progress.epoch,
+                step: self.progress.step,
                 what: "training loss".into(),
             });
         }
@@ -517,20 +508,18 @@ impl Trainer {
             }
             None => (None, None),
         };
-        self.history.push(TrainEpoch {
-            epoch: self.epoch,
+        let record = TrainEpoch {
+            epoch: self.progress.epoch,
             lr,
             drop_path: drop,
-            train_loss: self.meter.mean_loss(),
-            train_acc: self.meter.mean_accuracy(),
+            train_loss: self.progress.meter.mean_loss(),
+            train_acc: self.progress.meter.mean_accuracy(),
             test_loss,
             test_acc,
             // Every step's time plus this evaluation (after the last step was counted).
-            seconds: self.meter.seconds() + eval_start.elapsed().as_secs_f64(),
-        });
-        self.epoch += 1;
-        self.step = 0;
-        self.meter = EpochMeter::default();
+            seconds: self.progress.meter.seconds() + eval_start.elapsed().as_secs_f64(),
+        };
+        self.progress.end_epoch(record);
         Ok(())
     }
 }
