@@ -1,4 +1,4 @@
-//! Where a run stands ([`Progress`]: its position, the current epoch's running sums and the finished
+//! Where a run stands (`Progress`: its position, the current epoch's running sums and the finished
 //! epochs' records), shared by the search and the training loop, with its part of their checkpoints.
 use crate::checkpoint::{Checkpoint, TensorFile};
 use crate::Result;
