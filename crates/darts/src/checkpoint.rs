@@ -26,6 +26,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use tensor::{Rng, Tensor};
 
+/// The alphas' names in the reference state_dict, in `[normal, reduce]` order.
+pub const ALPHA_NAMES: [&str; 2] = ["alphas_normal", "alphas_reduce"];
+
 /// A tensor to write: f32 data or an i64 scalar (`num_batches_tracked`).
 enum Entry {
     F32(Vec<usize>, Vec<u8>),
@@ -87,6 +90,14 @@ impl Checkpoint {
     /// Adds a model's weights and BN buffers under their reference names.
     pub fn model(&mut self, params: &ParamStore, bns: &BnStore) {
         self.entries.extend(model_entries(params, bns));
+    }
+
+    /// Adds a search model: weights, BN buffers and both alphas, as the reference state_dict.
+    pub fn supernet(&mut self, params: &ParamStore, bns: &BnStore, alphas: &[Tensor; 2]) {
+        self.model(params, bns);
+        for (name, a) in ALPHA_NAMES.iter().zip(alphas) {
+            self.tensor(name.to_string(), a);
+        }
     }
 
     /// Adds a metadata entry, as JSON.
@@ -266,9 +277,7 @@ pub fn save_supernet(
     alphas: &[Tensor; 2],
 ) -> Result<()> {
     let mut c = Checkpoint::default();
-    c.model(params, bns);
-    c.tensor("alphas_normal".into(), &alphas[0]);
-    c.tensor("alphas_reduce".into(), &alphas[1]);
+    c.supernet(params, bns, alphas);
     c.write(path)
 }
 
@@ -444,8 +453,8 @@ pub(crate) fn fill_model(
     alphas: &mut [Tensor; 2],
 ) -> Result<()> {
     fill_params(f, params, bns)?;
-    for (k, name) in ["alphas_normal", "alphas_reduce"].iter().enumerate() {
-        alphas[k] = f.take(name, alphas[k].dims())?;
+    for (name, a) in ALPHA_NAMES.iter().zip(alphas.iter_mut()) {
+        *a = f.take(name, a.dims())?;
     }
     Ok(())
 }

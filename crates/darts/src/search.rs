@@ -6,7 +6,7 @@
 //! augmentation of a batch are drawn from generators derived from them. A search stopped after any
 //! step and resumed from its checkpoint therefore continues bit for bit as if never stopped.
 use crate::architect::{self, Batch, VirtualStep};
-use crate::checkpoint::{fill_model, no_leftovers, Checkpoint, TensorFile};
+use crate::checkpoint::{fill_model, no_leftovers, Checkpoint, TensorFile, ALPHA_NAMES};
 use crate::data::{stream, Dataset};
 use crate::meter::Progress;
 use crate::model::{NetConfig, Supernet};
@@ -232,8 +232,6 @@ pub struct Search {
 
 /// The metadata `format` of a search checkpoint.
 const FORMAT: &str = "darts-maxw-search-v1";
-/// The alphas' names, in `Search::alphas` order.
-const ALPHA_NAMES: [&str; 2] = ["alphas_normal", "alphas_reduce"];
 
 impl Search {
     /// A new search for `config` on data with `classes` classes of `in_channels`-channel images.
@@ -333,10 +331,7 @@ impl Search {
     /// [`crate::checkpoint::previous`]`(path)`.
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut c = Checkpoint::new(FORMAT);
-        c.model(&self.params, &self.bns);
-        for (name, a) in ALPHA_NAMES.iter().zip(&self.alphas) {
-            c.tensor(name.to_string(), a);
-        }
+        c.supernet(&self.params, &self.bns, &self.alphas);
         self.sgd.save(&self.params.names, &mut c);
         self.adam.save(&ALPHA_NAMES, &mut c);
         c.meta("config", &self.config);
