@@ -3,10 +3,8 @@
 //! auxiliary head after cell 2*layers/3. Parameter names follow the reference `model.py`
 //! (`cells.{i}._ops.{j}.op.{m}.weight`, `auxiliary_head.features.{m}.weight`, ...).
 use crate::forward::{ForwardCtx, Logits};
-use crate::layers::{Bn, Builder, DwConvs, FactorizedReduce, ReluConvBn};
-use crate::model::{stem, Preprocess};
+use crate::layers::{Bn, Builder, CellOp, Preprocess, ReluConvBn};
 use crate::params::{BnStore, ParamStore};
-use crate::primitives::Primitive;
 use crate::{DartsError, Genotype, Result};
 use autograd::{Tape, Var};
 use ops::{Conv2dOptions, PoolOptions};
@@ -29,22 +27,12 @@ pub struct EvalConfig {
 }
 
 #[derive(Clone, Debug)]
-enum Op {
-    Zero,
-    MaxPool,
-    AvgPool,
-    Identity,
-    Reduce(FactorizedReduce),
-    Conv(DwConvs),
-}
-
-#[derive(Clone, Debug)]
 struct Cell {
     reduction: bool,
     pre0: Preprocess,
     pre1: ReluConvBn,
     /// (op, input state, stride) for each kept edge, two per node.
-    ops: Vec<(Op, usize, usize)>,
+    ops: Vec<(CellOp, usize, usize)>,
     concat: Vec<usize>,
 }
 
@@ -107,20 +95,6 @@ pub struct DropPath<'a> {
     pub rng: &'a mut Rng,
 }
 
-fn op_of(b: &mut Builder, p: &str, prim: Primitive, c: usize, stride: usize) -> Op {
-    match prim {
-        Primitive::None => Op::Zero,
-        Primitive::MaxPool3x3 => Op::MaxPool,
-        Primitive::AvgPool3x3 => Op::AvgPool,
-        Primitive::SkipConnect if stride == 1 => Op::Identity,
-        Primitive::SkipConnect => Op::Reduce(b.fr(p, c, c)),
-        conv => {
-            let (k, separable) = conv.conv().expect("the other primitives are convs");
-            Op::Conv(b.dw_convs(p, c, k, separable))
-        }
-    }
-}
-
 impl EvalNet {
     /// Builds the network of `genotype` at size `config`, drawing initial values from `rng`.
     pub fn init(config: EvalConfig, genotype: &Genotype, rng: &mut Rng) -> Result<EvalInit> {
@@ -147,7 +121,7 @@ impl EvalNet {
                 c_cur *= 2;
             }
             let p = format!("cells.{i}");
-            let pre0 = Preprocess::build(&mut b, &p, reduction_prev, c_pp, c_cur);
+            let pre0 = b.preprocess(&p, reduction_prev, c_pp, c_cur);
             let pre1 = b.rcb(&format!("{p}.preprocess1"), c_p, c_cur);
             let (gene, concat) = if reduction {
                 (&genotype.reduce, &genotype.reduce_concat)
@@ -158,7 +132,7 @@ impl EvalNet {
             for (j, &(prim, input)) in gene.iter().enumerate() {
                 let stride = if reduction && input < 2 { 2 } else { 1 };
                 ops.push((
-                    op_of(&mut b, &format!("{p}._ops.{j}"), prim, c_cur, stride),
+                    b.cell_op(&format!("{p}._ops.{j}"), prim, c_cur, stride, false),
                     input,
                     stride,
                 ));
@@ -250,7 +224,7 @@ impl EvalNet {
         ctx: &mut ForwardCtx,
         mut drop: Option<DropPath>,
     ) -> Result<Logits> {
-        let s = stem(ctx, t, x, self.stem_conv, &self.stem_bn)?;
+        let s = ctx.stem(t, x, self.stem_conv, &self.stem_bn)?;
         let (mut s0, mut s1) = (s, s);
         let mut aux = None;
         for (i, cell) in self.cells.iter().enumerate() {
@@ -277,7 +251,7 @@ impl EvalNet {
         s1: Var,
         mut drop: Option<&mut DropPath>,
     ) -> Result<Var> {
-        let s0 = cell.pre0.run(l, t, s0)?;
+        let s0 = l.preprocess(t, s0, &cell.pre0)?;
         let s1 = t.scoped("preprocess1", |t| l.rcb(t, s1, &cell.pre1))?;
         let mut states = vec![s0, s1];
         for node in 0..cell.ops.len() / 2 {
@@ -285,10 +259,10 @@ impl EvalNet {
             for j in [2 * node, 2 * node + 1] {
                 let (op, input, stride) = &cell.ops[j];
                 let y = t.scoped(format!("_ops.{j}"), |t| {
-                    self.op(l, t, states[*input], op, *stride)
+                    l.cell_op(t, states[*input], op, *stride)
                 })?;
                 let y = match (y, drop.as_deref_mut()) {
-                    (Some(y), Some(d)) if d.prob > 0.0 && !matches!(op, Op::Identity) => {
+                    (Some(y), Some(d)) if d.prob > 0.0 && !matches!(op, CellOp::Identity) => {
                         Some(drop_path(t, y, d)?)
                     }
                     (y, _) => y,
@@ -310,29 +284,6 @@ impl EvalNet {
         }
         let chosen: Vec<Var> = cell.concat.iter().map(|&i| states[i]).collect();
         Ok(ops::concat_channels(t, &chosen)?)
-    }
-
-    fn op(
-        &self,
-        l: &mut ForwardCtx,
-        t: &mut Tape,
-        x: Var,
-        op: &Op,
-        stride: usize,
-    ) -> Result<Option<Var>> {
-        let pool = PoolOptions {
-            kernel: 3,
-            stride,
-            padding: 1,
-        };
-        Ok(match op {
-            Op::Zero => None,
-            Op::MaxPool => Some(ops::max_pool2d(t, x, pool)?),
-            Op::AvgPool => Some(ops::avg_pool2d(t, x, pool)?),
-            Op::Identity => Some(x),
-            Op::Reduce(m) => Some(l.fr(t, x, m)?),
-            Op::Conv(m) => Some(l.dw_convs(t, x, m, stride)?),
-        })
     }
 
     fn aux_head(&self, l: &mut ForwardCtx, t: &mut Tape, x: Var, h: &AuxHead) -> Result<Var> {

@@ -2,9 +2,10 @@
 //! created and named (the reference `operations.py` modules), and how they run on the tape.
 use crate::forward::ForwardCtx;
 use crate::params::{BnStore, ParamStore};
+use crate::primitives::Primitive;
 use crate::Result;
 use autograd::{Tape, Var};
-use ops::{BatchNormOptions, Conv2dOptions, Slice};
+use ops::{BatchNormOptions, Conv2dOptions, PoolKind, PoolOptions, Slice};
 use tensor::{kaiming_uniform, uniform_bias, Rng, Tensor};
 
 /// A batch norm: its statistics slot, and (weight, bias) parameter indices when affine.
@@ -38,6 +39,27 @@ pub(crate) struct DwConvs {
     pub second: Option<(usize, usize, Bn)>,
     pub kernel: usize,
     pub dilation: usize,
+}
+
+/// One candidate operation of a cell, built. The search network's pools carry a non-affine BN (the
+/// reference `MixedOp` appends one, `{op}.1`); the evaluation network's have none.
+#[derive(Clone, Debug)]
+pub(crate) enum CellOp {
+    /// `none`: contributes exactly zero, so it is skipped.
+    Zero,
+    MaxPool(Option<Bn>),
+    AvgPool(Option<Bn>),
+    Identity,
+    /// `skip_connect` at stride 2.
+    Reduce(FactorizedReduce),
+    Conv(DwConvs),
+}
+
+/// A cell's first input block: FactorizedReduce after a reduction cell, ReLU-Conv-BN otherwise.
+#[derive(Clone, Debug)]
+pub(crate) enum Preprocess {
+    Rcb(ReluConvBn),
+    Reduce(FactorizedReduce),
 }
 
 /// Creates tensors with PyTorch's default initialisation under reference names.
@@ -115,6 +137,43 @@ impl<'a> Builder<'a> {
             self.conv(format!("{p}.op.{}.weight", at + 1), [c, c, 1, 1]),
             self.bn(format!("{p}.op.{}", at + 2), c),
         )
+    }
+
+    /// Primitive `prim` under prefix `p` on `c` channels at `stride`; pools get a BN when `pool_bn`.
+    pub fn cell_op(
+        &mut self,
+        p: &str,
+        prim: Primitive,
+        c: usize,
+        stride: usize,
+        pool_bn: bool,
+    ) -> CellOp {
+        match prim {
+            Primitive::None => CellOp::Zero,
+            Primitive::MaxPool3x3 => CellOp::MaxPool(pool_bn.then(|| self.bn(format!("{p}.1"), c))),
+            Primitive::AvgPool3x3 => CellOp::AvgPool(pool_bn.then(|| self.bn(format!("{p}.1"), c))),
+            Primitive::SkipConnect if stride == 1 => CellOp::Identity,
+            Primitive::SkipConnect => CellOp::Reduce(self.fr(p, c, c)),
+            conv => {
+                let (k, separable) = conv.conv().expect("the other primitives are convs");
+                CellOp::Conv(self.dw_convs(p, c, k, separable))
+            }
+        }
+    }
+
+    /// A cell's `preprocess0`: FactorizedReduce after a reduction cell, ReLU-Conv-BN otherwise.
+    pub fn preprocess(
+        &mut self,
+        p: &str,
+        reduction_prev: bool,
+        c_in: usize,
+        c_out: usize,
+    ) -> Preprocess {
+        if reduction_prev {
+            Preprocess::Reduce(self.fr(&format!("{p}.preprocess0"), c_in, c_out))
+        } else {
+            Preprocess::Rcb(self.rcb(&format!("{p}.preprocess0"), c_in, c_out))
+        }
     }
 
     /// `sep_conv_kxk` (dilation 1, two stacked blocks) or `dil_conv_kxk` (dilation 2, one block).
@@ -210,6 +269,51 @@ impl ForwardCtx<'_> {
             Some(&mut self.bns.stats[bn.stats]),
             opts,
         )?)
+    }
+
+    /// The stem: 3x3 conv to 3C channels, then an affine BN.
+    pub(crate) fn stem(&mut self, t: &mut Tape, x: Var, conv: usize, bn: &Bn) -> Result<Var> {
+        t.scoped("stem", |t| {
+            let o = Conv2dOptions {
+                padding: 1,
+                ..Default::default()
+            };
+            let y = self.conv(t, x, conv, o)?;
+            self.bn(t, y, bn)
+        })
+    }
+
+    /// A cell's `preprocess0` block.
+    pub(crate) fn preprocess(&mut self, t: &mut Tape, x: Var, m: &Preprocess) -> Result<Var> {
+        t.scoped("preprocess0", |t| match m {
+            Preprocess::Rcb(m) => self.rcb(t, x, m),
+            Preprocess::Reduce(m) => self.fr(t, x, m),
+        })
+    }
+
+    /// One candidate operation at `stride` (3x3 pools, padding 1); `None` for `none`.
+    pub(crate) fn cell_op(
+        &mut self,
+        t: &mut Tape,
+        x: Var,
+        op: &CellOp,
+        stride: usize,
+    ) -> Result<Option<Var>> {
+        let pool = PoolOptions {
+            kernel: 3,
+            stride,
+            padding: 1,
+        };
+        Ok(match op {
+            CellOp::Zero => None,
+            CellOp::MaxPool(Some(bn)) => Some(self.pool_bn(t, x, PoolKind::Max, pool, bn)?),
+            CellOp::AvgPool(Some(bn)) => Some(self.pool_bn(t, x, PoolKind::Avg, pool, bn)?),
+            CellOp::MaxPool(None) => Some(ops::max_pool2d(t, x, pool)?),
+            CellOp::AvgPool(None) => Some(ops::avg_pool2d(t, x, pool)?),
+            CellOp::Identity => Some(x),
+            CellOp::Reduce(m) => Some(self.fr(t, x, m)?),
+            CellOp::Conv(m) => Some(self.dw_convs(t, x, m, stride)?),
+        })
     }
 
     /// Both networks' head: global average pooling, then the linear classifier `fc` (weight, bias).

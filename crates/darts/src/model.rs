@@ -1,13 +1,12 @@
 //! The search network of DARTS (SPEC section 1): its structure, built with parameters named as the
 //! reference `model_search.py` names them, and its forward pass on the tape.
 use crate::forward::{ForwardCtx, Logits};
-use crate::layers::{Bn, Builder, DwConvs, FactorizedReduce, ReluConvBn};
+use crate::layers::{Bn, Builder, CellOp, Preprocess, ReluConvBn};
 use crate::params::{BnStore, ParamStore};
 use crate::primitives::{Primitive, EDGES, STEPS};
 use crate::weighting::Weighting;
 use crate::Result;
 use autograd::{Tape, Var};
-use ops::{Conv2dOptions, PoolOptions};
 use tensor::{Rng, Tensor};
 
 /// The size of a search network.
@@ -47,52 +46,12 @@ impl NetConfig {
 }
 
 #[derive(Clone, Debug)]
-enum EdgeOp {
-    None,
-    MaxPool(Bn),
-    AvgPool(Bn),
-    Identity,
-    Reduce(FactorizedReduce),
-    Conv(DwConvs),
-}
-
-/// A cell's first input block: FactorizedReduce after a reduction cell, ReLU-Conv-BN otherwise.
-#[derive(Clone, Debug)]
-pub(crate) enum Preprocess {
-    Rcb(ReluConvBn),
-    Reduce(FactorizedReduce),
-}
-
-impl Preprocess {
-    pub(crate) fn build(
-        b: &mut Builder,
-        p: &str,
-        reduction_prev: bool,
-        c_in: usize,
-        c_out: usize,
-    ) -> Preprocess {
-        if reduction_prev {
-            Preprocess::Reduce(b.fr(&format!("{p}.preprocess0"), c_in, c_out))
-        } else {
-            Preprocess::Rcb(b.rcb(&format!("{p}.preprocess0"), c_in, c_out))
-        }
-    }
-
-    pub(crate) fn run(&self, l: &mut ForwardCtx, t: &mut Tape, x: Var) -> Result<Var> {
-        t.scoped("preprocess0", |t| match self {
-            Preprocess::Rcb(m) => l.rcb(t, x, m),
-            Preprocess::Reduce(m) => l.fr(t, x, m),
-        })
-    }
-}
-
-#[derive(Clone, Debug)]
 struct Cell {
     reduction: bool,
     pre0: Preprocess,
     pre1: ReluConvBn,
     /// edges[e][k]: primitive k of edge e.
-    edges: Vec<Vec<EdgeOp>>,
+    edges: Vec<Vec<CellOp>>,
 }
 
 /// The search supernet's structure; its tensors live in a [`ParamStore`] and a [`BnStore`].
@@ -108,22 +67,17 @@ pub struct Supernet {
 
 /// The eight primitives of one edge, as the reference `MixedOp` builds them (`_ops.{k}`; pools are
 /// followed by a non-affine BN at `_ops.{k}.1`).
-fn edge(b: &mut Builder, p: &str, c: usize, stride: usize) -> Vec<EdgeOp> {
+fn edge(b: &mut Builder, p: &str, c: usize, stride: usize) -> Vec<CellOp> {
     Primitive::ALL
         .into_iter()
         .map(|prim| {
-            let q = format!("{p}._ops.{}", prim.column());
-            match prim {
-                Primitive::None => EdgeOp::None,
-                Primitive::MaxPool3x3 => EdgeOp::MaxPool(b.bn(format!("{q}.1"), c)),
-                Primitive::AvgPool3x3 => EdgeOp::AvgPool(b.bn(format!("{q}.1"), c)),
-                Primitive::SkipConnect if stride == 1 => EdgeOp::Identity,
-                Primitive::SkipConnect => EdgeOp::Reduce(b.fr(&q, c, c)),
-                conv => {
-                    let (k, separable) = conv.conv().expect("the other primitives are convs");
-                    EdgeOp::Conv(b.dw_convs(&q, c, k, separable))
-                }
-            }
+            b.cell_op(
+                &format!("{p}._ops.{}", prim.column()),
+                prim,
+                c,
+                stride,
+                true,
+            )
         })
         .collect()
 }
@@ -158,7 +112,7 @@ impl Supernet {
                 c_cur *= 2;
             }
             let p = format!("cells.{i}");
-            let pre0 = Preprocess::build(&mut b, &p, reduction_prev, c_pp, c_cur);
+            let pre0 = b.preprocess(&p, reduction_prev, c_pp, c_cur);
             let pre1 = b.rcb(&format!("{p}.preprocess1"), c_p, c_cur);
             let edges = crate::primitives::edge_endpoints()
                 .iter()
@@ -211,45 +165,6 @@ pub struct Mixing {
     pub weighting: Weighting,
 }
 
-/// The stem: 3x3 conv to 3C channels, then an affine BN.
-pub(crate) fn stem(l: &mut ForwardCtx, t: &mut Tape, x: Var, conv: usize, bn: &Bn) -> Result<Var> {
-    t.scoped("stem", |t| {
-        let y = l.conv(
-            t,
-            x,
-            conv,
-            Conv2dOptions {
-                padding: 1,
-                ..Default::default()
-            },
-        )?;
-        l.bn(t, y, bn)
-    })
-}
-
-/// One primitive on one edge; `None` for the `none` op (it contributes exactly zero).
-fn edge_op(
-    l: &mut ForwardCtx,
-    t: &mut Tape,
-    x: Var,
-    op: &EdgeOp,
-    stride: usize,
-) -> Result<Option<Var>> {
-    let pool = PoolOptions {
-        kernel: 3,
-        stride,
-        padding: 1,
-    };
-    Ok(match op {
-        EdgeOp::None => None,
-        EdgeOp::MaxPool(bn) => Some(l.pool_bn(t, x, ops::PoolKind::Max, pool, bn)?),
-        EdgeOp::AvgPool(bn) => Some(l.pool_bn(t, x, ops::PoolKind::Avg, pool, bn)?),
-        EdgeOp::Identity => Some(x),
-        EdgeOp::Reduce(m) => Some(l.fr(t, x, m)?),
-        EdgeOp::Conv(m) => Some(l.dw_convs(t, x, m, stride)?),
-    })
-}
-
 fn cell_forward(
     l: &mut ForwardCtx,
     t: &mut Tape,
@@ -258,7 +173,7 @@ fn cell_forward(
     s1: Var,
     weights: Var,
 ) -> Result<Var> {
-    let s0 = cell.pre0.run(l, t, s0)?;
+    let s0 = l.preprocess(t, s0, &cell.pre0)?;
     let s1 = t.scoped("preprocess1", |t| l.rcb(t, s1, &cell.pre1))?;
     let mut states = vec![s0, s1];
     let mut e = 0;
@@ -270,7 +185,7 @@ fn cell_forward(
                 let mut terms = Vec::with_capacity(Primitive::ALL.len());
                 for (k, op) in cell.edges[e].iter().enumerate() {
                     if let Some(y) =
-                        t.scoped(format!("_ops.{k}"), |t| edge_op(l, t, h, op, stride))?
+                        t.scoped(format!("_ops.{k}"), |t| l.cell_op(t, h, op, stride))?
                     {
                         terms.push((k, y));
                     }
@@ -299,7 +214,7 @@ impl Supernet {
             mixing.weighting.apply(t, mixing.alphas[0])?,
             mixing.weighting.apply(t, mixing.alphas[1])?,
         ];
-        let s = stem(ctx, t, x, self.stem_conv, &self.stem_bn)?;
+        let s = ctx.stem(t, x, self.stem_conv, &self.stem_bn)?;
         let (mut s0, mut s1) = (s, s);
         for (i, cell) in self.cells.iter().enumerate() {
             let w = mix[cell.reduction as usize];
