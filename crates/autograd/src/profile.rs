@@ -69,5 +69,14 @@ pub struct OpProfile {
     pub backward: Work,
 }
 
+impl OpProfile {
+    /// Counts one call whose forward took `seconds` and did `work`.
+    pub fn add_forward(&mut self, seconds: f64, work: Work) {
+        self.calls += 1;
+        self.forward_seconds += seconds;
+        self.forward += work;
+    }
+}
+
 /// Totals per op name (`conv2d_bn`, `leaf`, ...) since profiling was switched on or last taken.
 pub type Profile = BTreeMap<&'static str, OpProfile>;

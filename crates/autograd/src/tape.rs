@@ -169,10 +169,11 @@ impl Tape {
     fn profile_forward(&mut self, op: &'static str, cost: Cost) {
         if let Some(p) = &mut self.profiler {
             let now = Instant::now();
-            let e = p.ops.entry(op).or_default();
-            e.calls += 1;
-            e.forward_seconds += (now - p.mark).as_secs_f64();
-            e.forward += cost.forward;
+            let seconds = (now - p.mark).as_secs_f64();
+            p.ops
+                .entry(op)
+                .or_default()
+                .add_forward(seconds, cost.forward);
             p.costs.push(cost);
             p.mark = now;
         }

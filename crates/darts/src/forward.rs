@@ -59,15 +59,20 @@ impl ForwardCtx<'_> {
     /// The parameters' gradients after `t.backward`, in store order (zeros for a parameter the
     /// loss does not reach).
     pub fn grads(&self, t: &mut Tape) -> Vec<Tensor> {
-        self.weights
-            .iter()
-            .zip(self.values)
-            .map(|(&v, w)| {
-                t.take_grad(v)
-                    .unwrap_or_else(|| Tensor::zeros(w.shape().clone()))
-            })
-            .collect()
+        take_grads(t, &self.weights, self.values)
     }
+}
+
+/// The gradients of leaves `vars` (made from `values`) after `t.backward`: zeros shaped like the
+/// value for a leaf the loss does not reach.
+pub(crate) fn take_grads(t: &mut Tape, vars: &[Var], values: &[Tensor]) -> Vec<Tensor> {
+    vars.iter()
+        .zip(values)
+        .map(|(&v, w)| {
+            t.take_grad(v)
+                .unwrap_or_else(|| Tensor::zeros(w.shape().clone()))
+        })
+        .collect()
 }
 
 /// What a forward pass gives: the logits [N, classes], and the auxiliary head's logits (only the

@@ -1,6 +1,7 @@
 //! One pass of the search model on one batch: the mean cross-entropy, the accuracy, and the
 //! gradients asked for (weights, alphas, both or none).
-use crate::forward::{count_correct, Weights};
+use crate::checkpoint::ALPHA_NAMES;
+use crate::forward::{count_correct, take_grads, Weights};
 use crate::model::{Mixing, Supernet};
 use crate::params::BnStore;
 use crate::{Result, Weighting};
@@ -61,10 +62,7 @@ pub fn pass(
         bns,
     };
     let mut ctx = weights.leaves(tape, want.weights, train_bn);
-    let alphas = [
-        tape.named_leaf("alphas_normal", &m.alphas[0], want.alphas),
-        tape.named_leaf("alphas_reduce", &m.alphas[1], want.alphas),
-    ];
+    let alphas = [0, 1].map(|k| tape.named_leaf(ALPHA_NAMES[k], &m.alphas[k], want.alphas));
     let xv = tape.leaf(x.clone(), false);
     let mixing = Mixing {
         alphas,
@@ -84,14 +82,7 @@ pub fn pass(
             out.weight_grads = ctx.grads(tape);
         }
         if want.alphas {
-            out.alpha_grads = alphas
-                .iter()
-                .zip(m.alphas)
-                .map(|(&v, a)| {
-                    tape.take_grad(v)
-                        .unwrap_or_else(|| Tensor::zeros(a.shape().clone()))
-                })
-                .collect();
+            out.alpha_grads = take_grads(tape, &alphas, m.alphas);
         }
     }
     tape.set_grad_enabled(true);

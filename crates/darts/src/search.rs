@@ -381,10 +381,8 @@ impl Search {
         let start = std::time::Instant::now();
         let r = f(self);
         if let Some(p) = &mut self.optimizer_profile {
-            let e = p.entry(name).or_default();
-            e.calls += 1;
-            e.forward_seconds += start.elapsed().as_secs_f64();
-            e.forward += work;
+            let seconds = start.elapsed().as_secs_f64();
+            p.entry(name).or_default().add_forward(seconds, work);
         }
         r
     }
