@@ -147,22 +147,28 @@ fn tiled_layouts(g: &ConvGeom) -> Option<(Layout, Layout)> {
     Some((fwd, bwd))
 }
 
-/// y = depthwise_conv(x, w). Parallel over samples (each with its own padding scratch on the stack).
-pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
-    let (ho, wo) = g.out_hw();
-    let (plane, k2) = (g.h * g.w, g.kh * g.kw);
-    let work = 2 * g.y_len() * k2;
-    if let Some((lay, _)) = tiled_layouts(g) {
-        return par::chunks(y, g.c_in * ho * wo, work, |n, y| {
-            let mut buf = [0.0f32; PLANE_MAX];
-            for (c, y) in y.chunks_mut(ho * wo).enumerate() {
-                let x = &x[(n * g.c_in + c) * plane..][..plane];
-                forward_plane_tiled(g, &lay, x, &w[c * k2..][..k2], y, &mut buf);
-            }
-        });
+/// Both paths for one plane: the layouts when the tiled path applies, else the row-by-row one.
+#[derive(Clone, Copy)]
+struct Planes<'g> {
+    g: &'g ConvGeom,
+    tiled: Option<(Layout, Layout)>,
+}
+
+impl<'g> Planes<'g> {
+    fn new(g: &'g ConvGeom) -> Self {
+        Planes {
+            g,
+            tiled: tiled_layouts(g),
+        }
     }
-    par::chunks(y, ho * wo, work, |p, y| {
-        let (x, w) = (&x[p * plane..][..plane], &w[(p % g.c_in) * k2..][..k2]);
+
+    /// y (one Ho x Wo plane) = the plane x ([H, W]) correlated with its channel's filter `w`.
+    fn forward(&self, x: &[f32], w: &[f32], y: &mut [f32], buf: &mut [f32]) {
+        let g = self.g;
+        if let Some((lay, _)) = &self.tiled {
+            return forward_plane_tiled(g, lay, x, w, y, buf);
+        }
+        let (ho, wo) = g.out_hw();
         y.fill(0.0);
         for oh in 0..ho {
             let yrow = &mut y[oh * wo..][..wo];
@@ -180,36 +186,20 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
                 }
             });
         }
-    });
-}
-
-/// dx += input gradient of the depthwise conv (masked by x > 0 when the ReLU is fused).
-pub fn backward_data(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32]) {
-    let (ho, wo) = g.out_hw();
-    let (plane, k2) = (g.h * g.w, g.kh * g.kw);
-    let work = 2 * g.y_len() * k2;
-    if let Some((_, lay)) = tiled_layouts(g) {
-        return par::chunks(dx, g.c_in * plane, work, |n, dx| {
-            let mut buf = [0.0f32; PLANE_MAX];
-            let mut wf = [0.0f32; MAX_K * MAX_K];
-            for (c, dx) in dx.chunks_mut(plane).enumerate() {
-                let p = n * g.c_in + c;
-                for (f, &v) in wf.iter_mut().zip(w[c * k2..][..k2].iter().rev()) {
-                    *f = v;
-                }
-                let (x, dy) = (&x[p * plane..][..plane], &dy[p * ho * wo..][..ho * wo]);
-                backward_data_plane_tiled(g, &lay, x, &wf[..k2], dy, dx, &mut buf);
-            }
-        });
     }
-    par::chunks(dx, plane, work, |p, dx| {
-        let (x, w, dy) = (
-            &x[p * plane..][..plane],
-            &w[(p % g.c_in) * k2..][..k2],
-            &dy[p * ho * wo..][..ho * wo],
-        );
-        for oh in 0..ho {
-            let dyrow = &dy[oh * wo..][..wo];
+
+    /// dx (one plane) += the plane's input gradient from dy, masked by x > 0 for the fused ReLU.
+    fn backward_data(&self, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32], buf: &mut [f32]) {
+        let g = self.g;
+        if let Some((_, lay)) = &self.tiled {
+            let mut wf = [0.0f32; MAX_K * MAX_K];
+            for (f, &v) in wf.iter_mut().zip(w.iter().rev()) {
+                *f = v;
+            }
+            return backward_data_plane_tiled(g, lay, x, &wf[..w.len()], dy, dx, buf);
+        }
+        let (_, wo) = g.out_hw();
+        for (oh, dyrow) in dy.chunks_exact(wo).enumerate() {
             row_taps(g, oh, wo, |t, ih, lo, hi, iw0| {
                 let base = ih * g.w + iw0;
                 let (src, wv, len) = (&dyrow[lo..hi], w[t], hi - lo);
@@ -238,6 +228,100 @@ pub fn backward_data(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f
                 }
             });
         }
+    }
+
+    /// dw (one channel's k x k taps) += the plane's weight gradient: the tiled path adds each tap's
+    /// whole-plane dot once, the row path one dot per row and tap.
+    fn backward_weight(&self, x: &[f32], dy: &[f32], dw: &mut [f32], buf: &mut [f32]) {
+        let g = self.g;
+        if let Some((lay, _)) = &self.tiled {
+            return backward_weight_plane_tiled(g, lay, x, dy, dw, buf);
+        }
+        let (_, wo) = g.out_hw();
+        for (oh, dyrow) in dy.chunks_exact(wo).enumerate() {
+            row_taps(g, oh, wo, |t, ih, lo, hi, iw0| {
+                let (xs, src, len) = (&x[ih * g.w + iw0..], &dyrow[lo..hi], hi - lo);
+                let n8 = len / LANES * LANES;
+                let mut acc = f32x8::ZERO;
+                for j in (0..n8).step_by(LANES) {
+                    acc += load(&src[j..]) * read8(&xs[j * g.stride..], g.stride, g.pre_relu);
+                }
+                let mut s = crate::simd::hsum(acc);
+                for j in n8..len {
+                    s += src[j] * read1(xs[j * g.stride], g.pre_relu);
+                }
+                dw[t] += s;
+            });
+        }
+    }
+}
+
+/// One sample's forward: `x` [C, H, W] -> `y` [C, Ho, Wo]. For callers that parallelise over
+/// samples themselves (the fused separable conv); [`forward`] is this over the batch.
+pub fn forward_sample(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
+    let (ho, wo) = g.out_hw();
+    let (p, k2, plane) = (Planes::new(g), g.kh * g.kw, g.h * g.w);
+    let mut buf = [0.0f32; PLANE_MAX];
+    for (c, y) in y.chunks_mut(ho * wo).enumerate() {
+        p.forward(&x[c * plane..][..plane], &w[c * k2..][..k2], y, &mut buf);
+    }
+}
+
+/// One sample's input gradient: `dx` [C, H, W] += from `dy` [C, Ho, Wo] (see [`forward_sample`]).
+pub fn backward_data_sample(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32]) {
+    let (ho, wo) = g.out_hw();
+    let (p, k2, plane) = (Planes::new(g), g.kh * g.kw, g.h * g.w);
+    let mut buf = [0.0f32; PLANE_MAX];
+    for (c, dx) in dx.chunks_mut(plane).enumerate() {
+        let (x, dy) = (&x[c * plane..][..plane], &dy[c * ho * wo..][..ho * wo]);
+        p.backward_data(x, &w[c * k2..][..k2], dy, dx, &mut buf);
+    }
+}
+
+/// One sample's weight gradient: `dw` [C, 1, kh, kw] += from `x` and `dy` (see [`forward_sample`]).
+pub fn backward_weight_sample(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let (ho, wo) = g.out_hw();
+    let (p, k2, plane) = (Planes::new(g), g.kh * g.kw, g.h * g.w);
+    let mut buf = [0.0f32; PLANE_MAX];
+    for (c, dw) in dw.chunks_mut(k2).enumerate() {
+        let (x, dy) = (&x[c * plane..][..plane], &dy[c * ho * wo..][..ho * wo]);
+        p.backward_weight(x, dy, dw, &mut buf);
+    }
+}
+
+/// y = depthwise_conv(x, w). Parallel over samples on the tiled path (each with its own padding
+/// scratch on the stack), over planes on the row path (large planes, few of them per sample).
+pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
+    let (ho, wo) = g.out_hw();
+    let (plane, k2) = (g.h * g.w, g.kh * g.kw);
+    let work = 2 * g.y_len() * k2;
+    let p = Planes::new(g);
+    if p.tiled.is_some() {
+        return par::chunks(y, g.c_in * ho * wo, work, |n, y| {
+            forward_sample(g, &x[n * g.c_in * plane..][..g.c_in * plane], w, y)
+        });
+    }
+    par::chunks(y, ho * wo, work, |i, y| {
+        let (x, w) = (&x[i * plane..][..plane], &w[(i % g.c_in) * k2..][..k2]);
+        p.forward(x, w, y, &mut [])
+    });
+}
+
+/// dx += input gradient of the depthwise conv (masked by x > 0 when the ReLU is fused).
+pub fn backward_data(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32]) {
+    let (ho, wo) = g.out_hw();
+    let (plane, k2) = (g.h * g.w, g.kh * g.kw);
+    let work = 2 * g.y_len() * k2;
+    let p = Planes::new(g);
+    if p.tiled.is_some() {
+        let (xs, ys) = (g.c_in * plane, g.c_in * ho * wo);
+        return par::chunks(dx, xs, work, |n, dx| {
+            backward_data_sample(g, &x[n * xs..][..xs], w, &dy[n * ys..][..ys], dx)
+        });
+    }
+    par::chunks(dx, plane, work, |i, dx| {
+        let (x, dy) = (&x[i * plane..][..plane], &dy[i * ho * wo..][..ho * wo]);
+        p.backward_data(x, &w[(i % g.c_in) * k2..][..k2], dy, dx, &mut [])
     });
 }
 
@@ -246,32 +330,13 @@ pub fn backward_data(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f
 pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let (ho, wo) = g.out_hw();
     let (plane, k2) = (g.h * g.w, g.kh * g.kw);
-    let tiled = tiled_layouts(g).map(|(lay, _)| lay);
+    let p = Planes::new(g);
     par::chunks(dw, k2, 2 * g.y_len() * k2, |c, dw| {
         let mut buf = [0.0f32; PLANE_MAX];
         for n in 0..g.n {
-            let p = n * g.c_in + c;
-            let (x, dy) = (&x[p * plane..][..plane], &dy[p * ho * wo..][..ho * wo]);
-            if let Some(lay) = &tiled {
-                backward_weight_plane_tiled(g, lay, x, dy, dw, &mut buf);
-                continue;
-            }
-            for oh in 0..ho {
-                let dyrow = &dy[oh * wo..][..wo];
-                row_taps(g, oh, wo, |t, ih, lo, hi, iw0| {
-                    let (xs, src, len) = (&x[ih * g.w + iw0..], &dyrow[lo..hi], hi - lo);
-                    let n8 = len / LANES * LANES;
-                    let mut acc = f32x8::ZERO;
-                    for j in (0..n8).step_by(LANES) {
-                        acc += load(&src[j..]) * read8(&xs[j * g.stride..], g.stride, g.pre_relu);
-                    }
-                    let mut s = crate::simd::hsum(acc);
-                    for j in n8..len {
-                        s += src[j] * read1(xs[j * g.stride], g.pre_relu);
-                    }
-                    dw[t] += s;
-                });
-            }
+            let i = n * g.c_in + c;
+            let (x, dy) = (&x[i * plane..][..plane], &dy[i * ho * wo..][..ho * wo]);
+            p.backward_weight(x, dy, dw, &mut buf);
         }
     });
 }

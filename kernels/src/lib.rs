@@ -27,6 +27,7 @@ pub mod optim;
 pub mod par;
 pub mod peak;
 pub mod pool;
+pub mod separable;
 pub mod simd;
 pub mod softmax;
 pub mod tiled;

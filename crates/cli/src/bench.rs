@@ -125,7 +125,11 @@ pub fn run(a: BenchArgs) -> Result<u8, Failure> {
 /// The op families of a search step, and which op names belong to each.
 const FAMILIES: [(&str, &[&str]); 7] = [
     ("dense conv", &["conv2d", "conv2d_bn"]),
-    ("depthwise", &["depthwise_conv2d"]),
+    // The sep and dil convs' blocks: depthwise, 1x1 conv and BN fused into one node.
+    (
+        "depthwise + 1x1",
+        &["depthwise_conv2d", "separable_conv", "separable_conv_bn"],
+    ),
     ("pools", &["max_pool2d", "avg_pool2d", "pool2d_bn"]),
     ("BN", &["batch_norm"]),
     ("Max-W", &["maxw", "softmax"]),

@@ -275,7 +275,7 @@ fn bench_roofline_reports_each_family_of_the_step() {
     let f = r["families"].as_object().unwrap();
     let names = [
         "dense conv",
-        "depthwise",
+        "depthwise + 1x1",
         "pools",
         "BN",
         "Max-W",

@@ -5,7 +5,7 @@ use crate::params::{BnStore, ParamStore};
 use crate::primitives::Primitive;
 use crate::Result;
 use autograd::{Tape, Var};
-use ops::{BatchNormOptions, Conv2dOptions, PoolKind, PoolOptions, Slice};
+use ops::{BatchNormOptions, Conv2dOptions, PoolKind, PoolOptions, RunningStats, Slice};
 use tensor::{kaiming_uniform, uniform_bias, Rng, Tensor};
 
 /// A batch norm: its statistics slot, and (weight, bias) parameter indices when affine.
@@ -191,30 +191,30 @@ impl<'a> Builder<'a> {
 
 /// Running the blocks in a pass's context (parameter handles, BN statistics and mode).
 impl ForwardCtx<'_> {
-    pub(crate) fn bn(&mut self, t: &mut Tape, x: Var, bn: &Bn) -> Result<Var> {
+    /// A BN's options for this pass and its running statistics (a training pass counts a batch).
+    fn bn_state(&mut self, bn: &Bn) -> (Option<&mut RunningStats>, BatchNormOptions) {
+        if self.train_bn {
+            self.bns.batches_tracked[bn.stats] += 1;
+        }
         let o = BatchNormOptions {
             training: self.train_bn,
             ..Default::default()
         };
-        if self.train_bn {
-            self.bns.batches_tracked[bn.stats] += 1;
-        }
+        (Some(&mut self.bns.stats[bn.stats]), o)
+    }
+
+    pub(crate) fn bn(&mut self, t: &mut Tape, x: Var, bn: &Bn) -> Result<Var> {
         let affine = bn.affine.map(|(g, b)| (self.weights[g], self.weights[b]));
-        Ok(ops::batch_norm(
-            t,
-            x,
-            affine,
-            Some(&mut self.bns.stats[bn.stats]),
-            o,
-        )?)
+        let (stats, o) = self.bn_state(bn);
+        Ok(ops::batch_norm(t, x, affine, stats, o)?)
     }
 
     pub(crate) fn conv(&self, t: &mut Tape, x: Var, w: usize, o: Conv2dOptions) -> Result<Var> {
         Ok(ops::conv2d(t, x, self.weights[w], o)?)
     }
 
-    /// conv then BN; one fused node when the BN has no affine parameters, so the conv output is
-    /// never stored (about a quarter of a search step's activation memory).
+    /// conv then BN (the preprocessing blocks); one fused node when the BN has no affine
+    /// parameters, so the conv output is never stored.
     pub(crate) fn conv_bn(
         &mut self,
         t: &mut Tape,
@@ -227,21 +227,9 @@ impl ForwardCtx<'_> {
             let y = self.conv(t, x, w, o)?;
             return self.bn(t, y, bn);
         }
-        let opts = BatchNormOptions {
-            training: self.train_bn,
-            ..Default::default()
-        };
-        if self.train_bn {
-            self.bns.batches_tracked[bn.stats] += 1;
-        }
-        Ok(ops::conv2d_bn(
-            t,
-            x,
-            self.weights[w],
-            o,
-            Some(&mut self.bns.stats[bn.stats]),
-            opts,
-        )?)
+        let w = self.weights[w];
+        let (stats, opts) = self.bn_state(bn);
+        Ok(ops::conv2d_bn(t, x, w, o, stats, opts)?)
     }
 
     /// Pooling then a non-affine BN as one fused node (the pooled tensor is never stored).
@@ -254,21 +242,8 @@ impl ForwardCtx<'_> {
         bn: &Bn,
     ) -> Result<Var> {
         debug_assert!(bn.affine.is_none(), "DARTS's pool edges use non-affine BN");
-        let opts = BatchNormOptions {
-            training: self.train_bn,
-            ..Default::default()
-        };
-        if self.train_bn {
-            self.bns.batches_tracked[bn.stats] += 1;
-        }
-        Ok(ops::pool2d_bn(
-            t,
-            x,
-            kind,
-            o,
-            Some(&mut self.bns.stats[bn.stats]),
-            opts,
-        )?)
+        let (stats, opts) = self.bn_state(bn);
+        Ok(ops::pool2d_bn(t, x, kind, o, stats, opts)?)
     }
 
     /// The stem: 3x3 conv to 3C channels, then an affine BN.
@@ -369,9 +344,28 @@ impl ForwardCtx<'_> {
                 groups: 1,
                 pre_relu: true,
             };
-            y = ops::depthwise_conv2d(t, y, self.weights[*dw], o)?;
-            y = self.conv_bn(t, y, *pw, Conv2dOptions::default(), bn)?;
+            y = self.separable_bn(t, y, (*dw, *pw), o, bn)?;
         }
         Ok(y)
+    }
+
+    /// ReLU -> depthwise conv -> 1x1 conv -> BN: one node when the BN has no affine parameters
+    /// (neither the depthwise output nor the 1x1 conv's is stored), else the separable node and
+    /// the BN.
+    fn separable_bn(
+        &mut self,
+        t: &mut Tape,
+        x: Var,
+        (dw, pw): (usize, usize),
+        o: Conv2dOptions,
+        bn: &Bn,
+    ) -> Result<Var> {
+        let (dw, pw) = (self.weights[dw], self.weights[pw]);
+        if bn.affine.is_some() {
+            let y = ops::separable_conv(t, x, dw, pw, o)?;
+            return self.bn(t, y, bn);
+        }
+        let (stats, opts) = self.bn_state(bn);
+        Ok(ops::separable_conv_bn(t, x, dw, pw, o, stats, opts)?)
     }
 }

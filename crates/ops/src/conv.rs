@@ -132,6 +132,23 @@ pub fn conv2d(tape: &mut Tape, x: Var, w: Var, o: Conv2dOptions) -> Result<Var> 
     Ok(tape.push("conv2d", y, &[x, w], ConvBack(g)))
 }
 
+/// Validates a depthwise conv (x [N, C, H, W], w [C, 1, kh, kw]; `o.groups` ignored) and builds
+/// its geometry.
+pub(crate) fn depthwise_geometry(
+    tape: &Tape,
+    x: Var,
+    w: Var,
+    o: Conv2dOptions,
+    op: &'static str,
+) -> Result<ConvGeom> {
+    let c = check::nchw(tape, x, op)?[1];
+    let g = geometry(tape, x, w, Conv2dOptions { groups: c, ..o }, op)?;
+    check::arg(g.c_out == c, op, || {
+        format!("weight has {} filters for {c} channels", g.c_out)
+    })?;
+    Ok(g)
+}
+
 struct DepthwiseBack(ConvGeom);
 impl Backward for DepthwiseBack {
     fn backward(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, grads: &mut GradSlots) {
@@ -152,18 +169,8 @@ impl Backward for DepthwiseBack {
 /// Depthwise 2-D convolution: x [N, C, H, W], w [C, 1, kh, kw] -> [N, C, Ho, Wo]. `o.groups` is
 /// ignored (it is C).
 pub fn depthwise_conv2d(tape: &mut Tape, x: Var, w: Var, o: Conv2dOptions) -> Result<Var> {
-    let c = check::nchw(tape, x, "depthwise_conv2d")?[1];
-    let g = geometry(
-        tape,
-        x,
-        w,
-        Conv2dOptions { groups: c, ..o },
-        "depthwise_conv2d",
-    )?;
-    check::arg(g.c_out == c, "depthwise_conv2d", || {
-        format!("weight has {} filters for {c} channels", g.c_out)
-    })?;
-    let (ho, wo) = g.out_hw();
+    let g = depthwise_geometry(tape, x, w, o, "depthwise_conv2d")?;
+    let (c, (ho, wo)) = (g.c_in, g.out_hw());
     let mut y = tape.buffer([g.n, c, ho, wo]);
     kdw::forward(&g, tape.value(x).data(), tape.value(w).data(), y.data_mut());
     Ok(tape.push("depthwise_conv2d", y, &[x, w], DepthwiseBack(g)))

@@ -9,6 +9,7 @@
 //! | [`conv2d`] | y = W * x (optionally W * relu(x)) | dx = W^T * dy (masked), dW = dy * x^T |
 //! | [`depthwise_conv2d`] | one kxk filter per channel | same, per channel |
 //! | [`conv2d_bn`] | BN(W * x), BN without affine, one node | BN's VJP from its output, then the conv's |
+//! | [`separable_conv`], [`separable_conv_bn`] | W_pw depthwise(x) (then BN), one node; the depthwise output is not stored | made again per sample, then both convs' VJPs |
 //! | [`linear`] | y = x W^T + b | dx = dy W, dW = dy^T x, db = sum dy |
 //! | [`max_pool2d`] / [`avg_pool2d`] | window max / mean | to the argmax / spread evenly |
 //! | [`pool2d_bn`] | BN(pool(x)), BN without affine, one node | BN's VJP from its output, then the pool's |
@@ -85,6 +86,7 @@ mod maxw;
 mod mixed;
 mod pool;
 mod reduce;
+mod separable;
 mod softmax;
 
 pub use autograd::{Error, Result, Tape, Tensor, Var};
@@ -97,6 +99,7 @@ pub use maxw::maxw;
 pub use mixed::weighted_sum;
 pub use pool::{avg_pool2d, max_pool2d, pool2d_bn, PoolKind, PoolOptions};
 pub use reduce::{dot_const, sum};
+pub use separable::{separable_conv, separable_conv_bn};
 pub use softmax::{cross_entropy, softmax};
 
 #[cfg(test)]

@@ -1,0 +1,347 @@
+//! A depthwise conv then a pointwise (1x1) conv, sample by sample, the intermediate never stored:
+//! z = depthwise(x, w_dw) (fused input ReLU, stride, padding, dilation as [`crate::depthwise`]),
+//! y = w_pw z. The blocks of DARTS's sep and dil convs.
+//!
+//! Each sample's z ([C, Ho, Wo], 64 KiB for a 32x32 plane of 16 channels) is made in a scratch slot
+//! and read by the pointwise GEMM while it is still in cache; the backward makes it again instead
+//! of keeping it from the forward: a third of the depthwise arithmetic spent to drop the largest
+//! stored tensor of a search step. Per sample the backward then computes
+//! dW_pw_n = dy_n z_n^T, dz_n = W_pw^T dy_n, dx_n += depthwise input gradient of dz_n, and
+//! dW_dw_n = the depthwise weight gradient of (x_n, dz_n); the per-sample weight gradients are
+//! added in sample order, so results are bit-identical for any thread count (and to the two convs
+//! run one after the other).
+//!
+//! Shapes: x [N, C, H, W], w_dw [C, 1, kh, kw], w_pw [Cout, C, 1, 1], y [N, Cout, Ho, Wo].
+use crate::conv::ConvGeom;
+use crate::depthwise as dw;
+use crate::gemm::{sgemm, Trans};
+use crate::par;
+
+/// A separable block's shape: the depthwise conv's geometry (`c_in == c_out == groups`) and the
+/// pointwise conv's output channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SepGeom {
+    pub dw: ConvGeom,
+    pub c_out: usize,
+}
+
+impl SepGeom {
+    /// Values of one sample's intermediate z: C * Ho * Wo.
+    fn mid(&self) -> usize {
+        let (ho, wo) = self.dw.out_hw();
+        self.dw.c_in * ho * wo
+    }
+
+    /// N * Cout * Ho * Wo.
+    pub fn y_len(&self) -> usize {
+        self.dw.n * self.c_out * self.mid() / self.dw.c_in.max(1)
+    }
+
+    fn k2(&self) -> usize {
+        self.dw.kh * self.dw.kw
+    }
+
+    /// The pointwise conv's geometry: a direct 1x1 conv on z.
+    pub fn pointwise(&self) -> ConvGeom {
+        let (ho, wo) = self.dw.out_hw();
+        ConvGeom {
+            n: self.dw.n,
+            c_in: self.dw.c_in,
+            h: ho,
+            w: wo,
+            c_out: self.c_out,
+            kh: 1,
+            kw: 1,
+            stride: 1,
+            pad: 0,
+            dilation: 1,
+            groups: 1,
+            pre_relu: false,
+        }
+    }
+
+    /// Scratch [`forward`] needs: one z per sample.
+    pub fn forward_scratch_len(&self) -> usize {
+        self.dw.n * self.mid()
+    }
+
+    /// Per-sample scratch slot of [`backward`]: z, dz, and the two weight gradients' partials.
+    fn backward_slot(&self) -> usize {
+        2 * self.mid() + self.c_out * self.dw.c_in + self.dw.c_in * self.k2()
+    }
+
+    /// Scratch [`backward`] needs: N slots of z, dz and the per-sample weight gradients.
+    pub fn backward_scratch_len(&self) -> usize {
+        self.dw.n * self.backward_slot()
+    }
+
+    /// Multiply-adds of the forward, both convs (a parallel-or-serial decision's work).
+    fn work(&self) -> usize {
+        self.dw.n * self.mid() * (self.k2() + self.c_out)
+    }
+}
+
+/// y = w_pw depthwise(x, w_dw). `scratch` holds [`SepGeom::forward_scratch_len`] values.
+pub fn forward(
+    g: &SepGeom,
+    x: &[f32],
+    w_dw: &[f32],
+    w_pw: &[f32],
+    y: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let (mid, x_len) = (g.mid(), g.dw.c_in * g.dw.h * g.dw.w);
+    let hw = mid / g.dw.c_in.max(1);
+    let c = g.dw.c_in;
+    par::chunks_with_scratch(y, g.c_out * hw, scratch, mid, 2 * g.work(), |n, y, z| {
+        dw::forward_sample(&g.dw, &x[n * x_len..][..x_len], w_dw, z);
+        sgemm(g.c_out, c, hw, 1.0, w_pw, Trans::N, z, Trans::N, 0.0, y);
+    });
+}
+
+/// The gradients wanted of y = w_pw depthwise(x, w_dw): each `Some` is added into (`+=`).
+pub struct SepGrads<'a> {
+    pub dx: Option<&'a mut [f32]>,
+    pub dw_dw: Option<&'a mut [f32]>,
+    pub dw_pw: Option<&'a mut [f32]>,
+}
+
+/// Adds the gradients of y = w_pw depthwise(x, w_dw) for dL/dy = `dy` into `grads`. `scratch`
+/// holds [`SepGeom::backward_scratch_len`] values.
+pub fn backward(
+    g: &SepGeom,
+    x: &[f32],
+    w_dw: &[f32],
+    w_pw: &[f32],
+    dy: &[f32],
+    grads: SepGrads,
+    scratch: &mut [f32],
+) {
+    let (c, k2, mid) = (g.dw.c_in, g.k2(), g.mid());
+    let hw = mid / c.max(1);
+    let (x_len, y_len, slot) = (c * g.dw.h * g.dw.w, g.c_out * hw, g.backward_slot());
+    let SepGrads {
+        dx,
+        mut dw_dw,
+        mut dw_pw,
+    } = grads;
+    let want = (dx.is_some(), dw_dw.is_some(), dw_pw.is_some());
+    let sample = |n: usize, s: &mut [f32], dx: Option<&mut [f32]>| {
+        let (x, dy) = (&x[n * x_len..][..x_len], &dy[n * y_len..][..y_len]);
+        let (z, rest) = s.split_at_mut(mid);
+        let (dz, rest) = rest.split_at_mut(mid);
+        let (part_pw, part_dw) = rest.split_at_mut(g.c_out * c);
+        if want.2 {
+            dw::forward_sample(&g.dw, x, w_dw, z);
+            sgemm(g.c_out, hw, c, 1.0, dy, Trans::N, z, Trans::T, 0.0, part_pw);
+        }
+        if want.0 || want.1 {
+            sgemm(c, g.c_out, hw, 1.0, w_pw, Trans::T, dy, Trans::N, 0.0, dz);
+        }
+        if let Some(dx) = dx {
+            dw::backward_data_sample(&g.dw, x, w_dw, dz, dx);
+        }
+        if want.1 {
+            part_dw.fill(0.0);
+            dw::backward_weight_sample(&g.dw, x, dz, &mut part_dw[..c * k2]);
+        }
+    };
+    // Forward recompute, two GEMMs and the depthwise backward: about 3x the forward's work.
+    let work = 6 * g.work();
+    let scratch = &mut scratch[..g.dw.n * slot];
+    match dx {
+        Some(dx) => par::chunks2(scratch, slot, dx, x_len, work, |n, s, dx| {
+            sample(n, s, Some(dx))
+        }),
+        None => par::chunks(scratch, slot, work, |n, s| sample(n, s, None)),
+    }
+    for s in scratch.chunks(slot) {
+        let parts = &s[2 * mid..];
+        if let Some(d) = dw_pw.as_deref_mut() {
+            crate::elementwise::axpy(1.0, &parts[..g.c_out * c], d);
+        }
+        if let Some(d) = dw_dw.as_deref_mut() {
+            crate::elementwise::axpy(1.0, &parts[g.c_out * c..][..c * k2], d);
+        }
+    }
+}
+
+/// The definition: the two convs' references one after the other (z stored).
+pub mod reference {
+    use super::{SepGeom, SepGrads};
+    use crate::conv::reference as conv;
+
+    pub fn forward(g: &SepGeom, x: &[f32], w_dw: &[f32], w_pw: &[f32], y: &mut [f32]) {
+        let mut z = vec![0.0; g.dw.y_len()];
+        conv::forward(&g.dw, x, w_dw, &mut z);
+        conv::forward(&g.pointwise(), &z, w_pw, y);
+    }
+
+    pub fn backward(
+        g: &SepGeom,
+        x: &[f32],
+        w_dw: &[f32],
+        w_pw: &[f32],
+        dy: &[f32],
+        grads: SepGrads,
+    ) {
+        let mut z = vec![0.0; g.dw.y_len()];
+        conv::forward(&g.dw, x, w_dw, &mut z);
+        let pw = g.pointwise();
+        if let Some(d) = grads.dw_pw {
+            conv::backward_weight(&pw, &z, dy, d);
+        }
+        let mut dz = vec![0.0; g.dw.y_len()];
+        conv::backward_data(&pw, &z, w_pw, dy, &mut dz);
+        if let Some(d) = grads.dx {
+            conv::backward_data(&g.dw, x, w_dw, &dz, d);
+        }
+        if let Some(d) = grads.dw_dw {
+            conv::backward_weight(&g.dw, x, &dz, d);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{assert_close, vec_f32};
+    use proptest::prelude::*;
+
+    /// DARTS's blocks and their neighbours: k 3 or 5, stride 1 or 2, dilation 1 or 2, "same"
+    /// padding or less, widths that exercise the 8-lane tails; planes up to 20x20 (tiled) and a
+    /// few wider than the tiled path takes.
+    fn geom() -> impl Strategy<Value = SepGeom> {
+        (
+            (1usize..4, 1usize..5, 1usize..6),
+            prop_oneof![3usize..21, Just(48usize)],
+            prop_oneof![Just(3usize), Just(5)],
+            (1usize..3, 1usize..3, 0usize..5, any::<bool>()),
+        )
+            .prop_map(|((n, c, c_out), hw, k, (s, d, p, relu))| SepGeom {
+                dw: ConvGeom {
+                    n,
+                    c_in: c,
+                    h: hw,
+                    w: hw.saturating_sub(1).max(3),
+                    c_out: c,
+                    kh: k,
+                    kw: k,
+                    stride: s,
+                    pad: p.min(d * (k - 1) / 2),
+                    dilation: d,
+                    groups: c,
+                    pre_relu: relu,
+                },
+                c_out,
+            })
+            .prop_filter("window fits", |g| {
+                let (a, b) = g.dw.out_hw();
+                a > 0 && b > 0
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn fused_matches_reference(
+            (g, x, w_dw, w_pw, dy, dx0, d_dw0, d_pw0) in geom().prop_flat_map(|g| (
+                Just(g),
+                vec_f32(g.dw.x_len()),
+                vec_f32(g.dw.w_len()),
+                vec_f32(g.c_out * g.dw.c_in),
+                vec_f32(g.y_len()),
+                vec_f32(g.dw.x_len()),
+                vec_f32(g.dw.w_len()),
+                vec_f32(g.c_out * g.dw.c_in),
+            ))
+        ) {
+            let (mut y, mut y_ref) = (vec![f32::NAN; g.y_len()], vec![0.0; g.y_len()]);
+            let mut scratch = vec![f32::NAN; g.backward_scratch_len().max(g.forward_scratch_len())];
+            forward(&g, &x, &w_dw, &w_pw, &mut y, &mut scratch);
+            reference::forward(&g, &x, &w_dw, &w_pw, &mut y_ref);
+            assert_close(&y, &y_ref, 1e-4);
+
+            let (mut dx, mut d_dw, mut d_pw) = (dx0.clone(), d_dw0.clone(), d_pw0.clone());
+            let (mut dx_r, mut d_dw_r, mut d_pw_r) = (dx0.clone(), d_dw0.clone(), d_pw0.clone());
+            scratch.fill(f32::NAN);
+            backward(&g, &x, &w_dw, &w_pw, &dy, SepGrads { dx: Some(&mut dx), dw_dw: Some(&mut d_dw), dw_pw: Some(&mut d_pw) }, &mut scratch);
+            reference::backward(&g, &x, &w_dw, &w_pw, &dy, SepGrads { dx: Some(&mut dx_r), dw_dw: Some(&mut d_dw_r), dw_pw: Some(&mut d_pw_r) });
+            assert_close(&dx, &dx_r, 1e-4);
+            assert_close(&d_dw, &d_dw_r, 1e-3);
+            assert_close(&d_pw, &d_pw_r, 1e-3);
+
+            // Each gradient alone is the same as with the others.
+            let mut only = dx0.clone();
+            backward(&g, &x, &w_dw, &w_pw, &dy, SepGrads { dx: Some(&mut only), dw_dw: None, dw_pw: None }, &mut scratch);
+            prop_assert_eq!(&only, &dx);
+            let mut only = d_dw0.clone();
+            backward(&g, &x, &w_dw, &w_pw, &dy, SepGrads { dx: None, dw_dw: Some(&mut only), dw_pw: None }, &mut scratch);
+            prop_assert_eq!(&only, &d_dw);
+            let mut only = d_pw0.clone();
+            backward(&g, &x, &w_dw, &w_pw, &dy, SepGrads { dx: None, dw_dw: None, dw_pw: Some(&mut only) }, &mut scratch);
+            prop_assert_eq!(&only, &d_pw);
+        }
+    }
+
+    /// The fused block gives the same bits as the depthwise and pointwise kernels run one after
+    /// the other with z stored (what the engine did before the fusion).
+    #[test]
+    fn fused_is_bit_identical_to_the_two_kernels() {
+        let g = SepGeom {
+            dw: ConvGeom {
+                n: 3,
+                c_in: 4,
+                h: 16,
+                w: 16,
+                c_out: 4,
+                kh: 5,
+                kw: 5,
+                stride: 2,
+                pad: 2,
+                dilation: 1,
+                groups: 4,
+                pre_relu: true,
+            },
+            c_out: 6,
+        };
+        let pw = g.pointwise();
+        let f = |i: usize, m: usize| ((i * 37 + m) % 23) as f32 / 11.0 - 1.0;
+        let x: Vec<f32> = (0..g.dw.x_len()).map(|i| f(i, 1)).collect();
+        let w_dw: Vec<f32> = (0..g.dw.w_len()).map(|i| f(i, 2)).collect();
+        let w_pw: Vec<f32> = (0..pw.w_len()).map(|i| f(i, 3)).collect();
+        let dy: Vec<f32> = (0..g.y_len()).map(|i| f(i, 4)).collect();
+
+        let mut z = vec![0.0; g.dw.y_len()];
+        dw::forward(&g.dw, &x, &w_dw, &mut z);
+        let mut y_two = vec![0.0; g.y_len()];
+        crate::conv::forward(&pw, &z, &w_pw, &mut y_two, &mut []);
+        let (mut dz, mut d_pw_two) = (vec![0.0; z.len()], vec![0.0; w_pw.len()]);
+        crate::conv::backward_data(&pw, &z, &w_pw, &dy, &mut dz, &mut []);
+        let mut partial = vec![0.0; crate::conv::weight_partial_len(&pw)];
+        crate::conv::backward_weight(&pw, &z, &dy, &mut d_pw_two, &mut [], &mut partial);
+        let (mut dx_two, mut d_dw_two) = (vec![0.0; x.len()], vec![0.0; w_dw.len()]);
+        dw::backward_data(&g.dw, &x, &w_dw, &dz, &mut dx_two);
+        dw::backward_weight(&g.dw, &x, &dz, &mut d_dw_two);
+
+        let mut scratch = vec![0.0; g.backward_scratch_len()];
+        let mut y = vec![0.0; g.y_len()];
+        forward(&g, &x, &w_dw, &w_pw, &mut y, &mut scratch);
+        let (mut dx, mut d_dw, mut d_pw) = (
+            vec![0.0; x.len()],
+            vec![0.0; w_dw.len()],
+            vec![0.0; w_pw.len()],
+        );
+        let grads = SepGrads {
+            dx: Some(&mut dx),
+            dw_dw: Some(&mut d_dw),
+            dw_pw: Some(&mut d_pw),
+        };
+        backward(&g, &x, &w_dw, &w_pw, &dy, grads, &mut scratch);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&y), bits(&y_two));
+        assert_eq!(bits(&dx), bits(&dx_two));
+        assert_eq!(bits(&d_dw), bits(&d_dw_two));
+        assert_eq!(bits(&d_pw), bits(&d_pw_two));
+    }
+}
