@@ -41,16 +41,18 @@ impl Backward for SepBack {
             crate::cost::conv(&self.0.dw),
             crate::cost::conv(&self.0.pointwise()),
         );
-        let z = self.0.dw.y_len() as f64;
+        // z's bytes: written and read once forward; read twice and its gradient written and read
+        // once backward, in the two convs' separate costs.
+        let z = 4.0 * self.0.dw.y_len() as f64;
         let cost = Cost {
-            forward: Work::new(
-                d.forward.flops + p.forward.flops,
-                d.forward.bytes + p.forward.bytes - 2.0 * z,
-            ),
-            backward: Work::new(
-                d.backward.flops + p.backward.flops + d.forward.flops,
-                d.backward.bytes + p.backward.bytes - 4.0 * z,
-            ),
+            forward: Work {
+                flops: d.forward.flops + p.forward.flops,
+                bytes: d.forward.bytes + p.forward.bytes - 2.0 * z,
+            },
+            backward: Work {
+                flops: d.backward.flops + p.backward.flops + d.forward.flops,
+                bytes: d.backward.bytes + p.backward.bytes - 4.0 * z,
+            },
         };
         match self.1 {
             Some(_) => crate::cost::then_bn(cost, y.numel()),
@@ -244,6 +246,40 @@ mod tests {
             let running = RunningStats { mean: vec![0.1; c], var: vec![0.7; c] };
             check(|t, v| separable_conv_bn(t, v[0], v[1], v[2], o, Some(&mut running.clone()), eval), &[x, w_dw, w_pw], 33);
         }
+    }
+
+    /// The work a profiling tape hears, by hand: x [2, 4, 6, 6], w_dw [4, 1, 3, 3] (padding 1),
+    /// w_pw [6, 4, 1, 1] -> y [2, 6, 6, 6]. Multiply-adds: 9 per depthwise output (z, 288 values),
+    /// 4 per output (432). Bytes: x, the weights and y forward; backward dy, x and the weights
+    /// read, dx and the weight gradients read and written; z never.
+    #[test]
+    fn profiled_work_is_both_convs_without_the_intermediate() {
+        let mut t = Tape::new();
+        t.set_profiling(true);
+        let x = t.leaf(Tensor::zeros([2, 4, 6, 6]), true);
+        let w_dw = t.leaf(Tensor::zeros([4, 1, 3, 3]), true);
+        let w_pw = t.leaf(Tensor::zeros([6, 4, 1, 1]), true);
+        let o = Conv2dOptions {
+            padding: 1,
+            ..Default::default()
+        };
+        let y = separable_conv(&mut t, x, w_dw, w_pw, o).unwrap();
+        let l = crate::sum(&mut t, y).unwrap();
+        t.backward(l).unwrap();
+        let p = &t.take_profile()["separable_conv"];
+        let (macs_dw, macs_pw) = (288.0 * 9.0, 432.0 * 4.0);
+        let (xs, ws, ys) = (288.0, 36.0 + 24.0, 432.0);
+        assert_eq!(
+            p.forward,
+            Work::new(2.0 * (macs_dw + macs_pw), xs + ws + ys)
+        );
+        assert_eq!(
+            p.backward,
+            Work::new(
+                4.0 * (macs_dw + macs_pw) + 2.0 * macs_dw,
+                ys + 3.0 * (xs + ws)
+            )
+        );
     }
 
     #[test]
