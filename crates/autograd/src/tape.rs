@@ -35,6 +35,12 @@ impl GradSlots<'_> {
         self.pool.take(len)
     }
 
+    /// A scratch buffer of `len` zeros (large ones zeroed by all threads), for a kernel that adds
+    /// into its output; hand it back with [`GradSlots::recycle`].
+    pub fn zeros(&mut self, len: usize) -> Vec<f32> {
+        self.pool.zeros(len)
+    }
+
     /// Returns a buffer (scratch, or any other f32 buffer the pass is done with) to the pool.
     pub fn recycle(&mut self, buf: Vec<f32>) {
         self.pool.give(buf);

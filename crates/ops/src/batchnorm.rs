@@ -250,8 +250,7 @@ impl TrailingBn {
     /// dL/dz from the output y and dL/dy: training invstd * (dy - mean(dy) - y * mean(dy * y)),
     /// eval invstd * dy. Its buffer comes from the tape's pool: hand it back with `grads.recycle`.
     pub(crate) fn input_grad(&self, y: &Tensor, g: &Tensor, grads: &mut GradSlots) -> Tensor {
-        let mut dz = grads.scratch(y.numel());
-        dz.fill(0.0);
+        let mut dz = grads.zeros(y.numel());
         let mut scratch = grads.scratch(kbn::backward_scratch_len(self.shape));
         if self.training {
             kbn::backward_train_from_output(
