@@ -272,12 +272,15 @@ mod tests {
             assert_close(&d_pw, &d_pw_r, 1e-3);
 
             // Each gradient alone is the same as with the others.
+            scratch.fill(f32::NAN); // nothing left over from the call above
             let mut only = dx0.clone();
             backward(&g, &x, &w_dw, &w_pw, &dy, SepGrads { dx: Some(&mut only), dw_dw: None, dw_pw: None }, &mut scratch);
             prop_assert_eq!(&only, &dx);
+            scratch.fill(f32::NAN); // nothing left over from the call above
             let mut only = d_dw0.clone();
             backward(&g, &x, &w_dw, &w_pw, &dy, SepGrads { dx: None, dw_dw: Some(&mut only), dw_pw: None }, &mut scratch);
             prop_assert_eq!(&only, &d_dw);
+            scratch.fill(f32::NAN); // nothing left over from the call above
             let mut only = d_pw0.clone();
             backward(&g, &x, &w_dw, &w_pw, &dy, SepGrads { dx: None, dw_dw: None, dw_pw: Some(&mut only) }, &mut scratch);
             prop_assert_eq!(&only, &d_pw);
