@@ -213,4 +213,20 @@ mod tests {
             assert_close(&got, &want, 1e-5 * k as f32);
         }
     }
+
+    /// The dot-tile path at every k around its threshold and the 8-lane split (k = 32 .. 80 with
+    /// one row and column, 2 x 3 with k >= 96), against the reference.
+    #[test]
+    fn dot_tiles_match_reference_at_every_split() {
+        for (m, n, ks) in [(1, 1, 32..80), (2, 3, 96..120)] {
+            for k in ks {
+                let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
+                let b: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32 * 0.2 - 0.5).collect();
+                let (mut got, mut want) = (vec![f32::NAN; m * n], vec![0.0; m * n]);
+                sgemm(m, k, n, 1.0, &a, Trans::N, &b, Trans::T, 0.0, &mut got);
+                reference::sgemm(m, k, n, 1.0, &a, Trans::N, &b, Trans::T, 0.0, &mut want);
+                assert_close(&got, &want, 1e-5 * k as f32);
+            }
+        }
+    }
 }
