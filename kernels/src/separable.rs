@@ -26,15 +26,20 @@ pub struct SepGeom {
 }
 
 impl SepGeom {
+    /// Output pixels per channel: Ho * Wo.
+    fn hw(&self) -> usize {
+        let (ho, wo) = self.dw.out_hw();
+        ho * wo
+    }
+
     /// Values of one sample's intermediate z: C * Ho * Wo.
     fn mid(&self) -> usize {
-        let (ho, wo) = self.dw.out_hw();
-        self.dw.c_in * ho * wo
+        self.dw.c_in * self.hw()
     }
 
     /// N * Cout * Ho * Wo.
     pub fn y_len(&self) -> usize {
-        self.dw.n * self.c_out * self.mid() / self.dw.c_in.max(1)
+        self.dw.n * self.c_out * self.hw()
     }
 
     fn k2(&self) -> usize {
@@ -90,8 +95,7 @@ pub fn forward(
     y: &mut [f32],
     scratch: &mut [f32],
 ) {
-    let (mid, x_len) = (g.mid(), g.dw.c_in * g.dw.h * g.dw.w);
-    let hw = mid / g.dw.c_in.max(1);
+    let (mid, hw, x_len) = (g.mid(), g.hw(), g.dw.c_in * g.dw.h * g.dw.w);
     let c = g.dw.c_in;
     par::chunks_with_scratch(y, g.c_out * hw, scratch, mid, 2 * g.work(), |n, y, z| {
         dw::forward_sample(&g.dw, &x[n * x_len..][..x_len], w_dw, z);
@@ -117,8 +121,7 @@ pub fn backward(
     grads: SepGrads,
     scratch: &mut [f32],
 ) {
-    let (c, k2, mid) = (g.dw.c_in, g.k2(), g.mid());
-    let hw = mid / c.max(1);
+    let (c, k2, mid, hw) = (g.dw.c_in, g.k2(), g.mid(), g.hw());
     let (x_len, y_len, slot) = (c * g.dw.h * g.dw.w, g.c_out * hw, g.backward_slot());
     let SepGrads {
         dx,
