@@ -147,15 +147,18 @@ fn tiled_layouts(g: &ConvGeom) -> Option<(Layout, Layout)> {
     Some((fwd, bwd))
 }
 
-/// Both paths for one plane: the layouts when the tiled path applies, else the row-by-row one.
+/// A depthwise conv prepared once: its geometry and, where the tiled path applies, its layouts
+/// (else planes take the row-by-row path). Runs one plane, or one sample of C planes, at a time:
+/// the batch kernels below, and callers that parallelise over samples themselves (the fused
+/// separable conv), share it.
 #[derive(Clone, Copy)]
-struct Planes<'g> {
+pub struct Planes<'g> {
     g: &'g ConvGeom,
     tiled: Option<(Layout, Layout)>,
 }
 
 impl<'g> Planes<'g> {
-    fn new(g: &'g ConvGeom) -> Self {
+    pub fn new(g: &'g ConvGeom) -> Self {
         Planes {
             g,
             tiled: tiled_layouts(g),
@@ -256,36 +259,40 @@ impl<'g> Planes<'g> {
     }
 }
 
-/// One sample's forward: `x` [C, H, W] -> `y` [C, Ho, Wo]. For callers that parallelise over
-/// samples themselves (the fused separable conv); [`forward`] is this over the batch.
-pub fn forward_sample(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
-    let (ho, wo) = g.out_hw();
-    let (p, k2, plane) = (Planes::new(g), g.kh * g.kw, g.h * g.w);
-    let mut buf = [0.0f32; PLANE_MAX];
-    for (c, y) in y.chunks_mut(ho * wo).enumerate() {
-        p.forward(&x[c * plane..][..plane], &w[c * k2..][..k2], y, &mut buf);
+impl Planes<'_> {
+    /// One sample's forward: `x` [C, H, W] -> `y` [C, Ho, Wo].
+    pub fn forward_sample(&self, x: &[f32], w: &[f32], y: &mut [f32]) {
+        let g = self.g;
+        let (ho, wo) = g.out_hw();
+        let (k2, plane) = (g.kh * g.kw, g.h * g.w);
+        let mut buf = [0.0f32; PLANE_MAX];
+        for (c, y) in y.chunks_mut(ho * wo).enumerate() {
+            self.forward(&x[c * plane..][..plane], &w[c * k2..][..k2], y, &mut buf);
+        }
     }
-}
 
-/// One sample's input gradient: `dx` [C, H, W] += from `dy` [C, Ho, Wo] (see [`forward_sample`]).
-pub fn backward_data_sample(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32]) {
-    let (ho, wo) = g.out_hw();
-    let (p, k2, plane) = (Planes::new(g), g.kh * g.kw, g.h * g.w);
-    let mut buf = [0.0f32; PLANE_MAX];
-    for (c, dx) in dx.chunks_mut(plane).enumerate() {
-        let (x, dy) = (&x[c * plane..][..plane], &dy[c * ho * wo..][..ho * wo]);
-        p.backward_data(x, &w[c * k2..][..k2], dy, dx, &mut buf);
+    /// One sample's input gradient: `dx` [C, H, W] += from `dy` [C, Ho, Wo].
+    pub fn backward_data_sample(&self, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32]) {
+        let g = self.g;
+        let (ho, wo) = g.out_hw();
+        let (k2, plane) = (g.kh * g.kw, g.h * g.w);
+        let mut buf = [0.0f32; PLANE_MAX];
+        for (c, dx) in dx.chunks_mut(plane).enumerate() {
+            let (x, dy) = (&x[c * plane..][..plane], &dy[c * ho * wo..][..ho * wo]);
+            self.backward_data(x, &w[c * k2..][..k2], dy, dx, &mut buf);
+        }
     }
-}
 
-/// One sample's weight gradient: `dw` [C, 1, kh, kw] += from `x` and `dy` (see [`forward_sample`]).
-pub fn backward_weight_sample(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
-    let (ho, wo) = g.out_hw();
-    let (p, k2, plane) = (Planes::new(g), g.kh * g.kw, g.h * g.w);
-    let mut buf = [0.0f32; PLANE_MAX];
-    for (c, dw) in dw.chunks_mut(k2).enumerate() {
-        let (x, dy) = (&x[c * plane..][..plane], &dy[c * ho * wo..][..ho * wo]);
-        p.backward_weight(x, dy, dw, &mut buf);
+    /// One sample's weight gradient: `dw` [C, 1, kh, kw] += from `x` and `dy`.
+    pub fn backward_weight_sample(&self, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+        let g = self.g;
+        let (ho, wo) = g.out_hw();
+        let (k2, plane) = (g.kh * g.kw, g.h * g.w);
+        let mut buf = [0.0f32; PLANE_MAX];
+        for (c, dw) in dw.chunks_mut(k2).enumerate() {
+            let (x, dy) = (&x[c * plane..][..plane], &dy[c * ho * wo..][..ho * wo]);
+            self.backward_weight(x, dy, dw, &mut buf);
+        }
     }
 }
 
@@ -298,7 +305,7 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
     let p = Planes::new(g);
     if p.tiled.is_some() {
         return par::chunks(y, g.c_in * ho * wo, work, |n, y| {
-            forward_sample(g, &x[n * g.c_in * plane..][..g.c_in * plane], w, y)
+            p.forward_sample(&x[n * g.c_in * plane..][..g.c_in * plane], w, y)
         });
     }
     par::chunks(y, ho * wo, work, |i, y| {
@@ -316,7 +323,7 @@ pub fn backward_data(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f
     if p.tiled.is_some() {
         let (xs, ys) = (g.c_in * plane, g.c_in * ho * wo);
         return par::chunks(dx, xs, work, |n, dx| {
-            backward_data_sample(g, &x[n * xs..][..xs], w, &dy[n * ys..][..ys], dx)
+            p.backward_data_sample(&x[n * xs..][..xs], w, &dy[n * ys..][..ys], dx)
         });
     }
     par::chunks(dx, plane, work, |i, dx| {

@@ -23,8 +23,8 @@ fn strides(t: Trans, cols: usize) -> (isize, isize) {
 /// (its old contents are never read, NaN included).
 ///
 /// A product of few rows and columns over a long k with both operands' rows running along k
-/// (A as stored, B transposed: a weight gradient dy x^T) is computed as tiles of dot products
-/// ([`dots`]); everything else goes to matrixmultiply, whose packing costs more than such a
+/// (A as stored, B transposed: a weight gradient dy x^T; k at least [`DOTS_MIN_K`] times m and
+/// n) is computed as tiles of dot products; everything else goes to matrixmultiply, whose packing costs more than such a
 /// product (16 x 1024 x 16: 16 GFLOP/s there).
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm(

@@ -96,9 +96,9 @@ pub fn forward(
     scratch: &mut [f32],
 ) {
     let (mid, hw, x_len) = (g.mid(), g.hw(), g.dw.c_in * g.dw.h * g.dw.w);
-    let c = g.dw.c_in;
+    let (c, planes) = (g.dw.c_in, dw::Planes::new(&g.dw));
     par::chunks_with_scratch(y, g.c_out * hw, scratch, mid, 2 * g.work(), |n, y, z| {
-        dw::forward_sample(&g.dw, &x[n * x_len..][..x_len], w_dw, z);
+        planes.forward_sample(&x[n * x_len..][..x_len], w_dw, z);
         sgemm(g.c_out, c, hw, 1.0, w_pw, Trans::N, z, Trans::N, 0.0, y);
     });
 }
@@ -128,25 +128,26 @@ pub fn backward(
         mut dw_dw,
         mut dw_pw,
     } = grads;
-    let want = (dx.is_some(), dw_dw.is_some(), dw_pw.is_some());
+    let (want_dx, want_dw, want_pw) = (dx.is_some(), dw_dw.is_some(), dw_pw.is_some());
+    let planes = dw::Planes::new(&g.dw);
     let sample = |n: usize, s: &mut [f32], dx: Option<&mut [f32]>| {
         let (x, dy) = (&x[n * x_len..][..x_len], &dy[n * y_len..][..y_len]);
         let (z, rest) = s.split_at_mut(mid);
         let (dz, rest) = rest.split_at_mut(mid);
         let (part_pw, part_dw) = rest.split_at_mut(g.c_out * c);
-        if want.2 {
-            dw::forward_sample(&g.dw, x, w_dw, z);
+        if want_pw {
+            planes.forward_sample(x, w_dw, z);
             sgemm(g.c_out, hw, c, 1.0, dy, Trans::N, z, Trans::T, 0.0, part_pw);
         }
-        if want.0 || want.1 {
+        if want_dx || want_dw {
             sgemm(c, g.c_out, hw, 1.0, w_pw, Trans::T, dy, Trans::N, 0.0, dz);
         }
         if let Some(dx) = dx {
-            dw::backward_data_sample(&g.dw, x, w_dw, dz, dx);
+            planes.backward_data_sample(x, w_dw, dz, dx);
         }
-        if want.1 {
+        if want_dw {
             part_dw.fill(0.0);
-            dw::backward_weight_sample(&g.dw, x, dz, &mut part_dw[..c * k2]);
+            planes.backward_weight_sample(x, dz, part_dw);
         }
     };
     // Forward recompute, two GEMMs and the depthwise backward: about 3x the forward's work.
