@@ -360,13 +360,14 @@ mod tests {
     use proptest::prelude::*;
 
     fn geom() -> impl Strategy<Value = ConvGeom> {
-        // Widths up to 40 so the 8-lane body and the tail both run; k up to 5 as in DARTS.
+        // Widths up to 40 so the 8-lane body and the tail both run; k 3 and 5 as in DARTS, and up to
+        // the tiled path's largest window (7).
         (
             1usize..3,
             1usize..4,
             3usize..12,
             3usize..40,
-            prop_oneof![Just(3usize), Just(5), 1usize..5],
+            prop_oneof![Just(3usize), Just(5), 1usize..8],
             1usize..3,
             0usize..5,
             1usize..3,

@@ -26,6 +26,8 @@ pub struct Layout {
     stride: usize,
     /// Window side.
     k: usize,
+    /// Window dilation.
+    dilation: usize,
     /// `taps[ki * k + kj]`: the index of padded (ki * d, kj * d).
     taps: [usize; MAX_K * MAX_K],
     /// The outputs (ho, wo) it was made for: every window of every tile of them lies inside.
@@ -56,6 +58,7 @@ impl Layout {
             plen: w.div_ceil(s).max(cols_out + span / s),
             stride: s,
             k,
+            dilation: d,
             taps: [0; MAX_K * MAX_K],
             out,
         };
@@ -104,7 +107,15 @@ impl Layout {
     /// per plane instead of twice per load.)
     #[inline(always)]
     unsafe fn load(&self, p: &[f32], oh: usize, ow: usize, off: usize) -> f32x8 {
-        let i = self.corner(oh, ow) + off;
+        self.load_at(p, self.corner(oh, ow) + off)
+    }
+
+    /// The 8 values of the padded plane `p` from index `i` on.
+    ///
+    /// # Safety
+    /// `p.len() >= self.len()` and `i` is `corner(oh, ow) + off` for a window as in [`Layout::load`].
+    #[inline(always)]
+    unsafe fn load_at(&self, p: &[f32], i: usize) -> f32x8 {
         debug_assert!(i + LANES <= self.len() && self.len() <= p.len());
         f32x8::new(std::ptr::read_unaligned(
             p.as_ptr().add(i).cast::<[f32; LANES]>(),
@@ -302,44 +313,88 @@ pub fn add(v: f32x8, dx: &mut [f32], mask: Option<&[f32]>) {
 }
 
 /// dw[t] += sum over the layout's outputs (oh, ow) of dy[oh][ow] * P[window (oh, ow) + tap t], for
-/// every tap t at once (the weight gradient of a correlation): each 8-column vector of a dy row is
-/// loaded once and meets every tap, with one register accumulator per tap (columns past the last
-/// whole vector: one scalar sum per tap). The sums run over the plane in a fixed order.
+/// every tap t at once (the weight gradient of a correlation). Padded row r meets output row oh
+/// through filter row ki when r = oh * s + ki * d, so the pass slides down the padded rows: each
+/// 8-column vector of row r is loaded once per filter column and meets the dy vectors of every
+/// output row it serves, k x k register accumulators (2 / k loads per multiply-add instead of one).
+/// Columns past the last whole vector: one scalar sum per tap. Each tap's sum runs over (oh, ow) in
+/// row-major order, whatever the layout.
 pub fn tap_dots(lay: &Layout, p: &[f32], dy: &[f32], dw: &mut [f32]) {
     match lay.k {
-        1 => tap_dots_of::<1>(lay, p, dy, dw),
-        2 => tap_dots_of::<4>(lay, p, dy, dw),
-        3 => tap_dots_of::<9>(lay, p, dy, dw),
-        4 => tap_dots_of::<16>(lay, p, dy, dw),
-        5 => tap_dots_of::<25>(lay, p, dy, dw),
-        6 => tap_dots_of::<36>(lay, p, dy, dw),
-        _ => tap_dots_of::<49>(lay, p, dy, dw),
+        1 => tap_dots_of::<1, 1>(lay, p, dy, dw),
+        2 => tap_dots_of::<2, 2>(lay, p, dy, dw),
+        3 => tap_dots_of::<3, 3>(lay, p, dy, dw),
+        4 => tap_dots_of::<4, 4>(lay, p, dy, dw),
+        5 => tap_dots_of::<5, 3>(lay, p, dy, dw),
+        6 => tap_dots_of::<6, 3>(lay, p, dy, dw),
+        _ => tap_dots_of::<7, 3>(lay, p, dy, dw),
     }
 }
 
+/// [`tap_dots`] for a k x k window, `G` filter rows per slide down the plane (G x K accumulators,
+/// K loaded vectors and one dy vector stay in registers).
 #[inline(always)]
-fn tap_dots_of<const T: usize>(lay: &Layout, p: &[f32], dy: &[f32], dw: &mut [f32]) {
-    let taps: &[usize; T] = lay.taps().try_into().expect("T is the number of taps");
+fn tap_dots_of<const K: usize, const G: usize>(
+    lay: &Layout,
+    p: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+) {
     let (ho, wo) = lay.out;
-    assert!(p.len() >= lay.len() && dy.len() == ho * wo && dw.len() == T);
-    let n8 = wo / LANES * LANES;
-    let (mut acc, mut tail) = ([f32x8::ZERO; T], [0.0f32; T]);
-    for (oh, dyr) in dy.chunks_exact(wo).enumerate() {
-        for v in 0..n8 / LANES {
-            let d = load(&dyr[v * LANES..]);
-            for (a, &off) in acc.iter_mut().zip(taps) {
-                // SAFETY: p is long enough (asserted), off is a tap, oh < ho and (v + 1) * 8 <= wo.
-                *a = d.mul_add(unsafe { lay.load(p, oh, v * LANES, off) }, *a);
-            }
-        }
-        let row = lay.corner(oh, 0);
-        for ow in n8..wo {
-            for (a, &off) in tail.iter_mut().zip(taps) {
-                *a += dyr[ow] * p[row + off + ow];
+    let (s, d, row_len) = (lay.stride, lay.dilation, lay.row_len());
+    assert!(lay.k == K && p.len() >= lay.len() && dy.len() == ho * wo && dw.len() == K * K);
+    // Where filter column kj starts inside a padded row (its stride phase and offset).
+    let col: [usize; K] = std::array::from_fn(|kj| lay.taps[kj]);
+    let (n8, rows) = (wo / LANES * LANES, (ho - 1) * s + (K - 1) * d + 1);
+    let mut tail = [[0.0f32; K]; K];
+    if n8 < wo {
+        for (oh, dyr) in dy.chunks_exact(wo).enumerate() {
+            for (ki, tail) in tail.iter_mut().enumerate() {
+                let row = lay.corner(oh, 0) + lay.taps[ki * K];
+                for ow in n8..wo {
+                    for (a, &c) in tail.iter_mut().zip(&col) {
+                        *a += dyr[ow] * p[row + c + ow];
+                    }
+                }
             }
         }
     }
-    for ((dwt, a), t) in dw.iter_mut().zip(acc).zip(tail) {
-        *dwt += hsum(a) + t;
+    for ki0 in (0..K).step_by(G) {
+        let mut acc = [[f32x8::ZERO; K]; G];
+        for r in 0..rows {
+            // The output row that padded row r meets through filter row ki0 + g, if any.
+            let (mut meets, mut oh) = ([false; G], [0usize; G]);
+            for g in 0..G {
+                let ki = ki0 + g;
+                if let Some(q) = r.checked_sub(ki * d) {
+                    // The stride is 1 or 2 (`Layout::new`): a mask and a shift, no division.
+                    let o = q >> (s - 1);
+                    (meets[g], oh[g]) = (ki < K && q & (s - 1) == 0 && o < ho, o);
+                }
+            }
+            if !meets.contains(&true) {
+                continue;
+            }
+            for v in 0..n8 / LANES {
+                let at = r * row_len + v * LANES;
+                // SAFETY: p is long enough (asserted); r = oh * s + ki * d for an output row
+                // oh < ho, and (v + 1) * 8 <= wo: such windows lie inside the layout (`new`).
+                let pv: [f32x8; K] =
+                    std::array::from_fn(|kj| unsafe { lay.load_at(p, at + col[kj]) });
+                for g in 0..G {
+                    if meets[g] {
+                        let dv = load(&dy[oh[g] * wo + v * LANES..]);
+                        for kj in 0..K {
+                            acc[g][kj] = dv.mul_add(pv[kj], acc[g][kj]);
+                        }
+                    }
+                }
+            }
+        }
+        for (ki, acc) in (ki0..K).zip(&acc) {
+            for (kj, &a) in acc.iter().enumerate() {
+                dw[ki * K + kj] += hsum(a) + tail[ki][kj];
+            }
+        }
     }
 }
