@@ -99,9 +99,9 @@ pub fn update_running(
     }
 }
 
-/// Length of the scratch buffer [`backward_train`] needs: 2 * C.
+/// Length of the scratch buffer the backward kernels need: 3 * C.
 pub fn backward_scratch_len(s: BnShape) -> usize {
-    2 * s.c
+    3 * s.c
 }
 
 /// Backward of training-mode batch norm (the batch statistics depend on x):
@@ -166,8 +166,69 @@ pub fn backward_train(
     });
 }
 
-/// Backward of training-mode batch norm without affine parameters, from its *output* y = xhat
-/// (so its input need not be kept): dx += invstd * (dy - mean(dy) - y * mean(dy * y)) per channel.
+/// The input gradient of training-mode batch norm without affine parameters, from its *output*
+/// y = xhat (so its input need not be kept), as per-channel coefficients:
+/// dx = invstd * (dy - mean(dy) - y * mean(dy * y)) = a[c] * dy + b[c] * y + k[c].
+/// Made in one pass over y and dy; applied plane by plane ([`OutputGrad::add_plane`]), by
+/// [`backward_train_from_output`] or by a producing op that wants dL/dx one sample at a time.
+pub struct OutputGrad<'a> {
+    a: &'a [f32],
+    b: &'a [f32],
+    k: &'a [f32],
+}
+
+impl<'a> OutputGrad<'a> {
+    /// The coefficients for y, dy [N, C, H, W] and the batch variance `var`, kept in `scratch`
+    /// ([`backward_scratch_len`] values).
+    pub fn train(
+        s: BnShape,
+        y: &[f32],
+        var: &[f32],
+        eps: f32,
+        dy: &[f32],
+        scratch: &'a mut [f32],
+    ) -> Self {
+        let (sums, rest) = scratch[..3 * s.c].split_at_mut(s.c);
+        let (a, b) = rest.split_at_mut(s.c);
+        par::chunks2(sums, 1, b, 1, 2 * y.len(), |c, sa, sb| {
+            let (mut sum_dy, mut sum_dy_y) = (0.0f64, 0.0f64);
+            for n in 0..s.n {
+                let off = (n * s.c + c) * s.hw;
+                let (yp, dyp) = (&y[off..][..s.hw], &dy[off..][..s.hw]);
+                sum_dy += simd::sum(dyp) as f64;
+                sum_dy_y += simd::dot(dyp, yp) as f64;
+            }
+            sa[0] = sum_dy as f32;
+            sb[0] = sum_dy_y as f32;
+        });
+        // In place: sums becomes k, b becomes b, a is filled.
+        let m = s.count() as f32;
+        for c in 0..s.c {
+            let invstd = 1.0 / (var[c] + eps).sqrt();
+            (a[c], b[c], sums[c]) = (invstd, -invstd * b[c] / m, -invstd * sums[c] / m);
+        }
+        OutputGrad { a, b, k: sums }
+    }
+
+    /// dx += a[c] * dy + b[c] * y + k[c] over one plane of channel c.
+    pub fn add_plane(&self, c: usize, y: &[f32], dy: &[f32], dx: &mut [f32]) {
+        let (a, b, k) = (self.a[c], self.b[c], self.k[c]);
+        let n8 = dx.len() / LANES * LANES;
+        let (av, bv, kv) = (f32x8::splat(a), f32x8::splat(b), f32x8::splat(k));
+        for i in (0..n8).step_by(LANES) {
+            store(
+                load(&dx[i..]) + av * load(&dy[i..]) + bv * load(&y[i..]) + kv,
+                &mut dx[i..],
+            );
+        }
+        for i in n8..dx.len() {
+            dx[i] += a * dy[i] + b * y[i] + k;
+        }
+    }
+}
+
+/// Backward of training-mode batch norm without affine parameters, from its *output* y = xhat:
+/// dx += invstd * (dy - mean(dy) - y * mean(dy * y)) per channel ([`OutputGrad`]).
 /// `scratch`: [`backward_scratch_len`].
 pub fn backward_train_from_output(
     s: BnShape,
@@ -178,36 +239,10 @@ pub fn backward_train_from_output(
     dx: &mut [f32],
     scratch: &mut [f32],
 ) {
-    let (sum_dy, sum_dy_y) = scratch[..2 * s.c].split_at_mut(s.c);
-    par::chunks2(sum_dy, 1, sum_dy_y, 1, 2 * y.len(), |c, a, b| {
-        let (mut sa, mut sb) = (0.0f64, 0.0f64);
-        for n in 0..s.n {
-            let off = (n * s.c + c) * s.hw;
-            let (yp, dyp) = (&y[off..][..s.hw], &dy[off..][..s.hw]);
-            sa += simd::sum(dyp) as f64;
-            sb += simd::dot(dyp, yp) as f64;
-        }
-        a[0] = sa as f32;
-        b[0] = sb as f32;
-    });
-    let m = s.count() as f32;
-    let (sum_dy, sum_dy_y) = (&*sum_dy, &*sum_dy_y);
+    let coef = OutputGrad::train(s, y, var, eps, dy, scratch);
     par::chunks(dx, s.hw, 4 * y.len(), |p, dx| {
-        let c = p % s.c;
-        let invstd = 1.0 / (var[c] + eps).sqrt();
-        let (ky, k) = (-invstd * sum_dy_y[c] / m, -invstd * sum_dy[c] / m);
-        let (yp, dyp) = (&y[p * s.hw..][..s.hw], &dy[p * s.hw..][..s.hw]);
-        let n8 = s.hw / LANES * LANES;
-        let (av, bv, kv) = (f32x8::splat(invstd), f32x8::splat(ky), f32x8::splat(k));
-        for i in (0..n8).step_by(LANES) {
-            store(
-                load(&dx[i..]) + av * load(&dyp[i..]) + bv * load(&yp[i..]) + kv,
-                &mut dx[i..],
-            );
-        }
-        for i in n8..s.hw {
-            dx[i] += invstd * dyp[i] + ky * yp[i] + k;
-        }
+        let at = p * s.hw;
+        coef.add_plane(p % s.c, &y[at..][..s.hw], &dy[at..][..s.hw], dx)
     });
 }
 

@@ -12,6 +12,7 @@
 //! run one after the other).
 //!
 //! Shapes: x [N, C, H, W], w_dw [C, 1, kh, kw], w_pw [Cout, C, 1, 1], y [N, Cout, Ho, Wo].
+use crate::batchnorm::OutputGrad;
 use crate::conv::ConvGeom;
 use crate::depthwise as dw;
 use crate::gemm::{sgemm, Trans};
@@ -70,12 +71,16 @@ impl SepGeom {
         self.dw.n * self.mid()
     }
 
-    /// Per-sample scratch slot of [`backward`]: z, dz, and the two weight gradients' partials.
+    /// Per-sample scratch slot of [`backward`]: z, dz, dy (made there when it comes through a
+    /// batch norm) and the two weight gradients' partials.
     fn backward_slot(&self) -> usize {
-        2 * self.mid() + self.c_out * self.dw.c_in + self.dw.c_in * self.k2()
+        2 * self.mid()
+            + self.c_out * self.hw()
+            + self.c_out * self.dw.c_in
+            + self.dw.c_in * self.k2()
     }
 
-    /// Scratch [`backward`] needs: N slots of z, dz and the per-sample weight gradients.
+    /// Scratch [`backward`] needs: N slots of z, dz, dy and the per-sample weight gradients.
     pub fn backward_scratch_len(&self) -> usize {
         self.dw.n * self.backward_slot()
     }
@@ -110,14 +115,28 @@ pub struct SepGrads<'a> {
     pub dw_pw: Option<&'a mut [f32]>,
 }
 
-/// Adds the gradients of y = w_pw depthwise(x, w_dw) for dL/dy = `dy` into `grads`. `scratch`
+/// Where the block's dL/dy comes from.
+pub enum Upstream<'a> {
+    /// dL/dy itself, [N, Cout, Ho, Wo].
+    Grad(&'a [f32]),
+    /// A trailing training-mode batch norm without affine parameters, from its output `y` and
+    /// its gradient `g`: each sample's dL/dy is made in the sample's scratch slot, where the
+    /// backward reads it in cache, instead of in a batch-sized buffer written and read back.
+    Bn {
+        y: &'a [f32],
+        g: &'a [f32],
+        coef: &'a OutputGrad<'a>,
+    },
+}
+
+/// Adds the gradients of y = w_pw depthwise(x, w_dw) for dL/dy from `up` into `grads`. `scratch`
 /// holds [`SepGeom::backward_scratch_len`] values.
 pub fn backward(
     g: &SepGeom,
     x: &[f32],
     w_dw: &[f32],
     w_pw: &[f32],
-    dy: &[f32],
+    up: Upstream,
     grads: SepGrads,
     scratch: &mut [f32],
 ) {
@@ -131,10 +150,22 @@ pub fn backward(
     let (want_dx, want_dw, want_pw) = (dx.is_some(), dw_dw.is_some(), dw_pw.is_some());
     let planes = dw::Planes::new(&g.dw);
     let sample = |n: usize, s: &mut [f32], dx: Option<&mut [f32]>| {
-        let (x, dy) = (&x[n * x_len..][..x_len], &dy[n * y_len..][..y_len]);
+        let x = &x[n * x_len..][..x_len];
         let (z, rest) = s.split_at_mut(mid);
         let (dz, rest) = rest.split_at_mut(mid);
+        let (dy_bn, rest) = rest.split_at_mut(y_len);
         let (part_pw, part_dw) = rest.split_at_mut(g.c_out * c);
+        let dy = match &up {
+            Upstream::Grad(dy) => &dy[n * y_len..][..y_len],
+            Upstream::Bn { y, g: gy, coef } => {
+                dy_bn.fill(0.0);
+                for (co, dy) in dy_bn.chunks_mut(hw).enumerate() {
+                    let at = n * y_len + co * hw;
+                    coef.add_plane(co, &y[at..][..hw], &gy[at..][..hw], dy);
+                }
+                &*dy_bn
+            }
+        };
         if want_pw {
             planes.forward_sample(x, w_dw, z);
             sgemm(g.c_out, hw, c, 1.0, dy, Trans::N, z, Trans::T, 0.0, part_pw);
@@ -160,7 +191,7 @@ pub fn backward(
         None => par::chunks(scratch, slot, work, |n, s| sample(n, s, None)),
     }
     for s in scratch.chunks(slot) {
-        let parts = &s[2 * mid..];
+        let parts = &s[2 * mid + y_len..];
         if let Some(d) = dw_pw.as_deref_mut() {
             crate::elementwise::axpy(1.0, &parts[..g.c_out * c], d);
         }
@@ -269,7 +300,7 @@ mod tests {
             let (mut dx, mut d_dw, mut d_pw) = (dx0.clone(), d_dw0.clone(), d_pw0.clone());
             let (mut dx_r, mut d_dw_r, mut d_pw_r) = (dx0.clone(), d_dw0.clone(), d_pw0.clone());
             scratch.fill(f32::NAN);
-            backward(&g, &x, &w_dw, &w_pw, &dy, SepGrads { dx: Some(&mut dx), dw_dw: Some(&mut d_dw), dw_pw: Some(&mut d_pw) }, &mut scratch);
+            backward(&g, &x, &w_dw, &w_pw, Upstream::Grad(&dy), SepGrads { dx: Some(&mut dx), dw_dw: Some(&mut d_dw), dw_pw: Some(&mut d_pw) }, &mut scratch);
             reference::backward(&g, &x, &w_dw, &w_pw, &dy, SepGrads { dx: Some(&mut dx_r), dw_dw: Some(&mut d_dw_r), dw_pw: Some(&mut d_pw_r) });
             assert_close(&dx, &dx_r, 1e-4);
             assert_close(&d_dw, &d_dw_r, 1e-3);
@@ -278,15 +309,15 @@ mod tests {
             // Each gradient alone is the same as with the others.
             scratch.fill(f32::NAN); // nothing left over from the call above
             let mut only = dx0.clone();
-            backward(&g, &x, &w_dw, &w_pw, &dy, SepGrads { dx: Some(&mut only), dw_dw: None, dw_pw: None }, &mut scratch);
+            backward(&g, &x, &w_dw, &w_pw, Upstream::Grad(&dy), SepGrads { dx: Some(&mut only), dw_dw: None, dw_pw: None }, &mut scratch);
             prop_assert_eq!(&only, &dx);
             scratch.fill(f32::NAN); // nothing left over from the call above
             let mut only = d_dw0.clone();
-            backward(&g, &x, &w_dw, &w_pw, &dy, SepGrads { dx: None, dw_dw: Some(&mut only), dw_pw: None }, &mut scratch);
+            backward(&g, &x, &w_dw, &w_pw, Upstream::Grad(&dy), SepGrads { dx: None, dw_dw: Some(&mut only), dw_pw: None }, &mut scratch);
             prop_assert_eq!(&only, &d_dw);
             scratch.fill(f32::NAN); // nothing left over from the call above
             let mut only = d_pw0.clone();
-            backward(&g, &x, &w_dw, &w_pw, &dy, SepGrads { dx: None, dw_dw: None, dw_pw: Some(&mut only) }, &mut scratch);
+            backward(&g, &x, &w_dw, &w_pw, Upstream::Grad(&dy), SepGrads { dx: None, dw_dw: None, dw_pw: Some(&mut only) }, &mut scratch);
             prop_assert_eq!(&only, &d_pw);
         }
     }
@@ -344,11 +375,80 @@ mod tests {
             dw_dw: Some(&mut d_dw),
             dw_pw: Some(&mut d_pw),
         };
-        backward(&g, &x, &w_dw, &w_pw, &dy, grads, &mut scratch);
+        backward(
+            &g,
+            &x,
+            &w_dw,
+            &w_pw,
+            Upstream::Grad(&dy),
+            grads,
+            &mut scratch,
+        );
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&y), bits(&y_two));
         assert_eq!(bits(&dx), bits(&dx_two));
         assert_eq!(bits(&d_dw), bits(&d_dw_two));
         assert_eq!(bits(&d_pw), bits(&d_pw_two));
+    }
+
+    /// dL/dy made per sample from a trailing BN's output and gradient gives the same bits as
+    /// the BN's batch kernel writing it to a buffer first (what the op did before).
+    #[test]
+    fn bn_upstream_is_bit_identical_to_the_bn_kernel_first() {
+        use crate::batchnorm::{backward_scratch_len, backward_train_from_output, BnShape};
+        let g = SepGeom {
+            dw: ConvGeom {
+                n: 3,
+                c_in: 4,
+                h: 13,
+                w: 13,
+                c_out: 4,
+                kh: 3,
+                kw: 3,
+                stride: 1,
+                pad: 1,
+                dilation: 1,
+                groups: 4,
+                pre_relu: true,
+            },
+            c_out: 5,
+        };
+        let f = |i: usize, m: usize| ((i * 37 + m) % 23) as f32 / 11.0 - 1.0;
+        let x: Vec<f32> = (0..g.dw.x_len()).map(|i| f(i, 1)).collect();
+        let w_dw: Vec<f32> = (0..g.dw.w_len()).map(|i| f(i, 2)).collect();
+        let w_pw: Vec<f32> = (0..g.c_out * g.dw.c_in).map(|i| f(i, 3)).collect();
+        let y: Vec<f32> = (0..g.y_len()).map(|i| f(i, 4)).collect();
+        let gy: Vec<f32> = (0..g.y_len()).map(|i| f(i, 5)).collect();
+        let bn = BnShape {
+            n: 3,
+            c: 5,
+            hw: 169,
+        };
+        let var: Vec<f32> = (0..5).map(|c| 0.5 + c as f32).collect();
+        let mut bn_scratch = vec![f32::NAN; backward_scratch_len(bn)];
+        let mut dy = vec![0.0; g.y_len()];
+        backward_train_from_output(bn, &y, &var, 1e-5, &gy, &mut dy, &mut bn_scratch);
+        let run = |up: Upstream| {
+            let mut scratch = vec![f32::NAN; g.backward_scratch_len()];
+            let (mut dx, mut d_dw, mut d_pw) = (
+                vec![0.0; x.len()],
+                vec![0.0; w_dw.len()],
+                vec![0.0; w_pw.len()],
+            );
+            let grads = SepGrads {
+                dx: Some(&mut dx),
+                dw_dw: Some(&mut d_dw),
+                dw_pw: Some(&mut d_pw),
+            };
+            backward(&g, &x, &w_dw, &w_pw, up, grads, &mut scratch);
+            [dx, d_dw, d_pw].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>())
+        };
+        let coef = OutputGrad::train(bn, &y, &var, 1e-5, &gy, &mut bn_scratch);
+        let fused = run(Upstream::Bn {
+            y: &y,
+            g: &gy,
+            coef: &coef,
+        });
+        assert_eq!(fused, run(Upstream::Grad(&dy)));
     }
 }

@@ -247,6 +247,25 @@ impl TrailingBn {
         ))
     }
 
+    /// Values of the scratch [`TrailingBn::output_grad`] needs.
+    pub(crate) fn scratch_len(&self) -> usize {
+        kbn::backward_scratch_len(self.shape)
+    }
+
+    /// In training mode, dL/dz's per-channel coefficients from the output y and dL/dy
+    /// ([`kbn::OutputGrad`]), for a producing op that applies them sample by sample; `None` in
+    /// eval mode (use [`TrailingBn::input_grad`]).
+    pub(crate) fn output_grad<'a>(
+        &self,
+        y: &Tensor,
+        g: &Tensor,
+        scratch: &'a mut [f32],
+    ) -> Option<kbn::OutputGrad<'a>> {
+        self.training.then(|| {
+            kbn::OutputGrad::train(self.shape, y.data(), &self.var, self.eps, g.data(), scratch)
+        })
+    }
+
     /// dL/dz from the output y and dL/dy: training invstd * (dy - mean(dy) - y * mean(dy * y)),
     /// eval invstd * dy. Its buffer comes from the tape's pool: hand it back with `grads.recycle`.
     pub(crate) fn input_grad(&self, y: &Tensor, g: &Tensor, grads: &mut GradSlots) -> Tensor {

@@ -7,7 +7,7 @@ use crate::check;
 use crate::conv::{depthwise_geometry, Conv2dOptions};
 use crate::{BatchNormOptions, RunningStats};
 use autograd::{Backward, Cost, GradSlots, Result, Tape, Tensor, Var, Work};
-use kernels::separable::{self as ksep, SepGeom, SepGrads};
+use kernels::separable::{self as ksep, SepGeom, SepGrads, Upstream};
 
 struct SepBack(SepGeom, Option<TrailingBn>);
 
@@ -15,8 +15,26 @@ impl Backward for SepBack {
     /// The BN's VJP from its output (when fused), then dW_pw = dy z^T, dz = W_pw^T dy, and the
     /// depthwise conv's dx and dW_dw from dz, with z = depthwise(x) made again.
     fn backward(&self, inputs: &[&Tensor], y: &Tensor, g: &Tensor, grads: &mut GradSlots) {
-        let dpre = self.1.as_ref().map(|bn| bn.input_grad(y, g, grads));
-        let dy = dpre.as_ref().unwrap_or(g);
+        // A training-mode BN's gradient is made sample by sample inside the block's backward
+        // (from per-channel coefficients); an eval-mode one's in a buffer first.
+        let mut bn_scratch = grads.scratch(self.1.as_ref().map_or(0, TrailingBn::scratch_len));
+        let coef = self
+            .1
+            .as_ref()
+            .and_then(|bn| bn.output_grad(y, g, &mut bn_scratch));
+        let dpre = match (&self.1, &coef) {
+            (Some(bn), None) => Some(bn.input_grad(y, g, grads)),
+            _ => None,
+        };
+        let up = match (&coef, &dpre) {
+            (Some(coef), _) => Upstream::Bn {
+                y: y.data(),
+                g: g.data(),
+                coef,
+            },
+            (None, Some(d)) => Upstream::Grad(d.data()),
+            (None, None) => Upstream::Grad(g.data()),
+        };
         let mut scratch = grads.scratch(self.0.backward_scratch_len());
         let [dx, dw_dw, dw_pw] = &mut grads[..] else {
             unreachable!("three inputs: x, w_dw, w_pw")
@@ -27,8 +45,9 @@ impl Backward for SepBack {
             dw_pw: dw_pw.as_mut().map(|t| t.data_mut()),
         };
         let (x, w_dw, w_pw) = (inputs[0].data(), inputs[1].data(), inputs[2].data());
-        ksep::backward(&self.0, x, w_dw, w_pw, dy.data(), want, &mut scratch);
+        ksep::backward(&self.0, x, w_dw, w_pw, up, want, &mut scratch);
         grads.recycle(scratch);
+        grads.recycle(bn_scratch);
         if let Some(d) = dpre {
             grads.recycle(d.into_vec());
         }
