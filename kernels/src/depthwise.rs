@@ -76,8 +76,13 @@ fn forward_plane_tiled(
     y: &mut [f32],
     buf: &mut [f32],
 ) {
-    let (_, wo) = g.out_hw();
     fill_input(g, lay, x, buf);
+    weighted_tiles(g, lay, buf, w, y);
+}
+
+/// y (one plane) = the weighted sums of the padded plane `buf` over every window.
+fn weighted_tiles(g: &ConvGeom, lay: &Layout, buf: &[f32], w: &[f32], y: &mut [f32]) {
+    let (_, wo) = g.out_hw();
     tiled::tiles(lay, buf, &Weighted(w), |oh, ow0, v| {
         put(v, &mut y[oh * wo..][..wo], ow0)
     });
@@ -110,19 +115,6 @@ fn backward_data_plane_tiled(
         let (at, n) = (ih * g.w + iw0, (g.w - iw0).min(LANES));
         tiled::add(v, &mut dx[at..at + n], g.pre_relu.then_some(&x[at..at + n]));
     });
-}
-
-/// The tiled weight gradient of one plane: pad (the ReLU of) x, then all taps' dots in one pass.
-fn backward_weight_plane_tiled(
-    g: &ConvGeom,
-    lay: &Layout,
-    x: &[f32],
-    dy: &[f32],
-    dw: &mut [f32],
-    buf: &mut [f32],
-) {
-    fill_input(g, lay, x, buf);
-    tiled::tap_dots(lay, buf, dy, dw);
 }
 
 /// The layouts of the tiled path for this geometry (forward and weight gradient, input gradient), or
@@ -238,7 +230,8 @@ impl<'g> Planes<'g> {
     fn backward_weight(&self, x: &[f32], dy: &[f32], dw: &mut [f32], buf: &mut [f32]) {
         let g = self.g;
         if let Some((lay, _)) = &self.tiled {
-            return backward_weight_plane_tiled(g, lay, x, dy, dw, buf);
+            fill_input(g, lay, x, buf);
+            return tiled::tap_dots(lay, buf, dy, dw);
         }
         let (_, wo) = g.out_hw();
         for (oh, dyrow) in dy.chunks_exact(wo).enumerate() {
@@ -283,15 +276,49 @@ impl Planes<'_> {
         }
     }
 
-    /// One sample's weight gradient: `dw` [C, 1, kh, kw] += from `x` and `dy`.
-    pub fn backward_weight_sample(&self, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    /// One sample's forward (into `y` [C, Ho, Wo], if given) and weight gradient (`dw`
+    /// [C, 1, kh, kw] += from `dy` [C, Ho, Wo], if given), from one padded copy of each input
+    /// plane: the fused separable backward makes z again and needs the weight gradient of the
+    /// same x.
+    pub fn forward_weight_grad_sample(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        mut y: Option<&mut [f32]>,
+        mut grad: Option<(&[f32], &mut [f32])>,
+    ) {
+        if y.is_none() && grad.is_none() {
+            return;
+        }
         let g = self.g;
         let (ho, wo) = g.out_hw();
-        let (k2, plane) = (g.kh * g.kw, g.h * g.w);
+        let (k2, plane, out) = (g.kh * g.kw, g.h * g.w, ho * wo);
         let mut buf = [0.0f32; PLANE_MAX];
-        for (c, dw) in dw.chunks_mut(k2).enumerate() {
-            let (x, dy) = (&x[c * plane..][..plane], &dy[c * ho * wo..][..ho * wo]);
-            self.backward_weight(x, dy, dw, &mut buf);
+        for c in 0..g.c_in {
+            let (x, w) = (&x[c * plane..][..plane], &w[c * k2..][..k2]);
+            let y = y.as_deref_mut().map(|y| &mut y[c * out..][..out]);
+            let grad = grad
+                .as_mut()
+                .map(|(dy, dw)| (&dy[c * out..][..out], &mut dw[c * k2..][..k2]));
+            match &self.tiled {
+                Some((lay, _)) => {
+                    fill_input(g, lay, x, &mut buf);
+                    if let Some(y) = y {
+                        weighted_tiles(g, lay, &buf, w, y);
+                    }
+                    if let Some((dy, dw)) = grad {
+                        tiled::tap_dots(lay, &buf, dy, dw);
+                    }
+                }
+                None => {
+                    if let Some(y) = y {
+                        self.forward(x, w, y, &mut buf);
+                    }
+                    if let Some((dy, dw)) = grad {
+                        self.backward_weight(x, dy, dw, &mut buf);
+                    }
+                }
+            }
         }
     }
 }

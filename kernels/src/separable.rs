@@ -5,9 +5,11 @@
 //! Each sample's z ([C, Ho, Wo], 64 KiB for a 32x32 plane of 16 channels) is made in a scratch slot
 //! and read by the pointwise GEMM while it is still in cache; the backward makes it again instead
 //! of keeping it from the forward: a third of the depthwise arithmetic spent to drop the largest
-//! stored tensor of a search step. Per sample the backward then computes
-//! dW_pw_n = dy_n z_n^T, dz_n = W_pw^T dy_n, dx_n += depthwise input gradient of dz_n, and
-//! dW_dw_n = the depthwise weight gradient of (x_n, dz_n); the per-sample weight gradients are
+//! stored tensor of a search step. Per sample the backward then computes dz_n = W_pw^T dy_n;
+//! z_n again and dW_dw_n = the depthwise weight gradient of (x_n, dz_n), from one padded copy of
+//! each plane of x_n; dW_pw_n = dy_n z_n^T; and dx_n += the depthwise input gradient of dz_n.
+//! dy_n may be made right there from a trailing batch norm's output and gradient
+//! ([`Upstream::Bn`]). The per-sample weight gradients are
 //! added in sample order, so results are bit-identical for any thread count (and to the two convs
 //! run one after the other).
 //!
@@ -166,19 +168,25 @@ pub fn backward(
                 &*dy_bn
             }
         };
-        if want_pw {
-            planes.forward_sample(x, w_dw, z);
-            sgemm(g.c_out, hw, c, 1.0, dy, Trans::N, z, Trans::T, 0.0, part_pw);
-        }
         if want_dx || want_dw {
             sgemm(c, g.c_out, hw, 1.0, w_pw, Trans::T, dy, Trans::N, 0.0, dz);
         }
-        if let Some(dx) = dx {
-            planes.backward_data_sample(x, w_dw, dz, dx);
-        }
+        // z made again and the depthwise weight gradient, each input plane padded once for both.
         if want_dw {
             part_dw.fill(0.0);
-            planes.backward_weight_sample(x, dz, part_dw);
+        }
+        let (mut z, dz) = (want_pw.then_some(z), &*dz);
+        planes.forward_weight_grad_sample(
+            x,
+            w_dw,
+            z.as_deref_mut(),
+            want_dw.then_some((dz, part_dw)),
+        );
+        if let Some(z) = z {
+            sgemm(g.c_out, hw, c, 1.0, dy, Trans::N, z, Trans::T, 0.0, part_pw);
+        }
+        if let Some(dx) = dx {
+            planes.backward_data_sample(x, w_dw, dz, dx);
         }
     };
     // Forward recompute, two GEMMs and the depthwise backward: about 3x the forward's work.
