@@ -212,17 +212,31 @@ impl<'a> OutputGrad<'a> {
 
     /// dx += a[c] * dy + b[c] * y + k[c] over one plane of channel c.
     pub fn add_plane(&self, c: usize, y: &[f32], dy: &[f32], dx: &mut [f32]) {
+        self.plane::<true>(c, y, dy, dx)
+    }
+
+    /// dx = a[c] * dy + b[c] * y + k[c] over one plane of channel c: the same bits as
+    /// [`OutputGrad::add_plane`] into zeros, without zeroing dx first.
+    pub fn write_plane(&self, c: usize, y: &[f32], dy: &[f32], dx: &mut [f32]) {
+        self.plane::<false>(c, y, dy, dx)
+    }
+
+    #[inline(always)]
+    fn plane<const ADD: bool>(&self, c: usize, y: &[f32], dy: &[f32], dx: &mut [f32]) {
         let (a, b, k) = (self.a[c], self.b[c], self.k[c]);
         let n8 = dx.len() / LANES * LANES;
         let (av, bv, kv) = (f32x8::splat(a), f32x8::splat(b), f32x8::splat(k));
         for i in (0..n8).step_by(LANES) {
+            // Starting from +0.0, not from a * dy: the bits of adding into a zeroed buffer.
+            let acc = if ADD { load(&dx[i..]) } else { f32x8::ZERO };
             store(
-                load(&dx[i..]) + av * load(&dy[i..]) + bv * load(&y[i..]) + kv,
+                acc + av * load(&dy[i..]) + bv * load(&y[i..]) + kv,
                 &mut dx[i..],
             );
         }
         for i in n8..dx.len() {
-            dx[i] += a * dy[i] + b * y[i] + k;
+            let acc = if ADD { dx[i] } else { 0.0 };
+            dx[i] = acc + (a * dy[i] + b * y[i] + k);
         }
     }
 }

@@ -160,10 +160,9 @@ pub fn backward(
         let dy = match &up {
             Upstream::Grad(dy) => &dy[n * y_len..][..y_len],
             Upstream::Bn { y, g: gy, coef } => {
-                dy_bn.fill(0.0);
                 for (co, dy) in dy_bn.chunks_mut(hw).enumerate() {
                     let at = n * y_len + co * hw;
-                    coef.add_plane(co, &y[at..][..hw], &gy[at..][..hw], dy);
+                    coef.write_plane(co, &y[at..][..hw], &gy[at..][..hw], dy);
                 }
                 &*dy_bn
             }
