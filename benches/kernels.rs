@@ -1,7 +1,9 @@
 //! Kernel throughput against this machine's own peaks: sgemm GFLOP/s (the compute peak the convs
 //! live under) and memcpy GB/s (the bandwidth peak the elementwise passes live under).
 //! `cargo bench --bench kernels` (single thread, then all threads where the kernel is parallel).
+//! Last: the fused separable block (depthwise then 1x1, as `ops::separable_conv`), per pass.
 use kernels::conv::ConvGeom;
+use kernels::separable::{self, SepGeom, SepGrads, Upstream};
 use kernels::{depthwise, maxw, optim};
 
 use kernels::peak::{median_seconds as time, test_data as data};
@@ -127,6 +129,86 @@ fn main() {
                 100.0 * f / peak1,
                 100.0 * bd / peak1,
                 100.0 * bw / peak1
+            );
+        }
+    }
+
+    // The fused separable block at the same shapes (Cout = C): the forward, the whole backward
+    // (z made again, both weight gradients, dx) and the input gradient alone (the alpha-only
+    // passes of a search step), milliseconds on one thread.
+    println!("\nseparable block (depthwise + 1x1), one thread, ms: forward / backward / backward dx only");
+    for (c, hw, stride) in [(16, 32, 1), (32, 16, 1), (64, 8, 1), (32, 32, 2)] {
+        for (k, pad, dil) in [(3, 1, 1), (5, 2, 1), (3, 2, 2), (5, 4, 2)] {
+            let dw = ConvGeom {
+                n: 64,
+                c_in: c,
+                h: hw,
+                w: hw,
+                c_out: c,
+                kh: k,
+                kw: k,
+                stride,
+                pad,
+                dilation: dil,
+                groups: c,
+                pre_relu: true,
+            };
+            let g = SepGeom { dw, c_out: c };
+            let (x, w_dw, w_pw, dy) = (
+                data(dw.x_len()),
+                data(dw.w_len()),
+                data(c * c),
+                data(g.y_len()),
+            );
+            let mut y = vec![0.0f32; g.y_len()];
+            let (mut dx, mut d_dw, mut d_pw) = (
+                vec![0.0f32; dw.x_len()],
+                vec![0.0f32; dw.w_len()],
+                vec![0.0f32; c * c],
+            );
+            let mut scratch = vec![0.0f32; g.backward_scratch_len().max(g.forward_scratch_len())];
+            let [f, b, bx] = one_thread.install(|| {
+                [
+                    time(9, || {
+                        separable::forward(&g, &x, &w_dw, &w_pw, &mut y, &mut scratch)
+                    }),
+                    time(9, || {
+                        let grads = SepGrads {
+                            dx: Some(&mut dx),
+                            dw_dw: Some(&mut d_dw),
+                            dw_pw: Some(&mut d_pw),
+                        };
+                        separable::backward(
+                            &g,
+                            &x,
+                            &w_dw,
+                            &w_pw,
+                            Upstream::Grad(&dy),
+                            grads,
+                            &mut scratch,
+                        )
+                    }),
+                    time(9, || {
+                        let grads = SepGrads {
+                            dx: Some(&mut dx),
+                            dw_dw: None,
+                            dw_pw: None,
+                        };
+                        separable::backward(
+                            &g,
+                            &x,
+                            &w_dw,
+                            &w_pw,
+                            Upstream::Grad(&dy),
+                            grads,
+                            &mut scratch,
+                        )
+                    }),
+                ]
+                .map(|t| t * 1e3)
+            });
+            println!(
+                "  [64, {c}, {hw}, {hw}] {k}x{k} dil {dil} stride {stride}: {f:.2} / {b:.2} / {bx:.2}"
             );
         }
     }

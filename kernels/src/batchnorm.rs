@@ -418,6 +418,18 @@ mod tests {
         }
     }
 
+    /// A constant channel (variance 0): eps alone keeps the gradient finite,
+    /// dx = (dy - mean(dy)) / sqrt(eps) (the random proptest's variances hide eps).
+    #[test]
+    fn backward_from_output_adds_eps_to_the_variance() {
+        let s = BnShape { n: 2, c: 1, hw: 2 };
+        let (y, dy, mut dx) = ([0.0; 4], [1.0, 2.0, 3.0, 4.0], [0.0; 4]);
+        let mut scratch = vec![0.0; backward_scratch_len(s)];
+        backward_train_from_output(s, &y, &[0.0], 1e-4, &dy, &mut dx, &mut scratch);
+        let want = dy.map(|v| (v - 2.5) / 1e-2);
+        assert_close(&dx, &want, 1e-5);
+    }
+
     #[test]
     fn running_stats_use_unbiased_variance() {
         let s = BnShape { n: 2, c: 1, hw: 1 };
