@@ -93,6 +93,7 @@ fn main() {
         .build()
         .unwrap();
     println!("depthwise, one thread, GFLOP/s (% of the 1-thread sgemm peak): forward / backward data / backward weight");
+    let mut separable_lines = Vec::new();
     for (c, hw, stride) in [(16, 32, 1), (32, 16, 1), (64, 8, 1), (32, 32, 2)] {
         for (k, pad, dil) in [(3, 1, 1), (5, 2, 1), (3, 2, 2), (5, 4, 2)] {
             let geom = ConvGeom {
@@ -130,86 +131,33 @@ fn main() {
                 100.0 * bd / peak1,
                 100.0 * bw / peak1
             );
+            // The fused separable block at this shape (Cout = C): forward, the whole backward
+            // (z made again, both weight gradients, dx), and dx alone (the alpha-only passes).
+            let g = SepGeom { dw: geom, c_out: c };
+            let (w_pw, mut d_pw) = (data(c * c), vec![0.0f32; c * c]);
+            let mut scratch = vec![0.0f32; g.backward_scratch_len().max(g.forward_scratch_len())];
+            let [sf, sb, sbx] = one_thread.install(|| {
+                let sf = time(9, || {
+                    separable::forward(&g, &x, &wk, &w_pw, &mut y, &mut scratch)
+                });
+                let mut backward = |weights: bool| {
+                    let grads = SepGrads {
+                        dx: Some(&mut dx),
+                        dw_dw: weights.then_some(&mut dw[..]),
+                        dw_pw: weights.then_some(&mut d_pw[..]),
+                    };
+                    let up = Upstream::Grad(&dy);
+                    separable::backward(&g, &x, &wk, &w_pw, up, grads, &mut scratch)
+                };
+                [sf, time(9, || backward(true)), time(9, || backward(false))].map(|t| t * 1e3)
+            });
+            separable_lines.push(format!(
+                "  [64, {c}, {hw}, {hw}] {k}x{k} dil {dil} stride {stride}: {sf:.2} / {sb:.2} / {sbx:.2}"
+            ));
         }
     }
-
-    // The fused separable block at the same shapes (Cout = C): the forward, the whole backward
-    // (z made again, both weight gradients, dx) and the input gradient alone (the alpha-only
-    // passes of a search step), milliseconds on one thread.
     println!("\nseparable block (depthwise + 1x1), one thread, ms: forward / backward / backward dx only");
-    for (c, hw, stride) in [(16, 32, 1), (32, 16, 1), (64, 8, 1), (32, 32, 2)] {
-        for (k, pad, dil) in [(3, 1, 1), (5, 2, 1), (3, 2, 2), (5, 4, 2)] {
-            let dw = ConvGeom {
-                n: 64,
-                c_in: c,
-                h: hw,
-                w: hw,
-                c_out: c,
-                kh: k,
-                kw: k,
-                stride,
-                pad,
-                dilation: dil,
-                groups: c,
-                pre_relu: true,
-            };
-            let g = SepGeom { dw, c_out: c };
-            let (x, w_dw, w_pw, dy) = (
-                data(dw.x_len()),
-                data(dw.w_len()),
-                data(c * c),
-                data(g.y_len()),
-            );
-            let mut y = vec![0.0f32; g.y_len()];
-            let (mut dx, mut d_dw, mut d_pw) = (
-                vec![0.0f32; dw.x_len()],
-                vec![0.0f32; dw.w_len()],
-                vec![0.0f32; c * c],
-            );
-            let mut scratch = vec![0.0f32; g.backward_scratch_len().max(g.forward_scratch_len())];
-            let [f, b, bx] = one_thread.install(|| {
-                [
-                    time(9, || {
-                        separable::forward(&g, &x, &w_dw, &w_pw, &mut y, &mut scratch)
-                    }),
-                    time(9, || {
-                        let grads = SepGrads {
-                            dx: Some(&mut dx),
-                            dw_dw: Some(&mut d_dw),
-                            dw_pw: Some(&mut d_pw),
-                        };
-                        separable::backward(
-                            &g,
-                            &x,
-                            &w_dw,
-                            &w_pw,
-                            Upstream::Grad(&dy),
-                            grads,
-                            &mut scratch,
-                        )
-                    }),
-                    time(9, || {
-                        let grads = SepGrads {
-                            dx: Some(&mut dx),
-                            dw_dw: None,
-                            dw_pw: None,
-                        };
-                        separable::backward(
-                            &g,
-                            &x,
-                            &w_dw,
-                            &w_pw,
-                            Upstream::Grad(&dy),
-                            grads,
-                            &mut scratch,
-                        )
-                    }),
-                ]
-                .map(|t| t * 1e3)
-            });
-            println!(
-                "  [64, {c}, {hw}, {hw}] {k}x{k} dil {dil} stride {stride}: {f:.2} / {b:.2} / {bx:.2}"
-            );
-        }
+    for line in separable_lines {
+        println!("{line}");
     }
 }

@@ -369,9 +369,27 @@ mod tests {
         dw::backward_data(&g.dw, &x, &w_dw, &dz, &mut dx_two);
         dw::backward_weight(&g.dw, &x, &dz, &mut d_dw_two);
 
-        let mut scratch = vec![0.0; g.backward_scratch_len()];
+        let mut scratch = vec![0.0; g.forward_scratch_len()];
         let mut y = vec![0.0; g.y_len()];
         forward(&g, &x, &w_dw, &w_pw, &mut y, &mut scratch);
+        assert_eq!(bits(&y), bits(&y_two));
+        let two = [dx_two, d_dw_two, d_pw_two].map(|v| bits(&v));
+        assert_eq!(grad_bits(&g, &x, &w_dw, &w_pw, Upstream::Grad(&dy)), two);
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|f| f.to_bits()).collect()
+    }
+
+    /// dx, dW_dw and dW_pw added into zeros (from a NaN-filled scratch), as bits.
+    fn grad_bits(
+        g: &SepGeom,
+        x: &[f32],
+        w_dw: &[f32],
+        w_pw: &[f32],
+        up: Upstream,
+    ) -> [Vec<u32>; 3] {
+        let mut scratch = vec![f32::NAN; g.backward_scratch_len()];
         let (mut dx, mut d_dw, mut d_pw) = (
             vec![0.0; x.len()],
             vec![0.0; w_dw.len()],
@@ -382,20 +400,8 @@ mod tests {
             dw_dw: Some(&mut d_dw),
             dw_pw: Some(&mut d_pw),
         };
-        backward(
-            &g,
-            &x,
-            &w_dw,
-            &w_pw,
-            Upstream::Grad(&dy),
-            grads,
-            &mut scratch,
-        );
-        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&y), bits(&y_two));
-        assert_eq!(bits(&dx), bits(&dx_two));
-        assert_eq!(bits(&d_dw), bits(&d_dw_two));
-        assert_eq!(bits(&d_pw), bits(&d_pw_two));
+        backward(g, x, w_dw, w_pw, up, grads, &mut scratch);
+        [dx, d_dw, d_pw].map(|v| bits(&v))
     }
 
     /// dL/dy made per sample from a trailing BN's output and gradient gives the same bits as
@@ -435,27 +441,13 @@ mod tests {
         let mut bn_scratch = vec![f32::NAN; backward_scratch_len(bn)];
         let mut dy = vec![0.0; g.y_len()];
         backward_train_from_output(bn, &y, &var, 1e-5, &gy, &mut dy, &mut bn_scratch);
-        let run = |up: Upstream| {
-            let mut scratch = vec![f32::NAN; g.backward_scratch_len()];
-            let (mut dx, mut d_dw, mut d_pw) = (
-                vec![0.0; x.len()],
-                vec![0.0; w_dw.len()],
-                vec![0.0; w_pw.len()],
-            );
-            let grads = SepGrads {
-                dx: Some(&mut dx),
-                dw_dw: Some(&mut d_dw),
-                dw_pw: Some(&mut d_pw),
-            };
-            backward(&g, &x, &w_dw, &w_pw, up, grads, &mut scratch);
-            [dx, d_dw, d_pw].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>())
-        };
         let coef = OutputGrad::train(bn, &y, &var, 1e-5, &gy, &mut bn_scratch);
-        let fused = run(Upstream::Bn {
+        let up = Upstream::Bn {
             y: &y,
             g: &gy,
             coef: &coef,
-        });
-        assert_eq!(fused, run(Upstream::Grad(&dy)));
+        };
+        let fused = grad_bits(&g, &x, &w_dw, &w_pw, up);
+        assert_eq!(fused, grad_bits(&g, &x, &w_dw, &w_pw, Upstream::Grad(&dy)));
     }
 }
