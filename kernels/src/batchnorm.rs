@@ -201,7 +201,7 @@ impl<'a> OutputGrad<'a> {
             sa[0] = sum_dy as f32;
             sb[0] = sum_dy_y as f32;
         });
-        // In place: sums becomes k, b becomes b, a is filled.
+        // The sums become coefficients in place: sum(dy) -> k, sum(dy * y) -> b; a = invstd.
         let m = s.count() as f32;
         for c in 0..s.c {
             let invstd = 1.0 / (var[c] + eps).sqrt();

@@ -12,8 +12,9 @@ use kernels::separable::{self as ksep, SepGeom, SepGrads, Upstream};
 struct SepBack(SepGeom, Option<TrailingBn>);
 
 impl Backward for SepBack {
-    /// The BN's VJP from its output (when fused), then dW_pw = dy z^T, dz = W_pw^T dy, and the
-    /// depthwise conv's dx and dW_dw from dz, with z = depthwise(x) made again.
+    /// The BN's VJP from its output (when fused; in training mode sample by sample inside the
+    /// block), then dz = W_pw^T dy, z = depthwise(x) made again, dW_pw = dy z^T, and the
+    /// depthwise conv's dx and dW_dw from dz.
     fn backward(&self, inputs: &[&Tensor], y: &Tensor, g: &Tensor, grads: &mut GradSlots) {
         // A training-mode BN's gradient is made sample by sample inside the block's backward
         // (from per-channel coefficients); an eval-mode one's in a buffer first.
