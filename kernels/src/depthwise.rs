@@ -255,13 +255,7 @@ impl<'g> Planes<'g> {
 impl Planes<'_> {
     /// One sample's forward: `x` [C, H, W] -> `y` [C, Ho, Wo].
     pub fn forward_sample(&self, x: &[f32], w: &[f32], y: &mut [f32]) {
-        let g = self.g;
-        let (ho, wo) = g.out_hw();
-        let (k2, plane) = (g.kh * g.kw, g.h * g.w);
-        let mut buf = [0.0f32; PLANE_MAX];
-        for (c, y) in y.chunks_mut(ho * wo).enumerate() {
-            self.forward(&x[c * plane..][..plane], &w[c * k2..][..k2], y, &mut buf);
-        }
+        self.forward_weight_grad_sample(x, w, Some(y), None)
     }
 
     /// One sample's input gradient: `dx` [C, H, W] += from `dy` [C, Ho, Wo].
@@ -300,17 +294,13 @@ impl Planes<'_> {
             let grad = grad
                 .as_mut()
                 .map(|(dy, dw)| (&dy[c * out..][..out], &mut dw[c * k2..][..k2]));
-            match &self.tiled {
-                Some((lay, _)) => {
+            match (&self.tiled, y, grad) {
+                (Some((lay, _)), Some(y), Some((dy, dw))) => {
                     fill_input(g, lay, x, &mut buf);
-                    if let Some(y) = y {
-                        weighted_tiles(g, lay, &buf, w, y);
-                    }
-                    if let Some((dy, dw)) = grad {
-                        tiled::tap_dots(lay, &buf, dy, dw);
-                    }
+                    weighted_tiles(g, lay, &buf, w, y);
+                    tiled::tap_dots(lay, &buf, dy, dw);
                 }
-                None => {
+                (_, y, grad) => {
                     if let Some(y) = y {
                         self.forward(x, w, y, &mut buf);
                     }
