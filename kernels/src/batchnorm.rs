@@ -37,12 +37,11 @@ fn affine_plane(x: &[f32], a: f32, b: f32, out: &mut [f32]) {
 /// Sum of (x - m)^2 over a plane.
 fn sq_dev(x: &[f32], m: f32) -> f32 {
     let n8 = x.len() / LANES * LANES;
-    let (mut acc, mv) = (f32x8::ZERO, f32x8::splat(m));
-    for i in (0..n8).step_by(LANES) {
+    let mv = f32x8::splat(m);
+    let [mut s] = simd::reduce(n8, |i| {
         let d = load(&x[i..]) - mv;
-        acc += d * d;
-    }
-    let mut s = simd::hsum(acc);
+        [d * d]
+    });
     for v in &x[n8..] {
         s += (v - m) * (v - m);
     }
@@ -128,9 +127,10 @@ pub fn backward_train(
         for n in 0..s.n {
             let off = (n * s.c + c) * s.hw;
             let (xp, dyp) = (&x[off..][..s.hw], &dy[off..][..s.hw]);
-            a += simd::sum(dyp) as f64;
             // sum(dy * (x - mean)) = dot(dy, x) - mean * sum(dy), per plane.
-            b += (simd::dot(dyp, xp) - mean[c] * simd::sum(dyp)) as f64;
+            let (sum, dot) = simd::sum_and_dot(dyp, xp);
+            a += sum as f64;
+            b += (dot - mean[c] * sum) as f64;
         }
         sdy[0] = a as f32;
         sdx[0] = (b as f32) * invstd;
@@ -195,8 +195,8 @@ impl<'a> OutputGrad<'a> {
             for n in 0..s.n {
                 let off = (n * s.c + c) * s.hw;
                 let (yp, dyp) = (&y[off..][..s.hw], &dy[off..][..s.hw]);
-                sum_dy += simd::sum(dyp) as f64;
-                sum_dy_y += simd::dot(dyp, yp) as f64;
+                let (s, d) = simd::sum_and_dot(dyp, yp);
+                (sum_dy, sum_dy_y) = (sum_dy + s as f64, sum_dy_y + d as f64);
             }
             sa[0] = sum_dy as f32;
             sb[0] = sum_dy_y as f32;

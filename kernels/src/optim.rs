@@ -47,13 +47,13 @@ pub fn subtract_max(buf: &mut [f32]) {
 /// [`simd::dot`]'s fixed order (the same bits as `dot(buf, buf)`); max is exact.
 pub fn sum_squares_and_max(buf: &[f32]) -> (f32, f32) {
     let n8 = buf.len() / LANES * LANES;
-    let (mut acc, mut m) = (f32x8::ZERO, f32x8::splat(f32::NEG_INFINITY));
-    for i in (0..n8).step_by(LANES) {
+    let mut m = f32x8::splat(f32::NEG_INFINITY);
+    let [mut s] = simd::reduce(n8, |i| {
         let x = load(&buf[i..]);
-        acc += x * x;
         m = m.max(x);
-    }
-    let (mut s, mut m) = (simd::hsum(acc), simd::hmax(m));
+        [x * x]
+    });
+    let mut m = simd::hmax(m);
     for &x in &buf[n8..] {
         s += x * x;
         m = m.max(x);

@@ -69,17 +69,42 @@ pub fn hsum(v: f32x8) -> f32 {
     v.as_array().iter().sum()
 }
 
-/// Dot product of two equal-length slices: eight lane accumulators, then a fixed-order horizontal sum,
-/// then the scalar tail. Deterministic for a given length.
+/// Independent accumulators per reduction: an f32 add has a latency of several cycles, so one
+/// accumulator would leave the adder idle between loads; four keep it busy on in-cache data.
+const ACCS: usize = 4;
+
+/// The fixed-order reduction behind [`dot`], [`sum`] and [`sum_and_dot`]: `M` sums of `term(i)`
+/// (the 8-lane terms at i = 0, 8, ..., n8 - 8), 8-value block j into accumulator j % 4, the four
+/// added as (a0 + a1) + (a2 + a3), then each sum's lanes in order. Deterministic for a given length.
+#[inline(always)]
+pub fn reduce<const M: usize>(n8: usize, mut term: impl FnMut(usize) -> [f32x8; M]) -> [f32; M] {
+    let mut acc = [[f32x8::ZERO; M]; ACCS];
+    let step = ACCS * LANES;
+    let full = n8 / step * step;
+    for i in (0..full).step_by(step) {
+        for (k, a) in acc.iter_mut().enumerate() {
+            let t = term(i + k * LANES);
+            for m in 0..M {
+                a[m] += t[m];
+            }
+        }
+    }
+    for (k, i) in (full..n8).step_by(LANES).enumerate() {
+        let t = term(i);
+        for m in 0..M {
+            acc[k][m] += t[m];
+        }
+    }
+    std::array::from_fn(|m| hsum((acc[0][m] + acc[1][m]) + (acc[2][m] + acc[3][m])))
+}
+
+/// Dot product of two equal-length slices: the 8-lane body in [`reduce`]'s fixed order, then the
+/// scalar tail. Deterministic for a given length.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let n8 = a.len() / LANES * LANES;
-    let mut acc = f32x8::ZERO;
-    for i in (0..n8).step_by(LANES) {
-        acc += load(&a[i..]) * load(&b[i..]);
-    }
-    let mut s = hsum(acc);
+    let [mut s] = reduce(n8, |i| [load(&a[i..]) * load(&b[i..])]);
     for i in n8..a.len() {
         s += a[i] * b[i];
     }
@@ -90,20 +115,68 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[inline]
 pub fn sum(a: &[f32]) -> f32 {
     let n8 = a.len() / LANES * LANES;
-    let mut acc = f32x8::ZERO;
-    for i in (0..n8).step_by(LANES) {
-        acc += load(&a[i..]);
-    }
-    let mut s = hsum(acc);
+    let [mut s] = reduce(n8, |i| [load(&a[i..])]);
     for &v in &a[n8..] {
         s += v;
     }
     s
 }
 
+/// (sum(a), dot(a, b)) in one read of `a`: the same bits as [`sum`] and [`dot`].
+#[inline]
+pub fn sum_and_dot(a: &[f32], b: &[f32]) -> (f32, f32) {
+    debug_assert_eq!(a.len(), b.len());
+    let n8 = a.len() / LANES * LANES;
+    let [mut s, mut d] = reduce(n8, |i| {
+        let x = load(&a[i..]);
+        [x, x * load(&b[i..])]
+    });
+    for i in n8..a.len() {
+        s += a[i];
+        d += a[i] * b[i];
+    }
+    (s, d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::vec_f32;
+    use proptest::strategy::Strategy;
+
+    fn exact_dot(a: &[f32], b: &[f32]) -> f64 {
+        a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn reductions_are_close_to_f64_and_agree_bitwise(
+            (a, b) in (0usize..200).prop_flat_map(|n| (vec_f32(n), vec_f32(n)))
+        ) {
+            let ones = vec![1.0; a.len()];
+            let (s, d) = sum_and_dot(&a, &b);
+            proptest::prop_assert_eq!(s.to_bits(), sum(&a).to_bits());
+            proptest::prop_assert_eq!(d.to_bits(), dot(&a, &b).to_bits());
+            let scale: f64 = a.iter().zip(&b).map(|(&x, &y)| (x as f64 * y as f64).abs()).sum();
+            proptest::prop_assert!((d as f64 - exact_dot(&a, &b)).abs() <= 1e-5 * (1.0 + scale));
+            let scale: f64 = a.iter().map(|&x| (x as f64).abs()).sum();
+            proptest::prop_assert!((s as f64 - exact_dot(&a, &ones)).abs() <= 1e-5 * (1.0 + scale));
+        }
+    }
+
+    #[test]
+    fn reduce_adds_the_four_accumulators_pairwise() {
+        // Blocks 1e8, 1, -1e8, 1 land in accumulators 0..3: (1e8 + 1) + (-1e8 + 1) = 0 in f32, where
+        // a running sum would give 1 and the pairing (a0 + a2) + (a1 + a3) would give 2.
+        let blocks = [1e8f32, 1.0, -1e8, 1.0];
+        let [s] = reduce(4 * LANES, |i| [f32x8::splat(blocks[i / LANES])]);
+        assert_eq!(s, 0.0);
+        // A fifth block goes to accumulator 0 again: (1e8 + 1 + 1) + (-1e8 + 1) = 0 too (a running
+        // sum: 2).
+        let blocks = [1e8f32, 1.0, -1e8, 1.0, 1.0];
+        let [s] = reduce(5 * LANES, |i| [f32x8::splat(blocks[i / LANES])]);
+        assert_eq!(s, 0.0);
+    }
 
     #[test]
     fn exp_neg_is_within_a_few_ulp_of_exp() {
