@@ -143,6 +143,7 @@ fn main() {
                 let mut backward = |weights: bool| {
                     let grads = SepGrads {
                         dx: Some(&mut dx),
+                        dx_add: false,
                         dw_dw: weights.then_some(&mut dw[..]),
                         dw_pw: weights.then_some(&mut d_pw[..]),
                     };

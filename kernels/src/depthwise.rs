@@ -99,6 +99,8 @@ fn fill_input(g: &ConvGeom, lay: &Layout, x: &[f32], buf: &mut [f32]) {
 
 /// The tiled input gradient of one plane: a stride-1 correlation of dy, zero-inserted by the stride
 /// and padded by (k - 1) * d - pad, with the flipped filter `wf`; masked by x > 0 for the fused ReLU.
+/// Added into dx when `add`, else written (every position once).
+#[allow(clippy::too_many_arguments)]
 fn backward_data_plane_tiled(
     g: &ConvGeom,
     lay: &Layout,
@@ -106,14 +108,17 @@ fn backward_data_plane_tiled(
     wf: &[f32],
     dy: &[f32],
     dx: &mut [f32],
+    add: bool,
     buf: &mut [f32],
 ) {
     let (_, wo) = g.out_hw();
     let pad = (g.kh - 1) * g.dilation - g.pad;
     fill(lay, dy, wo, pad, g.stride, 0.0, |_, _, v| v, buf);
+    // The tiles cover every input position once: a fresh dx is written, not zeroed and added to.
+    let put = if add { tiled::add } else { tiled::write };
     tiled::tiles(lay, buf, &Weighted(wf), |ih, iw0, v| {
         let (at, n) = (ih * g.w + iw0, (g.w - iw0).min(LANES));
-        tiled::add(v, &mut dx[at..at + n], g.pre_relu.then_some(&x[at..at + n]));
+        put(v, &mut dx[at..at + n], g.pre_relu.then_some(&x[at..at + n]));
     });
 }
 
@@ -184,14 +189,26 @@ impl<'g> Planes<'g> {
     }
 
     /// dx (one plane) += the plane's input gradient from dy, masked by x > 0 for the fused ReLU.
-    fn backward_data(&self, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32], buf: &mut [f32]) {
+    #[allow(clippy::too_many_arguments)]
+    fn backward_data(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        add: bool,
+        buf: &mut [f32],
+    ) {
         let g = self.g;
         if let Some((_, lay)) = &self.tiled {
             let mut wf = [0.0f32; MAX_K * MAX_K];
             for (f, &v) in wf.iter_mut().zip(w.iter().rev()) {
                 *f = v;
             }
-            return backward_data_plane_tiled(g, lay, x, &wf[..w.len()], dy, dx, buf);
+            return backward_data_plane_tiled(g, lay, x, &wf[..w.len()], dy, dx, add, buf);
+        }
+        if !add {
+            dx.fill(0.0);
         }
         let (_, wo) = g.out_hw();
         for (oh, dyrow) in dy.chunks_exact(wo).enumerate() {
@@ -258,15 +275,23 @@ impl Planes<'_> {
         self.forward_weight_grad_sample(x, w, Some(y), None)
     }
 
-    /// One sample's input gradient: `dx` [C, H, W] += from `dy` [C, Ho, Wo].
-    pub fn backward_data_sample(&self, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32]) {
+    /// One sample's input gradient from `dy` [C, Ho, Wo]: `dx` [C, H, W] += it when `add`, else
+    /// dx = 0.0 + it (the bits of adding into zeros; dx's old values unread).
+    pub fn backward_data_sample(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        add: bool,
+    ) {
         let g = self.g;
         let (ho, wo) = g.out_hw();
         let (k2, plane) = (g.kh * g.kw, g.h * g.w);
         let mut buf = [0.0f32; PLANE_MAX];
         for (c, dx) in dx.chunks_mut(plane).enumerate() {
             let (x, dy) = (&x[c * plane..][..plane], &dy[c * ho * wo..][..ho * wo]);
-            self.backward_data(x, &w[c * k2..][..k2], dy, dx, &mut buf);
+            self.backward_data(x, &w[c * k2..][..k2], dy, dx, add, &mut buf);
         }
     }
 
@@ -340,12 +365,12 @@ pub fn backward_data(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f
     if p.tiled.is_some() {
         let (xs, ys) = (g.c_in * plane, g.c_in * ho * wo);
         return par::chunks(dx, xs, work, |n, dx| {
-            p.backward_data_sample(&x[n * xs..][..xs], w, &dy[n * ys..][..ys], dx)
+            p.backward_data_sample(&x[n * xs..][..xs], w, &dy[n * ys..][..ys], dx, true)
         });
     }
     par::chunks(dx, plane, work, |i, dx| {
         let (x, dy) = (&x[i * plane..][..plane], &dy[i * ho * wo..][..ho * wo]);
-        p.backward_data(x, &w[(i % g.c_in) * k2..][..k2], dy, dx, &mut [])
+        p.backward_data(x, &w[(i % g.c_in) * k2..][..k2], dy, dx, true, &mut [])
     });
 }
 

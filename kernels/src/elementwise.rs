@@ -70,6 +70,21 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     map(y, |i, y| y + av * load(&x[i..]), |i, y| y + a * x[i]);
 }
 
+/// y = 0.0 + a * x when `add` is false (the bits of [`axpy`] into zeros, y's old values unread),
+/// else [`axpy`]: a gradient written into a fresh buffer or added into an accumulated one.
+pub fn axpy_to(a: f32, x: &[f32], y: &mut [f32], add: bool) {
+    if add {
+        return axpy(a, x, y);
+    }
+    debug_assert_eq!(x.len(), y.len());
+    let av = f32x8::splat(a);
+    map(
+        y,
+        |i, _| f32x8::ZERO + av * load(&x[i..]),
+        |i, _| 0.0 + a * x[i],
+    );
+}
+
 /// y = sum_k w[k] * xs[k] (the mixed op's weighted sum), accumulated in order k = 0, 1, ...
 /// Inputs whose weight is exactly 0 still take part (0 * x), so a NaN in an input is not hidden.
 pub fn weighted_sum(w: &[f32], xs: &[&[f32]], y: &mut [f32]) {
@@ -181,6 +196,21 @@ mod tests {
         ]
     }
 
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    #[test]
+    fn axpy_to_a_fresh_buffer_has_the_bits_of_axpy_into_zeros() {
+        // -1 * 0 = -0.0, and 0.0 + -0.0 = +0.0: a plain a * x would keep the sign.
+        let x = [0.0, -0.0, 1.5, 0.0, 2.0, 0.0, 0.0, 0.0, -0.0];
+        let (mut fresh, mut zeros) = ([f32::NAN; 9], [0.0; 9]);
+        axpy_to(-1.0, &x, &mut fresh, false);
+        axpy(-1.0, &x, &mut zeros);
+        assert_eq!(bits(&fresh), bits(&zeros));
+        assert_eq!(fresh[0].to_bits(), 0.0f32.to_bits());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -197,6 +227,10 @@ mod tests {
             scale(a, &x, &mut out); reference::scale(a, &x, &mut want); prop_assert_eq!(&out, &want);
             let (mut o2, mut w2) = (z.clone(), z.clone());
             axpy(a, &x, &mut o2); reference::axpy(a, &x, &mut w2); prop_assert_eq!(&o2, &w2);
+            axpy_to(a, &x, &mut w2, true); axpy(a, &x, &mut o2); prop_assert_eq!(&o2, &w2);
+            let (mut fresh, mut zeros) = (vec![f32::NAN; n], vec![0.0; n]);
+            axpy_to(a, &x, &mut fresh, false); axpy(a, &x, &mut zeros);
+            prop_assert_eq!(bits(&fresh), bits(&zeros));
             let (mut o3, mut w3) = (z.clone(), z.clone());
             relu_backward(&x, &y, &mut o3); reference::relu_backward(&x, &y, &mut w3); prop_assert_eq!(&o3, &w3);
             let xs: [&[f32]; 3] = [&x, &y, &z];

@@ -110,9 +110,12 @@ pub fn forward(
     });
 }
 
-/// The gradients wanted of y = w_pw depthwise(x, w_dw): each `Some` is added into (`+=`).
+/// The gradients wanted of y = w_pw depthwise(x, w_dw): each `Some` is added into (`+=`), except
+/// dx when `dx_add` is false: then dx = 0.0 + its gradient (the bits of adding into zeros; its
+/// old values unread).
 pub struct SepGrads<'a> {
     pub dx: Option<&'a mut [f32]>,
+    pub dx_add: bool,
     pub dw_dw: Option<&'a mut [f32]>,
     pub dw_pw: Option<&'a mut [f32]>,
 }
@@ -146,6 +149,7 @@ pub fn backward(
     let (x_len, y_len, slot) = (c * g.dw.h * g.dw.w, g.c_out * hw, g.backward_slot());
     let SepGrads {
         dx,
+        dx_add,
         mut dw_dw,
         mut dw_pw,
     } = grads;
@@ -185,7 +189,7 @@ pub fn backward(
             sgemm(g.c_out, hw, c, 1.0, dy, Trans::N, z, Trans::T, 0.0, part_pw);
         }
         if let Some(dx) = dx {
-            planes.backward_data_sample(x, w_dw, dz, dx);
+            planes.backward_data_sample(x, w_dw, dz, dx, dx_add);
         }
     };
     // Forward recompute, two GEMMs and the depthwise backward: about 3x the forward's work.
@@ -236,6 +240,9 @@ pub mod reference {
         let mut dz = vec![0.0; g.dw.y_len()];
         conv::backward_data(&pw, &z, w_pw, dy, &mut dz);
         if let Some(d) = grads.dx {
+            if !grads.dx_add {
+                d.fill(0.0);
+            }
             conv::backward_data(&g.dw, x, w_dw, &dz, d);
         }
         if let Some(d) = grads.dw_dw {
@@ -307,8 +314,8 @@ mod tests {
             let (mut dx, mut d_dw, mut d_pw) = (dx0.clone(), d_dw0.clone(), d_pw0.clone());
             let (mut dx_r, mut d_dw_r, mut d_pw_r) = (dx0.clone(), d_dw0.clone(), d_pw0.clone());
             scratch.fill(f32::NAN);
-            backward(&g, &x, &w_dw, &w_pw, Upstream::Grad(&dy), SepGrads { dx: Some(&mut dx), dw_dw: Some(&mut d_dw), dw_pw: Some(&mut d_pw) }, &mut scratch);
-            reference::backward(&g, &x, &w_dw, &w_pw, &dy, SepGrads { dx: Some(&mut dx_r), dw_dw: Some(&mut d_dw_r), dw_pw: Some(&mut d_pw_r) });
+            backward(&g, &x, &w_dw, &w_pw, Upstream::Grad(&dy), SepGrads { dx: Some(&mut dx), dx_add: true, dw_dw: Some(&mut d_dw), dw_pw: Some(&mut d_pw) }, &mut scratch);
+            reference::backward(&g, &x, &w_dw, &w_pw, &dy, SepGrads { dx: Some(&mut dx_r), dx_add: true, dw_dw: Some(&mut d_dw_r), dw_pw: Some(&mut d_pw_r) });
             assert_close(&dx, &dx_r, 1e-4);
             assert_close(&d_dw, &d_dw_r, 1e-3);
             assert_close(&d_pw, &d_pw_r, 1e-3);
@@ -316,16 +323,22 @@ mod tests {
             // Each gradient alone is the same as with the others.
             scratch.fill(f32::NAN); // nothing left over from the call above
             let mut only = dx0.clone();
-            backward(&g, &x, &w_dw, &w_pw, Upstream::Grad(&dy), SepGrads { dx: Some(&mut only), dw_dw: None, dw_pw: None }, &mut scratch);
+            backward(&g, &x, &w_dw, &w_pw, Upstream::Grad(&dy), SepGrads { dx: Some(&mut only), dx_add: true, dw_dw: None, dw_pw: None }, &mut scratch);
             prop_assert_eq!(&only, &dx);
             scratch.fill(f32::NAN); // nothing left over from the call above
             let mut only = d_dw0.clone();
-            backward(&g, &x, &w_dw, &w_pw, Upstream::Grad(&dy), SepGrads { dx: None, dw_dw: Some(&mut only), dw_pw: None }, &mut scratch);
+            backward(&g, &x, &w_dw, &w_pw, Upstream::Grad(&dy), SepGrads { dx: None, dx_add: true, dw_dw: Some(&mut only), dw_pw: None }, &mut scratch);
             prop_assert_eq!(&only, &d_dw);
             scratch.fill(f32::NAN); // nothing left over from the call above
             let mut only = d_pw0.clone();
-            backward(&g, &x, &w_dw, &w_pw, Upstream::Grad(&dy), SepGrads { dx: None, dw_dw: None, dw_pw: Some(&mut only) }, &mut scratch);
+            backward(&g, &x, &w_dw, &w_pw, Upstream::Grad(&dy), SepGrads { dx: None, dx_add: true, dw_dw: None, dw_pw: Some(&mut only) }, &mut scratch);
             prop_assert_eq!(&only, &d_pw);
+
+            // dx written whole (over NaN) has the bits of dx added into zeros.
+            let (mut fresh, mut zeros) = (vec![f32::NAN; dx.len()], vec![0.0; dx.len()]);
+            backward(&g, &x, &w_dw, &w_pw, Upstream::Grad(&dy), SepGrads { dx: Some(&mut fresh), dx_add: false, dw_dw: None, dw_pw: None }, &mut scratch);
+            backward(&g, &x, &w_dw, &w_pw, Upstream::Grad(&dy), SepGrads { dx: Some(&mut zeros), dx_add: true, dw_dw: None, dw_pw: None }, &mut scratch);
+            prop_assert_eq!(bits(&fresh), bits(&zeros));
         }
     }
 
@@ -397,6 +410,7 @@ mod tests {
         );
         let grads = SepGrads {
             dx: Some(&mut dx),
+            dx_add: true,
             dw_dw: Some(&mut d_dw),
             dw_pw: Some(&mut d_pw),
         };

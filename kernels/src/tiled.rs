@@ -297,16 +297,33 @@ pub fn put(v: f32x8, row: &mut [f32], ow0: usize) {
 /// input ReLU's backward).
 #[inline(always)]
 pub fn add(v: f32x8, dx: &mut [f32], mask: Option<&[f32]>) {
+    put_grad::<true>(v, dx, mask)
+}
+
+/// dx = 0.0 + v where [`add`] would add v (0.0 where the mask is off): the bits of [`add`] into
+/// zeros, without reading dx.
+#[inline(always)]
+pub fn write(v: f32x8, dx: &mut [f32], mask: Option<&[f32]>) {
+    put_grad::<false>(v, dx, mask)
+}
+
+#[inline(always)]
+fn put_grad<const ADD: bool>(v: f32x8, dx: &mut [f32], mask: Option<&[f32]>) {
     if dx.len() == LANES {
         let v = match mask {
             Some(x) => load(x).simd_gt(f32x8::ZERO).select(v, f32x8::ZERO),
             None => v,
         };
-        store(load(dx) + v, dx);
+        let base = if ADD { load(dx) } else { f32x8::ZERO };
+        store(base + v, dx);
     } else {
         for (j, (d, &a)) in dx.iter_mut().zip(v.as_array()).enumerate() {
-            if mask.is_none_or(|x| x[j] > 0.0) {
-                *d += a;
+            let on = mask.is_none_or(|x| x[j] > 0.0);
+            match (ADD, on) {
+                (true, true) => *d += a,
+                (true, false) => {}
+                (false, true) => *d = 0.0 + a,
+                (false, false) => *d = 0.0,
             }
         }
     }

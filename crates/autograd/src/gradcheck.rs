@@ -83,6 +83,7 @@ where
     let eval = |xs: &[Tensor], grad: bool| -> Result<(Tape, Vec<Var>, Var)> {
         let mut tape = Tape::new();
         tape.set_grad_enabled(grad);
+        tape.set_poison_fresh_grads(true);
         let vars: Vec<Var> = xs.iter().map(|x| tape.leaf(x.clone(), true)).collect();
         let loss = f(&mut tape, &vars)?;
         Ok((tape, vars, loss))

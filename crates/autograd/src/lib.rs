@@ -23,7 +23,7 @@ mod tape;
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport, Mismatch};
 pub use inspect::{NodeInfo, Stats};
 pub use profile::{Cost, OpProfile, Profile, Work};
-pub use tape::{Backward, GradSlots, Tape, Var};
+pub use tape::{Backward, GradOut, GradSlots, Tape, Var};
 pub use tensor::{Error, Result, Shape, Tensor};
 
 #[cfg(test)]

@@ -26,16 +26,10 @@ impl BufferPool {
         }
     }
 
-    /// A buffer of `len` zeros (large ones zeroed by all threads: the backward pass asks for one
-    /// per input gradient, and a serial fill would be a serial share of every step).
+    /// A buffer of `len` zeros.
     pub(crate) fn zeros(&mut self, len: usize) -> Vec<f32> {
-        use rayon::prelude::*;
         let mut buf = self.take(len);
-        if len >= PARALLEL_FILL {
-            buf.par_chunks_mut(PARALLEL_FILL).for_each(|c| c.fill(0.0));
-        } else {
-            buf.fill(0.0);
-        }
+        fill(&mut buf, 0.0);
         buf
     }
 
@@ -65,5 +59,16 @@ impl BufferPool {
     #[cfg(test)]
     pub(crate) fn held(&self) -> usize {
         self.free.values().map(Vec::len).sum()
+    }
+}
+
+/// Sets every value of `buf` to `v`; large buffers by all threads (the backward pass zeroes one
+/// per input gradient an op adds into, and a serial fill would be a serial share of every step).
+pub(crate) fn fill(buf: &mut [f32], v: f32) {
+    use rayon::prelude::*;
+    if buf.len() >= PARALLEL_FILL {
+        buf.par_chunks_mut(PARALLEL_FILL).for_each(|c| c.fill(v));
+    } else {
+        buf.fill(v);
     }
 }

@@ -19,16 +19,69 @@ impl Var {
     }
 }
 
-/// The gradient buffers of one node's inputs during its backward call, in input order (it indexes
-/// like a slice of them): `None` for inputs that need no gradient; `Some` buffers are accumulated
-/// into (`+=`), never overwritten. It also lends scratch buffers from the tape's pool, so a backward
-/// pass that needs temporary storage allocates nothing once the tape is warm.
+/// The gradient buffers of one node's inputs during its backward call, in input order: `None` for
+/// inputs that need no gradient. A slot either holds the input's gradient so far, to be added
+/// into, or is *fresh*: the first gradient the input receives. Indexing (`grads[i]`) sees every
+/// slot as one to add into (a fresh one is zeroed first); [`GradSlots::out`] lends a fresh slot
+/// without zeroing it, for ops that write their whole gradient (`dx = v` instead of a memset and
+/// `dx += v`). It also lends scratch buffers from the tape's pool, so a backward pass that needs
+/// temporary storage allocates nothing once the tape is warm.
 pub struct GradSlots<'a> {
     slots: &'a mut [Option<Tensor>],
+    fresh: &'a mut [bool],
     pool: &'a mut BufferPool,
 }
 
+/// One input's gradient buffer from [`GradSlots::out`].
+pub struct GradOut<'a> {
+    /// The gradient's values.
+    pub data: &'a mut [f32],
+    /// `true`: `data` holds the gradient so far, add into it. `false`: its contents are
+    /// unspecified and the op writes every value, as `0.0 + v` (the bits of adding into zeros).
+    pub add: bool,
+}
+
+impl<'a> GradOut<'a> {
+    /// The buffer to add into: a fresh one zeroed first (for ops that add in several pieces).
+    pub fn accumulate(self) -> &'a mut [f32] {
+        if !self.add {
+            crate::pool::fill(self.data, 0.0);
+        }
+        self.data
+    }
+}
+
 impl GradSlots<'_> {
+    /// Whether input `i` wants a gradient.
+    pub fn wants(&self, i: usize) -> bool {
+        self.slots[i].is_some()
+    }
+
+    /// Input `i`'s gradient buffer and whether to add into it or write it whole (`None` when the
+    /// input wants no gradient). An op that takes a fresh slot here must write every value.
+    pub fn out(&mut self, i: usize) -> Option<GradOut<'_>> {
+        let add = !std::mem::take(&mut self.fresh[i]);
+        self.slots[i].as_mut().map(|t| GradOut {
+            data: t.data_mut(),
+            add,
+        })
+    }
+
+    /// [`GradSlots::out`] of every input at once.
+    pub fn outs(&mut self) -> Vec<Option<GradOut<'_>>> {
+        self.slots
+            .iter_mut()
+            .zip(self.fresh.iter_mut())
+            .map(|(slot, fresh)| {
+                let add = !std::mem::take(fresh);
+                slot.as_mut().map(|t| GradOut {
+                    data: t.data_mut(),
+                    add,
+                })
+            })
+            .collect()
+    }
+
     /// A scratch buffer of `len` values with unspecified contents; hand it back with
     /// [`GradSlots::recycle`] (or keep it: a dropped buffer is only a missed reuse).
     pub fn scratch(&mut self, len: usize) -> Vec<f32> {
@@ -45,23 +98,37 @@ impl GradSlots<'_> {
     pub fn recycle(&mut self, buf: Vec<f32>) {
         self.pool.give(buf);
     }
+
+    /// Zeroes the fresh slots that are still fresh: they become slots to add into.
+    fn zero_fresh(&mut self) {
+        for (slot, fresh) in self.slots.iter_mut().zip(self.fresh.iter_mut()) {
+            if let (Some(t), true) = (slot, std::mem::take(fresh)) {
+                crate::pool::fill(t.data_mut(), 0.0);
+            }
+        }
+    }
 }
 
 impl std::ops::Deref for GradSlots<'_> {
     type Target = [Option<Tensor>];
+    /// The slots, to ask which want a gradient (a fresh slot's values are unspecified until it is
+    /// taken mutably or through [`GradSlots::out`]).
     fn deref(&self) -> &Self::Target {
         self.slots
     }
 }
 
 impl std::ops::DerefMut for GradSlots<'_> {
+    /// Every slot as one to add into: fresh slots are zeroed here.
     fn deref_mut(&mut self) -> &mut Self::Target {
+        self.zero_fresh();
         self.slots
     }
 }
 
 /// The vector-Jacobian product of one op. `inputs` are the op's input values, `output` its value,
-/// `grad_out` = dL/doutput. Implementations add dL/dinput_i into `grads[i]` when it is `Some`.
+/// `grad_out` = dL/doutput. Implementations add dL/dinput_i into `grads[i]` when it is `Some` (or
+/// write it whole into a fresh slot from [`GradSlots::out`]).
 pub trait Backward: Send + Sync {
     /// Adds each input's gradient (the VJP of `grad_out`) into `grads`.
     fn backward(
@@ -106,6 +173,7 @@ pub struct Tape {
     generation: u32,
     grad_enabled: bool,
     record_grad_stats: bool,
+    poison_fresh_grads: bool,
     scopes: Vec<String>,
     pool: BufferPool,
     profiler: Option<Profiler>,
@@ -127,6 +195,7 @@ impl Tape {
             generation: 0,
             grad_enabled: true,
             record_grad_stats: false,
+            poison_fresh_grads: false,
             scopes: Vec::new(),
             pool: BufferPool::default(),
             profiler: None,
@@ -218,6 +287,13 @@ impl Tape {
     /// Keep min/max/mean/norm of every gradient as it is consumed, for [`Tape::nodes`].
     pub fn set_record_grad_stats(&mut self, on: bool) {
         self.record_grad_stats = on;
+    }
+
+    /// Fills each fresh gradient slot with NaN before an op's backward sees it (off by default),
+    /// so an op that takes a fresh slot through [`GradSlots::out`] and leaves values unwritten
+    /// shows NaN in the gradient. [`crate::gradcheck`] turns it on.
+    pub fn set_poison_fresh_grads(&mut self, on: bool) {
+        self.poison_fresh_grads = on;
     }
 
     /// Nodes created inside `f` get `name` appended to the current scope (joined with '.').
@@ -447,19 +523,22 @@ impl Tape {
             if let Some(bw) = self.nodes[i].backward.take() {
                 let started = self.profiler.is_some().then(Instant::now);
                 let inputs = self.nodes[i].inputs.clone();
-                // Each input's slot is its accumulated gradient so far (or zeros): ops add into it.
-                // An input used twice gets a fresh zero slot the second time; it is added back below.
+                // Each input's slot is its accumulated gradient so far, or a fresh buffer (its
+                // values unspecified: NaN when poisoned, to catch an op that writes only part).
+                // An input used twice gets a fresh slot the second time; it is added back below.
                 let mut slots: Vec<Option<Tensor>> = Vec::with_capacity(inputs.len());
-                for v in &inputs {
+                let mut fresh = vec![false; inputs.len()];
+                for (v, fresh) in inputs.iter().zip(fresh.iter_mut()) {
                     let slot = self.nodes[v.index].requires_grad.then(|| {
-                        match self.grads[v.index].take() {
-                            Some(g) => g,
-                            None => {
-                                let shape = self.values[v.index].shape().clone();
-                                Tensor::from_vec(shape.clone(), self.pool.zeros(shape.numel()))
-                                    .expect("same length")
+                        self.grads[v.index].take().unwrap_or_else(|| {
+                            *fresh = true;
+                            let shape = self.values[v.index].shape().clone();
+                            let mut buf = self.pool.take(shape.numel());
+                            if self.poison_fresh_grads {
+                                crate::pool::fill(&mut buf, f32::NAN);
                             }
-                        }
+                            Tensor::from_vec(shape, buf).expect("same length")
+                        })
                     });
                     slots.push(slot);
                 }
@@ -468,9 +547,12 @@ impl Tape {
                         inputs.iter().map(|v| &self.values[v.index]).collect();
                     let mut grads = GradSlots {
                         slots: &mut slots,
+                        fresh: &mut fresh,
                         pool: &mut self.pool,
                     };
                     bw.backward(&in_values, &self.values[i], &grad_out, &mut grads);
+                    // A fresh slot the op never took holds no gradient from it: zero.
+                    grads.zero_fresh();
                 }
                 self.nodes[i].backward = Some(bw);
                 for (v, slot) in inputs.iter().zip(slots) {

@@ -214,3 +214,93 @@ fn profile_counts_calls_and_work_per_op() {
         "nothing is recorded while off"
     );
 }
+
+/// y = s * x, its gradient taken through [`GradSlots::out`]: written into a fresh slot, added into
+/// an accumulated one. The planted bug skips the values whose upstream gradient is 0 (as a masked
+/// kernel might), which is right when adding and wrong when writing.
+struct ScaleOut {
+    s: f32,
+    planted: bool,
+}
+impl Backward for ScaleOut {
+    fn backward(&self, _: &[&Tensor], _: &Tensor, g: &Tensor, grads: &mut GradSlots) {
+        if let Some(dx) = grads.out(0) {
+            for (d, &gv) in dx.data.iter_mut().zip(g.data()) {
+                if !(self.planted && gv == 0.0) {
+                    *d = if dx.add { *d } else { 0.0 } + self.s * gv;
+                }
+            }
+        }
+    }
+}
+
+fn scale_out(t: &mut Tape, x: Var, s: f32, planted: bool) -> Var {
+    let y = Tensor::from_vec(
+        t.value(x).shape().clone(),
+        t.value(x).data().iter().map(|v| s * v).collect(),
+    )
+    .unwrap();
+    t.push("scale_out", y, &[x], ScaleOut { s, planted })
+}
+
+/// y = x, with a backward that gives x nothing.
+struct Detached;
+impl Backward for Detached {
+    fn backward(&self, _: &[&Tensor], _: &Tensor, _: &Tensor, _: &mut GradSlots) {}
+}
+
+#[test]
+fn fresh_slots_are_written_whole_and_accumulated_ones_added_into() {
+    let mut tape = Tape::new();
+    tape.set_poison_fresh_grads(true);
+    let xs = [0.5, -1.0, 2.0];
+    let x = tape.leaf(t(&xs), true);
+    // L = sum(2x * 3x): the 3x op's backward runs first and writes x's fresh slot, the 2x op's
+    // adds into it: dL/dx = 2 * 3x + 3 * 2x = 12x.
+    let (a, b) = (
+        scale_out(&mut tape, x, 2.0, false),
+        scale_out(&mut tape, x, 3.0, false),
+    );
+    let p = mul(&mut tape, a, b);
+    let loss = sum(&mut tape, p, 0.0);
+    tape.backward(loss).unwrap();
+    let want: Vec<f32> = xs.iter().map(|v| 12.0 * v).collect();
+    assert_eq!(tape.grad(x).unwrap().data(), &want[..]);
+}
+
+#[test]
+fn a_fresh_slot_the_op_never_takes_holds_zeros() {
+    let mut tape = Tape::new();
+    tape.set_poison_fresh_grads(true);
+    let x = tape.leaf(t(&[1.0, 2.0]), true);
+    let y = tape.push("detached", t(&[1.0, 2.0]), &[x], Detached);
+    let loss = sum(&mut tape, y, 0.0);
+    tape.backward(loss).unwrap();
+    assert_eq!(tape.grad(x).unwrap().data(), &[0.0, 0.0]);
+}
+
+#[test]
+fn gradcheck_poisons_fresh_slots_and_catches_an_op_that_writes_part_of_one() {
+    let x = t(&[0.3, -0.7, 1.1]);
+    let f = |planted: bool| {
+        move |tp: &mut Tape, v: &[Var]| -> Result<Var> {
+            // dL/dy = c, 0 at index 2: the planted op leaves dx[2] unwritten, whose right value
+            // is 0 (what a new buffer would happen to hold); the poison makes it NaN.
+            let c = tp.leaf(t(&[1.0, -2.0, 0.0]), false);
+            let y = scale_out(tp, v[0], 1.5, planted);
+            let z = mul(tp, y, c);
+            Ok(sum(tp, z, 0.0))
+        }
+    };
+    let opts = GradcheckOptions::default();
+    let good = gradcheck(f(false), std::slice::from_ref(&x), opts).unwrap();
+    assert!(good.passed, "{good}");
+    let bad = gradcheck(f(true), std::slice::from_ref(&x), opts).unwrap();
+    assert!(
+        !bad.passed,
+        "an unwritten gradient value must be caught: {bad}"
+    );
+    let worst = bad.worst.unwrap();
+    assert_eq!(worst.index, 2);
+    assert!(worst.analytic.is_nan(), "the poison: {}", worst.analytic);
+}

@@ -24,9 +24,9 @@ pub fn relu(tape: &mut Tape, x: Var) -> Result<Var> {
 struct LinearComboBack(Vec<f32>);
 impl Backward for LinearComboBack {
     fn backward(&self, _: &[&Tensor], _: &Tensor, g: &Tensor, grads: &mut GradSlots) {
-        for (slot, &s) in grads.iter_mut().zip(&self.0) {
-            if let Some(dx) = slot.as_mut() {
-                k::axpy(s, g.data(), dx.data_mut());
+        for (dx, &s) in grads.outs().into_iter().zip(&self.0) {
+            if let Some(dx) = dx {
+                k::axpy_to(s, g.data(), dx.data, dx.add);
             }
         }
     }

@@ -10,21 +10,26 @@ struct WeightedSumBack {
 impl Backward for WeightedSumBack {
     /// dx_k = w[row, k] * dy; dw[row, k] = <dy, x_k>. Inputs: [weights, x_0, x_1, ...].
     fn backward(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, grads: &mut GradSlots) {
-        if grads[0].is_some() {
+        let dots = grads.wants(0).then(|| {
             let xs: Vec<&[f32]> = inputs[1..].iter().map(|t| t.data()).collect();
             let mut partial = grads.scratch(ke::weighted_sum_dots_len(g.numel(), xs.len()));
             let mut dots = vec![0.0; xs.len()];
             ke::weighted_sum_dots(g.data(), &xs, &mut partial, &mut dots);
             grads.recycle(partial);
-            let dw = grads[0].as_mut().expect("checked above").data_mut();
+            dots
+        });
+        let w = inputs[0].data();
+        let mut outs = grads.outs().into_iter();
+        if let (Some(dw), Some(dots)) = (outs.next().flatten(), dots) {
+            let dw = dw.accumulate();
             for (&k, d) in self.columns.iter().zip(dots) {
                 dw[self.row_offset + k] += d;
             }
         }
-        let w = inputs[0].data();
-        for (&k, slot) in self.columns.iter().zip(grads[1..].iter_mut()) {
-            if let Some(dx) = slot.as_mut() {
-                ke::axpy(w[self.row_offset + k], g.data(), dx.data_mut());
+        // Each x_k's gradient is written whole into a fresh slot, added into an accumulated one.
+        for (&k, dx) in self.columns.iter().zip(outs) {
+            if let Some(dx) = dx {
+                ke::axpy_to(w[self.row_offset + k], g.data(), dx.data, dx.add);
             }
         }
     }

@@ -6,7 +6,7 @@ use crate::batchnorm::TrailingBn;
 use crate::check;
 use crate::conv::{depthwise_geometry, Conv2dOptions};
 use crate::{BatchNormOptions, RunningStats};
-use autograd::{Backward, Cost, GradSlots, Result, Tape, Tensor, Var, Work};
+use autograd::{Backward, Cost, GradOut, GradSlots, Result, Tape, Tensor, Var, Work};
 use kernels::separable::{self as ksep, SepGeom, SepGrads, Upstream};
 
 struct SepBack(SepGeom, Option<TrailingBn>);
@@ -37,16 +37,20 @@ impl Backward for SepBack {
             (None, None) => Upstream::Grad(g.data()),
         };
         let mut scratch = grads.scratch(self.0.backward_scratch_len());
-        let [dx, dw_dw, dw_pw] = &mut grads[..] else {
+        let mut outs = grads.outs().into_iter();
+        let (Some(dx), Some(dw_dw), Some(dw_pw)) = (outs.next(), outs.next(), outs.next()) else {
             unreachable!("three inputs: x, w_dw, w_pw")
         };
+        // dx is written whole into a fresh slot; the weights' gradients are added into.
         let want = SepGrads {
-            dx: dx.as_mut().map(|t| t.data_mut()),
-            dw_dw: dw_dw.as_mut().map(|t| t.data_mut()),
-            dw_pw: dw_pw.as_mut().map(|t| t.data_mut()),
+            dx_add: dx.as_ref().is_none_or(|d| d.add),
+            dx: dx.map(|d| d.data),
+            dw_dw: dw_dw.map(GradOut::accumulate),
+            dw_pw: dw_pw.map(GradOut::accumulate),
         };
         let (x, w_dw, w_pw) = (inputs[0].data(), inputs[1].data(), inputs[2].data());
         ksep::backward(&self.0, x, w_dw, w_pw, up, want, &mut scratch);
+        drop(outs);
         grads.recycle(scratch);
         grads.recycle(bn_scratch);
         if let Some(d) = dpre {

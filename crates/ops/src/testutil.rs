@@ -61,17 +61,30 @@ pub fn distinct(t: Tensor, gap: f32) -> Tensor {
 }
 
 /// Gradchecks `loss = <f(inputs), r>` for a fixed random cotangent `r` (so the whole vector-Jacobian
-/// product is tested), and panics with the report if it fails.
+/// product is tested), and panics with the report if it fails. Twice: once as it is, where `f`'s
+/// ops write their inputs' gradients into fresh slots (poisoned by the gradcheck), and once with a
+/// term `<x_i, r_i>` per input recorded after `f`, whose backward runs first, so that `f`'s ops add
+/// into gradients already there.
 pub fn check<F>(f: F, inputs: &[Tensor], seed: u64)
 where
     F: Fn(&mut Tape, &[Var]) -> Result<Var>,
 {
-    let probe = |tape: &mut Tape, vars: &[Var]| -> Result<Var> {
-        let y = f(tape, vars)?;
-        let mut rng = tensor::Rng::new(seed);
-        let r = Tensor::uniform(tape.value(y).shape().clone(), -1.0, 1.0, &mut rng);
-        crate::dot_const(tape, y, &r)
-    };
-    let report = gradcheck(probe, inputs, GradcheckOptions::default()).unwrap();
-    assert!(report.passed, "{report}");
+    for accumulate in [false, true] {
+        let probe = |tape: &mut Tape, vars: &[Var]| -> Result<Var> {
+            let y = f(tape, vars)?;
+            let mut rng = tensor::Rng::new(seed);
+            let r = Tensor::uniform(tape.value(y).shape().clone(), -1.0, 1.0, &mut rng);
+            let mut loss = crate::dot_const(tape, y, &r)?;
+            if accumulate {
+                for &x in vars {
+                    let r = Tensor::uniform(tape.value(x).shape().clone(), -1.0, 1.0, &mut rng);
+                    let term = crate::dot_const(tape, x, &r)?;
+                    loss = crate::add(tape, loss, term)?;
+                }
+            }
+            Ok(loss)
+        };
+        let report = gradcheck(probe, inputs, GradcheckOptions::default()).unwrap();
+        assert!(report.passed, "{report} (accumulating: {accumulate})");
+    }
 }
