@@ -113,6 +113,12 @@ pub fn max_forward(g: &ConvGeom, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
                         .round_int()
                         .to_array();
                     let found = best.simd_gt(f32x8::splat(f32::NEG_INFINITY)).to_bitmask();
+                    if n == LANES && found == 0xff {
+                        // Every lane found its maximum (the usual case): one 8-index store.
+                        let flat: [u32; LANES] = bytemuck::cast(flat);
+                        am[at..at + LANES].copy_from_slice(&flat);
+                        return;
+                    }
                     for (l, (a, &f)) in am[at..at + n].iter_mut().zip(&flat).enumerate() {
                         *a = if found >> l & 1 == 1 {
                             f as u32
