@@ -138,7 +138,7 @@ fn main() {
             let mut scratch = vec![0.0f32; g.backward_scratch_len().max(g.forward_scratch_len())];
             let [sf, sb, sbx] = one_thread.install(|| {
                 let sf = time(9, || {
-                    separable::forward(&g, &x, &wk, &w_pw, &mut y, &mut scratch)
+                    separable::forward(&g, &x, &wk, &w_pw, &mut y, &mut scratch, None)
                 });
                 let mut backward = |weights: bool| {
                     let grads = SepGrads {

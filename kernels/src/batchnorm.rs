@@ -48,15 +48,46 @@ fn sq_dev(x: &[f32], m: f32) -> f32 {
     s
 }
 
-/// Per-channel batch mean and biased variance of x, in parallel over channels.
-pub fn batch_stats(s: BnShape, x: &[f32], mean: &mut [f32], var: &mut [f32]) {
-    par::chunks2(mean, 1, var, 1, 2 * x.len(), |c, m, v| {
-        let planes = || (0..s.n).map(|n| &x[(n * s.c + c) * s.hw..][..s.hw]);
-        let mu = planes().map(|p| simd::sum(p) as f64).sum::<f64>() / s.count() as f64;
-        let ss: f64 = planes().map(|p| sq_dev(p, mu as f32) as f64).sum();
-        m[0] = mu as f32;
-        v[0] = (ss / s.count() as f64) as f32;
+/// One plane's share of the batch statistics: [sum, sum of squared deviations from the plane's
+/// own mean]. A producer that has the plane in cache (the fused separable block) computes it there;
+/// [`merge_stats`] turns the planes' shares into the batch statistics.
+pub fn plane_stats(p: &[f32]) -> [f32; 2] {
+    let sum = simd::sum(p);
+    [sum, sq_dev(p, sum / p.len().max(1) as f32)]
+}
+
+/// Length of the per-plane statistics buffer of [`batch_stats`] and [`merge_stats`]: 2 * N * C.
+pub fn stats_partial_len(s: BnShape) -> usize {
+    2 * s.n * s.c
+}
+
+/// Per-channel batch mean and biased variance from each plane's [`plane_stats`] (`partial`
+/// [N, C, 2]), merged in f64 in sample order (Chan et al.): mean = sum / count, and the squared
+/// deviations from it = sum over planes of (M2_p + hw * (mean_p - mean)^2).
+pub fn merge_stats(s: BnShape, partial: &[f32], mean: &mut [f32], var: &mut [f32]) {
+    let (hw, count) = (s.hw as f64, s.count() as f64);
+    for c in 0..s.c {
+        let plane = |n: usize| &partial[2 * (n * s.c + c)..][..2];
+        let mu = (0..s.n).map(|n| plane(n)[0] as f64).sum::<f64>() / count;
+        let m2: f64 = (0..s.n)
+            .map(|n| {
+                let d = plane(n)[0] as f64 / hw - mu;
+                plane(n)[1] as f64 + hw * d * d
+            })
+            .sum();
+        mean[c] = mu as f32;
+        var[c] = (m2 / count) as f32;
+    }
+}
+
+/// Per-channel batch mean and biased variance of x: [`plane_stats`] of every plane, in parallel,
+/// into `partial` ([`stats_partial_len`]), then [`merge_stats`].
+pub fn batch_stats(s: BnShape, x: &[f32], partial: &mut [f32], mean: &mut [f32], var: &mut [f32]) {
+    let partial = &mut partial[..stats_partial_len(s)];
+    par::chunks(partial, 2, 2 * x.len(), |p, out| {
+        out.copy_from_slice(&plane_stats(&x[p * s.hw..][..s.hw]))
     });
+    merge_stats(s, partial, mean, var);
 }
 
 /// y = gamma * (x - mean) / sqrt(var + eps) + beta with the given per-channel statistics (batch
@@ -365,7 +396,9 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
         fn fast_matches_reference(
-            (s, x, dy, g, b) in (1usize..4, 1usize..5, 1usize..30).prop_flat_map(|(n, c, hw)| {
+            // Planes of 1 - 29 values, and of 100 and 257 (more than four 8-value blocks per
+            // accumulator, and SIMD bodies that are not a multiple of 32).
+            (s, x, dy, g, b) in (1usize..4, 1usize..5, prop_oneof![1usize..30, Just(100), Just(257)]).prop_flat_map(|(n, c, hw)| {
                 let s = BnShape { n, c, hw };
                 (Just(s), vec_f32(n * c * hw), vec_f32(n * c * hw), vec_f32(c), vec_f32(c))
             }).prop_filter("more than one value per channel", |(s, ..)| s.count() > 1),
@@ -373,7 +406,8 @@ mod tests {
         ) {
             let (gamma, beta) = if affine { (Some(&g[..]), Some(&b[..])) } else { (None, None) };
             let (mut m, mut v, mut mr, mut vr) = (vec![0.0; s.c], vec![0.0; s.c], vec![0.0; s.c], vec![0.0; s.c]);
-            batch_stats(s, &x, &mut m, &mut v);
+            let mut partial = vec![f32::NAN; stats_partial_len(s)];
+            batch_stats(s, &x, &mut partial, &mut m, &mut v);
             reference::batch_stats(s, &x, &mut mr, &mut vr);
             assert_close(&m, &mr, 1e-5);
             assert_close(&v, &vr, 1e-5);
@@ -406,7 +440,7 @@ mod tests {
             })
         ) {
             let (mut m, mut v) = (vec![0.0; s.c], vec![0.0; s.c]);
-            batch_stats(s, &x, &mut m, &mut v);
+            batch_stats(s, &x, &mut vec![0.0; stats_partial_len(s)], &mut m, &mut v);
             let mut y = vec![0.0; x.len()];
             normalize(s, &x, &m, &v, 1e-5, None, None, &mut y);
             let mut scratch = vec![0.0; backward_scratch_len(s)];
@@ -434,10 +468,35 @@ mod tests {
     fn running_stats_use_unbiased_variance() {
         let s = BnShape { n: 2, c: 1, hw: 1 };
         let (mut m, mut v) = (vec![0.0], vec![0.0]);
-        batch_stats(s, &[1.0, 3.0], &mut m, &mut v);
+        batch_stats(s, &[1.0, 3.0], &mut [0.0; 4], &mut m, &mut v);
         assert_eq!((m[0], v[0]), (2.0, 1.0));
         let (mut rm, mut rv) = (vec![0.0], vec![1.0]);
         update_running(s, &m, &v, 0.1, &mut rm, &mut rv);
         assert!((rm[0] - 0.2).abs() < 1e-7 && (rv[0] - (0.9 + 0.1 * 2.0)).abs() < 1e-6);
+    }
+
+    /// Channel 0's planes both sit at 1000 with a small spread (a sum of squares about zero would
+    /// cancel it away; each plane's own squared deviations keep it); channel 1's at 5 and -5 (the
+    /// merge's hw * (mean_p - mean)^2 term carries the variance).
+    #[test]
+    fn merged_plane_statistics_keep_small_spreads_and_distant_plane_means() {
+        let s = BnShape { n: 2, c: 2, hw: 5 };
+        let means = [1000.0f32, 5.0, 1000.0, -5.0]; // planes (n, c) = (0, 0), (0, 1), (1, 0), (1, 1)
+        let x: Vec<f32> = (0..20)
+            .map(|i| means[i / 5] + (i % 5) as f32 * 0.01)
+            .collect();
+        let (mut m, mut v, mut mr, mut vr) = ([0.0; 2], [0.0; 2], [0.0; 2], [0.0; 2]);
+        batch_stats(s, &x, &mut [f32::NAN; 8], &mut m, &mut v);
+        reference::batch_stats(s, &x, &mut mr, &mut vr);
+        assert_close(&m, &mr, 1e-6);
+        assert_close(&v, &vr, 1e-6);
+        assert!((v[0] - 2e-4).abs() < 1e-6, "{}", v[0]);
+        assert!((v[1] - 25.0002).abs() < 1e-3, "{}", v[1]);
+        // A plane's share: its sum, and its squared deviations from its own mean.
+        let [sum, m2] = plane_stats(&x[..5]);
+        assert!(
+            (sum - 5000.1).abs() < 1e-3 && (m2 - 1e-3).abs() < 1e-5,
+            "{sum} {m2}"
+        );
     }
 }

@@ -14,7 +14,7 @@
 //! run one after the other).
 //!
 //! Shapes: x [N, C, H, W], w_dw [C, 1, kh, kw], w_pw [Cout, C, 1, 1], y [N, Cout, Ho, Wo].
-use crate::batchnorm::OutputGrad;
+use crate::batchnorm::{self, OutputGrad};
 use crate::conv::ConvGeom;
 use crate::depthwise as dw;
 use crate::gemm::{sgemm, Trans};
@@ -68,9 +68,13 @@ impl SepGeom {
         }
     }
 
-    /// Scratch [`forward`] needs: one z per sample.
+    /// Scratch [`forward`] needs: one z per sample, and its output planes' statistics.
     pub fn forward_scratch_len(&self) -> usize {
-        self.dw.n * self.mid()
+        self.dw.n * self.forward_slot()
+    }
+
+    fn forward_slot(&self) -> usize {
+        self.mid() + 2 * self.c_out
     }
 
     /// Per-sample scratch slot of [`backward`]: z, dz, dy (made there when it comes through a
@@ -93,7 +97,9 @@ impl SepGeom {
     }
 }
 
-/// y = w_pw depthwise(x, w_dw). `scratch` holds [`SepGeom::forward_scratch_len`] values.
+/// y = w_pw depthwise(x, w_dw). `scratch` holds [`SepGeom::forward_scratch_len`] values. With
+/// `stats` ([N, Cout, 2]), each output plane's [`batchnorm::plane_stats`] too, taken while the
+/// sample's output is in cache (a trailing training-mode BN's statistics without reading y again).
 pub fn forward(
     g: &SepGeom,
     x: &[f32],
@@ -101,13 +107,30 @@ pub fn forward(
     w_pw: &[f32],
     y: &mut [f32],
     scratch: &mut [f32],
+    stats: Option<&mut [f32]>,
 ) {
     let (mid, hw, x_len) = (g.mid(), g.hw(), g.dw.c_in * g.dw.h * g.dw.w);
-    let (c, planes) = (g.dw.c_in, dw::Planes::new(&g.dw));
-    par::chunks_with_scratch(y, g.c_out * hw, scratch, mid, 2 * g.work(), |n, y, z| {
+    let (c, planes, slot) = (g.dw.c_in, dw::Planes::new(&g.dw), g.forward_slot());
+    let want_stats = stats.is_some();
+    let scratch = &mut scratch[..g.dw.n * slot];
+    par::chunks_with_scratch(y, g.c_out * hw, scratch, slot, 2 * g.work(), |n, y, s| {
+        let (z, plane_stats) = s.split_at_mut(mid);
         planes.forward_sample(&x[n * x_len..][..x_len], w_dw, z);
         sgemm(g.c_out, c, hw, 1.0, w_pw, Trans::N, z, Trans::N, 0.0, y);
+        if want_stats {
+            for (st, plane) in plane_stats.chunks_exact_mut(2).zip(y.chunks_exact(hw)) {
+                st.copy_from_slice(&batchnorm::plane_stats(plane));
+            }
+        }
     });
+    if let Some(stats) = stats {
+        for (out, s) in stats
+            .chunks_exact_mut(2 * g.c_out)
+            .zip(scratch.chunks(slot))
+        {
+            out.copy_from_slice(&s[mid..]);
+        }
+    }
 }
 
 /// The gradients wanted of y = w_pw depthwise(x, w_dw): each `Some` is added into (`+=`), except
@@ -307,9 +330,18 @@ mod tests {
         ) {
             let (mut y, mut y_ref) = (vec![f32::NAN; g.y_len()], vec![0.0; g.y_len()]);
             let mut scratch = vec![f32::NAN; g.backward_scratch_len().max(g.forward_scratch_len())];
-            forward(&g, &x, &w_dw, &w_pw, &mut y, &mut scratch);
+            forward(&g, &x, &w_dw, &w_pw, &mut y, &mut scratch, None);
             reference::forward(&g, &x, &w_dw, &w_pw, &mut y_ref);
             assert_close(&y, &y_ref, 1e-4);
+
+            // With the planes' statistics: the same y, and the statistics batch_stats takes of it.
+            let (mut y2, mut stats) = (vec![f32::NAN; y.len()], vec![f32::NAN; 2 * g.dw.n * g.c_out]);
+            forward(&g, &x, &w_dw, &w_pw, &mut y2, &mut scratch, Some(&mut stats));
+            prop_assert_eq!(&y2, &y);
+            let bn = crate::batchnorm::BnShape { n: g.dw.n, c: g.c_out, hw: g.hw() };
+            let (mut want, mut m, mut v) = (vec![0.0; stats.len()], vec![0.0; bn.c], vec![0.0; bn.c]);
+            crate::batchnorm::batch_stats(bn, &y, &mut want, &mut m, &mut v);
+            prop_assert_eq!(bits(&stats), bits(&want));
 
             let (mut dx, mut d_dw, mut d_pw) = (dx0.clone(), d_dw0.clone(), d_pw0.clone());
             let (mut dx_r, mut d_dw_r, mut d_pw_r) = (dx0.clone(), d_dw0.clone(), d_pw0.clone());
@@ -384,7 +416,7 @@ mod tests {
 
         let mut scratch = vec![0.0; g.forward_scratch_len()];
         let mut y = vec![0.0; g.y_len()];
-        forward(&g, &x, &w_dw, &w_pw, &mut y, &mut scratch);
+        forward(&g, &x, &w_dw, &w_pw, &mut y, &mut scratch, None);
         assert_eq!(bits(&y), bits(&y_two));
         let two = [dx_two, d_dw_two, d_pw_two].map(|v| bits(&v));
         assert_eq!(grad_bits(&g, &x, &w_dw, &w_pw, Upstream::Grad(&dy)), two);

@@ -304,3 +304,22 @@ fn gradcheck_poisons_fresh_slots_and_catches_an_op_that_writes_part_of_one() {
     assert_eq!(worst.index, 2);
     assert!(worst.analytic.is_nan(), "the poison: {}", worst.analytic);
 }
+
+/// Records which of its inputs want a gradient.
+struct Wants(std::sync::Arc<std::sync::Mutex<Vec<bool>>>);
+impl Backward for Wants {
+    fn backward(&self, inputs: &[&Tensor], _: &Tensor, _: &Tensor, grads: &mut GradSlots) {
+        *self.0.lock().unwrap() = (0..inputs.len()).map(|i| grads.wants(i)).collect();
+    }
+}
+
+#[test]
+fn wants_tells_which_inputs_need_a_gradient() {
+    let mut tape = Tape::new();
+    let (x, c) = (tape.leaf(t(&[1.0]), true), tape.leaf(t(&[2.0]), false));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let y = tape.push("wants", t(&[1.0]), &[x, c], Wants(seen.clone()));
+    let loss = sum(&mut tape, y, 0.0);
+    tape.backward(loss).unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![true, false]);
+}

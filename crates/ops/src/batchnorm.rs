@@ -120,7 +120,7 @@ pub fn batch_norm(
         check::shape_is(tape, g, &[shape.c], OP)?;
         check::shape_is(tape, b, &[shape.c], OP)?;
     }
-    let (mean, var) = statistics(OP, shape, &dims, tape.value(x).data(), running, o)?;
+    let (mean, var) = statistics(OP, shape, &dims, tape.value(x).data(), None, running, o)?;
     let mut y = tape.buffer(dims);
     let gamma = affine.map(|(g, _)| tape.value(g).data());
     let beta = affine.map(|(_, b)| tape.value(b).data());
@@ -155,11 +155,14 @@ pub fn batch_norm(
 /// The per-channel mean and variance a batch norm of `x` (laid out as `shape`) normalises with:
 /// training mode computes the batch statistics (more than one value per channel needed) and moves
 /// `running` towards them; eval mode returns `running`, which it requires. `dims` is for messages.
+/// `planes`: x's per-plane statistics when its producer took them ([`kbn::plane_stats`], the
+/// same bits as taking them here).
 pub(crate) fn statistics(
     op: &'static str,
     shape: BnShape,
     dims: &[usize],
     x: &[f32],
+    planes: Option<&[f32]>,
     running: Option<&mut RunningStats>,
     o: BatchNormOptions,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
@@ -181,7 +184,13 @@ pub(crate) fn statistics(
         check::arg(shape.n * shape.hw > 1, op, || {
             format!("training needs more than one value per channel, input {dims:?}")
         })?;
-        kbn::batch_stats(shape, x, &mut mean, &mut var);
+        match planes {
+            Some(p) => kbn::merge_stats(shape, p, &mut mean, &mut var),
+            None => {
+                let mut partial = vec![0.0; kbn::stats_partial_len(shape)];
+                kbn::batch_stats(shape, x, &mut partial, &mut mean, &mut var);
+            }
+        }
         if let Some(r) = running {
             kbn::update_running(shape, &mean, &var, o.momentum, &mut r.mean, &mut r.var);
         }
@@ -208,11 +217,12 @@ pub(crate) struct TrailingBn {
 
 impl TrailingBn {
     /// Normalises `z`, the producing op's [N, C, H, W] output (its buffer goes back to the pool),
-    /// into the node's value.
+    /// into the node's value. `planes`: z's per-plane statistics if the producer took them.
     pub(crate) fn apply(
         op: &'static str,
         tape: &mut Tape,
         z: Tensor,
+        planes: Option<&[f32]>,
         running: Option<&mut RunningStats>,
         o: BatchNormOptions,
     ) -> Result<(Tensor, TrailingBn)> {
@@ -222,7 +232,7 @@ impl TrailingBn {
             c: d[1],
             hw: d[2..].iter().product(),
         };
-        let (mean, var) = statistics(op, shape, &d, z.data(), running, o)?;
+        let (mean, var) = statistics(op, shape, &d, z.data(), planes, running, o)?;
         let mut y = tape.buffer(d);
         kbn::normalize(
             shape,

@@ -148,7 +148,7 @@ pub fn pool2d_bn(
         }
         PoolKind::Avg => kp::avg_forward(&g, tape.value(x).data(), z.data_mut()),
     }
-    let (y, trailing) = TrailingBn::apply(OP, tape, z, running, bn)?;
+    let (y, trailing) = TrailingBn::apply(OP, tape, z, None, running, bn)?;
     Ok(tape.push(OP, y, &[x], PoolBnBack(g, kind, argmax, trailing)))
 }
 

@@ -101,18 +101,29 @@ fn geometry(
 }
 
 /// The block's output before any BN, its buffer from the tape's pool.
-fn output(tape: &mut Tape, g: &SepGeom, x: Var, w_dw: Var, w_pw: Var) -> Tensor {
+/// The block's output; with `stats`, also each output plane's statistics for a trailing
+/// training-mode BN (a pool buffer: hand it back with `tape.recycle`).
+fn output(
+    tape: &mut Tape,
+    g: &SepGeom,
+    x: Var,
+    w_dw: Var,
+    w_pw: Var,
+    stats: bool,
+) -> (Tensor, Option<Tensor>) {
     let (ho, wo) = g.dw.out_hw();
     let mut y = tape.buffer([g.dw.n, g.c_out, ho, wo]);
     let mut scratch = tape.buffer([g.forward_scratch_len()]);
+    let mut planes = stats.then(|| tape.buffer([g.dw.n, g.c_out, 2]));
     let (xv, a, b) = (
         tape.value(x).data(),
         tape.value(w_dw).data(),
         tape.value(w_pw).data(),
     );
-    ksep::forward(g, xv, a, b, y.data_mut(), scratch.data_mut());
+    let out = planes.as_mut().map(|p| p.data_mut());
+    ksep::forward(g, xv, a, b, y.data_mut(), scratch.data_mut(), out);
     tape.recycle(scratch);
-    y
+    (y, planes)
 }
 
 /// Depthwise conv (options `o`: stride, padding, dilation, fused input ReLU) then a 1x1 conv, as
@@ -126,7 +137,7 @@ pub fn separable_conv(
 ) -> Result<Var> {
     const OP: &str = "separable_conv";
     let g = geometry(tape, x, w_dw, w_pw, o, OP)?;
-    let y = output(tape, &g, x, w_dw, w_pw);
+    let (y, _) = output(tape, &g, x, w_dw, w_pw, false);
     Ok(tape.push(OP, y, &[x, w_dw, w_pw], SepBack(g, None)))
 }
 
@@ -143,8 +154,13 @@ pub fn separable_conv_bn(
 ) -> Result<Var> {
     const OP: &str = "separable_conv_bn";
     let g = geometry(tape, x, w_dw, w_pw, o, OP)?;
-    let z = output(tape, &g, x, w_dw, w_pw);
-    let (y, trailing) = TrailingBn::apply(OP, tape, z, running, bn)?;
+    // A training-mode BN's statistics are taken per sample inside the block, while it is in cache.
+    let (z, planes) = output(tape, &g, x, w_dw, w_pw, bn.training);
+    let applied = TrailingBn::apply(OP, tape, z, planes.as_ref().map(Tensor::data), running, bn);
+    if let Some(p) = planes {
+        tape.recycle(p);
+    }
+    let (y, trailing) = applied?;
     Ok(tape.push(OP, y, &[x, w_dw, w_pw], SepBack(g, Some(trailing))))
 }
 
