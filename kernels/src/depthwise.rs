@@ -188,8 +188,8 @@ impl<'g> Planes<'g> {
         }
     }
 
-    /// dx (one plane) += the plane's input gradient from dy, masked by x > 0 for the fused ReLU.
-    #[allow(clippy::too_many_arguments)]
+    /// dx (one plane) += the plane's input gradient from dy (or = it when not `add`), masked by
+    /// x > 0 for the fused ReLU.
     fn backward_data(
         &self,
         x: &[f32],

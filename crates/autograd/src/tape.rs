@@ -60,26 +60,13 @@ impl GradSlots<'_> {
     /// Input `i`'s gradient buffer and whether to add into it or write it whole (`None` when the
     /// input wants no gradient). An op that takes a fresh slot here must write every value.
     pub fn out(&mut self, i: usize) -> Option<GradOut<'_>> {
-        let add = !std::mem::take(&mut self.fresh[i]);
-        self.slots[i].as_mut().map(|t| GradOut {
-            data: t.data_mut(),
-            add,
-        })
+        lend(&mut self.slots[i], &mut self.fresh[i])
     }
 
     /// [`GradSlots::out`] of every input at once.
     pub fn outs(&mut self) -> Vec<Option<GradOut<'_>>> {
-        self.slots
-            .iter_mut()
-            .zip(self.fresh.iter_mut())
-            .map(|(slot, fresh)| {
-                let add = !std::mem::take(fresh);
-                slot.as_mut().map(|t| GradOut {
-                    data: t.data_mut(),
-                    add,
-                })
-            })
-            .collect()
+        let slots = self.slots.iter_mut().zip(self.fresh.iter_mut());
+        slots.map(|(slot, fresh)| lend(slot, fresh)).collect()
     }
 
     /// A scratch buffer of `len` values with unspecified contents; hand it back with
@@ -107,6 +94,15 @@ impl GradSlots<'_> {
             }
         }
     }
+}
+
+/// A slot as a [`GradOut`]; from here on the op owns a fresh slot's values (no longer fresh).
+fn lend<'s>(slot: &'s mut Option<Tensor>, fresh: &mut bool) -> Option<GradOut<'s>> {
+    let add = !std::mem::take(fresh);
+    slot.as_mut().map(|t| GradOut {
+        data: t.data_mut(),
+        add,
+    })
 }
 
 impl std::ops::Deref for GradSlots<'_> {
