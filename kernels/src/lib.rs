@@ -23,6 +23,7 @@ pub mod gemm;
 pub mod layout;
 pub mod linear;
 pub mod maxw;
+pub mod mixed;
 pub mod optim;
 pub mod par;
 pub mod peak;

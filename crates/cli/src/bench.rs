@@ -130,11 +130,12 @@ const FAMILIES: [(&str, &[&str]); 7] = [
         "depthwise + 1x1",
         &["depthwise_conv2d", "separable_conv", "separable_conv_bn"],
     ),
-    ("pools", &["max_pool2d", "avg_pool2d", "pool2d_bn"]),
-    ("BN", &["batch_norm"]),
+    ("pools", &["max_pool2d", "avg_pool2d"]),
+    // Stand-alone BNs, and the mixed ops with their edges' BNs folded in.
+    ("BN + mixed op", &["batch_norm", "weighted_sum_bn"]),
     ("Max-W", &["maxw", "softmax"]),
     ("optimizer", &["sgd_step", "adam_step"]),
-    ("elementwise", &[]), // every other op: adds, ReLU, mixed sums, copies, layout, loss
+    ("elementwise", &[]), // every other op: adds, ReLU, copies, layout, loss
 ];
 
 /// One family's totals per step.

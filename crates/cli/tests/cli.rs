@@ -277,7 +277,7 @@ fn bench_roofline_reports_each_family_of_the_step() {
         "dense conv",
         "depthwise + 1x1",
         "pools",
-        "BN",
+        "BN + mixed op",
         "Max-W",
         "optimizer",
         "elementwise",

@@ -5,7 +5,7 @@ use crate::params::{BnStore, ParamStore};
 use crate::primitives::Primitive;
 use crate::Result;
 use autograd::{Tape, Var};
-use ops::{BatchNormOptions, Conv2dOptions, PoolKind, PoolOptions, RunningStats, Slice};
+use ops::{BatchNormOptions, Conv2dOptions, PoolOptions, RunningStats, Slice};
 use tensor::{kaiming_uniform, uniform_bias, Rng, Tensor};
 
 /// A batch norm: its statistics slot, and (weight, bias) parameter indices when affine.
@@ -232,20 +232,6 @@ impl ForwardCtx<'_> {
         Ok(ops::conv2d_bn(t, x, w, o, stats, opts)?)
     }
 
-    /// Pooling then a non-affine BN as one fused node (the pooled tensor is never stored).
-    pub(crate) fn pool_bn(
-        &mut self,
-        t: &mut Tape,
-        x: Var,
-        kind: ops::PoolKind,
-        o: ops::PoolOptions,
-        bn: &Bn,
-    ) -> Result<Var> {
-        debug_assert!(bn.affine.is_none(), "DARTS's pool edges use non-affine BN");
-        let (stats, opts) = self.bn_state(bn);
-        Ok(ops::pool2d_bn(t, x, kind, o, stats, opts)?)
-    }
-
     /// The stem: 3x3 conv to 3C channels, then an affine BN.
     pub(crate) fn stem(&mut self, t: &mut Tape, x: Var, conv: usize, bn: &Bn) -> Result<Var> {
         t.scoped("stem", |t| {
@@ -274,6 +260,22 @@ impl ForwardCtx<'_> {
         op: &CellOp,
         stride: usize,
     ) -> Result<Option<Var>> {
+        match self.cell_op_term(t, x, op, stride)? {
+            Some((y, Some(bn))) => Ok(Some(self.bn(t, y, &bn)?)),
+            other => Ok(other.map(|(y, _)| y)),
+        }
+    }
+
+    /// [`ForwardCtx::cell_op`] up to its trailing batch norm where that BN has no affine
+    /// parameters (the search network's: [`ForwardCtx::mixed`] folds it into the mixed op):
+    /// the output before it and the BN, or the whole op's output and `None`.
+    pub(crate) fn cell_op_term(
+        &mut self,
+        t: &mut Tape,
+        x: Var,
+        op: &CellOp,
+        stride: usize,
+    ) -> Result<Option<(Var, Option<Bn>)>> {
         let pool = PoolOptions {
             kernel: 3,
             stride,
@@ -281,14 +283,59 @@ impl ForwardCtx<'_> {
         };
         Ok(match op {
             CellOp::Zero => None,
-            CellOp::MaxPool(Some(bn)) => Some(self.pool_bn(t, x, PoolKind::Max, pool, bn)?),
-            CellOp::AvgPool(Some(bn)) => Some(self.pool_bn(t, x, PoolKind::Avg, pool, bn)?),
-            CellOp::MaxPool(None) => Some(ops::max_pool2d(t, x, pool)?),
-            CellOp::AvgPool(None) => Some(ops::avg_pool2d(t, x, pool)?),
-            CellOp::Identity => Some(x),
-            CellOp::Reduce(m) => Some(self.fr(t, x, m)?),
+            CellOp::MaxPool(bn) => Some((ops::max_pool2d(t, x, pool)?, bn.clone())),
+            CellOp::AvgPool(bn) => Some((ops::avg_pool2d(t, x, pool)?, bn.clone())),
+            CellOp::Identity => Some((x, None)),
+            CellOp::Reduce(m) if m.bn.affine.is_none() => {
+                Some((self.fr_unnormalised(t, x, m)?, Some(m.bn.clone())))
+            }
+            CellOp::Reduce(m) => Some((self.fr(t, x, m)?, None)),
             CellOp::Conv(m) => Some(self.dw_convs(t, x, m, stride)?),
         })
+    }
+
+    /// The mixed op of edge `row`: sum over `terms` (column k, output, its trailing non-affine
+    /// BN from [`ForwardCtx::cell_op_term`]) of `weights[row, k]` times the normalised output,
+    /// as one node ([`ops::weighted_sum_bn`]).
+    pub(crate) fn mixed(
+        &mut self,
+        t: &mut Tape,
+        weights: Var,
+        row: usize,
+        terms: Vec<(usize, Var, Option<Bn>)>,
+    ) -> Result<Var> {
+        let slots: Vec<Option<usize>> = terms
+            .iter()
+            .map(|(_, _, bn)| bn.as_ref().map(|b| b.stats))
+            .collect();
+        if self.train_bn {
+            for &i in slots.iter().flatten() {
+                self.bns.batches_tracked[i] += 1;
+            }
+        }
+        // Each term's running statistics, borrowed together (an edge's BNs are distinct).
+        let mut running: Vec<Option<&mut RunningStats>> = slots.iter().map(|_| None).collect();
+        if let (Some(&lo), Some(&hi)) = (slots.iter().flatten().min(), slots.iter().flatten().max())
+        {
+            for (i, rs) in self.bns.stats[lo..=hi].iter_mut().enumerate() {
+                if let Some(j) = slots.iter().position(|&s| s == Some(lo + i)) {
+                    running[j] = Some(rs);
+                }
+            }
+        }
+        let o = BatchNormOptions {
+            training: self.train_bn,
+            ..Default::default()
+        };
+        let terms = terms
+            .into_iter()
+            .zip(running)
+            .map(|((k, y, bn), rs)| match bn {
+                Some(_) => (k, y, ops::Norm::Bn(rs)),
+                None => (k, y, ops::Norm::Identity),
+            })
+            .collect();
+        Ok(ops::weighted_sum_bn(t, weights, row, terms, o)?)
     }
 
     /// Both networks' head: global average pooling, then the linear classifier `fc` (weight, bias).
@@ -313,6 +360,12 @@ impl ForwardCtx<'_> {
     }
 
     pub(crate) fn fr(&mut self, t: &mut Tape, x: Var, m: &FactorizedReduce) -> Result<Var> {
+        let y = self.fr_unnormalised(t, x, m)?;
+        self.bn(t, y, &m.bn)
+    }
+
+    /// FactorizedReduce without its BN: both strided 1x1 convs, channels concatenated.
+    fn fr_unnormalised(&mut self, t: &mut Tape, x: Var, m: &FactorizedReduce) -> Result<Var> {
         let [_, _, h, w] = t.value(x).shape().nchw("factorized_reduce")?;
         let o = Conv2dOptions {
             stride: 2,
@@ -322,31 +375,39 @@ impl ForwardCtx<'_> {
         let a = self.conv(t, x, m.conv1, o)?;
         let shifted = ops::slice2d(t, x, Slice::crop(1, 1, h, w))?;
         let b = self.conv(t, shifted, m.conv2, o)?;
-        let y = ops::concat_channels(t, &[a, b])?;
-        self.bn(t, y, &m.bn)
+        Ok(ops::concat_channels(t, &[a, b])?)
     }
 
+    /// The sep/dil conv blocks; the last block's BN is left to the caller when it has no affine
+    /// parameters (returned with the output before it, as [`ForwardCtx::cell_op_term`] does).
     pub(crate) fn dw_convs(
         &mut self,
         t: &mut Tape,
         x: Var,
         m: &DwConvs,
         stride: usize,
-    ) -> Result<Var> {
+    ) -> Result<(Var, Option<Bn>)> {
         let pad = m.dilation * (m.kernel - 1) / 2;
+        let blocks: Vec<_> = [(Some(&m.first), stride), (m.second.as_ref(), 1)]
+            .into_iter()
+            .filter_map(|(part, s)| part.map(|p| (p, s)))
+            .collect();
         let mut y = x;
-        for (part, s) in [(Some(&m.first), stride), (m.second.as_ref(), 1)] {
-            let Some((dw, pw, bn)) = part else { continue };
+        for (i, ((dw, pw, bn), s)) in blocks.iter().enumerate() {
             let o = Conv2dOptions {
-                stride: s,
+                stride: *s,
                 padding: pad,
                 dilation: m.dilation,
                 groups: 1,
                 pre_relu: true,
             };
+            if i + 1 == blocks.len() && bn.affine.is_none() {
+                let (dw, pw) = (self.weights[*dw], self.weights[*pw]);
+                return Ok((ops::separable_conv(t, y, dw, pw, o)?, Some(bn.clone())));
+            }
             y = self.separable_bn(t, y, (*dw, *pw), o, bn)?;
         }
-        Ok(y)
+        Ok((y, None))
     }
 
     /// ReLU -> depthwise conv -> 1x1 conv -> BN: one node when the BN has no affine parameters

@@ -184,13 +184,13 @@ fn cell_forward(
             let mixed = t.scoped(format!("_ops.{e}"), |t| -> Result<Var> {
                 let mut terms = Vec::with_capacity(Primitive::ALL.len());
                 for (k, op) in cell.edges[e].iter().enumerate() {
-                    if let Some(y) =
-                        t.scoped(format!("_ops.{k}"), |t| l.cell_op(t, h, op, stride))?
+                    if let Some((y, bn)) =
+                        t.scoped(format!("_ops.{k}"), |t| l.cell_op_term(t, h, op, stride))?
                     {
-                        terms.push((k, y));
+                        terms.push((k, y, bn));
                     }
                 }
-                Ok(ops::weighted_sum(t, weights, e, &terms)?)
+                l.mixed(t, weights, e, terms)
             })?;
             sums.push(mixed);
             e += 1;

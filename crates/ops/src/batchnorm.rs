@@ -205,7 +205,7 @@ pub(crate) fn statistics(
     Ok((mean, var))
 }
 
-/// A batch norm without affine parameters fused after another op (`conv2d_bn`, `pool2d_bn`). Only
+/// A batch norm without affine parameters fused after another op (`conv2d_bn`, `separable_conv_bn`). Only
 /// its output y is kept: for a non-affine BN y is x-hat, so the VJP needs nothing else.
 pub(crate) struct TrailingBn {
     shape: BnShape,

@@ -12,10 +12,10 @@
 //! | [`separable_conv`], [`separable_conv_bn`] | W_pw depthwise(x) (then BN), one node; the depthwise output is not stored | made again per sample, then both convs' VJPs |
 //! | [`linear`] | y = x W^T + b | dx = dy W, dW = dy^T x, db = sum dy |
 //! | [`max_pool2d`] / [`avg_pool2d`] | window max / mean | to the argmax / spread evenly |
-//! | [`pool2d_bn`] | BN(pool(x)), BN without affine, one node | BN's VJP from its output, then the pool's |
 //! | [`batch_norm`] | (x - mean) / sqrt(var + eps) * gamma + beta | through the batch statistics |
 //! | [`relu`], [`add`], [`add_n`], [`scale`], [`axpy`], [`scale_samples`] | elementwise | elementwise |
 //! | [`weighted_sum`] | sum_k w[row, k] x_k (the mixed op) | dx_k = w dy, dw = <dy, x_k> |
+//! | [`weighted_sum_bn`] | sum_k w[row, k] BN_k(x_k), BN_k none or without affine (the mixed op with its edges' BNs), one node | each BN's VJP from its output, made again in registers |
 //! | [`concat_channels`], [`split_channels`], [`slice2d`], [`global_avg_pool`] | data movement | the reverse movement |
 //! | [`softmax`], [`maxw`], [`cross_entropy`] | row-wise | row-wise |
 //! | [`dot_const`], [`sum`] | scalar reductions (losses, probes) | broadcast |
@@ -96,8 +96,8 @@ pub use elementwise::{add, add_n, axpy, relu, scale, scale_samples};
 pub use layout::{concat_channels, global_avg_pool, slice2d, split_channels, Slice};
 pub use linear::linear;
 pub use maxw::maxw;
-pub use mixed::weighted_sum;
-pub use pool::{avg_pool2d, max_pool2d, pool2d_bn, PoolKind, PoolOptions};
+pub use mixed::{weighted_sum, weighted_sum_bn, Norm};
+pub use pool::{avg_pool2d, max_pool2d, PoolOptions};
 pub use reduce::{dot_const, sum};
 pub use separable::{separable_conv, separable_conv_bn};
 pub use softmax::{cross_entropy, softmax};

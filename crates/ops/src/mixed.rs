@@ -1,7 +1,13 @@
-//! The mixed op's weighted sum: out = sum_k w[row, k] * x_k, with the weights themselves on the tape.
+//! The mixed op's weighted sum: out = sum_k w[row, k] * x_k, with the weights themselves on the tape
+//! ([`weighted_sum`]); and the same with each term's trailing batch norm folded in
+//! ([`weighted_sum_bn`]).
+use crate::batchnorm::statistics;
 use crate::check;
+use crate::{BatchNormOptions, RunningStats};
 use autograd::{Backward, Error, GradSlots, Result, Tape, Tensor, Var};
+use kernels::batchnorm::BnShape;
 use kernels::elementwise as ke;
+use kernels::mixed as km;
 
 struct WeightedSumBack {
     row_offset: usize,
@@ -54,27 +60,7 @@ pub fn weighted_sum(
     terms: &[(usize, Var)],
 ) -> Result<Var> {
     const OP: &str = "weighted_sum";
-    let (rows, cols) = crate::softmax::rows_cols(tape, weights, OP)?;
-    check::arg(row < rows, OP, || {
-        format!("row {row} out of range for {rows} rows of weights")
-    })?;
-    check::arg(!terms.is_empty(), OP, || "needs at least one term".into())?;
-    for &(k, x) in terms {
-        check::arg(k < cols, OP, || {
-            format!("column {k} out of range for {cols} weights per row")
-        })?;
-        check::same_shape(tape, terms[0].1, x, OP)?;
-    }
-    if terms
-        .iter()
-        .enumerate()
-        .any(|(i, (k, _))| terms[..i].iter().any(|(k2, _)| k2 == k))
-    {
-        return Err(Error::BadArgument {
-            op: OP,
-            why: "a column appears twice".into(),
-        });
-    }
+    let cols = check_terms(tape, weights, row, terms, OP)?;
     let w = tape.value(weights).data();
     let ws: Vec<f32> = terms.iter().map(|&(k, _)| w[row * cols + k]).collect();
     let mut y = tape.buffer(tape.value(terms[0].1).shape().clone());
@@ -94,10 +80,199 @@ pub fn weighted_sum(
     ))
 }
 
+/// Checks a mixed op's arguments (row in range, at least one term, columns in range and distinct,
+/// inputs of one shape); returns the weights' columns.
+fn check_terms(
+    tape: &Tape,
+    weights: Var,
+    row: usize,
+    terms: &[(usize, Var)],
+    op: &'static str,
+) -> Result<usize> {
+    let (rows, cols) = crate::softmax::rows_cols(tape, weights, op)?;
+    check::arg(row < rows, op, || {
+        format!("row {row} out of range for {rows} rows of weights")
+    })?;
+    check::arg(!terms.is_empty(), op, || "needs at least one term".into())?;
+    for &(k, x) in terms {
+        check::arg(k < cols, op, || {
+            format!("column {k} out of range for {cols} weights per row")
+        })?;
+        check::same_shape(tape, terms[0].1, x, op)?;
+    }
+    if terms
+        .iter()
+        .enumerate()
+        .any(|(i, (k, _))| terms[..i].iter().any(|(k2, _)| k2 == k))
+    {
+        return Err(Error::BadArgument {
+            op,
+            why: "a column appears twice".into(),
+        });
+    }
+    Ok(cols)
+}
+
+/// A term's normalisation in [`weighted_sum_bn`]'s backward: none, or a batch norm's (a, b).
+enum TermNorm {
+    Identity,
+    Bn { a: Vec<f32>, b: Vec<f32> },
+}
+
+struct WeightedSumBnBack {
+    shape: BnShape,
+    row_offset: usize,
+    columns: Vec<usize>,
+    norms: Vec<TermNorm>,
+    training: bool,
+}
+
+impl WeightedSumBnBack {
+    fn terms<'a>(&'a self, inputs: &[&'a Tensor]) -> Vec<km::Term<'a>> {
+        let w = inputs[0].data();
+        let xs = inputs[1..].iter().map(|t| t.data());
+        (self.columns.iter().zip(xs).zip(&self.norms))
+            .map(|((&k, x), norm)| km::Term {
+                w: w[self.row_offset + k],
+                x,
+                norm: match norm {
+                    TermNorm::Identity => km::Norm::Identity,
+                    TermNorm::Bn { a, b } => km::Norm::Bn {
+                        a,
+                        b,
+                        batch: self.training,
+                    },
+                },
+            })
+            .collect()
+    }
+}
+
+impl Backward for WeightedSumBnBack {
+    /// With dy_k = w_k g and y_k = n_k(x_k): dw_k = <g, y_k>; dx_k = dy_k (identity), the BN's
+    /// VJP from its output y_k (training: invstd (dy_k - mean(dy_k) - y_k mean(dy_k y_k)), eval:
+    /// invstd dy_k). Two passes over g and the x_k ([`kernels::mixed`]). Inputs: [weights, x_0, ...].
+    fn backward(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, grads: &mut GradSlots) {
+        let (s, k) = (self.shape, self.columns.len());
+        let terms = self.terms(inputs);
+        let needs_sums = grads.wants(0) || (self.training && (1..=k).any(|i| grads.wants(i)));
+        let mut sums = grads.scratch(km::sums_len(s, k));
+        let mut coef = grads.scratch(km::coef_len(s, k));
+        let mut dots = vec![0.0; k];
+        if needs_sums {
+            km::plane_sums(s, &terms, g.data(), &mut sums);
+            km::coefficients(s, &terms, &sums, &mut coef, &mut dots);
+        }
+        let mut outs = grads.outs().into_iter();
+        if let Some(dw) = outs.next().flatten() {
+            let dw = dw.accumulate();
+            for (&k, d) in self.columns.iter().zip(dots) {
+                dw[self.row_offset + k] += d;
+            }
+        }
+        // Each x_k's gradient is written whole into a fresh slot, added into an accumulated one.
+        let mut dxs: Vec<Option<km::Dx>> = outs
+            .map(|o| {
+                o.map(|o| km::Dx {
+                    data: o.data,
+                    add: o.add,
+                })
+            })
+            .collect();
+        km::input_grads(s, &terms, g.data(), &coef, &mut dxs);
+        drop(dxs);
+        grads.recycle(sums);
+        grads.recycle(coef);
+    }
+
+    /// K terms over n values: forward a statistics pass per training-mode BN term, then K reads
+    /// and one write; backward two reads of g and of each x_k, and K writes.
+    fn cost(&self, _: &[&Tensor], y: &Tensor) -> autograd::Cost {
+        let (k, n) = (self.columns.len() as f64, y.numel() as f64);
+        let bns = self
+            .norms
+            .iter()
+            .filter(|n| matches!(n, TermNorm::Bn { .. }))
+            .count() as f64;
+        let stats = if self.training { bns } else { 0.0 };
+        autograd::Cost {
+            forward: autograd::Work::new((4.0 * k + 3.0 * stats) * n, (k + 1.0 + stats) * n),
+            backward: autograd::Work::new(14.0 * k * n, (2.0 * (k + 1.0) + k) * n),
+        }
+    }
+}
+
+/// What follows a term of [`weighted_sum_bn`] before it is weighted.
+pub enum Norm<'a> {
+    /// Nothing: the term is x itself.
+    Identity,
+    /// A batch norm without affine parameters, with these running statistics (updated in
+    /// training mode; eval mode requires them).
+    Bn(Option<&'a mut RunningStats>),
+}
+
+/// The mixed op with each term's trailing non-affine batch norm folded in:
+/// sum over `terms` (k, x_k, n_k) of `weights[row, k] * n_k(x_k)`, x_k all [N, C, H, W] of one
+/// shape, n_k the identity or a BN with the options `bn` ([`crate::batch_norm`]'s semantics).
+/// Terms and weights as in [`weighted_sum`]. The same values as the BNs then [`weighted_sum`],
+/// but no normalised tensor is stored or written: the backward makes n_k(x_k) again in
+/// registers (DARTS's pool, conv and strided skip edges all end in such a BN).
+pub fn weighted_sum_bn(
+    tape: &mut Tape,
+    weights: Var,
+    row: usize,
+    terms: Vec<(usize, Var, Norm<'_>)>,
+    bn: BatchNormOptions,
+) -> Result<Var> {
+    const OP: &str = "weighted_sum_bn";
+    let pairs: Vec<(usize, Var)> = terms.iter().map(|&(k, x, _)| (k, x)).collect();
+    let cols = check_terms(tape, weights, row, &pairs, OP)?;
+    let dims = tape.value(pairs[0].1).dims().to_vec();
+    check::arg(dims.len() >= 2, OP, || {
+        format!("inputs {dims:?} need at least [N, C]")
+    })?;
+    let shape = BnShape {
+        n: dims[0],
+        c: dims[1],
+        hw: dims[2..].iter().product(),
+    };
+    let mut norms = Vec::with_capacity(terms.len());
+    for (_, x, norm) in terms {
+        norms.push(match norm {
+            Norm::Identity => TermNorm::Identity,
+            Norm::Bn(running) => {
+                let x = tape.value(x).data();
+                let (mean, var) = statistics(OP, shape, &dims, x, None, running, bn)?;
+                let (mut a, mut b) = (vec![0.0; shape.c], vec![0.0; shape.c]);
+                km::norm_coefficients(&mean, &var, bn.eps, &mut a, &mut b);
+                TermNorm::Bn { a, b }
+            }
+        });
+    }
+    let back = WeightedSumBnBack {
+        shape,
+        row_offset: row * cols,
+        columns: pairs.iter().map(|&(k, _)| k).collect(),
+        norms,
+        training: bn.training,
+    };
+    let mut y = tape.buffer(dims);
+    {
+        let values: Vec<&Tensor> = std::iter::once(tape.value(weights))
+            .chain(pairs.iter().map(|&(_, x)| tape.value(x)))
+            .collect();
+        km::forward(shape, &back.terms(&values), y.data_mut());
+    }
+    let inputs: Vec<Var> = std::iter::once(weights)
+        .chain(pairs.iter().map(|&(_, x)| x))
+        .collect();
+    Ok(tape.push(OP, y, &inputs, back))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{check, tensor};
+    use crate::testutil::{check, min_channel_std, tensor};
     use proptest::prelude::*;
 
     proptest! {
@@ -108,6 +283,84 @@ mod tests {
             // Row 1, columns 1, 4 and 7 (column 0, `none`, left out).
             check(|t, v| weighted_sum(t, v[0], 1, &[(1, v[1]), (4, v[2]), (7, v[3])]), &[w, a, b, c], 25);
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Training mode: a BN term with running statistics, an identity term, a BN term without;
+        /// eval mode: a BN term and an identity. Finite differences, and the composition of the
+        /// separate ops (batch_norm, then weighted_sum): values, gradients, running statistics.
+        #[test]
+        fn weighted_sum_bn_gradient_and_composition((w, a, b, c) in (2usize..4, 1usize..3, 1usize..4).prop_flat_map(|(n, ch, h)|
+            (tensor(vec![3, 8]), tensor(vec![n, ch, h, h + 1]), tensor(vec![n, ch, h, h + 1]), tensor(vec![n, ch, h, h + 1])))) {
+            prop_assume!(min_channel_std(&a) >= 0.2 && min_channel_std(&c) >= 0.2, "a nearly constant channel: FD step too coarse");
+            let ch = a.dims()[1];
+            let train = BatchNormOptions::default();
+            check(|t, v| {
+                let mut rs = RunningStats::new(ch);
+                weighted_sum_bn(t, v[0], 2, vec![(1, v[1], Norm::Bn(Some(&mut rs))), (3, v[2], Norm::Identity), (6, v[3], Norm::Bn(None))], train)
+            }, &[w.clone(), a.clone(), b.clone(), c.clone()], 26);
+            let eval = BatchNormOptions { training: false, ..train };
+            let running = RunningStats { mean: vec![0.1; ch], var: vec![0.7; ch] };
+            check(|t, v| {
+                let mut rs = running.clone();
+                weighted_sum_bn(t, v[0], 0, vec![(7, v[1], Norm::Bn(Some(&mut rs))), (2, v[2], Norm::Identity)], eval)
+            }, &[w.clone(), a.clone(), b.clone()], 27);
+            let run = |folded: bool| {
+                let mut t = Tape::new();
+                let v: Vec<Var> = [&w, &a, &b, &c].iter().map(|x| t.leaf((*x).clone(), true)).collect();
+                let (mut r1, mut r2) = (RunningStats::new(ch), RunningStats::new(ch));
+                let y = if folded {
+                    weighted_sum_bn(&mut t, v[0], 1, vec![(1, v[1], Norm::Bn(Some(&mut r1))), (3, v[2], Norm::Identity), (6, v[3], Norm::Bn(Some(&mut r2)))], train).unwrap()
+                } else {
+                    let ya = crate::batch_norm(&mut t, v[1], None, Some(&mut r1), train).unwrap();
+                    let yc = crate::batch_norm(&mut t, v[3], None, Some(&mut r2), train).unwrap();
+                    weighted_sum(&mut t, v[0], 1, &[(1, ya), (3, v[2]), (6, yc)]).unwrap()
+                };
+                let rr = Tensor::randn(t.value(y).shape().clone(), 1.0, &mut tensor::Rng::new(5));
+                let l = crate::dot_const(&mut t, y, &rr).unwrap();
+                t.backward(l).unwrap();
+                let grads: Vec<Tensor> = v.iter().map(|&x| t.grad(x).unwrap().clone()).collect();
+                (t.value(y).clone(), grads, r1, r2)
+            };
+            let (f, u) = (run(true), run(false));
+            prop_assert!(f.0.max_abs_diff(&u.0) < 1e-5, "forward differs by {}", f.0.max_abs_diff(&u.0));
+            for (i, (gf, gu)) in f.1.iter().zip(&u.1).enumerate() {
+                prop_assert!(gf.max_abs_diff(gu) < 1e-3, "input {i}'s gradient differs by {}", gf.max_abs_diff(gu));
+            }
+            prop_assert_eq!((f.2, f.3), (u.2, u.3));
+        }
+    }
+
+    #[test]
+    fn weighted_sum_bn_checks_arguments() {
+        let mut t = Tape::new();
+        let w = t.leaf(Tensor::zeros([2, 8]), true);
+        let x = t.leaf(Tensor::full([2, 3, 2, 2], 1.0), true);
+        let flat = t.leaf(Tensor::full([4], 1.0), true);
+        let other = t.leaf(Tensor::full([2, 4, 2, 2], 1.0), true);
+        let o = BatchNormOptions::default();
+        let err = |t: &mut Tape, terms| weighted_sum_bn(t, w, 1, terms, o).unwrap_err().to_string();
+        assert!(err(&mut t, vec![(8, x, Norm::Identity)]).contains("column 8"));
+        assert!(
+            err(&mut t, vec![(1, x, Norm::Identity), (1, x, Norm::Identity)]).contains("twice")
+        );
+        assert!(err(
+            &mut t,
+            vec![(1, x, Norm::Identity), (2, other, Norm::Identity)]
+        )
+        .contains("weighted_sum_bn"));
+        assert!(err(&mut t, vec![(1, flat, Norm::Identity)]).contains("at least [N, C]"));
+        assert!(err(&mut t, vec![]).contains("at least one term"));
+        let mut small = RunningStats::new(2);
+        assert!(err(&mut t, vec![(1, x, Norm::Bn(Some(&mut small)))]).contains("running stats"));
+        let eval = BatchNormOptions {
+            training: false,
+            ..o
+        };
+        let e = weighted_sum_bn(&mut t, w, 0, vec![(1, x, Norm::Bn(None))], eval).unwrap_err();
+        assert!(e.to_string().contains("eval mode needs running statistics"));
+        assert!(weighted_sum_bn(&mut t, w, 2, vec![(1, x, Norm::Identity)], o).is_err());
     }
 
     #[test]
