@@ -343,7 +343,11 @@ mod tests {
     use crate::testutil::vec_f32;
     use proptest::prelude::*;
 
-    /// Three terms over [n, c, hw]: a training-mode BN term, an identity, an eval-mode BN term.
+    /// Terms in one test: more than a [`GROUP`], so the gradients take two sweeps (the second
+    /// with a training-mode BN term, term 10).
+    const K: usize = GROUP + 3;
+
+    /// [n, c, hw], g, K inputs, and per term (a[c], b[c]) and a weight.
     fn case() -> impl Strategy<Value = (BnShape, Vec<f32>, Vec<Vec<f32>>, Vec<f32>)> {
         (
             1usize..4,
@@ -355,25 +359,30 @@ mod tests {
                 (
                     Just(BnShape { n, c, hw }),
                     vec_f32(len),
-                    prop::collection::vec(vec_f32(len), 3),
-                    prop::collection::vec(0.2f32..1.5, 4 * c + 3),
+                    prop::collection::vec(vec_f32(len), K),
+                    prop::collection::vec(0.2f32..1.5, K * (2 * c + 1)),
                 )
             })
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Term k: an identity (k % 3 = 0), a training-mode BN (1) or an eval-mode BN (2), each
+        /// with its own coefficients and weight; terms 3 and 7 want no gradient.
         #[test]
         fn matches_reference((s, g, xs, p) in case(), add in any::<bool>()) {
-            let (a, rest) = p.split_at(s.c);
-            let (b, rest) = rest.split_at(s.c);
-            let (a2, rest) = rest.split_at(s.c);
-            let (b2, ws) = rest.split_at(s.c);
-            let terms = [
-                Term { w: ws[0], x: &xs[0], norm: Norm::Bn { a, b, batch: true } },
-                Term { w: -ws[1], x: &xs[1], norm: Norm::Identity },
-                Term { w: ws[2], x: &xs[2], norm: Norm::Bn { a: a2, b: b2, batch: false } },
-            ];
+            let per = 2 * s.c + 1;
+            let terms: Vec<Term> = (0..K)
+                .map(|k| {
+                    let q = &p[k * per..][..per];
+                    let (a, b) = q[..2 * s.c].split_at(s.c);
+                    let norm = match k % 3 {
+                        0 => Norm::Identity,
+                        m => Norm::Bn { a, b, batch: m == 1 },
+                    };
+                    Term { w: if k % 2 == 0 { q[2 * s.c] } else { -q[2 * s.c] }, x: &xs[k], norm }
+                })
+                .collect();
             let len = g.len();
             let (mut y, mut y_ref) = (vec![0.0; len], vec![0.0; len]);
             forward(s, &terms, &mut y);
@@ -381,30 +390,36 @@ mod tests {
             for (u, v) in y.iter().zip(&y_ref) {
                 prop_assert!((u - v).abs() <= 1e-5 * (1.0 + v.abs()), "y {u} vs {v}");
             }
-            let mut sums = vec![f32::NAN; sums_len(s, 3)];
-            let (mut coef, mut dw) = (vec![f32::NAN; coef_len(s, 3)], vec![0.0; 3]);
+            let mut sums = vec![f32::NAN; sums_len(s, K)];
+            let (mut coef, mut dw) = (vec![f32::NAN; coef_len(s, K)], vec![0.0; K]);
             plane_sums(s, &terms, &g, &mut sums);
             coefficients(s, &terms, &sums, &mut coef, &mut dw);
-            let start: Vec<Vec<f32>> = (0..3).map(|k| (0..len).map(|i| (i * (k + 2)) as f32 * 0.01).collect()).collect();
+            let start: Vec<Vec<f32>> = (0..K).map(|k| (0..len).map(|i| (i * (k + 2)) as f32 * 0.01).collect()).collect();
             let mut bufs: Vec<Vec<f32>> = start.iter().map(|v| if add { v.clone() } else { vec![f32::NAN; len] }).collect();
-            let mut dxs: Vec<Option<Dx>> = bufs.iter_mut().map(|d| Some(Dx { data: d, add })).collect();
-            // The middle term wants no gradient: its buffer is untouched.
-            dxs[1] = None;
+            let skipped = |k: usize| k % 4 == 3;
+            let mut dxs: Vec<Option<Dx>> = bufs
+                .iter_mut()
+                .enumerate()
+                .map(|(k, d)| (!skipped(k)).then_some(Dx { data: d, add }))
+                .collect();
             input_grads(s, &terms, &g, &coef, &mut dxs);
-            let (mut dw_ref, mut dx_ref) = (vec![0.0; 3], vec![vec![0.0; len]; 3]);
+            let (mut dw_ref, mut dx_ref) = (vec![0.0; K], vec![vec![0.0; len]; K]);
             reference::backward(s, &terms, &g, &mut dw_ref, &mut dx_ref);
             for (u, v) in dw.iter().zip(&dw_ref) {
                 prop_assert!((u - v).abs() <= 1e-4 * (1.0 + v.abs()), "dw {u} vs {v}");
             }
-            for k in [0, 2] {
+            for k in 0..K {
+                if skipped(k) {
+                    let untouched = bufs[k].iter().zip(&start[k]).all(|(u, v)| if add { u == v } else { u.is_nan() });
+                    prop_assert!(untouched, "term {k}, without a buffer, was written");
+                    continue;
+                }
                 for i in 0..len {
                     let want = dx_ref[k][i] + if add { start[k][i] } else { 0.0 };
                     let tol = 1e-4 * (1.0 + want.abs());
                     prop_assert!((bufs[k][i] - want).abs() <= tol, "dx{k}[{i}] {} vs {want}", bufs[k][i]);
                 }
             }
-            let untouched = bufs[1].iter().zip(&start[1]).all(|(u, v)| if add { u == v } else { u.is_nan() });
-            prop_assert!(untouched, "the term without a buffer was written");
         }
     }
 
