@@ -273,8 +273,10 @@ impl<'a> OutputGrad<'a> {
 }
 
 /// Backward of training-mode batch norm without affine parameters, from its *output* y = xhat:
-/// dx += invstd * (dy - mean(dy) - y * mean(dy * y)) per channel ([`OutputGrad`]).
+/// dx += invstd * (dy - mean(dy) - y * mean(dy * y)) per channel ([`OutputGrad`]), or, when not
+/// `add`, dx = that (the bits of adding into zeros; dx's old values unread).
 /// `scratch`: [`backward_scratch_len`].
+#[allow(clippy::too_many_arguments)]
 pub fn backward_train_from_output(
     s: BnShape,
     y: &[f32],
@@ -282,12 +284,18 @@ pub fn backward_train_from_output(
     eps: f32,
     dy: &[f32],
     dx: &mut [f32],
+    add: bool,
     scratch: &mut [f32],
 ) {
     let coef = OutputGrad::train(s, y, var, eps, dy, scratch);
     par::chunks(dx, s.hw, 4 * y.len(), |p, dx| {
-        let at = p * s.hw;
-        coef.add_plane(p % s.c, &y[at..][..s.hw], &dy[at..][..s.hw], dx)
+        let (at, c) = (p * s.hw, p % s.c);
+        let (y, dy) = (&y[at..][..s.hw], &dy[at..][..s.hw]);
+        if add {
+            coef.add_plane(c, y, dy, dx)
+        } else {
+            coef.write_plane(c, y, dy, dx)
+        }
     });
 }
 
@@ -444,11 +452,16 @@ mod tests {
             let mut y = vec![0.0; x.len()];
             normalize(s, &x, &m, &v, 1e-5, None, None, &mut y);
             let mut scratch = vec![0.0; backward_scratch_len(s)];
-            let (mut a, mut b) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            let (mut a, mut b) = (vec![0.0; x.len()], vec![f32::NAN; x.len()]);
             backward_train(s, &x, &m, &v, 1e-5, None, &dy, Some(&mut a), None, None, &mut scratch);
-            backward_train_from_output(s, &y, &v, 1e-5, &dy, &mut b, &mut scratch);
+            // Written (every value, over NaN), then added into ones.
+            backward_train_from_output(s, &y, &v, 1e-5, &dy, &mut b, false, &mut scratch);
+            let mut c = vec![1.0; x.len()];
+            backward_train_from_output(s, &y, &v, 1e-5, &dy, &mut c, true, &mut scratch);
             let scale = a.iter().fold(1.0f32, |acc, v| acc.max(v.abs()));
-            assert_close(&b.iter().map(|v| v / scale).collect::<Vec<_>>(), &a.iter().map(|v| v / scale).collect::<Vec<_>>(), 1e-3);
+            let scaled = |v: &[f32], off: f32| v.iter().map(|v| (v - off) / scale).collect::<Vec<_>>();
+            assert_close(&scaled(&b, 0.0), &scaled(&a, 0.0), 1e-3);
+            assert_close(&scaled(&c, 1.0), &scaled(&a, 0.0), 1e-3);
         }
     }
 
@@ -459,7 +472,7 @@ mod tests {
         let s = BnShape { n: 2, c: 1, hw: 2 };
         let (y, dy, mut dx) = ([0.0; 4], [1.0, 2.0, 3.0, 4.0], [0.0; 4]);
         let mut scratch = vec![0.0; backward_scratch_len(s)];
-        backward_train_from_output(s, &y, &[0.0], 1e-4, &dy, &mut dx, &mut scratch);
+        backward_train_from_output(s, &y, &[0.0], 1e-4, &dy, &mut dx, true, &mut scratch);
         let want = dy.map(|v| (v - 2.5) / 1e-2);
         assert_close(&dx, &want, 1e-5);
     }

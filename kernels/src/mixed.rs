@@ -465,7 +465,7 @@ mod tests {
         ew::axpy_to(w, &g, &mut dy, false);
         let mut scratch = vec![0.0; bn::backward_scratch_len(s)];
         let mut dx = vec![0.0; len];
-        bn::backward_train_from_output(s, &y, &var, 1e-5, &dy, &mut dx, &mut scratch);
+        bn::backward_train_from_output(s, &y, &var, 1e-5, &dy, &mut dx, true, &mut scratch);
         // Folded.
         let mut out2 = vec![0.0; len];
         forward(s, &terms, &mut out2);

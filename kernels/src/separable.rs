@@ -486,7 +486,7 @@ mod tests {
         let var: Vec<f32> = (0..5).map(|c| 0.5 + c as f32).collect();
         let mut bn_scratch = vec![f32::NAN; backward_scratch_len(bn)];
         let mut dy = vec![0.0; g.y_len()];
-        backward_train_from_output(bn, &y, &var, 1e-5, &gy, &mut dy, &mut bn_scratch);
+        backward_train_from_output(bn, &y, &var, 1e-5, &gy, &mut dy, true, &mut bn_scratch);
         let coef = OutputGrad::train(bn, &y, &var, 1e-5, &gy, &mut bn_scratch);
         let up = Upstream::Bn {
             y: &y,

@@ -279,9 +279,11 @@ impl TrailingBn {
     /// dL/dz from the output y and dL/dy: training invstd * (dy - mean(dy) - y * mean(dy * y)),
     /// eval invstd * dy. Its buffer comes from the tape's pool: hand it back with `grads.recycle`.
     pub(crate) fn input_grad(&self, y: &Tensor, g: &Tensor, grads: &mut GradSlots) -> Tensor {
-        let mut dz = grads.zeros(y.numel());
         let mut scratch = grads.scratch(kbn::backward_scratch_len(self.shape));
+        let mut dz;
         if self.training {
+            // Written whole (`0.0 + v`, the bits of adding into zeros), not zeroed first.
+            dz = grads.scratch(y.numel());
             kbn::backward_train_from_output(
                 self.shape,
                 y.data(),
@@ -289,9 +291,11 @@ impl TrailingBn {
                 self.eps,
                 g.data(),
                 &mut dz,
+                false,
                 &mut scratch,
             );
         } else {
+            dz = grads.zeros(y.numel());
             kbn::backward_eval(
                 self.shape,
                 y.data(),

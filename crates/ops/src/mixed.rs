@@ -185,8 +185,11 @@ impl Backward for WeightedSumBnBack {
         grads.recycle(coef);
     }
 
-    /// K terms over n values: forward a statistics pass per training-mode BN term, then K reads
-    /// and one write; backward two reads of g and of each x_k, and K writes.
+    /// K terms over n values. Forward: a statistics pass per training-mode BN term (a sum and a
+    /// sum of squared deviations: 4 flops per value), then per term n(x) = a x + b and the
+    /// weighted add (4 flops); K + stats reads and one write. Backward (a training-mode BN term;
+    /// the others do less): dy = w g, n(x) and three sums (9 flops), then dy, n(x) and
+    /// a dy + b n(x) + k (9 flops); g and each x_k read twice, each dx_k written.
     fn cost(&self, _: &[&Tensor], y: &Tensor) -> autograd::Cost {
         let (k, n) = (self.columns.len() as f64, y.numel() as f64);
         let bns = self
@@ -196,8 +199,8 @@ impl Backward for WeightedSumBnBack {
             .count() as f64;
         let stats = if self.training { bns } else { 0.0 };
         autograd::Cost {
-            forward: autograd::Work::new((4.0 * k + 3.0 * stats) * n, (k + 1.0 + stats) * n),
-            backward: autograd::Work::new(14.0 * k * n, (2.0 * (k + 1.0) + k) * n),
+            forward: autograd::Work::new(4.0 * (k + stats) * n, (k + 1.0 + stats) * n),
+            backward: autograd::Work::new(18.0 * k * n, (2.0 * (k + 1.0) + k) * n),
         }
     }
 }
@@ -330,6 +333,58 @@ mod tests {
             }
             prop_assert_eq!((f.2, f.3), (u.2, u.3));
         }
+    }
+
+    /// The roofline's accounting (`darts bench --roofline`), counted by hand for three terms
+    /// (two BNs, one identity) over n = 2 * 3 * 4 = 24 values each.
+    #[test]
+    fn weighted_sum_bn_states_its_cost() {
+        let cost = |training: bool| {
+            let mut t = Tape::new();
+            t.set_profiling(true);
+            let w = t.leaf(Tensor::zeros([1, 8]), true);
+            let xs: Vec<Var> = (0..3)
+                .map(|k| {
+                    t.leaf(
+                        Tensor::from_vec(
+                            [2, 3, 2, 2],
+                            (0..24).map(|i| ((i * (k + 3)) % 7) as f32).collect(),
+                        )
+                        .unwrap(),
+                        true,
+                    )
+                })
+                .collect();
+            let mut rs = [RunningStats::new(3), RunningStats::new(3)];
+            let [r0, r1] = &mut rs;
+            let o = BatchNormOptions {
+                training,
+                ..Default::default()
+            };
+            let terms = vec![
+                (0, xs[0], Norm::Bn(Some(r0))),
+                (4, xs[1], Norm::Identity),
+                (6, xs[2], Norm::Bn(Some(r1))),
+            ];
+            let y = weighted_sum_bn(&mut t, w, 0, terms, o).unwrap();
+            let l = crate::sum(&mut t, y).unwrap();
+            t.backward(l).unwrap();
+            let op = &t.take_profile()["weighted_sum_bn"];
+            (op.forward, op.backward)
+        };
+        let n = 24.0;
+        let (f, b) = cost(true);
+        // Forward: 2 statistics passes + 3 terms' reads + 1 write; 4 flops per term and per
+        // statistics value.
+        assert_eq!((f.flops, f.bytes), (4.0 * 5.0 * n, 4.0 * 6.0 * n));
+        // Backward: g and 3 inputs read twice, 3 gradients written; 18 flops per term.
+        assert_eq!((b.flops, b.bytes), (18.0 * 3.0 * n, 4.0 * 11.0 * n));
+        let (f, _) = cost(false);
+        assert_eq!(
+            (f.flops, f.bytes),
+            (4.0 * 3.0 * n, 4.0 * 4.0 * n),
+            "eval mode: no statistics pass"
+        );
     }
 
     #[test]
