@@ -108,14 +108,7 @@ pub fn batch_norm(
 ) -> Result<Var> {
     const OP: &str = "batch_norm";
     let dims = tape.value(x).dims().to_vec();
-    check::arg(dims.len() >= 2, OP, || {
-        format!("input {dims:?} needs at least [N, C]")
-    })?;
-    let shape = BnShape {
-        n: dims[0],
-        c: dims[1],
-        hw: dims[2..].iter().product(),
-    };
+    let shape = bn_shape(OP, &dims)?;
     if let Some((g, b)) = affine {
         check::shape_is(tape, g, &[shape.c], OP)?;
         check::shape_is(tape, b, &[shape.c], OP)?;
@@ -150,6 +143,19 @@ pub fn batch_norm(
             training: o.training,
         },
     ))
+}
+
+/// A batch norm's view of an input of dimensions `dims` ([N, C, ...] -> N, C, the product of the
+/// rest); an error naming `op` for fewer than two dimensions.
+pub(crate) fn bn_shape(op: &'static str, dims: &[usize]) -> Result<BnShape> {
+    check::arg(dims.len() >= 2, op, || {
+        format!("input {dims:?} needs at least [N, C]")
+    })?;
+    Ok(BnShape {
+        n: dims[0],
+        c: dims[1],
+        hw: dims[2..].iter().product(),
+    })
 }
 
 /// The per-channel mean and variance a batch norm of `x` (laid out as `shape`) normalises with:
@@ -227,11 +233,7 @@ impl TrailingBn {
         o: BatchNormOptions,
     ) -> Result<(Tensor, TrailingBn)> {
         let d = z.dims().to_vec();
-        let shape = BnShape {
-            n: d[0],
-            c: d[1],
-            hw: d[2..].iter().product(),
-        };
+        let shape = bn_shape(op, &d)?;
         let (mean, var) = statistics(op, shape, &d, z.data(), planes, running, o)?;
         let mut y = tape.buffer(d);
         kbn::normalize(

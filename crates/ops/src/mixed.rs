@@ -1,7 +1,7 @@
 //! The mixed op's weighted sum: out = sum_k w[row, k] * x_k, with the weights themselves on the tape
 //! ([`weighted_sum`]); and the same with each term's trailing batch norm folded in
 //! ([`weighted_sum_bn`]).
-use crate::batchnorm::statistics;
+use crate::batchnorm::{bn_shape, statistics};
 use crate::check;
 use crate::{BatchNormOptions, RunningStats};
 use autograd::{Backward, Error, GradSlots, Result, Tape, Tensor, Var};
@@ -231,14 +231,7 @@ pub fn weighted_sum_bn(
     let pairs: Vec<(usize, Var)> = terms.iter().map(|&(k, x, _)| (k, x)).collect();
     let cols = check_terms(tape, weights, row, &pairs, OP)?;
     let dims = tape.value(pairs[0].1).dims().to_vec();
-    check::arg(dims.len() >= 2, OP, || {
-        format!("inputs {dims:?} need at least [N, C]")
-    })?;
-    let shape = BnShape {
-        n: dims[0],
-        c: dims[1],
-        hw: dims[2..].iter().product(),
-    };
+    let shape = bn_shape(OP, &dims)?;
     let mut norms = Vec::with_capacity(terms.len());
     for (_, x, norm) in terms {
         norms.push(match norm {
