@@ -193,14 +193,24 @@ impl<'a> Builder<'a> {
 impl ForwardCtx<'_> {
     /// A BN's options for this pass and its running statistics (a training pass counts a batch).
     fn bn_state(&mut self, bn: &Bn) -> (Option<&mut RunningStats>, BatchNormOptions) {
+        self.count_batch(bn);
+        let o = self.bn_options();
+        (Some(&mut self.bns.stats[bn.stats]), o)
+    }
+
+    /// The options every BN of this pass runs with.
+    fn bn_options(&self) -> BatchNormOptions {
+        BatchNormOptions {
+            training: self.train_bn,
+            ..Default::default()
+        }
+    }
+
+    /// A training pass counts a batch in `bn`'s `num_batches_tracked`.
+    fn count_batch(&mut self, bn: &Bn) {
         if self.train_bn {
             self.bns.batches_tracked[bn.stats] += 1;
         }
-        let o = BatchNormOptions {
-            training: self.train_bn,
-            ..Default::default()
-        };
-        (Some(&mut self.bns.stats[bn.stats]), o)
     }
 
     pub(crate) fn bn(&mut self, t: &mut Tape, x: Var, bn: &Bn) -> Result<Var> {
@@ -304,15 +314,14 @@ impl ForwardCtx<'_> {
         row: usize,
         terms: Vec<(usize, Var, Option<Bn>)>,
     ) -> Result<Var> {
+        for bn in terms.iter().filter_map(|(_, _, bn)| bn.as_ref()) {
+            self.count_batch(bn);
+        }
+        let o = self.bn_options();
         let slots: Vec<Option<usize>> = terms
             .iter()
             .map(|(_, _, bn)| bn.as_ref().map(|b| b.stats))
             .collect();
-        if self.train_bn {
-            for &i in slots.iter().flatten() {
-                self.bns.batches_tracked[i] += 1;
-            }
-        }
         // Each term's running statistics, borrowed together (an edge's BNs are distinct).
         let mut running: Vec<Option<&mut RunningStats>> = slots.iter().map(|_| None).collect();
         if let (Some(&lo), Some(&hi)) = (slots.iter().flatten().min(), slots.iter().flatten().max())
@@ -323,10 +332,6 @@ impl ForwardCtx<'_> {
                 }
             }
         }
-        let o = BatchNormOptions {
-            training: self.train_bn,
-            ..Default::default()
-        };
         let terms = terms
             .into_iter()
             .zip(running)
