@@ -19,6 +19,7 @@ pub mod batchnorm;
 pub mod conv;
 pub mod depthwise;
 pub mod elementwise;
+pub mod factorized;
 pub mod gemm;
 pub mod layout;
 pub mod linear;

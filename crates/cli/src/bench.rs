@@ -124,7 +124,7 @@ pub fn run(a: BenchArgs) -> Result<u8, Failure> {
 
 /// The op families of a search step, and which op names belong to each.
 const FAMILIES: [(&str, &[&str]); 7] = [
-    ("dense conv", &["conv2d", "conv2d_bn"]),
+    ("dense conv", &["conv2d", "conv2d_bn", "factorized_reduce"]),
     // The sep and dil convs' blocks: depthwise, 1x1 conv and BN fused into one node.
     (
         "depthwise + 1x1",

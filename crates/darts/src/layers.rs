@@ -5,7 +5,7 @@ use crate::params::{BnStore, ParamStore};
 use crate::primitives::Primitive;
 use crate::Result;
 use autograd::{Tape, Var};
-use ops::{BatchNormOptions, Conv2dOptions, PoolOptions, RunningStats, Slice};
+use ops::{BatchNormOptions, Conv2dOptions, PoolOptions, RunningStats};
 use tensor::{kaiming_uniform, uniform_bias, Rng, Tensor};
 
 /// A batch norm: its statistics slot, and (weight, bias) parameter indices when affine.
@@ -369,18 +369,10 @@ impl ForwardCtx<'_> {
         self.bn(t, y, &m.bn)
     }
 
-    /// FactorizedReduce without its BN: both strided 1x1 convs, channels concatenated.
+    /// FactorizedReduce without its BN: both strided 1x1 convs, channels concatenated, one node.
     fn fr_unnormalised(&mut self, t: &mut Tape, x: Var, m: &FactorizedReduce) -> Result<Var> {
-        let [_, _, h, w] = t.value(x).shape().nchw("factorized_reduce")?;
-        let o = Conv2dOptions {
-            stride: 2,
-            pre_relu: true,
-            ..Default::default()
-        };
-        let a = self.conv(t, x, m.conv1, o)?;
-        let shifted = ops::slice2d(t, x, Slice::crop(1, 1, h, w))?;
-        let b = self.conv(t, shifted, m.conv2, o)?;
-        Ok(ops::concat_channels(t, &[a, b])?)
+        let (w1, w2) = (self.weights[m.conv1], self.weights[m.conv2]);
+        Ok(ops::factorized_reduce(t, x, w1, w2)?)
     }
 
     /// The sep/dil conv blocks; the last block's BN is left to the caller when it has no affine

@@ -10,6 +10,7 @@
 //! | [`depthwise_conv2d`] | one kxk filter per channel | same, per channel |
 //! | [`conv2d_bn`] | BN(W * x), BN without affine, one node | BN's VJP from its output, then the conv's |
 //! | [`separable_conv`], [`separable_conv_bn`] | W_pw depthwise(x) (then BN), one node; the depthwise output is not stored | made again per sample, then both convs' VJPs |
+//! | [`factorized_reduce`] | concat(W0 relu(x)[::2, ::2], W1 relu(x)[1::2, 1::2]), one node | both phases' dx scattered in one pass, dW_p = dy_p x_p^T |
 //! | [`linear`] | y = x W^T + b | dx = dy W, dW = dy^T x, db = sum dy |
 //! | [`max_pool2d`] / [`avg_pool2d`] | window max / mean | to the argmax / spread evenly |
 //! | [`batch_norm`] | (x - mean) / sqrt(var + eps) * gamma + beta | through the batch statistics |
@@ -80,6 +81,7 @@ mod check;
 mod conv;
 mod cost;
 mod elementwise;
+mod factorized;
 mod layout;
 mod linear;
 mod maxw;
@@ -93,6 +95,7 @@ pub use autograd::{Error, Result, Tape, Tensor, Var};
 pub use batchnorm::{batch_norm, BatchNormOptions, RunningStats};
 pub use conv::{conv2d, conv2d_bn, depthwise_conv2d, Conv2dOptions};
 pub use elementwise::{add, add_n, axpy, relu, scale, scale_samples};
+pub use factorized::factorized_reduce;
 pub use layout::{concat_channels, global_avg_pool, slice2d, split_channels, Slice};
 pub use linear::linear;
 pub use maxw::maxw;

@@ -1,0 +1,328 @@
+//! FactorizedReduce, DARTS's stride-2 identity: two 1x1 stride-2 convs over relu(x), the second one
+//! pixel down and right of the first, their channels concatenated:
+//! y[:, :c0] = w0 relu(x)[:, :, 0::2, 0::2] and y[:, c0:] = w1 relu(x)[:, :, 1::2, 1::2].
+//! Shapes: x [N, C, H, W] with H and W even, w_p [c_p, C], y [N, c0 + c1, H / 2, W / 2].
+//!
+//! One kernel instead of a shifted copy, two im2col convs and a concatenation: per sample (in
+//! parallel), each phase is gathered into a column buffer and multiplied straight into its channel
+//! range of y; the backward scatters both phases' input gradients into dx in one pass (the phases
+//! never share a pixel). Same products, in the same order, as those ops.
+use crate::gemm::{sgemm, Trans};
+use crate::par;
+
+/// The shape of one FactorizedReduce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrGeom {
+    pub n: usize,
+    pub c_in: usize,
+    /// Input height and width, both even.
+    pub h: usize,
+    pub w: usize,
+    /// Output channels of the unshifted and the shifted conv.
+    pub c_out: [usize; 2],
+}
+
+impl FrGeom {
+    /// Output pixels per plane: (H / 2) * (W / 2).
+    fn hw(&self) -> usize {
+        (self.h / 2) * (self.w / 2)
+    }
+
+    pub fn x_len(&self) -> usize {
+        self.n * self.c_in * self.h * self.w
+    }
+
+    pub fn y_len(&self) -> usize {
+        self.n * (self.c_out[0] + self.c_out[1]) * self.hw()
+    }
+
+    /// Values of one phase's column buffer: C x (H / 2) (W / 2).
+    fn col(&self) -> usize {
+        self.c_in * self.hw()
+    }
+
+    /// Scratch [`forward`] needs: one column buffer per sample.
+    pub fn forward_scratch_len(&self) -> usize {
+        self.n * self.col()
+    }
+
+    /// Per-sample scratch of [`backward`]: a column buffer and both weight-gradient partials.
+    fn backward_slot(&self) -> usize {
+        self.col() + (self.c_out[0] + self.c_out[1]) * self.c_in
+    }
+
+    /// Scratch [`backward`] needs.
+    pub fn backward_scratch_len(&self) -> usize {
+        self.n * self.backward_slot()
+    }
+
+    /// Multiply-adds of the forward (a parallel-or-serial decision's work).
+    pub fn work(&self) -> usize {
+        self.n * (self.c_out[0] + self.c_out[1]) * self.hw() * self.c_in
+    }
+}
+
+/// col [C, H/2 * W/2] = relu(x[c, 2i + p, 2j + p]) for one sample x [C, H, W] and phase p.
+fn gather(g: &FrGeom, x: &[f32], p: usize, col: &mut [f32]) {
+    let wo = g.w / 2;
+    for (c, plane) in col.chunks_exact_mut(g.hw()).enumerate() {
+        for (i, out) in plane.chunks_exact_mut(wo).enumerate() {
+            let src = &x[(c * g.h + 2 * i + p) * g.w + p..];
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = src[2 * j].max(0.0);
+            }
+        }
+    }
+}
+
+/// dx[c, 2i + p, 2j + p] += col[c, i, j] where x there is positive (the ReLU's mask).
+fn scatter_add(g: &FrGeom, x: &[f32], p: usize, col: &[f32], dx: &mut [f32]) {
+    let wo = g.w / 2;
+    for (c, plane) in col.chunks_exact(g.hw()).enumerate() {
+        for (i, row) in plane.chunks_exact(wo).enumerate() {
+            let at = (c * g.h + 2 * i + p) * g.w + p;
+            let (xs, ds) = (&x[at..], &mut dx[at..]);
+            for (j, &v) in row.iter().enumerate() {
+                if xs[2 * j] > 0.0 {
+                    ds[2 * j] += v;
+                }
+            }
+        }
+    }
+}
+
+/// y = FactorizedReduce(x) with the two weights `w` ([c_p, C] each). `scratch` holds
+/// [`FrGeom::forward_scratch_len`] values.
+pub fn forward(g: &FrGeom, x: &[f32], w: [&[f32]; 2], y: &mut [f32], scratch: &mut [f32]) {
+    let (x_len, hw) = (g.c_in * g.h * g.w, g.hw());
+    let y_len = (g.c_out[0] + g.c_out[1]) * hw;
+    par::chunks_with_scratch(y, y_len, scratch, g.col(), 2 * g.work(), |n, y, col| {
+        let x = &x[n * x_len..][..x_len];
+        let (y0, y1) = y.split_at_mut(g.c_out[0] * hw);
+        for (p, yp) in [y0, y1].into_iter().enumerate() {
+            gather(g, x, p, col);
+            sgemm(
+                g.c_out[p],
+                g.c_in,
+                hw,
+                1.0,
+                w[p],
+                Trans::N,
+                col,
+                Trans::N,
+                0.0,
+                yp,
+            );
+        }
+    });
+}
+
+/// The gradients wanted of a FactorizedReduce: each `Some` is added into, except dx when `dx_add`
+/// is false: then dx = 0.0 + its gradient (0.0 at the pixels neither phase reads).
+pub struct FrGrads<'a> {
+    pub dx: Option<&'a mut [f32]>,
+    pub dx_add: bool,
+    pub dw: [Option<&'a mut [f32]>; 2],
+}
+
+/// Adds the gradients of y = FactorizedReduce(x) for dL/dy `dy` into `grads`: per phase,
+/// dcol = w_p^T dy_p scattered into dx (masked by x > 0) and dw_p = sum_n dy_p,n col_p,n^T (per
+/// sample, then added in sample order: the same bits for any thread count). `scratch` holds
+/// [`FrGeom::backward_scratch_len`] values.
+pub fn backward(
+    g: &FrGeom,
+    x: &[f32],
+    w: [&[f32]; 2],
+    dy: &[f32],
+    grads: FrGrads,
+    scratch: &mut [f32],
+) {
+    let (x_len, hw, slot) = (g.c_in * g.h * g.w, g.hw(), g.backward_slot());
+    let y_len = (g.c_out[0] + g.c_out[1]) * hw;
+    let FrGrads { dx, dx_add, dw } = grads;
+    let want_dw = [dw[0].is_some(), dw[1].is_some()];
+    let sample = |n: usize, s: &mut [f32], mut dx: Option<&mut [f32]>| {
+        let x = &x[n * x_len..][..x_len];
+        let dy = &dy[n * y_len..][..y_len];
+        let (col, parts) = s.split_at_mut(g.col());
+        let (part0, part1) = parts.split_at_mut(g.c_out[0] * g.c_in);
+        let (dy0, dy1) = dy.split_at(g.c_out[0] * hw);
+        if let Some(dx) = dx.as_deref_mut().filter(|_| !dx_add) {
+            dx.fill(0.0);
+        }
+        for (p, (dyp, part)) in [(dy0, part0), (dy1, part1)].into_iter().enumerate() {
+            if let Some(dx) = dx.as_deref_mut() {
+                sgemm(
+                    g.c_in,
+                    g.c_out[p],
+                    hw,
+                    1.0,
+                    w[p],
+                    Trans::T,
+                    dyp,
+                    Trans::N,
+                    0.0,
+                    col,
+                );
+                scatter_add(g, x, p, col, dx);
+            }
+            if want_dw[p] {
+                gather(g, x, p, col);
+                sgemm(
+                    g.c_out[p],
+                    hw,
+                    g.c_in,
+                    1.0,
+                    dyp,
+                    Trans::N,
+                    col,
+                    Trans::T,
+                    0.0,
+                    part,
+                );
+            }
+        }
+    };
+    let work = 4 * g.work();
+    let scratch = &mut scratch[..g.n * slot];
+    match dx {
+        Some(dx) => par::chunks2(scratch, slot, dx, x_len, work, |n, s, dx| {
+            sample(n, s, Some(dx))
+        }),
+        None => par::chunks(scratch, slot, work, |n, s| sample(n, s, None)),
+    }
+    let [mut dw0, mut dw1] = dw;
+    for s in scratch.chunks(slot) {
+        let (part0, part1) = s[g.col()..].split_at(g.c_out[0] * g.c_in);
+        for (dw, part) in [(dw0.as_deref_mut(), part0), (dw1.as_deref_mut(), part1)] {
+            if let Some(dw) = dw {
+                crate::elementwise::axpy(1.0, part, dw);
+            }
+        }
+    }
+}
+
+/// The definition, loop by loop (same signatures minus the scratch; gradients added into).
+pub mod reference {
+    use super::FrGeom;
+
+    /// Calls `f(p, x_index, y_index, w_index)` for every (output, input channel) pair.
+    fn for_each_tap(g: &FrGeom, mut f: impl FnMut(usize, usize, usize, usize)) {
+        let (ho, wo) = (g.h / 2, g.w / 2);
+        let c_total = g.c_out[0] + g.c_out[1];
+        for n in 0..g.n {
+            for p in 0..2 {
+                for co in 0..g.c_out[p] {
+                    let yc = co + p * g.c_out[0];
+                    for ci in 0..g.c_in {
+                        for i in 0..ho {
+                            for j in 0..wo {
+                                let xi = ((n * g.c_in + ci) * g.h + 2 * i + p) * g.w + 2 * j + p;
+                                let yi = ((n * c_total + yc) * ho + i) * wo + j;
+                                f(p, xi, yi, co * g.c_in + ci);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn forward(g: &FrGeom, x: &[f32], w: [&[f32]; 2], y: &mut [f32]) {
+        y.fill(0.0);
+        for_each_tap(g, |p, xi, yi, wi| y[yi] += w[p][wi] * x[xi].max(0.0));
+    }
+
+    pub fn backward(
+        g: &FrGeom,
+        x: &[f32],
+        w: [&[f32]; 2],
+        dy: &[f32],
+        dx: &mut [f32],
+        dw: [&mut [f32]; 2],
+    ) {
+        let [dw0, dw1] = dw;
+        for_each_tap(g, |p, xi, yi, wi| {
+            if x[xi] > 0.0 {
+                dx[xi] += w[p][wi] * dy[yi];
+            }
+            let d = if p == 0 { &mut *dw0 } else { &mut *dw1 };
+            d[wi] += dy[yi] * x[xi].max(0.0);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{assert_close, vec_f32};
+    use proptest::prelude::*;
+
+    fn geom() -> impl Strategy<Value = FrGeom> {
+        (
+            1usize..4,
+            1usize..6,
+            1usize..5,
+            1usize..5,
+            1usize..5,
+            1usize..5,
+        )
+            .prop_map(|(n, c_in, h2, w2, c0, c1)| FrGeom {
+                n,
+                c_in,
+                h: 2 * h2,
+                w: 2 * w2,
+                c_out: [c0, c1],
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Forward and every gradient against the loops, in write and add mode for dx, each
+        /// weight gradient wanted or not.
+        #[test]
+        fn matches_reference(
+            (g, x, w0, w1, dy, old) in geom().prop_flat_map(|g| (
+                Just(g),
+                vec_f32(g.x_len()),
+                vec_f32(g.c_out[0] * g.c_in),
+                vec_f32(g.c_out[1] * g.c_in),
+                vec_f32(g.y_len()),
+                vec_f32(g.x_len()),
+            )),
+            dx_add in any::<bool>(),
+            want in (any::<bool>(), any::<bool>()),
+        ) {
+            // Exact zeros too: the ReLU's gradient there is 0 (x > 0 is the mask, as PyTorch's).
+            let x: Vec<f32> = x.iter().enumerate().map(|(i, &v)| if i % 5 == 0 { 0.0 } else { v }).collect();
+            let w = [w0.as_slice(), w1.as_slice()];
+            let mut y = vec![f32::NAN; g.y_len()];
+            let mut want_y = vec![0.0; g.y_len()];
+            forward(&g, &x, w, &mut y, &mut vec![0.0; g.forward_scratch_len()]);
+            reference::forward(&g, &x, w, &mut want_y);
+            assert_close(&y, &want_y, 1e-5 * g.c_in as f32);
+
+            let start: Vec<f32> = if dx_add { old.clone() } else { vec![f32::NAN; g.x_len()] };
+            let mut dx = start.clone();
+            let mut dw = [vec![0.5; w0.len()], vec![-0.5; w1.len()]];
+            let [d0, d1] = &mut dw;
+            let grads = FrGrads {
+                dx: Some(&mut dx),
+                dx_add,
+                dw: [want.0.then_some(d0.as_mut_slice()), want.1.then_some(d1.as_mut_slice())],
+            };
+            backward(&g, &x, w, &dy, grads, &mut vec![0.0; g.backward_scratch_len()]);
+            let mut want_dx = if dx_add { old } else { vec![0.0; g.x_len()] };
+            let mut want_dw = [vec![0.5; w0.len()], vec![-0.5; w1.len()]];
+            let [r0, r1] = &mut want_dw;
+            reference::backward(&g, &x, w, &dy, &mut want_dx, [r0, r1]);
+            assert_close(&dx, &want_dx, 1e-5 * g.c_out[0].max(g.c_out[1]) as f32);
+            let tol = 1e-5 * (g.n * g.hw()) as f32;
+            for (p, wanted) in [want.0, want.1].into_iter().enumerate() {
+                if wanted {
+                    assert_close(&dw[p], &want_dw[p], tol);
+                }
+            }
+        }
+    }
+}
