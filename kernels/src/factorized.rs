@@ -75,16 +75,24 @@ fn gather(g: &FrGeom, x: &[f32], p: usize, col: &mut [f32]) {
     }
 }
 
-/// dx[c, 2i + p, 2j + p] += col[c, i, j] where x there is positive (the ReLU's mask).
-fn scatter_add(g: &FrGeom, x: &[f32], p: usize, col: &[f32], dx: &mut [f32]) {
+/// dx[c, 2i + p, 2j + p] += col[c, i, j] where x there is positive (the ReLU's mask). Rows 2i + p
+/// hold only phase p's pixels, so with `add` false they are written whole instead: 0.0 + the
+/// masked value at phase p's columns, 0.0 at the others (what adding into zeros would give).
+fn scatter(g: &FrGeom, x: &[f32], p: usize, col: &[f32], dx: &mut [f32], add: bool) {
     let wo = g.w / 2;
     for (c, plane) in col.chunks_exact(g.hw()).enumerate() {
         for (i, row) in plane.chunks_exact(wo).enumerate() {
-            let at = (c * g.h + 2 * i + p) * g.w + p;
-            let (xs, ds) = (&x[at..], &mut dx[at..]);
-            for (j, &v) in row.iter().enumerate() {
-                if xs[2 * j] > 0.0 {
-                    ds[2 * j] += v;
+            let at = (c * g.h + 2 * i + p) * g.w;
+            let pairs = x[at..][..g.w].chunks_exact(2);
+            let dpairs = dx[at..][..g.w].chunks_exact_mut(2);
+            // Selects, not branches: the mask's signs are as good as random.
+            for ((d, xs), &v) in dpairs.zip(pairs).zip(row) {
+                let on = xs[p] > 0.0;
+                if add {
+                    d[p] = if on { d[p] + v } else { d[p] };
+                } else {
+                    d[p] = if on { 0.0 + v } else { 0.0 };
+                    d[1 - p] = 0.0;
                 }
             }
         }
@@ -147,9 +155,6 @@ pub fn backward(
         let (col, parts) = s.split_at_mut(g.col());
         let (part0, part1) = parts.split_at_mut(g.c_out[0] * g.c_in);
         let (dy0, dy1) = dy.split_at(g.c_out[0] * hw);
-        if let Some(dx) = dx.as_deref_mut().filter(|_| !dx_add) {
-            dx.fill(0.0);
-        }
         for (p, (dyp, part)) in [(dy0, part0), (dy1, part1)].into_iter().enumerate() {
             if let Some(dx) = dx.as_deref_mut() {
                 sgemm(
@@ -164,7 +169,7 @@ pub fn backward(
                     0.0,
                     col,
                 );
-                scatter_add(g, x, p, col, dx);
+                scatter(g, x, p, col, dx, dx_add);
             }
             if want_dw[p] {
                 gather(g, x, p, col);
