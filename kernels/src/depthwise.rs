@@ -13,7 +13,7 @@
 use crate::conv::{valid_range, ConvGeom};
 use crate::par;
 use crate::simd::{f32x8, load, load_strided, store, LANES};
-use crate::tiled::{self, fill, put, Layout, Weighted, MAX_K, PLANE_MAX};
+use crate::tiled::{self, put, Layout, Padded, Weighted, MAX_K};
 
 /// The taps of one output row: calls `f(tap_index, ih, lo, hi, iw0)` for every kernel tap that reads
 /// a real input row `ih`, where output columns `lo..hi` read input columns `iw0 + (ow - lo) * stride`.
@@ -74,10 +74,10 @@ fn forward_plane_tiled(
     x: &[f32],
     w: &[f32],
     y: &mut [f32],
-    buf: &mut [f32],
+    buf: &mut Padded,
 ) {
-    fill_input(g, lay, x, buf);
-    weighted_tiles(g, lay, buf, w, y);
+    let p = fill_input(g, lay, x, buf);
+    weighted_tiles(g, lay, p, w, y);
 }
 
 /// y (one plane) = the weighted sums of the padded plane `buf` over every window.
@@ -89,11 +89,11 @@ fn weighted_tiles(g: &ConvGeom, lay: &Layout, buf: &[f32], w: &[f32], y: &mut [f
 }
 
 /// Pads (the ReLU of) the input plane x into `buf` (two copies of the loop: the test stays outside).
-fn fill_input(g: &ConvGeom, lay: &Layout, x: &[f32], buf: &mut [f32]) {
+fn fill_input<'b>(g: &ConvGeom, lay: &Layout, x: &[f32], buf: &'b mut Padded) -> &'b [f32] {
     if g.pre_relu {
-        fill(lay, x, g.w, g.pad, 1, 0.0, |_, _, v| v.max(0.0), buf)
+        buf.fill(lay, x, g.w, g.pad, 1, 0.0, |_, _, v| v.max(0.0))
     } else {
-        fill(lay, x, g.w, g.pad, 1, 0.0, |_, _, v| v, buf)
+        buf.fill(lay, x, g.w, g.pad, 1, 0.0, |_, _, v| v)
     }
 }
 
@@ -109,14 +109,14 @@ fn backward_data_plane_tiled(
     dy: &[f32],
     dx: &mut [f32],
     add: bool,
-    buf: &mut [f32],
+    buf: &mut Padded,
 ) {
     let (_, wo) = g.out_hw();
     let pad = (g.kh - 1) * g.dilation - g.pad;
-    fill(lay, dy, wo, pad, g.stride, 0.0, |_, _, v| v, buf);
+    let p = buf.fill(lay, dy, wo, pad, g.stride, 0.0, |_, _, v| v);
     // The tiles cover every input position once: a fresh dx is written, not zeroed and added to.
     let put = if add { tiled::add } else { tiled::write };
-    tiled::tiles(lay, buf, &Weighted(wf), |ih, iw0, v| {
+    tiled::tiles(lay, p, &Weighted(wf), |ih, iw0, v| {
         let (at, n) = (ih * g.w + iw0, (g.w - iw0).min(LANES));
         put(v, &mut dx[at..at + n], g.pre_relu.then_some(&x[at..at + n]));
     });
@@ -163,7 +163,7 @@ impl<'g> Planes<'g> {
     }
 
     /// y (one Ho x Wo plane) = the plane x ([H, W]) correlated with its channel's filter `w`.
-    fn forward(&self, x: &[f32], w: &[f32], y: &mut [f32], buf: &mut [f32]) {
+    fn forward(&self, x: &[f32], w: &[f32], y: &mut [f32], buf: &mut Padded) {
         let g = self.g;
         if let Some((lay, _)) = &self.tiled {
             return forward_plane_tiled(g, lay, x, w, y, buf);
@@ -197,7 +197,7 @@ impl<'g> Planes<'g> {
         dy: &[f32],
         dx: &mut [f32],
         add: bool,
-        buf: &mut [f32],
+        buf: &mut Padded,
     ) {
         let g = self.g;
         if let Some((_, lay)) = &self.tiled {
@@ -244,11 +244,11 @@ impl<'g> Planes<'g> {
 
     /// dw (one channel's k x k taps) += the plane's weight gradient: the tiled path adds each tap's
     /// whole-plane dot once, the row path one dot per row and tap.
-    fn backward_weight(&self, x: &[f32], dy: &[f32], dw: &mut [f32], buf: &mut [f32]) {
+    fn backward_weight(&self, x: &[f32], dy: &[f32], dw: &mut [f32], buf: &mut Padded) {
         let g = self.g;
         if let Some((lay, _)) = &self.tiled {
-            fill_input(g, lay, x, buf);
-            return tiled::tap_dots(lay, buf, dy, dw);
+            let p = fill_input(g, lay, x, buf);
+            return tiled::tap_dots(lay, p, dy, dw);
         }
         let (_, wo) = g.out_hw();
         for (oh, dyrow) in dy.chunks_exact(wo).enumerate() {
@@ -288,7 +288,7 @@ impl Planes<'_> {
         let g = self.g;
         let (ho, wo) = g.out_hw();
         let (k2, plane) = (g.kh * g.kw, g.h * g.w);
-        let mut buf = [0.0f32; PLANE_MAX];
+        let mut buf = Padded::default();
         for (c, dx) in dx.chunks_mut(plane).enumerate() {
             let (x, dy) = (&x[c * plane..][..plane], &dy[c * ho * wo..][..ho * wo]);
             self.backward_data(x, &w[c * k2..][..k2], dy, dx, add, &mut buf);
@@ -312,7 +312,7 @@ impl Planes<'_> {
         let g = self.g;
         let (ho, wo) = g.out_hw();
         let (k2, plane, out) = (g.kh * g.kw, g.h * g.w, ho * wo);
-        let mut buf = [0.0f32; PLANE_MAX];
+        let mut buf = Padded::default();
         for c in 0..g.c_in {
             let (x, w) = (&x[c * plane..][..plane], &w[c * k2..][..k2]);
             let y = y.as_deref_mut().map(|y| &mut y[c * out..][..out]);
@@ -321,9 +321,9 @@ impl Planes<'_> {
                 .map(|(dy, dw)| (&dy[c * out..][..out], &mut dw[c * k2..][..k2]));
             match (&self.tiled, y, grad) {
                 (Some((lay, _)), Some(y), Some((dy, dw))) => {
-                    fill_input(g, lay, x, &mut buf);
-                    weighted_tiles(g, lay, &buf, w, y);
-                    tiled::tap_dots(lay, &buf, dy, dw);
+                    let p = fill_input(g, lay, x, &mut buf);
+                    weighted_tiles(g, lay, p, w, y);
+                    tiled::tap_dots(lay, p, dy, dw);
                 }
                 (_, y, grad) => {
                     if let Some(y) = y {
@@ -352,7 +352,7 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
     }
     par::chunks(y, ho * wo, work, |i, y| {
         let (x, w) = (&x[i * plane..][..plane], &w[(i % g.c_in) * k2..][..k2]);
-        p.forward(x, w, y, &mut [])
+        p.forward(x, w, y, &mut Padded::default())
     });
 }
 
@@ -370,7 +370,14 @@ pub fn backward_data(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f
     }
     par::chunks(dx, plane, work, |i, dx| {
         let (x, dy) = (&x[i * plane..][..plane], &dy[i * ho * wo..][..ho * wo]);
-        p.backward_data(x, &w[(i % g.c_in) * k2..][..k2], dy, dx, true, &mut [])
+        p.backward_data(
+            x,
+            &w[(i % g.c_in) * k2..][..k2],
+            dy,
+            dx,
+            true,
+            &mut Padded::default(),
+        )
     });
 }
 
@@ -381,7 +388,7 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let (plane, k2) = (g.h * g.w, g.kh * g.kw);
     let p = Planes::new(g);
     par::chunks(dw, k2, 2 * g.y_len() * k2, |c, dw| {
-        let mut buf = [0.0f32; PLANE_MAX];
+        let mut buf = Padded::default();
         for n in 0..g.n {
             let i = n * g.c_in + c;
             let (x, dy) = (&x[i * plane..][..plane], &dy[i * ho * wo..][..ho * wo]);

@@ -13,7 +13,7 @@
 use crate::conv::ConvGeom;
 use crate::par;
 use crate::simd::{f32x8, LANES};
-use crate::tiled::{self, fill, put, Layout, MaxArg, Weighted, MAX_K, PLANE_MAX};
+use crate::tiled::{self, put, Layout, MaxArg, Padded, Weighted, MAX_K, PLANE_MAX};
 
 /// Input rows `ih_lo..ih_hi` that output row `oh` reads.
 fn rows(g: &ConvGeom, oh: usize) -> (usize, usize) {
@@ -120,24 +120,15 @@ pub fn max_forward(g: &ConvGeom, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
         g.c_in * ho * wo,
         work,
         |n, y, am| {
-            let mut buf = [0.0f32; PLANE_MAX];
+            let mut buf = Padded::default();
             for (c, (y, am)) in y
                 .chunks_mut(ho * wo)
                 .zip(am.chunks_mut(ho * wo))
                 .enumerate()
             {
                 let x = &x[(n * g.c_in + c) * plane..][..plane];
-                fill(
-                    &lay,
-                    x,
-                    g.w,
-                    g.pad,
-                    1,
-                    f32::NEG_INFINITY,
-                    |_, _, v| v,
-                    &mut buf,
-                );
-                tiled::tiles(&lay, &buf, &op, |oh, ow0, (best, id)| {
+                let p = buf.fill(&lay, x, g.w, g.pad, 1, f32::NEG_INFINITY, |_, _, v| v);
+                tiled::tiles(&lay, p, &op, |oh, ow0, (best, id)| {
                     let n = (wo - ow0).min(LANES);
                     let at = oh * wo + ow0;
                     put(best, &mut y[oh * wo..][..wo], ow0);
@@ -197,11 +188,11 @@ pub fn avg_forward(g: &ConvGeom, x: &[f32], y: &mut [f32]) {
     let op = Weighted(&ones[..g.kh * g.kw]);
     let counts = Counts::new(g);
     par::chunks(y, g.c_in * ho * wo, work, |n, y| {
-        let mut buf = [0.0f32; PLANE_MAX];
+        let mut buf = Padded::default();
         for (c, y) in y.chunks_mut(ho * wo).enumerate() {
             let x = &x[(n * g.c_in + c) * plane..][..plane];
-            fill(&lay, x, g.w, g.pad, 1, 0.0, |_, _, v| v, &mut buf);
-            tiled::tiles(&lay, &buf, &op, |oh, ow0, sum| {
+            let p = buf.fill(&lay, x, g.w, g.pad, 1, 0.0, |_, _, v| v);
+            tiled::tiles(&lay, p, &op, |oh, ow0, sum| {
                 let n = counts.lanes(oh, ow0);
                 put(sum * (f32x8::ONE / n), &mut y[oh * wo..][..wo], ow0);
             });
@@ -223,12 +214,12 @@ pub fn avg_backward(g: &ConvGeom, dy: &[f32], dx: &mut [f32]) {
     let op = Weighted(&ones[..g.kh * g.kw]);
     let q = g.kh - 1 - g.pad;
     par::chunks(dx, g.c_in * plane, work, |n, dx| {
-        let mut buf = [0.0f32; PLANE_MAX];
+        let mut buf = Padded::default();
         for (c, dx) in dx.chunks_mut(plane).enumerate() {
             let dy = &dy[(n * g.c_in + c) * ho * wo..][..ho * wo];
             let share = |oh, ow, v: f32| v / count(g, oh, ow) as f32;
-            fill(&lay, dy, wo, q, g.stride, 0.0, share, &mut buf);
-            tiled::tiles(&lay, &buf, &op, |ih, iw0, v| {
+            let p = buf.fill(&lay, dy, wo, q, g.stride, 0.0, share);
+            tiled::tiles(&lay, p, &op, |ih, iw0, v| {
                 let (at, n) = (ih * g.w + iw0, (g.w - iw0).min(LANES));
                 tiled::add(v, &mut dx[at..at + n], None);
             });
