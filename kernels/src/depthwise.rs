@@ -115,10 +115,26 @@ fn backward_data_plane_tiled(
     let pad = (g.kh - 1) * g.dilation - g.pad;
     let p = buf.fill(lay, dy, wo, pad, g.stride, 0.0, |_, _, v| v);
     // The tiles cover every input position once: a fresh dx is written, not zeroed and added to.
-    let put = if add { tiled::add } else { tiled::write };
+    if add {
+        grad_tiles::<true>(g, lay, x, wf, p, dx)
+    } else {
+        grad_tiles::<false>(g, lay, x, wf, p, dx)
+    }
+}
+
+/// The tiles of [`backward_data_plane_tiled`] over the padded dy `p`, added into dx (`ADD`) or
+/// written.
+fn grad_tiles<const ADD: bool>(
+    g: &ConvGeom,
+    lay: &Layout,
+    x: &[f32],
+    wf: &[f32],
+    p: &[f32],
+    dx: &mut [f32],
+) {
     tiled::tiles(lay, p, &Weighted(wf), |ih, iw0, v| {
         let (at, n) = (ih * g.w + iw0, (g.w - iw0).min(LANES));
-        put(v, &mut dx[at..at + n], g.pre_relu.then_some(&x[at..at + n]));
+        tiled::put_grad::<ADD>(v, &mut dx[at..at + n], g.pre_relu.then_some(&x[at..at + n]));
     });
 }
 

@@ -221,7 +221,7 @@ pub fn avg_backward(g: &ConvGeom, dy: &[f32], dx: &mut [f32]) {
             let p = buf.fill(&lay, dy, wo, q, g.stride, 0.0, share);
             tiled::tiles(&lay, p, &op, |ih, iw0, v| {
                 let (at, n) = (ih * g.w + iw0, (g.w - iw0).min(LANES));
-                tiled::add(v, &mut dx[at..at + n], None);
+                tiled::put_grad::<true>(v, &mut dx[at..at + n], None);
             });
         }
     });

@@ -19,7 +19,7 @@ pub const MAX_K: usize = 7;
 /// r of a row holding padded columns r, r + s, r + 2s, ... (`plen` of them); tap column t is phase
 /// t % s from offset t / s. It also holds every tap's offset from its window's corner, so the inner
 /// loops never divide.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub struct Layout {
     rows: usize,
     plen: usize,
@@ -126,6 +126,20 @@ impl Layout {
     pub fn out(&self) -> (usize, usize) {
         self.out
     }
+
+    /// What the layout was made from (its tap offsets follow from these).
+    fn key(&self) -> [usize; 7] {
+        let (ho, wo) = self.out;
+        [
+            self.rows,
+            self.plen,
+            self.stride,
+            self.k,
+            self.dilation,
+            ho,
+            wo,
+        ]
+    }
 }
 
 /// Output tile (rows, vectors of 8 columns) for rows `wo` wide: 8 independent accumulators.
@@ -151,7 +165,7 @@ pub struct Padded {
 /// What decides which positions of a [`Padded`] a fill writes, and the value of the others.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Frame {
-    lay: Layout,
+    lay: [usize; 7],
     len: usize,
     w: usize,
     pad: usize,
@@ -191,7 +205,7 @@ impl Padded {
         map: impl Fn(usize, usize, f32) -> f32,
     ) -> &[f32] {
         let frame = Frame {
-            lay: *lay,
+            lay: lay.key(),
             len: x.len(),
             w,
             pad,
@@ -335,10 +349,13 @@ fn tiles_of<Op: TapReduce, const R: usize, const V: usize>(
                     }
                 }
             }
-            for (r, acc) in acc.iter().enumerate().take(ho - oh0) {
-                for (v, a) in acc.iter().enumerate() {
-                    if ow0 + v * LANES < wo {
-                        emit(oh0 + r, ow0 + v * LANES, *a);
+            // Constant indices only (the bounds are tests inside), so that the accumulators stay
+            // in registers through the emits instead of going through the stack.
+            #[allow(clippy::needless_range_loop)]
+            for r in 0..R {
+                for v in 0..V {
+                    if oh0 + r < ho && ow0 + v * LANES < wo {
+                        emit(oh0 + r, ow0 + v * LANES, acc[r][v]);
                     }
                 }
             }
@@ -373,22 +390,12 @@ pub fn put(v: f32x8, row: &mut [f32], ow0: usize) {
     }
 }
 
-/// dx += v over 8 values, or fewer at a row's end; with a `mask`, only where mask > 0 (the fused
-/// input ReLU's backward).
+/// dx += v over 8 values (`ADD`), or fewer at a row's end; with a `mask`, only where mask > 0 (the
+/// fused input ReLU's backward). Without `ADD`, dx = 0.0 + v where it would add v (0.0 where the
+/// mask is off): the bits of adding into zeros, without reading dx. A const parameter, not a flag
+/// or a function pointer, so that it inlines into the tile loop.
 #[inline(always)]
-pub fn add(v: f32x8, dx: &mut [f32], mask: Option<&[f32]>) {
-    put_grad::<true>(v, dx, mask)
-}
-
-/// dx = 0.0 + v where [`add`] would add v (0.0 where the mask is off): the bits of [`add`] into
-/// zeros, without reading dx.
-#[inline(always)]
-pub fn write(v: f32x8, dx: &mut [f32], mask: Option<&[f32]>) {
-    put_grad::<false>(v, dx, mask)
-}
-
-#[inline(always)]
-fn put_grad<const ADD: bool>(v: f32x8, dx: &mut [f32], mask: Option<&[f32]>) {
+pub fn put_grad<const ADD: bool>(v: f32x8, dx: &mut [f32], mask: Option<&[f32]>) {
     if dx.len() == LANES {
         let v = match mask {
             Some(x) => load(x).simd_gt(f32x8::ZERO).select(v, f32x8::ZERO),
