@@ -14,10 +14,10 @@ pub enum Trans {
 }
 
 /// Row and column strides of a row-major `rows x cols` matrix read as `op(M)`.
-fn strides(t: Trans, cols: usize) -> (isize, isize) {
+fn strides(t: Trans, cols: usize) -> (usize, usize) {
     match t {
-        Trans::N => (cols as isize, 1),
-        Trans::T => (1, cols as isize),
+        Trans::N => (cols, 1),
+        Trans::T => (1, cols),
     }
 }
 
@@ -51,11 +51,11 @@ pub fn sgemm(
     if ta == Trans::N && tb == Trans::T && k >= DOTS_MIN_K * m.max(n) {
         return dots(m, k, n, alpha, a, b, beta, c);
     }
-    if tb == Trans::N && k <= BROADCAST_MAX_K {
-        return broadcast(m, k, n, alpha, a, ta, b, beta, c);
-    }
     // op(A) is m x k: stored as m x k (N) or k x m (T).
     let (rsa, csa) = strides(ta, if ta == Trans::N { k } else { m });
+    if tb == Trans::N && k <= BROADCAST_MAX_K {
+        return broadcast(m, k, n, alpha, a, (rsa, csa), b, beta, c);
+    }
     let (rsb, csb) = strides(tb, if tb == Trans::N { n } else { k });
     // SAFETY: the asserts above guarantee every index the strides address lies inside the slices.
     unsafe {
@@ -65,11 +65,11 @@ pub fn sgemm(
             n,
             alpha,
             a.as_ptr(),
-            rsa,
-            csa,
+            rsa as isize,
+            csa as isize,
             b.as_ptr(),
-            rsb,
-            csb,
+            rsb as isize,
+            csb as isize,
             beta,
             c.as_mut_ptr(),
             n as isize,
@@ -93,8 +93,8 @@ const BR: usize = 4;
 /// 8-lane vectors of C's columns per [`broadcast`] tile.
 const BV: usize = 4;
 
-/// C = alpha * op(A) B + beta * C with B (k x n) row-major and k small, without packing either
-/// operand: tiles of 4 rows x 32 columns of C, each accumulated over p = 0..k as op(A)[i][p]
+/// C = alpha * op(A) B + beta * C with B (k x n) row-major and k small, op(A)[i][p] at
+/// a[i * ri + p * rp], without packing either operand: tiles of 4 rows x 32 columns of C, each accumulated over p = 0..k as op(A)[i][p]
 /// broadcast times B's row p (16 accumulators, 8 loads per 16 multiply-adds); then 8-column and
 /// single-row tiles, then the last n % 8 columns one value at a time. Every element is the same
 /// chain of multiply-adds in p order whatever tile it falls in.
@@ -105,16 +105,11 @@ fn broadcast(
     n: usize,
     alpha: f32,
     a: &[f32],
-    ta: Trans,
+    (ri, rp): (usize, usize),
     b: &[f32],
     beta: f32,
     c: &mut [f32],
 ) {
-    // op(A)[i][p] = a[i * ri + p * rp].
-    let (ri, rp) = match ta {
-        Trans::N => (k, 1),
-        Trans::T => (1, m),
-    };
     let m4 = m / BR * BR;
     let n8 = n / LANES * LANES;
     let wide_end = n8 / (BV * LANES) * (BV * LANES);

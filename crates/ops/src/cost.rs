@@ -4,11 +4,17 @@
 use autograd::{Cost, Work};
 use kernels::conv::ConvGeom;
 
-/// A dense or depthwise convolution: 2 flops per multiply-add, forward; the backward computes
-/// both dx and dW (twice the forward's arithmetic).
+/// A dense or depthwise convolution, as [`linear_map`].
 pub(crate) fn conv(g: &ConvGeom) -> Cost {
     let macs = (g.y_len() * (g.c_in / g.groups) * g.kh * g.kw) as f64;
-    let (x, w, y) = (g.x_len() as f64, g.w_len() as f64, g.y_len() as f64);
+    linear_map(macs, g.x_len() as f64, g.w_len() as f64, g.y_len() as f64)
+}
+
+/// An op whose output is a weighted sum of its input (a conv, FactorizedReduce) with `macs`
+/// multiply-adds over x, w and y values: 2 flops per multiply-add forward; the backward computes
+/// both dx and dW (twice the forward's arithmetic), reads dy, x and w and reads and writes dx
+/// and dW.
+pub(crate) fn linear_map(macs: f64, x: f64, w: f64, y: f64) -> Cost {
     Cost {
         forward: Work::new(2.0 * macs, x + w + y),
         backward: Work::new(4.0 * macs, y + x + w + 2.0 * (x + w)),

@@ -3,7 +3,7 @@
 //! slice2d + two strided 1x1 conv2d + concat_channels ([`kernels::factorized`]): no shifted copy
 //! of x, no concatenation copy, and their gradients' passes gone.
 use crate::check;
-use autograd::{Backward, Cost, GradOut, GradSlots, Result, Tape, Tensor, Var, Work};
+use autograd::{Backward, Cost, GradOut, GradSlots, Result, Tape, Tensor, Var};
 use kernels::factorized::{self as kfr, FrGeom, FrGrads};
 
 struct FrBack(FrGeom);
@@ -28,18 +28,12 @@ impl Backward for FrBack {
         grads.recycle(scratch);
     }
 
-    /// Two multiply-adds per (output, input channel) forward, twice that backward (dx and dW); x,
-    /// both weights and y read or written once a pass, as a conv's (x's unread pixels included:
-    /// they are in the cache lines read).
+    /// One multiply-add per (output, input channel), counted as a conv's; all of x is read (its
+    /// unread pixels are in the cache lines read).
     fn cost(&self, _: &[&Tensor], _: &Tensor) -> Cost {
         let g = &self.0;
-        let macs = g.work() as f64;
         let w = ((g.c_out[0] + g.c_out[1]) * g.c_in) as f64;
-        let (x, y) = (g.x_len() as f64, g.y_len() as f64);
-        Cost {
-            forward: Work::new(2.0 * macs, x + w + y),
-            backward: Work::new(4.0 * macs, y + x + w + 2.0 * (x + w)),
-        }
+        crate::cost::linear_map(g.work() as f64, g.x_len() as f64, w, g.y_len() as f64)
     }
 }
 
