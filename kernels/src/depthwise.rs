@@ -181,9 +181,15 @@ impl<'g> Planes<'g> {
     /// y (one Ho x Wo plane) = the plane x ([H, W]) correlated with its channel's filter `w`.
     fn forward(&self, x: &[f32], w: &[f32], y: &mut [f32], buf: &mut Padded) {
         let g = self.g;
-        if let Some((lay, _)) = &self.tiled {
-            return forward_plane_tiled(g, lay, x, w, y, buf);
+        match &self.tiled {
+            Some((lay, _)) => forward_plane_tiled(g, lay, x, w, y, buf),
+            None => self.forward_rows(x, w, y),
         }
+    }
+
+    /// [`Planes::forward`] row by row (geometries the tiled path does not take; no scratch).
+    fn forward_rows(&self, x: &[f32], w: &[f32], y: &mut [f32]) {
+        let g = self.g;
         let (ho, wo) = g.out_hw();
         y.fill(0.0);
         for oh in 0..ho {
@@ -223,6 +229,12 @@ impl<'g> Planes<'g> {
             }
             return backward_data_plane_tiled(g, lay, x, &wf[..w.len()], dy, dx, add, buf);
         }
+        self.backward_data_rows(x, w, dy, dx, add)
+    }
+
+    /// [`Planes::backward_data`] row by row (geometries the tiled path does not take; no scratch).
+    fn backward_data_rows(&self, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32], add: bool) {
+        let g = self.g;
         if !add {
             dx.fill(0.0);
         }
@@ -368,7 +380,7 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
     }
     par::chunks(y, ho * wo, work, |i, y| {
         let (x, w) = (&x[i * plane..][..plane], &w[(i % g.c_in) * k2..][..k2]);
-        p.forward(x, w, y, &mut Padded::default())
+        p.forward_rows(x, w, y)
     });
 }
 
@@ -386,14 +398,7 @@ pub fn backward_data(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f
     }
     par::chunks(dx, plane, work, |i, dx| {
         let (x, dy) = (&x[i * plane..][..plane], &dy[i * ho * wo..][..ho * wo]);
-        p.backward_data(
-            x,
-            &w[(i % g.c_in) * k2..][..k2],
-            dy,
-            dx,
-            true,
-            &mut Padded::default(),
-        )
+        p.backward_data_rows(x, &w[(i % g.c_in) * k2..][..k2], dy, dx, true)
     });
 }
 

@@ -183,11 +183,6 @@ impl Default for Padded {
 }
 
 impl Padded {
-    /// The padded plane of the last fill.
-    pub fn plane(&self) -> &[f32] {
-        &self.buf
-    }
-
     /// Copies `map(i, j, x[i][j])` for the plane `x` (rows `w` long) in, padded by `pad` on every
     /// side with `pad_value`, its row i spread `spread` rows apart and its column j `spread`
     /// columns apart (spread > 1 builds the zero-inserted gradient of a strided window; the gaps
