@@ -281,11 +281,14 @@ fn fill(
     }
 }
 
-/// What one tap does to an accumulator: `tap(acc, t, v)` folds in the 8 values `v` of tap `t`.
+/// What one tap does to an accumulator: `fold(acc, tap(t), v)` folds in the 8 values `v` of tap
+/// `t`; `tap(t)` (a weight, an id) is made once per plane, outside the tile loops.
 pub trait TapReduce {
     type Acc: Copy;
+    type Tap: Copy;
     fn init(&self) -> Self::Acc;
-    fn tap(&self, acc: Self::Acc, t: usize, v: f32x8) -> Self::Acc;
+    fn tap(&self, t: usize) -> Self::Tap;
+    fn fold(acc: Self::Acc, tap: Self::Tap, v: f32x8) -> Self::Acc;
 }
 
 /// The weighted sum `sum_t w[t] * v_t` (fused multiply-adds in tap order).
@@ -293,13 +296,18 @@ pub struct Weighted<'a>(pub &'a [f32]);
 
 impl TapReduce for Weighted<'_> {
     type Acc = f32x8;
+    type Tap = f32x8;
     #[inline(always)]
     fn init(&self) -> f32x8 {
         f32x8::ZERO
     }
     #[inline(always)]
-    fn tap(&self, acc: f32x8, t: usize, v: f32x8) -> f32x8 {
-        f32x8::splat(self.0[t]).mul_add(v, acc)
+    fn tap(&self, t: usize) -> f32x8 {
+        f32x8::splat(self.0[t])
+    }
+    #[inline(always)]
+    fn fold(acc: f32x8, w: f32x8, v: f32x8) -> f32x8 {
+        w.mul_add(v, acc)
     }
 }
 
@@ -308,20 +316,55 @@ pub struct MaxArg<'a>(pub &'a [f32]);
 
 impl TapReduce for MaxArg<'_> {
     type Acc = (f32x8, f32x8);
+    type Tap = f32x8;
     #[inline(always)]
     fn init(&self) -> Self::Acc {
         (f32x8::splat(f32::NEG_INFINITY), f32x8::splat(self.0[0]))
     }
     #[inline(always)]
-    fn tap(&self, (best, id): Self::Acc, t: usize, v: f32x8) -> Self::Acc {
+    fn tap(&self, t: usize) -> f32x8 {
+        f32x8::splat(self.0[t])
+    }
+    #[inline(always)]
+    fn fold((best, id): Self::Acc, tap_id: f32x8, v: f32x8) -> Self::Acc {
         let more = v.simd_gt(best);
-        (
-            more.select(v, best),
-            more.select(f32x8::splat(self.0[t]), id),
-        )
+        (more.select(v, best), more.select(tap_id, id))
     }
 }
 
+/// Hands a tile's accumulators to `emit(oh, ow0, acc)`, those of outputs inside (ho, wo) only.
+/// With `WHOLE`, a tile that lies inside takes a branch that emits every accumulator without a
+/// test: the unrolled [`rows_of`] needs it, else the compiler moves the multiply-adds of each
+/// accumulator behind that accumulator's test, where they run as one dependent chain after another
+/// (at half speed; [`tiles_of`]'s loop keeps them in place).
+#[inline(always)]
+fn emit_tile<A: Copy, const R: usize, const V: usize, const WHOLE: bool>(
+    (ho, wo): (usize, usize),
+    (oh0, ow0): (usize, usize),
+    acc: &[[A; V]; R],
+    emit: &mut impl FnMut(usize, usize, A),
+) {
+    // Constant indices only, so that the accumulators stay in registers through the emits instead
+    // of going through the stack.
+    #[allow(clippy::needless_range_loop)]
+    if WHOLE && oh0 + R <= ho && ow0 + V * LANES <= wo {
+        for r in 0..R {
+            for v in 0..V {
+                emit(oh0 + r, ow0 + v * LANES, acc[r][v]);
+            }
+        }
+    } else {
+        for r in 0..R {
+            for v in 0..V {
+                if oh0 + r < ho && ow0 + v * LANES < wo {
+                    emit(oh0 + r, ow0 + v * LANES, acc[r][v]);
+                }
+            }
+        }
+    }
+}
+
+/// The tile loop for any window side: one tap at a time over the whole tile.
 #[inline(always)]
 fn tiles_of<Op: TapReduce, const R: usize, const V: usize>(
     lay: &Layout,
@@ -335,25 +378,75 @@ fn tiles_of<Op: TapReduce, const R: usize, const V: usize>(
         for ow0 in (0..wo).step_by(V * LANES) {
             let mut acc = [[op.init(); V]; R];
             for (t, &off) in lay.taps().iter().enumerate() {
+                let tap = op.tap(t);
                 for (r, acc) in acc.iter_mut().enumerate() {
                     for (v, a) in acc.iter_mut().enumerate() {
                         // SAFETY: p is long enough (asserted), off is a tap, and oh0 + r and
                         // ow0 + (v + 1) * 8 stay within the tiles covering the layout's outputs.
                         let x = unsafe { lay.load(p, oh0 + r, ow0 + v * LANES, off) };
-                        *a = op.tap(*a, t, x);
+                        *a = Op::fold(*a, tap, x);
                     }
                 }
             }
-            // Constant indices only (the bounds are tests inside), so that the accumulators stay
-            // in registers through the emits instead of going through the stack.
-            #[allow(clippy::needless_range_loop)]
-            for r in 0..R {
-                for v in 0..V {
-                    if oh0 + r < ho && ow0 + v * LANES < wo {
-                        emit(oh0 + r, ow0 + v * LANES, acc[r][v]);
+            emit_tile::<_, R, V, false>((ho, wo), (oh0, ow0), &acc, &mut emit);
+        }
+    }
+}
+
+/// The tile loop for a `K x K` window at stride 1 and dilation `D`: it walks the padded rows a
+/// tile reads, loads each row's K x V vectors once and folds them into every tile row that reads
+/// that padded row (tile row r reads padded row q = r + ki * D through filter row ki). At dilation
+/// 1 with 2 tile rows, a 3 x 3 window loads 4 rows of vectors instead of 6. Every output still
+/// takes its taps in tap order (ki, then kj): the bits of [`tiles_of`]. (All of it constants, so
+/// that the loops unroll and the joins resolve at compile time.)
+#[inline(always)]
+fn rows_of<Op: TapReduce, const K: usize, const R: usize, const V: usize, const D: usize>(
+    lay: &Layout,
+    p: &[f32],
+    op: &Op,
+    mut emit: impl FnMut(usize, usize, Op::Acc),
+) {
+    let (ho, wo) = lay.out;
+    let row_len = lay.row_len();
+    assert!(
+        (lay.k, lay.stride, lay.dilation) == (K, 1, D) && p.len() >= lay.len(),
+        "padded plane shorter than its layout"
+    );
+    let taps: [[Op::Tap; K]; K] =
+        std::array::from_fn(|ki| std::array::from_fn(|kj| op.tap(ki * K + kj)));
+    for oh0 in (0..ho).step_by(R) {
+        for ow0 in (0..wo).step_by(V * LANES) {
+            let mut acc = [[op.init(); V]; R];
+            let corner = lay.corner(oh0, ow0);
+            for q in 0..R + (K - 1) * D {
+                // The filter row by which tile row r reads padded row q, if it does.
+                let join = |r: usize| {
+                    let e = q.wrapping_sub(r);
+                    (e % D == 0 && e / D < K).then_some(e / D)
+                };
+                if (0..R).all(|r| join(r).is_none()) {
+                    continue;
+                }
+                // SAFETY: p is long enough (asserted); padded row q of this tile is row
+                // oh0 + r + ki * D for a tile row r below the tile-rounded ho, and column
+                // kj * D + ow0 + (v + 1) * 8 is within the tile-rounded wo's windows: such windows
+                // lie inside the layout (`Layout::new`).
+                let at = corner + q * row_len;
+                let xs: [[f32x8; V]; K] = std::array::from_fn(|kj| {
+                    std::array::from_fn(|v| unsafe { lay.load_at(p, at + kj * D + v * LANES) })
+                });
+                #[allow(clippy::needless_range_loop)]
+                for r in 0..R {
+                    if let Some(ki) = join(r) {
+                        for kj in 0..K {
+                            for v in 0..V {
+                                acc[r][v] = Op::fold(acc[r][v], taps[ki][kj], xs[kj][v]);
+                            }
+                        }
                     }
                 }
             }
+            emit_tile::<_, R, V, true>((ho, wo), (oh0, ow0), &acc, &mut emit);
         }
     }
 }
@@ -361,15 +454,26 @@ fn tiles_of<Op: TapReduce, const R: usize, const V: usize>(
 /// Reduces every output window of the padded plane `p` with `op`, in register tiles of the shape
 /// `tile_shape` picks, for the outputs the layout was made for; `emit(oh, ow0, acc)` receives
 /// outputs ow0..ow0 + 8 of row oh (lanes at or beyond wo are padding: the caller drops them).
+/// At stride 1, 3 x 3 windows and 5 x 5 ones on rows 32 wide take [`rows_of`] (5 x 5 tiles of
+/// narrower rows need more registers than there are and ran slower that way); the rest
+/// [`tiles_of`].
 pub fn tiles<Op: TapReduce>(
     lay: &Layout,
     p: &[f32],
     op: &Op,
     emit: impl FnMut(usize, usize, Op::Acc),
 ) {
-    match tile_shape(lay.out.1) {
-        (8, 1) => tiles_of::<Op, 8, 1>(lay, p, op, emit),
-        (4, 2) => tiles_of::<Op, 4, 2>(lay, p, op, emit),
+    match (lay.k, lay.stride, lay.dilation, tile_shape(lay.out.1)) {
+        (3, 1, 1, (8, 1)) => rows_of::<Op, 3, 8, 1, 1>(lay, p, op, emit),
+        (3, 1, 1, (4, 2)) => rows_of::<Op, 3, 4, 2, 1>(lay, p, op, emit),
+        (3, 1, 1, (2, 4)) => rows_of::<Op, 3, 2, 4, 1>(lay, p, op, emit),
+        (3, 1, 2, (8, 1)) => rows_of::<Op, 3, 8, 1, 2>(lay, p, op, emit),
+        (3, 1, 2, (4, 2)) => rows_of::<Op, 3, 4, 2, 2>(lay, p, op, emit),
+        (3, 1, 2, (2, 4)) => rows_of::<Op, 3, 2, 4, 2>(lay, p, op, emit),
+        (5, 1, 1, (2, 4)) => rows_of::<Op, 5, 2, 4, 1>(lay, p, op, emit),
+        (5, 1, 2, (2, 4)) => rows_of::<Op, 5, 2, 4, 2>(lay, p, op, emit),
+        (_, _, _, (8, 1)) => tiles_of::<Op, 8, 1>(lay, p, op, emit),
+        (_, _, _, (4, 2)) => tiles_of::<Op, 4, 2>(lay, p, op, emit),
         _ => tiles_of::<Op, 2, 4>(lay, p, op, emit),
     }
 }
@@ -501,6 +605,85 @@ fn tap_dots_of<const K: usize, const G: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Every output of a tile loop, as bits: (row, column, sum or max, argmax id).
+    fn collect<A>(
+        run: impl FnOnce(&mut dyn FnMut(usize, usize, A)),
+        bits: impl Fn(A) -> [u32; 2 * LANES],
+    ) -> Vec<(usize, usize, [u32; 2 * LANES])> {
+        let mut out = Vec::new();
+        run(&mut |oh, ow0, acc| out.push((oh, ow0, bits(acc))));
+        out
+    }
+
+    /// [`rows_of`] against [`tiles_of`] for one window and dilation, on every tile shape (output
+    /// widths 8, 16, 32 and ragged ones), weighted and max: the same bits in the same order.
+    fn rows_equal_taps<const K: usize, const D: usize>(
+        ho: usize,
+        wo: usize,
+        plane: &[f32],
+        w: &[f32],
+    ) {
+        let (h, wd) = (ho + (K - 1) * D, wo + (K - 1) * D);
+        let lay = Layout::new(h, wd, K, D, 1, (ho, wo)).unwrap();
+        let mut buf = Padded::default();
+        let x = &plane[..h * wd];
+        let p = buf.fill(&lay, x, wd, 0, 1, 0.0, |_, _, v| v).to_vec();
+        let ids: Vec<f32> = (0..K * K).map(|t| t as f32).collect();
+        let sum = |a: f32x8| {
+            let mut b = [0; 2 * LANES];
+            for (o, v) in b.iter_mut().zip(a.as_array()) {
+                *o = v.to_bits();
+            }
+            b
+        };
+        let max = |(m, id): (f32x8, f32x8)| {
+            let mut b = sum(m);
+            for (o, v) in b[LANES..].iter_mut().zip(id.as_array()) {
+                *o = v.to_bits();
+            }
+            b
+        };
+        macro_rules! both {
+            ($op:expr, $bits:expr, $r:literal, $v:literal) => {{
+                let rows = collect(|e| rows_of::<_, K, $r, $v, D>(&lay, &p, &$op, e), $bits);
+                let taps = collect(|e| tiles_of::<_, $r, $v>(&lay, &p, &$op, e), $bits);
+                assert_eq!(rows, taps, "k {K} d {D} tile {}x{} out {ho}x{wo}", $r, $v);
+            }};
+        }
+        match tile_shape(wo) {
+            (8, 1) => {
+                both!(Weighted(w), sum, 8, 1);
+                both!(MaxArg(&ids), max, 8, 1);
+            }
+            (4, 2) => {
+                both!(Weighted(w), sum, 4, 2);
+                both!(MaxArg(&ids), max, 4, 2);
+            }
+            _ => {
+                both!(Weighted(w), sum, 2, 4);
+                both!(MaxArg(&ids), max, 2, 4);
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn rows_of_gives_the_bits_of_tiles_of(
+            ho in 1usize..12,
+            wo in prop_oneof![Just(8usize), Just(16), Just(32), 1usize..34],
+            plane in crate::testutil::vec_f32(20 * 41),
+            w in crate::testutil::vec_f32(25),
+        ) {
+            // Repeated values, so that max ties (the first tap in tap order wins) happen.
+            let plane: Vec<f32> = plane.iter().map(|v| (v * 4.0).round() / 4.0).collect();
+            rows_equal_taps::<3, 1>(ho, wo, &plane, &w);
+            rows_equal_taps::<3, 2>(ho, wo, &plane, &w);
+            rows_equal_taps::<5, 1>(ho, wo, &plane, &w);
+            rows_equal_taps::<5, 2>(ho, wo, &plane, &w);
+        }
+    }
 
     /// A [`Padded`] filled in one frame and then another holds what a fresh one filled in the
     /// second frame holds: a new pad value, a new spread (gaps) and a new layout each clear it.
