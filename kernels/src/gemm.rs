@@ -1,6 +1,8 @@
-//! Single-precision matrix multiply: `matrixmultiply::sgemm` (single-threaded; callers parallelise
-//! over samples) beside a triple-loop reference. Matrices are row-major slices; a transposed operand
-//! is read through swapped strides, never copied.
+//! Single-precision matrix multiply for the shapes a DARTS step makes, beside a triple-loop
+//! reference: C = op(A) B with few rows of B as broadcast tiles, C = A B^T as dot tiles or, with B
+//! transposed block by block into a stack scratch, as the same broadcast tiles; everything else
+//! `matrixmultiply::sgemm`. All single-threaded: callers parallelise over samples. Matrices are
+//! row-major slices.
 
 use crate::simd::{f32x8, load, store, LANES};
 
@@ -24,10 +26,12 @@ fn strides(t: Trans, cols: usize) -> (usize, usize) {
 /// C (m x n) = alpha * op(A) (m x k) * op(B) (k x n) + beta * C. With beta = 0, C is overwritten
 /// (its old contents are never read, NaN included).
 ///
-/// A product of few rows and columns over a long k with both operands' rows running along k
-/// (A as stored, B transposed: a weight gradient dy x^T; k at least [`DOTS_MIN_K`] times m and
-/// n) is computed as tiles of dot products; everything else goes to matrixmultiply, whose packing costs more than such a
-/// product (16 x 1024 x 16: 16 GFLOP/s there).
+/// By shape: A B^T over a long k (at least [`DOTS_MIN_K`] times m and n: the weight gradient
+/// dy x^T of a 1x1 conv on a large plane) as tiles of dot products ([`dots`]); op(A) B with k up
+/// to [`BROADCAST_MAX_K`] (every 1x1 conv's forward and input gradient) by [`broadcast`]; op(A)
+/// B^T with k up to [`TRANSPOSE_MAX_K`] by [`transposed`]; the rest by matrixmultiply, whose
+/// packing costs more than these products (in cache, one thread, GFLOP/s ours vs matrixmultiply:
+/// 16 x 1024 x 16 A B^T 100 vs 16, 64 x 64 x 64 A B^T 100 vs 68, 8 x 24 x 1024 A B 100 vs 28).
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm(
     m: usize,
@@ -54,7 +58,10 @@ pub fn sgemm(
     // op(A) is m x k: stored as m x k (N) or k x m (T).
     let (rsa, csa) = strides(ta, if ta == Trans::N { k } else { m });
     if tb == Trans::N && k <= BROADCAST_MAX_K {
-        return broadcast(m, k, n, alpha, a, (rsa, csa), b, beta, c);
+        return broadcast(m, k, n, alpha, a, (rsa, csa), (b, n), beta, (c, n));
+    }
+    if tb == Trans::T && k <= TRANSPOSE_MAX_K {
+        return transposed(m, k, n, alpha, a, (rsa, csa), b, beta, c);
     }
     let (rsb, csb) = strides(tb, if tb == Trans::N { n } else { k });
     // SAFETY: the asserts above guarantee every index the strides address lies inside the slices.
@@ -89,22 +96,99 @@ fn scale_into(out: &mut f32, alpha: f32, acc: f32, beta: f32) {
 }
 
 /// [`sgemm`] computes C = A B^T as dot products when k is at least this many times max(m, n).
-/// Measured in cache, one thread: the dot tiles run at about 40 GFLOP/s whatever the shape;
-/// matrixmultiply at 12 - 25 on 8 x 1024 x 8 and 16 x 1024 x 16 (the 1x1 convs' weight
-/// gradients at 32 x 32), but at 60 on 32 x 256 x 32 and 64 x 1024 x 64.
-pub const DOTS_MIN_K: usize = 32;
+/// Measured in cache, one thread, GFLOP/s dots vs [`transposed`]: 16 x 1024 x 16 99 vs 47,
+/// 16 x 256 x 16 73 vs 60, 32 x 512 x 32 91 vs 94, 32 x 256 x 32 75 vs 93, 8 x 64 x 8 28 vs 34.
+pub const DOTS_MIN_K: usize = 16;
 
 /// [`sgemm`] computes C = op(A) B with B as stored by [`broadcast`] when k is at most this: the 1x1
 /// convs' products, k = input channels.
 pub const BROADCAST_MAX_K: usize = 64;
+
+/// [`sgemm`] computes C = op(A) B^T with k at most this by [`transposed`]: the weight gradients
+/// of the 1x1 convs (k = the plane's size: 1024, 256, 64 in DARTS).
+pub const TRANSPOSE_MAX_K: usize = 2048;
+
+/// Values in [`transposed`]'s stack scratch (64 KiB): 32 columns of B^T up to k = 512, fewer above.
+const TRANSPOSE_SCRATCH: usize = 16 * 1024;
+
+/// C = alpha * op(A) B^T + beta * C with B (n x k) row-major: a block of C's columns at a time
+/// (32, or as many whole vectors as fit the scratch at this k), B's rows for them transposed (8 x 8
+/// blocks in registers) into a k x w stack scratch, which [`broadcast`] then reads as its B.
+/// (matrixmultiply gathers B^T in its packing, two thirds of its time on these shapes; dot
+/// products need a sum across lanes per element.) Every element is [`broadcast`]'s chain of
+/// multiply-adds in p order.
+#[allow(clippy::too_many_arguments)]
+fn transposed(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: &[f32],
+    a_strides: (usize, usize),
+    b: &[f32],
+    beta: f32,
+    c: &mut [f32],
+) {
+    let block = (TRANSPOSE_SCRATCH / k / LANES * LANES).min(BV * LANES);
+    assert!(block > 0, "k beyond TRANSPOSE_MAX_K");
+    let mut scratch = [std::mem::MaybeUninit::<f32>::uninit(); TRANSPOSE_SCRATCH];
+    for j0 in (0..n).step_by(block) {
+        let w = (n - j0).min(block);
+        let bt = transpose_into(&b[j0 * k..][..w * k], w, k, &mut scratch[..k * w]);
+        broadcast(
+            m,
+            k,
+            w,
+            alpha,
+            a,
+            a_strides,
+            (bt, w),
+            beta,
+            (&mut c[j0..], n),
+        );
+    }
+}
+
+/// dst (cols x rows, row-major) = src (rows x cols, row-major) transposed: 8 x 8 blocks through
+/// registers, the edges one value at a time. Writes every value of dst and returns it.
+fn transpose_into<'d>(
+    src: &[f32],
+    rows: usize,
+    cols: usize,
+    dst: &'d mut [std::mem::MaybeUninit<f32>],
+) -> &'d [f32] {
+    assert!(src.len() == rows * cols && dst.len() == rows * cols);
+    let (r8, c8) = (rows / LANES * LANES, cols / LANES * LANES);
+    for i in (0..r8).step_by(LANES) {
+        for j in (0..c8).step_by(LANES) {
+            let block: [f32x8; LANES] = std::array::from_fn(|r| load(&src[(i + r) * cols + j..]));
+            for (r, v) in f32x8::transpose(block).into_iter().enumerate() {
+                let out = &mut dst[(j + r) * rows + i..][..LANES];
+                for (o, &x) in out.iter_mut().zip(v.as_array()) {
+                    o.write(x);
+                }
+            }
+        }
+    }
+    for i in 0..rows {
+        let from = if i < r8 { c8 } else { 0 };
+        for j in from..cols {
+            dst[j * rows + i].write(src[i * cols + j]);
+        }
+    }
+    // SAFETY: the loops above wrote every (j, i) of the cols x rows values: the blocks all
+    // i < r8, j < c8, the edge loop the rest; MaybeUninit<f32> has f32's layout.
+    unsafe { &*(dst as *const [std::mem::MaybeUninit<f32>] as *const [f32]) }
+}
 
 /// Rows of C per [`broadcast`] tile.
 const BR: usize = 4;
 /// 8-lane vectors of C's columns per [`broadcast`] tile.
 const BV: usize = 4;
 
-/// C = alpha * op(A) B + beta * C with B (k x n) row-major and k small, op(A)[i][p] at
-/// a[i * ri + p * rp], without packing either operand: tiles of 4 rows x 32 columns of C, each
+/// C = alpha * op(A) B + beta * C with B (k x n, rows `ldb` apart) and C (m x n, rows `ldc`
+/// apart) row-major and k small, op(A)[i][p] at a[i * ri + p * rp], without packing either
+/// operand: tiles of 4 rows x 32 columns of C, each
 /// accumulated over p = 0..k as op(A)[i][p] broadcast times B's row p (16 accumulators, 8 loads
 /// per 16 multiply-adds); then 8-column and single-row tiles, then the last n % 8 columns one
 /// value at a time. Every element is the same chain of multiply-adds in p order whatever tile it
@@ -117,39 +201,51 @@ fn broadcast(
     alpha: f32,
     a: &[f32],
     (ri, rp): (usize, usize),
-    b: &[f32],
+    (b, ldb): (&[f32], usize),
     beta: f32,
-    c: &mut [f32],
+    (c, ldc): (&mut [f32], usize),
 ) {
-    let m4 = m / BR * BR;
-    let n8 = n / LANES * LANES;
-    let wide_end = n8 / (BV * LANES) * (BV * LANES);
     let g = Bcast {
         k,
-        n,
+        ldb,
+        ldc,
         ri,
         rp,
         alpha,
         beta,
     };
-    for j in (0..wide_end).step_by(BV * LANES) {
-        (0..m4)
-            .step_by(BR)
-            .for_each(|i| g.tile::<BR, BV>(i, j, a, b, c));
-        (m4..m).for_each(|i| g.tile::<1, BV>(i, j, a, b, c));
+    // Columns j.. j + 8 V of every row: tiles of R rows, then the rows left one at a time.
+    macro_rules! cols {
+        ($r:expr, $v:expr, $j:expr) => {{
+            let mr = m / $r * $r;
+            (0..mr)
+                .step_by($r)
+                .for_each(|i| g.tile::<{ $r }, { $v }>(i, $j, a, b, c));
+            (mr..m).for_each(|i| g.tile::<1, { $v }>(i, $j, a, b, c));
+        }};
     }
-    for j in (wide_end..n8).step_by(LANES) {
-        (0..m4)
-            .step_by(BR)
-            .for_each(|i| g.tile::<BR, 1>(i, j, a, b, c));
-        (m4..m).for_each(|i| g.tile::<1, 1>(i, j, a, b, c));
+    // 32 columns at a time, then 16 and 8 (each tile 8 or more accumulators, enough to hide the
+    // multiply-add latency).
+    let mut j = 0;
+    while j + BV * LANES <= n {
+        cols!(BR, BV, j);
+        j += BV * LANES;
     }
+    if j + 2 * LANES <= n {
+        cols!(BR, 2, j);
+        j += 2 * LANES;
+    }
+    if j + LANES <= n {
+        cols!(2 * BR, 1, j);
+        j += LANES;
+    }
+    let n8 = j;
     for i in 0..m {
         for j in n8..n {
             let acc = (0..k).fold(0.0f32, |acc, p| {
-                a[i * ri + p * rp].mul_add(b[p * n + j], acc)
+                a[i * ri + p * rp].mul_add(b[p * ldb + j], acc)
             });
-            scale_into(&mut c[i * n + j], alpha, acc, beta);
+            scale_into(&mut c[i * ldc + j], alpha, acc, beta);
         }
     }
 }
@@ -157,7 +253,8 @@ fn broadcast(
 /// The shape and scalars of one [`broadcast`] product.
 struct Bcast {
     k: usize,
-    n: usize,
+    ldb: usize,
+    ldc: usize,
     ri: usize,
     rp: usize,
     alpha: f32,
@@ -177,7 +274,8 @@ impl Bcast {
     ) {
         let Bcast {
             k,
-            n,
+            ldb,
+            ldc,
             ri,
             rp,
             alpha,
@@ -185,7 +283,7 @@ impl Bcast {
         } = *self;
         let mut acc = [[f32x8::ZERO; V]; R];
         for p in 0..k {
-            let brow = &b[p * n + j..][..V * LANES];
+            let brow = &b[p * ldb + j..][..V * LANES];
             let bv: [f32x8; V] = std::array::from_fn(|v| load(&brow[v * LANES..]));
             for r in 0..R {
                 let av = f32x8::splat(a[(i + r) * ri + p * rp]);
@@ -195,7 +293,7 @@ impl Bcast {
             }
         }
         for r in 0..R {
-            let out = &mut c[(i + r) * n + j..][..V * LANES];
+            let out = &mut c[(i + r) * ldc + j..][..V * LANES];
             for v in 0..V {
                 let o = &mut out[v * LANES..];
                 let y = if beta == 0.0 {
@@ -262,9 +360,12 @@ fn dot_tile<const R: usize, const S: usize>(
             }
         }
     }
+    // Summed across lanes as whole arrays: indexing the accumulators in the runtime loop below
+    // would keep them in memory, stored on every step of the loop above.
+    let sums = acc.map(|row| row.map(hsum));
     for r in 0..R {
         for s in 0..S {
-            let mut d = hsum(acc[r][s]);
+            let mut d = sums[r][s];
             for p in k8..k {
                 d += ar[r][p] * br[s][p];
             }
@@ -339,11 +440,29 @@ mod tests {
         }
     }
 
-    /// The dot-tile path at every k around its threshold and the 8-lane split (k = 32 .. 80 with
-    /// one row and column, 2 x 3 with k >= 96), against the reference.
+    /// C = A B^T through the transposed-B blocks at k where the block width changes (32 columns
+    /// up to k = 512, then 24, 16, 8) and past the path's end, with two blocks and a ragged last
+    /// one (n = 41: 8-column tiles and single columns), against the reference.
+    #[test]
+    fn transposed_blocks_match_reference_at_every_width() {
+        let (m, n) = (5, 41);
+        for k in [1, 7, 8, 9, 64, 255, 512, 513, 700, 1100, 2048, 2049] {
+            let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
+            let b: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32 * 0.2 - 0.5).collect();
+            let c: Vec<f32> = (0..m * n).map(|i| (i % 5) as f32 - 2.0).collect();
+            let (mut got, mut want) = (c.clone(), c);
+            sgemm(m, k, n, 0.7, &a, Trans::N, &b, Trans::T, 0.5, &mut got);
+            reference::sgemm(m, k, n, 0.7, &a, Trans::N, &b, Trans::T, 0.5, &mut want);
+            assert_close(&got, &want, 1e-5 * k as f32);
+        }
+    }
+
+    /// The dot-tile path at every k around its threshold (16 max(m, n)) and the 8-lane split
+    /// (k = 8 .. 64 with one row and column, 2 x 3 from k = 40, 4 x 5 from 72), against the
+    /// reference.
     #[test]
     fn dot_tiles_match_reference_at_every_split() {
-        for (m, n, ks) in [(1, 1, 32..80), (2, 3, 96..120)] {
+        for (m, n, ks) in [(1, 1, 8..64), (2, 3, 40..64), (4, 5, 72..100)] {
             for k in ks {
                 let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
                 let b: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32 * 0.2 - 0.5).collect();
