@@ -578,17 +578,37 @@ fn tap_dots_of<const K: usize, const G: usize>(
             if !meets.contains(&true) {
                 continue;
             }
-            for v in 0..n8 / LANES {
+            // The dy rows this padded row meets, sliced once per row, not per vector (row 0
+            // stands in, unread, for a filter row it does not meet).
+            let dyr: [&[f32]; G] =
+                std::array::from_fn(|g| &dy[if meets[g] { oh[g] * wo } else { 0 }..][..wo]);
+            // Vector v of the K filter columns' runs in padded row r.
+            let load_row = |v: usize| -> [f32x8; K] {
                 let at = r * row_len + v * LANES;
                 // SAFETY: p is long enough (asserted); r = oh * s + ki * d for an output row
                 // oh < ho, and (v + 1) * 8 <= wo: such windows lie inside the layout (`new`).
-                let pv: [f32x8; K] =
-                    std::array::from_fn(|kj| unsafe { lay.load_at(p, at + col[kj]) });
-                for g in 0..G {
-                    if meets[g] {
-                        let dv = load(&dy[oh[g] * wo + v * LANES..]);
+                std::array::from_fn(|kj| unsafe { lay.load_at(p, at + col[kj]) })
+            };
+            if meets.iter().all(|&m| m) {
+                // Rows away from the plane's edges meet every filter row of the group: no tests.
+                for v in 0..n8 / LANES {
+                    let pv = load_row(v);
+                    for g in 0..G {
+                        let dv = load(&dyr[g][v * LANES..]);
                         for kj in 0..K {
                             acc[g][kj] = dv.mul_add(pv[kj], acc[g][kj]);
+                        }
+                    }
+                }
+            } else {
+                for v in 0..n8 / LANES {
+                    let pv = load_row(v);
+                    for g in 0..G {
+                        if meets[g] {
+                            let dv = load(&dyr[g][v * LANES..]);
+                            for kj in 0..K {
+                                acc[g][kj] = dv.mul_add(pv[kj], acc[g][kj]);
+                            }
                         }
                     }
                 }
