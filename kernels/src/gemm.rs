@@ -441,11 +441,13 @@ mod tests {
     }
 
     /// C = A B^T through the transposed-B blocks at k where the block width changes (32 columns
-    /// up to k = 512, then 24, 16, 8) and past the path's end, with two blocks and a ragged last
-    /// one (n = 41: 8-column tiles and single columns), against the reference.
+    /// up to k = 512, then 24, 16, 8) and past the path's end, with several blocks and a ragged
+    /// last one (n = 137: wide enough that the dot tiles never take these k), against the
+    /// reference.
     #[test]
     fn transposed_blocks_match_reference_at_every_width() {
-        let (m, n) = (5, 41);
+        let (m, n) = (5, 137);
+        assert!(2049 < DOTS_MIN_K * n);
         for k in [1, 7, 8, 9, 64, 255, 512, 513, 700, 1100, 2048, 2049] {
             let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
             let b: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32 * 0.2 - 0.5).collect();
