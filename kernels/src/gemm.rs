@@ -188,11 +188,11 @@ const BV: usize = 4;
 
 /// C = alpha * op(A) B + beta * C with B (k x n, rows `ldb` apart) and C (m x n, rows `ldc`
 /// apart) row-major and k small, op(A)[i][p] at a[i * ri + p * rp], without packing either
-/// operand: tiles of 4 rows x 32 columns of C, each
-/// accumulated over p = 0..k as op(A)[i][p] broadcast times B's row p (16 accumulators, 8 loads
-/// per 16 multiply-adds); then 8-column and single-row tiles, then the last n % 8 columns one
-/// value at a time. Every element is the same chain of multiply-adds in p order whatever tile it
-/// falls in.
+/// operand: tiles of 4 rows x 32 columns of C, each accumulated over p = 0..k as op(A)[i][p]
+/// broadcast times B's row p (16 accumulators, 8 loads per 16 multiply-adds); then a 16-column
+/// block in 4 x 16 tiles and an 8-column one in 8 x 8 tiles (single rows where m runs out), then
+/// the last n % 8 columns one value at a time. Every element is the same chain of multiply-adds
+/// in p order whatever tile it falls in.
 #[allow(clippy::too_many_arguments)]
 fn broadcast(
     m: usize,
