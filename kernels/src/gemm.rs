@@ -27,9 +27,9 @@ fn strides(t: Trans, cols: usize) -> (usize, usize) {
 /// (its old contents are never read, NaN included).
 ///
 /// By shape: A B^T over a long k (at least [`DOTS_MIN_K`] times m and n: the weight gradient
-/// dy x^T of a 1x1 conv on a large plane) as tiles of dot products ([`dots`]); op(A) B with k up
-/// to [`BROADCAST_MAX_K`] (every 1x1 conv's forward and input gradient) by [`broadcast`]; op(A)
-/// B^T with k up to [`TRANSPOSE_MAX_K`] by [`transposed`]; the rest by matrixmultiply, whose
+/// dy x^T of a 1x1 conv on a large plane) as tiles of dot products (`dots`); op(A) B with k up
+/// to [`BROADCAST_MAX_K`] (every 1x1 conv's forward and input gradient) by `broadcast`; op(A)
+/// B^T with k up to [`TRANSPOSE_MAX_K`] by `transposed`; the rest by matrixmultiply, whose
 /// packing costs more than these products (in cache, one thread, GFLOP/s ours vs matrixmultiply:
 /// 16 x 1024 x 16 A B^T 100 vs 16, 64 x 64 x 64 A B^T 100 vs 68, 8 x 24 x 1024 A B 100 vs 28).
 #[allow(clippy::too_many_arguments)]
@@ -96,15 +96,15 @@ fn scale_into(out: &mut f32, alpha: f32, acc: f32, beta: f32) {
 }
 
 /// [`sgemm`] computes C = A B^T as dot products when k is at least this many times max(m, n).
-/// Measured in cache, one thread, GFLOP/s dots vs [`transposed`]: 16 x 1024 x 16 99 vs 47,
+/// Measured in cache, one thread, GFLOP/s dots vs `transposed`: 16 x 1024 x 16 99 vs 47,
 /// 16 x 256 x 16 73 vs 60, 32 x 512 x 32 91 vs 94, 32 x 256 x 32 75 vs 93, 8 x 64 x 8 28 vs 34.
 pub const DOTS_MIN_K: usize = 16;
 
-/// [`sgemm`] computes C = op(A) B with B as stored by [`broadcast`] when k is at most this: the 1x1
+/// [`sgemm`] computes C = op(A) B with B as stored by `broadcast` when k is at most this: the 1x1
 /// convs' products, k = input channels.
 pub const BROADCAST_MAX_K: usize = 64;
 
-/// [`sgemm`] computes C = op(A) B^T with k at most this by [`transposed`]: the weight gradients
+/// [`sgemm`] computes C = op(A) B^T with k at most this by `transposed`: the weight gradients
 /// of the 1x1 convs (k = the plane's size: 1024, 256, 64 in DARTS).
 pub const TRANSPOSE_MAX_K: usize = 2048;
 

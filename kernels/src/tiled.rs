@@ -1,10 +1,11 @@
 //! Padded planes and register tiles: the engine behind the depthwise-conv and pooling fast paths.
 //!
-//! A plane is copied once into a stack scratch, padded on every side ([`Layout`], [`fill`]); every
-//! output is then a reduction over the k x k taps of its window in that copy, computed `R` rows by `V`
-//! vectors of 8 columns at a time so the accumulators stay in registers ([`tiles`]). What a tap does
-//! is a [`TapReduce`]: a weighted sum (convolution, average pool) or a max with its argmax. A strided
-//! window reads a copy split into stride phases, so every tap still reads one contiguous run.
+//! A plane is copied once into a stack scratch, padded on every side ([`Layout`],
+//! [`Padded::fill`]); every output is then a reduction over the k x k taps of its window in that
+//! copy, computed `R` rows by `V` vectors of 8 columns at a time so the accumulators stay in
+//! registers ([`tiles`]). What a tap does is a [`TapReduce`]: a weighted sum (convolution, average
+//! pool) or a max with its argmax. A strided window reads a copy split into stride phases, so every
+//! tap still reads one contiguous run.
 use crate::simd::{f32x8, hsum, load, store, LANES};
 
 /// Planes whose padded copy fits in this many values take the tiled path: 32x32 planes with the
@@ -473,8 +474,8 @@ fn rows_with<Op: TapReduce, const K: usize, const R: usize, const V: usize, cons
 /// Reduces every output window of the padded plane `p` with `op`, in register tiles of the shape
 /// `tile_shape` picks, for the outputs the layout was made for; `emit(oh, ow0, acc)` receives
 /// outputs ow0..ow0 + 8 of row oh (lanes at or beyond wo are padding: the caller drops them).
-/// At stride 1, 3 x 3 and 5 x 5 windows take [`rows_of`] (but for 5 x 5 at dilation 2 on rows 8
-/// wide, which ran slower that way: more registers than there are); the rest [`tiles_of`].
+/// At stride 1, 3 x 3 and 5 x 5 windows take `rows_of` (but for 5 x 5 at dilation 2 on rows 8
+/// wide, which ran slower that way: more registers than there are); the rest `tiles_of`.
 pub fn tiles<Op: TapReduce>(
     lay: &Layout,
     p: &[f32],
