@@ -3,10 +3,13 @@ use crate::{Result, Tape, Tensor, Var};
 
 /// Tolerances of [`gradcheck`]. An element passes when |analytic - numeric| <= atol + rtol * |numeric|.
 ///
-/// The defaults suit f32 functions of O(1) inputs whose loss sums up to a few hundred O(1) terms:
-/// with step `eps` = 1e-2 the truncation error of a smooth function is O(eps^2) ~ 1e-4 relative, and
-/// the f32 round-off of the loss (~1e-5 absolute) divided by 2 eps stays below `atol` = 1e-3. That is
-/// tight enough to reject a backward that is off by 1 % wherever the gradient exceeds ~0.15.
+/// The defaults suit f32 functions of O(1) inputs: with step `eps` = 1e-2 the truncation error of a
+/// smooth function is O(eps^2) ~ 1e-4 relative, and the f32 round-off of the outputs that a step
+/// changes, divided by 2 eps, stays well below `atol` = 1e-3. That is tight enough to reject a
+/// backward that is off by 1 % wherever the gradient exceeds ~0.15. A one-element loss that sums
+/// many terms rounds them all into one f32 (a loss of 80 has ulps of 8e-6: 4e-4 once divided by
+/// 2 eps); [`gradcheck_vjp`] takes the function's output before such a sum and forms the sum in
+/// f64 from the differences of its elements, which keeps that round-off out.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GradcheckOptions {
     /// Finite-difference step: d ~ (f(x + eps) - f(x - eps)) / (2 eps).
@@ -80,16 +83,49 @@ pub fn gradcheck<F>(f: F, inputs: &[Tensor], opts: GradcheckOptions) -> Result<G
 where
     F: Fn(&mut Tape, &[Var]) -> Result<Var>,
 {
+    check(f, inputs, None, opts)
+}
+
+/// Checks the vector-Jacobian product of `f`'s output y (of any shape) with the cotangent `r` (y's
+/// shape): the tape's dx = r^T dy/dx ([`Tape::backward_with`]) against, element by element,
+/// sum_j r_j (y_j(x + eps) - y_j(x - eps)) / 2 eps, summed in f64. Outputs a step leaves unchanged
+/// cancel exactly, so only the round-off of those it changes enters the difference. The same
+/// test as [`gradcheck`] of the loss <y, r>, without that loss's f32 rounding.
+pub fn gradcheck_vjp<F>(
+    f: F,
+    inputs: &[Tensor],
+    r: &Tensor,
+    opts: GradcheckOptions,
+) -> Result<GradcheckReport>
+where
+    F: Fn(&mut Tape, &[Var]) -> Result<Var>,
+{
+    check(f, inputs, Some(r), opts)
+}
+
+/// [`gradcheck`] (`r` None: the output is a loss, its cotangent 1) and [`gradcheck_vjp`].
+fn check<F>(
+    f: F,
+    inputs: &[Tensor],
+    r: Option<&Tensor>,
+    opts: GradcheckOptions,
+) -> Result<GradcheckReport>
+where
+    F: Fn(&mut Tape, &[Var]) -> Result<Var>,
+{
     let eval = |xs: &[Tensor], grad: bool| -> Result<(Tape, Vec<Var>, Var)> {
         let mut tape = Tape::new();
         tape.set_grad_enabled(grad);
         tape.set_poison_fresh_grads(true);
         let vars: Vec<Var> = xs.iter().map(|x| tape.leaf(x.clone(), true)).collect();
-        let loss = f(&mut tape, &vars)?;
-        Ok((tape, vars, loss))
+        let y = f(&mut tape, &vars)?;
+        Ok((tape, vars, y))
     };
-    let (mut tape, vars, loss) = eval(inputs, true)?;
-    tape.backward(loss)?;
+    let (mut tape, vars, y) = eval(inputs, true)?;
+    match r {
+        Some(r) => tape.backward_with(y, r.clone())?,
+        None => tape.backward(y)?,
+    }
     let analytic: Vec<Tensor> = vars
         .iter()
         .zip(inputs)
@@ -111,14 +147,24 @@ where
     for (k, a) in analytic.iter().enumerate() {
         for i in 0..xs[k].numel() {
             let orig = xs[k].data()[i];
-            let mut at = |delta: f32| -> Result<f32> {
+            let mut at = |delta: f32| -> Result<Tensor> {
                 xs[k].data_mut()[i] = orig + delta;
-                let (t, _, l) = eval(&xs, false)?;
-                t.value(l).item()
+                let (mut t, _, y) = eval(&xs, false)?;
+                Ok(t.take_value(y))
             };
             let (plus, minus) = (at(opts.eps)?, at(-opts.eps)?);
             xs[k].data_mut()[i] = orig;
-            let numeric = ((plus as f64 - minus as f64) / (2.0 * opts.eps as f64)) as f32;
+            let (plus, minus) = (plus.data(), minus.data());
+            let diff: f64 = match r {
+                Some(r) => plus
+                    .iter()
+                    .zip(minus)
+                    .zip(r.data())
+                    .map(|((&p, &m), &r)| (p as f64 - m as f64) * r as f64)
+                    .sum(),
+                None => plus[0] as f64 - minus[0] as f64,
+            };
+            let numeric = (diff / (2.0 * opts.eps as f64)) as f32;
             let analytic = a.data()[i];
             let err = (analytic - numeric).abs();
             let tol = opts.atol + opts.rtol * numeric.abs();

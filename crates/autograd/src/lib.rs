@@ -12,7 +12,7 @@
 //! Inspection is part of the design: every node has an op name, a shape and an optional scope
 //! (`cells.0._ops.3`); [`Tape::nodes`] lists them with value and gradient statistics and
 //! [`Tape::to_dot`] draws the graph. [`gradcheck`] compares a function's tape gradients with central
-//! finite differences.
+//! finite differences; [`gradcheck_vjp`] does so for an output of any shape and a cotangent.
 
 mod gradcheck;
 mod inspect;
@@ -20,7 +20,7 @@ mod pool;
 mod profile;
 mod tape;
 
-pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport, Mismatch};
+pub use gradcheck::{gradcheck, gradcheck_vjp, GradcheckOptions, GradcheckReport, Mismatch};
 pub use inspect::{NodeInfo, Stats};
 pub use profile::{Cost, OpProfile, Profile, Work};
 pub use tape::{Backward, GradOut, GradSlots, Tape, Var};

@@ -502,14 +502,23 @@ impl Tape {
                 self.values[loss.index].dims()
             )));
         }
-        if !self.nodes[loss.index].requires_grad {
+        let seed = Tensor::full(self.values[loss.index].shape().clone(), 1.0);
+        self.backward_with(loss, seed)
+    }
+
+    /// Back-propagates a cotangent `dy` of `y`'s shape: every input x gains the vector-Jacobian
+    /// product dy^T dy/dx (PyTorch's `y.backward(dy)`); [`Tape::backward`] is the case dy = 1.
+    pub fn backward_with(&mut self, y: Var, dy: Tensor) -> Result<()> {
+        self.check(y);
+        dy.shape()
+            .expect_eq(self.values[y.index].shape(), "backward_with's cotangent")?;
+        if !self.nodes[y.index].requires_grad {
             return Err(Error::Tape(
-                "the loss does not depend on anything that requires grad".into(),
+                "the output does not depend on anything that requires grad".into(),
             ));
         }
-        let seed = Tensor::full(self.values[loss.index].shape().clone(), 1.0);
-        self.add_grad(loss.index, seed);
-        for i in (0..=loss.index).rev() {
+        self.add_grad(y.index, dy);
+        for i in (0..=y.index).rev() {
             let Some(grad_out) = self.grads[i].take() else {
                 continue;
             };

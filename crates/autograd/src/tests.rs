@@ -323,3 +323,70 @@ fn wants_tells_which_inputs_need_a_gradient() {
     tape.backward(loss).unwrap();
     assert_eq!(*seen.lock().unwrap(), vec![true, false]);
 }
+
+#[test]
+fn backward_with_seeds_a_cotangent_of_the_outputs_shape() {
+    let mut tape = Tape::new();
+    let x = tape.leaf(t(&[1.0, 2.0, -3.0]), true);
+    let y = mul(&mut tape, x, x);
+    assert!(
+        tape.backward_with(y, t(&[1.0, 2.0])).is_err(),
+        "a cotangent of another shape is an error"
+    );
+    tape.backward_with(y, t(&[0.5, -1.0, 2.0])).unwrap();
+    // dx = r * 2x.
+    assert_eq!(tape.grad(x).unwrap().data(), &[1.0, -4.0, -12.0]);
+    let c = tape.leaf(t(&[1.0]), false);
+    assert!(
+        tape.backward_with(c, t(&[1.0])).is_err(),
+        "nothing to differentiate"
+    );
+}
+
+/// y = x^2 elementwise, its backward scaled by `1.0 + planted_error`.
+struct Square(f32);
+impl Backward for Square {
+    fn backward(&self, inputs: &[&Tensor], _out: &Tensor, g: &Tensor, grads: &mut GradSlots) {
+        if let Some(d) = grads[0].as_mut() {
+            for ((d, g), x) in d.data_mut().iter_mut().zip(g.data()).zip(inputs[0].data()) {
+                *d += g * 2.0 * x * (1.0 + self.0);
+            }
+        }
+    }
+}
+
+fn square(t: &mut Tape, x: Var, planted: f32) -> Var {
+    let y = t.value(x).data().iter().map(|v| v * v).collect();
+    let y = Tensor::from_vec(t.value(x).shape().clone(), y).unwrap();
+    t.push("square", y, &[x], Square(planted))
+}
+
+/// 1000 outputs near 900: their sum <y, r> as one f32 loss rounds by more than a step of 1e-2
+/// changes it, so a gradcheck of that loss fails a right backward; the vector-Jacobian check,
+/// which sums the outputs' differences in f64, passes it and still rejects one 1 % off.
+#[test]
+fn gradcheck_vjp_is_free_of_the_loss_rounding_and_rejects_a_planted_error() {
+    let mut rng = tensor::Rng::new(5);
+    let x = Tensor::uniform([1000], 20.0, 40.0, &mut rng);
+    let r = Tensor::uniform([1000], -1.0, 1.0, &mut rng);
+    let opts = GradcheckOptions::default();
+    let vjp = |planted: f32| {
+        let f = move |tp: &mut Tape, v: &[Var]| -> Result<Var> { Ok(square(tp, v[0], planted)) };
+        gradcheck_vjp(f, std::slice::from_ref(&x), &r, opts).unwrap()
+    };
+    let good = vjp(0.0);
+    assert!(good.passed, "{good}");
+    let bad = vjp(0.01);
+    assert!(!bad.passed, "a 1% wrong backward must be rejected: {bad}");
+    let as_loss = |tp: &mut Tape, v: &[Var]| -> Result<Var> {
+        let y = square(tp, v[0], 0.0);
+        let c = tp.leaf(r.clone(), false);
+        let p = mul(tp, y, c);
+        Ok(sum(tp, p, 0.0))
+    };
+    let rounded = gradcheck(as_loss, std::slice::from_ref(&x), opts).unwrap();
+    assert!(
+        !rounded.passed && rounded.max_abs_err > 10.0 * good.max_abs_err,
+        "the one-f32 loss was expected to round visibly: {rounded} vs {good}"
+    );
+}

@@ -1,5 +1,5 @@
 //! Finite-difference test helpers: random tensors, kink avoidance, and the probe loss.
-use autograd::{gradcheck, GradcheckOptions, Result, Tape, Tensor, Var};
+use autograd::{gradcheck_vjp, GradcheckOptions, Result, Tape, Tensor, Var};
 use proptest::prelude::*;
 
 /// A tensor of `dims` with values in [-1, 1].
@@ -60,31 +60,50 @@ pub fn distinct(t: Tensor, gap: f32) -> Tensor {
     Tensor::from_vec(t.shape().clone(), v).unwrap()
 }
 
-/// Gradchecks `loss = <f(inputs), r>` for a fixed random cotangent `r` (so the whole vector-Jacobian
-/// product is tested), and panics with the report if it fails. Twice: once as it is, where `f`'s
-/// ops write their inputs' gradients into fresh slots (poisoned by the gradcheck), and once with a
-/// term `<x_i, r_i>` per input recorded after `f`, whose backward runs first, so that `f`'s ops add
-/// into gradients already there.
+/// Gradchecks f's vector-Jacobian product for a fixed random cotangent `r` (so the whole product is
+/// tested; [`gradcheck_vjp`] sums <y, r>'s differences in f64, free of a loss's f32 rounding), with
+/// f's ops writing their inputs' gradients into fresh slots (poisoned by the gradcheck). Then, with
+/// a term `<x_i, r_i>` per input recorded after `f`, whose backward runs first, checks that f's ops
+/// add into gradients already there: each input's gradient must be r_i plus the one just checked.
+/// Panics with what failed.
 pub fn check<F>(f: F, inputs: &[Tensor], seed: u64)
 where
     F: Fn(&mut Tape, &[Var]) -> Result<Var>,
 {
-    for accumulate in [false, true] {
-        let probe = |tape: &mut Tape, vars: &[Var]| -> Result<Var> {
-            let y = f(tape, vars)?;
-            let mut rng = tensor::Rng::new(seed);
-            let r = Tensor::uniform(tape.value(y).shape().clone(), -1.0, 1.0, &mut rng);
-            let mut loss = crate::dot_const(tape, y, &r)?;
-            if accumulate {
-                for &x in vars {
-                    let r = Tensor::uniform(tape.value(x).shape().clone(), -1.0, 1.0, &mut rng);
-                    let term = crate::dot_const(tape, x, &r)?;
-                    loss = crate::add(tape, loss, term)?;
-                }
-            }
-            Ok(loss)
-        };
-        let report = gradcheck(probe, inputs, GradcheckOptions::default()).unwrap();
-        assert!(report.passed, "{report} (accumulating: {accumulate})");
+    let mut rng = tensor::Rng::new(seed);
+    let leaves = |tape: &mut Tape| -> Vec<Var> {
+        tape.set_poison_fresh_grads(true);
+        inputs.iter().map(|x| tape.leaf(x.clone(), true)).collect()
+    };
+    let mut fresh = Tape::new();
+    let vars = leaves(&mut fresh);
+    let y = f(&mut fresh, &vars).unwrap();
+    let r = Tensor::uniform(fresh.value(y).shape().clone(), -1.0, 1.0, &mut rng);
+    let report = gradcheck_vjp(&f, inputs, &r, GradcheckOptions::default()).unwrap();
+    assert!(report.passed, "{report} (fresh gradient slots)");
+    fresh.backward_with(y, r.clone()).unwrap();
+
+    let mut acc = Tape::new();
+    let acc_vars = leaves(&mut acc);
+    let y = f(&mut acc, &acc_vars).unwrap();
+    let mut loss = crate::dot_const(&mut acc, y, &r).unwrap();
+    let mut terms = Vec::new();
+    for &x in &acc_vars {
+        let r = Tensor::uniform(acc.value(x).shape().clone(), -1.0, 1.0, &mut rng);
+        let term = crate::dot_const(&mut acc, x, &r).unwrap();
+        loss = crate::add(&mut acc, loss, term).unwrap();
+        terms.push(r);
+    }
+    acc.backward(loss).unwrap();
+    for (k, ((&v, &a), r)) in vars.iter().zip(&acc_vars).zip(&terms).enumerate() {
+        let (g, a) = (fresh.grad(v).unwrap().data(), acc.grad(a).unwrap().data());
+        for (i, ((&g, &a), &r)) in g.iter().zip(a).zip(r.data()).enumerate() {
+            let want = r + g;
+            assert!(
+                (a - want).abs() <= 1e-3 + 3e-3 * want.abs(),
+                "accumulating gradient slots: input {k} element {i} is {a}, want {r} already \
+                 there + {g} = {want}"
+            );
+        }
     }
 }
