@@ -76,40 +76,50 @@ fn twenty_sigkills_then_resume_end_bit_identical() {
     let (reference, killed) = (d.join("reference"), d.join("killed"));
     ok(&search_cmd(&reference, "24", false).output().unwrap());
 
+    // Each run is killed after a random 0 to 15 of its steps (an epoch is 10, its checkpoint
+    // written after the 10th) and then 0 to 60 ms into what follows: start-up, a step or the
+    // epoch-end writes. Counted in steps, not seconds, so that a slow or busy machine kills at
+    // the same places (seconds made a loaded machine never reach an epoch's end).
+    let lines = |dir: &Path| {
+        std::fs::read_to_string(dir.join("log.jsonl"))
+            .map(|l| l.lines().count())
+            .unwrap_or(0)
+    };
     let mut rng = tensor::Rng::new(2026);
-    let (mut kills, mut mid_epoch, mut attempts) = (0, 0, 0);
+    let (mut kills, mut mid_epoch) = (0, 0);
     while kills < 20 {
-        attempts += 1;
-        assert!(attempts < 200, "no progress after {attempts} attempts");
         // Killed before its first checkpoint: nothing to resume, start again (as `darts study` does).
         let resume = has_checkpoint(&killed);
         if !resume {
             let _ = std::fs::remove_dir_all(&killed);
         }
+        // log.jsonl is appended to: a resumed run logs again the steps its killed one had
+        // logged past the checkpoint.
+        let before = lines(&killed);
+        let (steps, extra) = (rng.below(16), rng.below(61) as u64);
         let mut child = search_cmd(&killed, "24", resume).spawn().unwrap();
-        let delay = Duration::from_millis(20 + rng.below(480) as u64);
         let start = Instant::now();
-        while start.elapsed() < delay {
-            if child.try_wait().unwrap().is_some() {
-                break;
+        while lines(&killed) < before + steps {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "the search ended on its own with {status}"
+                );
+                panic!("the search finished after only {kills} kills; make it longer");
             }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "no step logged for two minutes"
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(
-                status.success(),
-                "the search ended on its own with {status}"
-            );
-            panic!("the search finished after only {kills} kills; make it longer");
-        }
+        std::thread::sleep(Duration::from_millis(extra));
+        let logged = lines(&killed) - before;
         child.kill().unwrap();
         child.wait().unwrap();
         kills += 1;
-        // Was it killed with steps of an unfinished epoch in its log (not just at an epoch end)?
-        let steps = std::fs::read_to_string(killed.join("log.jsonl"))
-            .map(|l| l.lines().count())
-            .unwrap_or(0);
-        mid_epoch += usize::from(steps % 10 != 0);
+        // Was it killed with steps of an unfinished epoch logged (not just at an epoch end)?
+        mid_epoch += usize::from(logged % 10 != 0);
     }
     assert!(
         mid_epoch >= 5,
