@@ -26,7 +26,8 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
-    /// Per op family: time, FLOPs, bytes, achieved rates and the bound from this machine's peaks.
+    /// Per op family: time, FLOPs, bytes, achieved rates and the bound from this machine's peaks
+    /// (with --json, also each op's forward and backward seconds per step).
     #[arg(long)]
     roofline: bool,
 }
@@ -148,9 +149,12 @@ struct Family {
     bound: f64,
 }
 
-/// A step's time per op family against the bounds of this machine's peaks.
+/// A step's time per op family against the bounds of this machine's peaks, and per op.
 struct Roofline {
     families: Vec<(&'static str, Family)>,
+    /// Every op's forward and backward seconds per step, in op name order (JSON only: to find,
+    /// say, which ops gain least from a second thread).
+    ops: Vec<(&'static str, f64, f64)>,
     peaks: kernels::peak::Peaks,
 }
 
@@ -161,13 +165,20 @@ impl Roofline {
             .iter()
             .map(|(n, _)| (*n, Family::default()))
             .collect();
+        let per_step = 1.0 / steps as f64;
+        let ops = profile
+            .iter()
+            .map(|(op, p)| {
+                let (fwd, bwd) = (p.forward_seconds, p.backward_seconds);
+                (*op, fwd * per_step, bwd * per_step)
+            })
+            .collect();
         for (op, p) in profile {
             let at = FAMILIES
                 .iter()
                 .position(|(_, ops)| ops.contains(op))
                 .unwrap_or(FAMILIES.len() - 1);
             let f = &mut families[at].1;
-            let per_step = 1.0 / steps as f64;
             let (flops, bytes) = (
                 p.forward.flops + p.backward.flops,
                 p.forward.bytes + p.backward.bytes,
@@ -179,7 +190,11 @@ impl Roofline {
             let bound = |w: autograd::Work| (w.flops / gflops).max(w.bytes / gbs);
             f.bound += (bound(p.forward) + bound(p.backward)) * per_step;
         }
-        Roofline { families, peaks }
+        Roofline {
+            families,
+            ops,
+            peaks,
+        }
     }
 
     fn bound(&self) -> f64 {
@@ -227,10 +242,19 @@ impl Roofline {
                 (n.to_string(), v)
             })
             .collect();
+        let ops: serde_json::Map<String, serde_json::Value> = self
+            .ops
+            .iter()
+            .map(|&(n, fwd, bwd)| {
+                let v = json!({"forward_seconds": fwd, "backward_seconds": bwd});
+                (n.to_string(), v)
+            })
+            .collect();
         json!({
             "peak_gflops": self.peaks.gflops(),
             "peak_gbs": self.peaks.gbs(),
             "families": families,
+            "ops": ops,
             "step_seconds": median,
             "mean_step_seconds": mean,
             "bound_seconds": self.bound(),

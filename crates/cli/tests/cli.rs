@@ -292,6 +292,19 @@ fn bench_roofline_reports_each_family_of_the_step() {
         }
     }
     let profiled: f64 = f.values().map(|v| v["seconds"].as_f64().unwrap()).sum();
+    // Per op, the same seconds split into forward and backward.
+    let ops = r["ops"].as_object().unwrap();
+    for op in ["separable_conv_bn", "max_pool2d", "weighted_sum_bn", "maxw"] {
+        assert!(ops[op]["forward_seconds"].as_f64().unwrap() > 0.0, "{op}");
+    }
+    let per_op: f64 = ops
+        .values()
+        .map(|v| v["forward_seconds"].as_f64().unwrap() + v["backward_seconds"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (per_op - profiled).abs() <= 1e-9 * profiled.max(1.0),
+        "{per_op} vs {profiled}"
+    );
     let step = r["step_seconds"].as_f64().unwrap();
     assert!(
         profiled <= step * 1.01 && profiled > 0.5 * step,
