@@ -249,15 +249,15 @@ mod tests {
             concat_channels(&parts, &ch, n, hw, &mut out);
             reference::concat_channels(&parts, &ch, n, hw, &mut want);
             prop_assert_eq!(&out, &want);
-            for k in 0..ch.len() {
-                let (mut a, mut b) = (parts[k].to_vec(), parts[k].to_vec());
+            for (k, part) in parts.iter().enumerate() {
+                let (mut a, mut b) = (part.to_vec(), part.to_vec());
                 split_channels_add(&out, &ch, k, n, hw, &mut a);
                 reference::split_channels_add(&out, &ch, k, n, hw, &mut b);
                 prop_assert_eq!(&a, &b);
-                prop_assert_eq!(a, parts[k].iter().map(|v| 2.0 * v).collect::<Vec<_>>());
+                prop_assert_eq!(a, part.iter().map(|v| 2.0 * v).collect::<Vec<_>>());
                 let (mut m, mut mr) = (out.clone(), out.clone());
-                merge_channels_add(parts[k], &ch, k, n, hw, &mut m);
-                reference::merge_channels_add(parts[k], &ch, k, n, hw, &mut mr);
+                merge_channels_add(part, &ch, k, n, hw, &mut m);
+                reference::merge_channels_add(part, &ch, k, n, hw, &mut mr);
                 prop_assert_eq!(m, mr);
             }
         }

@@ -4,7 +4,7 @@ use autograd::Tape;
 use darts::checkpoint::{load_supernet, save_tensors, TensorFile};
 use darts::pass::{pass, Model, Want};
 use darts::Weighting;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tensor::Tensor;
 
 #[derive(clap::Args)]
@@ -32,7 +32,7 @@ pub struct GradArgs {
 }
 
 fn load_batch(
-    path: &PathBuf,
+    path: &Path,
     classes: usize,
     in_channels: usize,
 ) -> Result<(Tensor, Vec<u32>), Failure> {

@@ -12,7 +12,7 @@ use crate::Failure;
 use darts::checkpoint::{load_supernet, save_supernet, TensorFile};
 use darts::optim::GradTransform;
 use darts::{Order, Search, SearchConfig, Weighting};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tensor::Tensor;
 
 #[derive(clap::Args)]
@@ -49,7 +49,7 @@ type StepBatches = ((Tensor, Vec<u32>), (Tensor, Vec<u32>));
 /// Reads `train.K.*` and `val.K.*` for K = 0, 1, ... until `train.K.x` is missing; every tensor of
 /// the file must belong to a step.
 fn load_batches(
-    path: &PathBuf,
+    path: &Path,
     classes: usize,
     in_channels: usize,
 ) -> Result<Vec<StepBatches>, Failure> {

@@ -24,6 +24,8 @@ pub struct StudyArgs {
     grid: GridArgs,
 }
 
+// Parsed once per process: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum StudyCommand {
     /// Print every run as a plain `darts` command with its dependency, for any scheduler (writes

@@ -41,15 +41,16 @@ fn ok(o: &std::process::Output) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// Every tensor of a checkpoint, and its position; not the history (it holds run times).
-fn state(
-    dir: &Path,
-) -> (
+/// A checkpoint's float tensors (as bits) and integer tensors, its position and the genotype.
+type State = (
     Vec<(String, Vec<u32>)>,
     Vec<(String, Vec<i64>)>,
     String,
     String,
-) {
+);
+
+/// Every tensor of a checkpoint, and its position; not the history (it holds run times).
+fn state(dir: &Path) -> State {
     let f = TensorFile::open(&dir.join("checkpoint.safetensors")).unwrap();
     let floats = f
         .f32s

@@ -212,46 +212,14 @@ pub fn alphas_svg(history: &[EpochRecord], weighting: Weighting) -> String {
     s
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Genotype;
-
-    #[test]
-    fn dot_and_svg_name_every_edge() {
-        let g = Genotype::from_python("Genotype(normal=[('sep_conv_3x3', 0), ('skip_connect', 1), ('dil_conv_3x3', 2), ('max_pool_3x3', 0)], normal_concat=[2, 3], reduce=[('skip_connect', 0), ('skip_connect', 1)], reduce_concat=[2])").unwrap();
-        let dot = cell_dot(&g.normal, &g.normal_concat);
-        assert!(
-            dot.contains("\"c_{k-2}\" -> \"0\" [label=\"sep_conv_3x3\"")
-                && dot.contains("\"0\" -> \"1\" [label=\"dil_conv_3x3\"")
-        );
-        let svg = cell_svg("normal", &g.normal, &g.normal_concat);
-        assert!(
-            svg.starts_with("<svg")
-                && svg.contains("dil_conv_3x3")
-                && svg.matches("marker-end").count() == 4 + 2
-        );
-    }
-
-    #[test]
-    fn maxw_weights_peak_at_one() {
-        let w = mixture_weights(&[0.1, 0.5, -0.2, 0.0, 0.0, 0.0, 0.0, 0.0], Weighting::Maxw);
-        assert_eq!(w[0][1], 1.0);
-        let s: f32 = mixture_weights(
-            &[0.1, 0.5, -0.2, 0.0, 0.0, 0.0, 0.0, 0.0],
-            Weighting::Softmax,
-        )[0]
-        .iter()
-        .sum();
-        assert!((s - 1.0).abs() < 1e-6);
-    }
-}
+/// One chart of [`curves_svg`]: its title and two series (name, a value per epoch, colour).
+type Chart<'a> = (&'a str, [(&'a str, Vec<Option<f32>>, &'a str); 2]);
 
 /// Loss and accuracy per epoch (train and, where present, test) as two side-by-side SVG charts.
 pub fn curves_svg(history: &[crate::train::TrainEpoch]) -> String {
     let (cw, ch, pad) = (420.0f64, 260.0f64, 50.0f64);
     let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"Helvetica, Arial, sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n", w = 2.0 * (cw + pad) + pad, h = ch + 2.0 * pad);
-    let charts: [(&str, [(&str, Vec<Option<f32>>, &str); 2]); 2] = [
+    let charts: [Chart; 2] = [
         (
             "loss",
             [
@@ -332,4 +300,39 @@ pub fn curves_svg(history: &[crate::train::TrainEpoch]) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Genotype;
+
+    #[test]
+    fn dot_and_svg_name_every_edge() {
+        let g = Genotype::from_python("Genotype(normal=[('sep_conv_3x3', 0), ('skip_connect', 1), ('dil_conv_3x3', 2), ('max_pool_3x3', 0)], normal_concat=[2, 3], reduce=[('skip_connect', 0), ('skip_connect', 1)], reduce_concat=[2])").unwrap();
+        let dot = cell_dot(&g.normal, &g.normal_concat);
+        assert!(
+            dot.contains("\"c_{k-2}\" -> \"0\" [label=\"sep_conv_3x3\"")
+                && dot.contains("\"0\" -> \"1\" [label=\"dil_conv_3x3\"")
+        );
+        let svg = cell_svg("normal", &g.normal, &g.normal_concat);
+        assert!(
+            svg.starts_with("<svg")
+                && svg.contains("dil_conv_3x3")
+                && svg.matches("marker-end").count() == 4 + 2
+        );
+    }
+
+    #[test]
+    fn maxw_weights_peak_at_one() {
+        let w = mixture_weights(&[0.1, 0.5, -0.2, 0.0, 0.0, 0.0, 0.0, 0.0], Weighting::Maxw);
+        assert_eq!(w[0][1], 1.0);
+        let s: f32 = mixture_weights(
+            &[0.1, 0.5, -0.2, 0.0, 0.0, 0.0, 0.0, 0.0],
+            Weighting::Softmax,
+        )[0]
+        .iter()
+        .sum();
+        assert!((s - 1.0).abs() < 1e-6);
+    }
 }
