@@ -199,7 +199,7 @@ pub fn backward_train(
 
 /// The input gradient of training-mode batch norm without affine parameters, from its *output*
 /// y = xhat (so its input need not be kept), as per-channel coefficients:
-/// dx = invstd * (dy - mean(dy) - y * mean(dy * y)) = a[c] * dy + b[c] * y + k[c].
+/// dx = invstd * (dy - mean(dy) - y * mean(dy * y)) = `a[c] * dy + b[c] * y + k[c]`.
 /// Made in one pass over y and dy; applied plane by plane ([`OutputGrad::add_plane`]), by
 /// [`backward_train_from_output`] or by a producing op that wants dL/dx one sample at a time.
 pub struct OutputGrad<'a> {
@@ -241,12 +241,12 @@ impl<'a> OutputGrad<'a> {
         OutputGrad { a, b, k: sums }
     }
 
-    /// dx += a[c] * dy + b[c] * y + k[c] over one plane of channel c.
+    /// `dx += a[c] * dy + b[c] * y + k[c]` over one plane of channel c.
     pub fn add_plane(&self, c: usize, y: &[f32], dy: &[f32], dx: &mut [f32]) {
         self.plane::<true>(c, y, dy, dx)
     }
 
-    /// dx = a[c] * dy + b[c] * y + k[c] over one plane of channel c: the same bits as
+    /// `dx = a[c] * dy + b[c] * y + k[c]` over one plane of channel c: the same bits as
     /// [`OutputGrad::add_plane`] into zeros, without zeroing dx first.
     pub fn write_plane(&self, c: usize, y: &[f32], dy: &[f32], dx: &mut [f32]) {
         self.plane::<false>(c, y, dy, dx)

@@ -2,7 +2,7 @@
 //! dilation and the fused input ReLU.
 //!
 //! Fast path ([`crate::tiled`]; square filters, stride 1 or 2, planes whose padded copy fits
-//! [`PLANE_MAX`] values: all DARTS shapes up to 32x32, about 43x43 at most):
+//! [`PLANE_MAX`](crate::tiled::PLANE_MAX) values: all DARTS shapes up to 32x32, about 43x43 at most):
 //! each plane is padded once and every output is a weighted sum over the taps, in register tiles. The
 //! input gradient is the same correlation run on dy (zero-inserted by the stride, padded by
 //! (k - 1) * d - pad) with the flipped filter; the weight gradient is one tiled dot of dy with the

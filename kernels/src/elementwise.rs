@@ -36,7 +36,7 @@ pub fn relu(x: &[f32], y: &mut [f32]) {
     );
 }
 
-/// dx += dy * [x > 0]. (The derivative at exactly 0 is taken as 0, as PyTorch does.)
+/// `dx += dy * [x > 0]`. (The derivative at exactly 0 is taken as 0, as PyTorch does.)
 pub fn relu_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     debug_assert!(x.len() == dy.len() && dy.len() == dx.len());
     map(
@@ -85,7 +85,7 @@ pub fn axpy_to(a: f32, x: &[f32], y: &mut [f32], add: bool) {
     );
 }
 
-/// y = sum_k w[k] * xs[k] (the mixed op's weighted sum), accumulated in order k = 0, 1, ...
+/// `y = sum_k w[k] * xs[k]` (the mixed op's weighted sum), accumulated in order k = 0, 1, ...
 /// Inputs whose weight is exactly 0 still take part (0 * x), so a NaN in an input is not hidden.
 pub fn weighted_sum(w: &[f32], xs: &[&[f32]], y: &mut [f32]) {
     debug_assert_eq!(w.len(), xs.len());
@@ -114,7 +114,7 @@ pub fn weighted_sum_dots_len(n: usize, inputs: usize) -> usize {
     n.div_ceil(ELEMENTWISE_CHUNK) * inputs
 }
 
-/// The weights' gradient of [`weighted_sum`]: dots[k] = <dy, xs[k]> for every input k (the inputs'
+/// The weights' gradient of [`weighted_sum`]: `dots[k] = <dy, xs[k]>` for every input k (the inputs'
 /// own gradients are plain [`axpy`]s). Parallel over fixed chunks of the buffers, each chunk's dots
 /// in `partial` ([`weighted_sum_dots_len`]), then added up in chunk order: the same bits for any
 /// thread count.

@@ -100,14 +100,14 @@ pub fn slice2d_backward(s: &Slice2d, dout: &[f32], dx: &mut [f32]) {
     });
 }
 
-/// y[p] = mean of plane p of x (planes of `hw` values).
+/// `y[p]` = mean of plane p of x (planes of `hw` values).
 pub fn global_avg_pool(x: &[f32], hw: usize, y: &mut [f32]) {
     par::chunks(y, 1, x.len(), |p, y| {
         y[0] = simd::sum(&x[p * hw..][..hw]) / hw as f32
     });
 }
 
-/// dx[p, :] += dy[p] / hw.
+/// `dx[p, :] += dy[p] / hw`.
 pub fn global_avg_pool_backward(dy: &[f32], hw: usize, dx: &mut [f32]) {
     par::chunks(dx, hw, dx.len(), |p, dx| {
         let share = dy[p] / hw as f32;

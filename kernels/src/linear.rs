@@ -1,4 +1,4 @@
-//! Fully connected layer: y [N, out] = x [N, in] * W^T + b, W [out, in], b [out]. One sgemm each way;
+//! Fully connected layer: `y [N, out] = x [N, in] * W^T + b`, `W [out, in]`, `b [out]`. One sgemm each way;
 //! small enough in DARTS (the classifier) that it runs on one thread.
 use crate::gemm::{sgemm, Trans};
 

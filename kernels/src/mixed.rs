@@ -1,6 +1,6 @@
 //! The mixed op with its terms' trailing batch norms folded in: over [N, C, HW] inputs,
 //! y = sum_k w_k n_k(x_k), where n_k is the identity or a per-channel affine map
-//! n(x) = a[c] x + b[c] (a batch norm without affine parameters: a = 1 / sqrt(var + eps),
+//! `n(x) = a[c] x + b[c]` (a batch norm without affine parameters: a = 1 / sqrt(var + eps),
 //! b = -mean a, from [`norm_coefficients`]).
 //!
 //! DARTS ends its pool, conv and strided skip edges in such a BN. Folded here, no normalised
@@ -35,7 +35,7 @@ pub struct Term<'a> {
 pub enum Norm<'a> {
     /// n(x) = x.
     Identity,
-    /// n(x) = a[c] x + b[c]. `batch`: the statistics are the batch's own (a training-mode BN,
+    /// `n(x) = a[c] x + b[c]`. `batch`: the statistics are the batch's own (a training-mode BN,
     /// whose gradient flows through them); else fixed (eval mode).
     Bn {
         a: &'a [f32],
@@ -307,7 +307,7 @@ pub mod reference {
         }
     }
 
-    /// dw[k] and every dx_k (overwritten), by the module doc's formulas.
+    /// `dw[k]` and every dx_k (overwritten), by the module doc's formulas.
     pub fn backward(s: BnShape, terms: &[Term], g: &[f32], dw: &mut [f32], dxs: &mut [Vec<f32>]) {
         let m = (s.n * s.hw) as f64;
         let plane = |n: usize, c: usize| (n * s.c + c) * s.hw..(n * s.c + c + 1) * s.hw;

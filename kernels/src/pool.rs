@@ -160,7 +160,7 @@ pub fn max_forward(g: &ConvGeom, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
     );
 }
 
-/// dx[argmax] += dy, plane by plane.
+/// `dx[argmax] += dy`, plane by plane.
 pub fn max_backward(g: &ConvGeom, dy: &[f32], argmax: &[u32], dx: &mut [f32]) {
     let (ho, wo) = g.out_hw();
     par::chunks(dx, g.h * g.w, g.y_len(), |p, dx| {

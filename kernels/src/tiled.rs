@@ -537,7 +537,7 @@ pub fn put_grad<const ADD: bool>(v: f32x8, dx: &mut [f32], mask: Option<&[f32]>)
     }
 }
 
-/// dw[t] += sum over the layout's outputs (oh, ow) of dy[oh][ow] * P[window (oh, ow) + tap t], for
+/// `dw[t] += sum over outputs (oh, ow) of dy[oh][ow] * P[window (oh, ow) + tap t]`, for
 /// every tap t at once (the weight gradient of a correlation). Padded row r meets output row oh
 /// through filter row ki when r = oh * s + ki * d, so the pass slides down the padded rows: each
 /// 8-column vector of row r is loaded once per filter column and meets the dy vectors of every
