@@ -10,10 +10,12 @@
 //! padded once (with -inf for max, zeros for average) and every window reduced in register tiles;
 //! the average's backward is the same box sum over dy / count, zero-inserted by the stride. Other
 //! geometries run the per-window reference loops. All passes are parallel over samples or planes.
+use crate::batchnorm;
 use crate::conv::ConvGeom;
 use crate::par;
 use crate::simd::{f32x8, LANES};
 use crate::tiled::{self, put, Layout, MaxArg, Padded, Weighted, MAX_K, PLANE_MAX};
+use rayon::prelude::*;
 
 /// Input rows `ih_lo..ih_hi` that output row `oh` reads.
 fn rows(g: &ConvGeom, oh: usize) -> (usize, usize) {
@@ -96,15 +98,24 @@ fn layouts(g: &ConvGeom) -> Option<(Layout, Layout)> {
 }
 
 /// y = max over each window, argmax = flat index (ih * W + iw) of the maximum in its input plane.
-pub fn max_forward(g: &ConvGeom, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
+/// With `stats` ([N, C, 2]), each output plane's [`batchnorm::plane_stats`] too, taken while the
+/// plane is in cache (a trailing training-mode BN's statistics without reading y again).
+pub fn max_forward(
+    g: &ConvGeom,
+    x: &[f32],
+    y: &mut [f32],
+    argmax: &mut [u32],
+    stats: Option<&mut [f32]>,
+) {
     let (ho, wo) = g.out_hw();
     let plane = g.h * g.w;
     debug_assert!(plane < 1 << 24, "argmax offsets travel through f32 lanes");
     let work = g.y_len() * g.kh * g.kw;
     let Some((lay, _)) = layouts(g) else {
-        return par::chunks2(y, ho * wo, argmax, ho * wo, work, |p, y, am| {
+        par::chunks2(y, ho * wo, argmax, ho * wo, work, |p, y, am| {
             reference::max_plane(g, &x[p * plane..][..plane], y, am)
         });
+        return plane_stats_of(g, y, stats);
     };
     // Tap t's offset in the input plane from its window's corner.
     let mut ids = [0.0f32; MAX_K * MAX_K];
@@ -113,13 +124,15 @@ pub fn max_forward(g: &ConvGeom, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
     }
     let op = MaxArg(&ids[..g.kh * g.kw]);
     let lane_cols = f32x8::new(std::array::from_fn(|l| (l * g.stride) as f32));
-    par::chunks2(
+    let sample = g.c_in * ho * wo;
+    per_sample(
         y,
-        g.c_in * ho * wo,
         argmax,
-        g.c_in * ho * wo,
+        sample,
+        stats,
+        2 * g.c_in,
         work,
-        |n, y, am| {
+        |n, y, am, st| {
             let mut buf = Padded::default();
             for (c, (y, am)) in y
                 .chunks_mut(ho * wo)
@@ -155,9 +168,50 @@ pub fn max_forward(g: &ConvGeom, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
                         };
                     }
                 });
+                if !st.is_empty() {
+                    st[2 * c..2 * c + 2].copy_from_slice(&batchnorm::plane_stats(y));
+                }
             }
         },
     );
+}
+
+/// Runs `f(n, y_n, argmax_n, stats_n)` over the samples (`sample` outputs each; `stats_len`
+/// statistics each, or an empty slice without `stats`).
+fn per_sample<F>(
+    y: &mut [f32],
+    argmax: &mut [u32],
+    sample: usize,
+    stats: Option<&mut [f32]>,
+    stats_len: usize,
+    work: usize,
+    f: F,
+) where
+    F: Fn(usize, &mut [f32], &mut [u32], &mut [f32]) + Sync + Send,
+{
+    match stats {
+        Some(st) => y
+            .par_chunks_mut(sample.max(1))
+            .zip(argmax.par_chunks_mut(sample.max(1)))
+            .zip(st.par_chunks_mut(stats_len.max(1)))
+            .with_min_len(par::min_len(work))
+            .enumerate()
+            .for_each(|(n, ((y, am), st))| f(n, y, am, st)),
+        None => par::chunks2(y, sample, argmax, sample, work, |n, y, am| {
+            f(n, y, am, &mut [])
+        }),
+    }
+}
+
+/// Each output plane's [`batchnorm::plane_stats`] into `stats`, if given: for the paths that do
+/// not take them in cache.
+fn plane_stats_of(g: &ConvGeom, y: &[f32], stats: Option<&mut [f32]>) {
+    let (ho, wo) = g.out_hw();
+    if let Some(stats) = stats {
+        par::chunks(stats, 2, g.y_len(), |p, st| {
+            st.copy_from_slice(&batchnorm::plane_stats(&y[p * ho * wo..][..ho * wo]))
+        });
+    }
 }
 
 /// `dx[argmax] += dy`, plane by plane.
@@ -174,20 +228,25 @@ pub fn max_backward(g: &ConvGeom, dy: &[f32], argmax: &[u32], dx: &mut [f32]) {
     });
 }
 
-/// y = mean over the in-bounds positions of each window.
-pub fn avg_forward(g: &ConvGeom, x: &[f32], y: &mut [f32]) {
+/// y = mean over the in-bounds positions of each window; with `stats`, each output plane's BN
+/// statistics as [`max_forward`] takes them.
+pub fn avg_forward(g: &ConvGeom, x: &[f32], y: &mut [f32], stats: Option<&mut [f32]>) {
     let (ho, wo) = g.out_hw();
     let plane = g.h * g.w;
     let work = g.y_len() * g.kh * g.kw;
     let Some((lay, _)) = layouts(g) else {
-        return par::chunks(y, ho * wo, work, |p, y| {
+        par::chunks(y, ho * wo, work, |p, y| {
             reference::mean_plane(g, &x[p * plane..][..plane], y)
         });
+        return plane_stats_of(g, y, stats);
     };
     let ones = [1.0f32; MAX_K * MAX_K];
     let op = Weighted(&ones[..g.kh * g.kw]);
     let counts = Counts::new(g);
-    par::chunks(y, g.c_in * ho * wo, work, |n, y| {
+    let stats_len = if stats.is_some() { 2 * g.c_in } else { 0 };
+    let mut none: [f32; 0] = [];
+    let stats = stats.unwrap_or(&mut none);
+    par::chunks_with_scratch(y, g.c_in * ho * wo, stats, stats_len, work, |n, y, st| {
         let mut buf = Padded::default();
         for (c, y) in y.chunks_mut(ho * wo).enumerate() {
             let x = &x[(n * g.c_in + c) * plane..][..plane];
@@ -196,6 +255,9 @@ pub fn avg_forward(g: &ConvGeom, x: &[f32], y: &mut [f32]) {
                 let n = counts.lanes(oh, ow0);
                 put(sum * (f32x8::ONE / n), &mut y[oh * wo..][..wo], ow0);
             });
+            if !st.is_empty() {
+                st[2 * c..2 * c + 2].copy_from_slice(&batchnorm::plane_stats(y));
+            }
         }
     });
 }
@@ -406,18 +468,33 @@ mod tests {
             let xm: Vec<f32> = if holes { x.iter().map(|&v| if v < 0.5 { f32::NEG_INFINITY } else { v }).collect() } else { x.clone() };
             let (mut y, mut y_ref) = (vec![0.0; g.y_len()], vec![0.0; g.y_len()]);
             let (mut am, mut am_ref) = (vec![0u32; g.y_len()], vec![0u32; g.y_len()]);
-            max_forward(&g, &xm, &mut y, &mut am);
+            let planes = |y: &[f32]| {
+                let hw = y.len() / (g.n * g.c_in);
+                y.chunks(hw).flat_map(crate::batchnorm::plane_stats).collect::<Vec<f32>>()
+            };
+            let mut stats = vec![f32::NAN; 2 * g.n * g.c_in];
+            max_forward(&g, &xm, &mut y, &mut am, Some(&mut stats));
             reference::max_forward(&g, &xm, &mut y_ref, &mut am_ref);
             prop_assert_eq!(&y, &y_ref);
             prop_assert_eq!(&am, &am_ref);
+            // The statistics taken in cache: the bits of taking them from y afterwards.
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(&stats), bits(&planes(&y)));
+            let mut again = vec![0u32; g.y_len()];
+            max_forward(&g, &xm, &mut y, &mut again, None);
+            prop_assert_eq!(&y, &y_ref);
             let (mut dx, mut dx_ref) = (dx0.clone(), dx0.clone());
             max_backward(&g, &dy, &am, &mut dx);
             reference::max_backward(&g, &dy, &am_ref, &mut dx_ref);
             prop_assert_eq!(&dx, &dx_ref);
 
-            avg_forward(&g, &x, &mut y);
+            avg_forward(&g, &x, &mut y, None);
             reference::avg_forward(&g, &x, &mut y_ref);
             assert_close(&y, &y_ref, 1e-6);
+            let mut y2 = vec![0.0; g.y_len()];
+            avg_forward(&g, &x, &mut y2, Some(&mut stats));
+            prop_assert_eq!(&y2, &y);
+            prop_assert_eq!(bits(&stats), bits(&planes(&y)));
             let (mut dx, mut dx_ref) = (dx0.clone(), dx0.clone());
             avg_backward(&g, &dy, &mut dx);
             reference::avg_backward(&g, &dy, &mut dx_ref);
@@ -465,7 +542,7 @@ mod tests {
             pre_relu: false,
         };
         let mut y = vec![0.0; 4];
-        avg_forward(&g, &[1.0, 2.0, 3.0, 4.0], &mut y);
+        avg_forward(&g, &[1.0, 2.0, 3.0, 4.0], &mut y, None);
         assert_eq!(y, vec![2.5; 4]); // every window covers all four inputs, divisor 4 not 9
     }
 }

@@ -15,6 +15,36 @@ pub(crate) struct Bn {
     pub affine: Option<(usize, usize)>,
 }
 
+/// A candidate op's output up to its trailing batch norm, when the mixed op folds that BN in
+/// ([`ForwardCtx::cell_op_term`]).
+pub(crate) struct Term {
+    pub y: Var,
+    /// The BN to fold in, if any.
+    pub bn: Option<Bn>,
+    /// y's per-plane BN statistics when its producer took them (training-mode BN only).
+    pub planes: Option<Vec<f32>>,
+}
+
+impl Term {
+    /// An output with nothing to fold in, or a BN whose statistics are taken from y.
+    fn of(y: Var, bn: Option<Bn>) -> Term {
+        Term {
+            y,
+            bn,
+            planes: None,
+        }
+    }
+
+    /// An output, the BN to fold in and the statistics its producer took of y's planes.
+    fn with_planes(y: Var, bn: &Bn, planes: Vec<f32>) -> Term {
+        Term {
+            y,
+            bn: Some(bn.clone()),
+            planes: Some(planes),
+        }
+    }
+}
+
 /// ReLU -> 1x1 conv -> BN: reference `ReLUConvBN` (`op.1` conv, `op.2` BN).
 #[derive(Clone, Debug)]
 pub(crate) struct ReluConvBn {
@@ -271,8 +301,10 @@ impl ForwardCtx<'_> {
         stride: usize,
     ) -> Result<Option<Var>> {
         match self.cell_op_term(t, x, op, stride)? {
-            Some((y, Some(bn))) => Ok(Some(self.bn(t, y, &bn)?)),
-            other => Ok(other.map(|(y, _)| y)),
+            Some(Term {
+                y, bn: Some(bn), ..
+            }) => Ok(Some(self.bn(t, y, &bn)?)),
+            other => Ok(other.map(|term| term.y)),
         }
     }
 
@@ -285,7 +317,7 @@ impl ForwardCtx<'_> {
         x: Var,
         op: &CellOp,
         stride: usize,
-    ) -> Result<Option<(Var, Option<Bn>)>> {
+    ) -> Result<Option<Term>> {
         let pool = PoolOptions {
             kernel: 3,
             stride,
@@ -293,34 +325,44 @@ impl ForwardCtx<'_> {
         };
         Ok(match op {
             CellOp::Zero => None,
-            CellOp::MaxPool(bn) => Some((ops::max_pool2d(t, x, pool)?, bn.clone())),
-            CellOp::AvgPool(bn) => Some((ops::avg_pool2d(t, x, pool)?, bn.clone())),
-            CellOp::Identity => Some((x, None)),
-            CellOp::Reduce(m) if m.bn.affine.is_none() => {
-                Some((self.fr_unnormalised(t, x, m)?, Some(m.bn.clone())))
+            // A training-mode BN to fold in: its statistics taken while each plane is in cache.
+            CellOp::MaxPool(Some(bn)) if self.train_bn && bn.affine.is_none() => {
+                let (y, planes) = ops::max_pool2d_stats(t, x, pool)?;
+                Some(Term::with_planes(y, bn, planes))
             }
-            CellOp::Reduce(m) => Some((self.fr(t, x, m)?, None)),
+            CellOp::AvgPool(Some(bn)) if self.train_bn && bn.affine.is_none() => {
+                let (y, planes) = ops::avg_pool2d_stats(t, x, pool)?;
+                Some(Term::with_planes(y, bn, planes))
+            }
+            CellOp::MaxPool(bn) => Some(Term::of(ops::max_pool2d(t, x, pool)?, bn.clone())),
+            CellOp::AvgPool(bn) => Some(Term::of(ops::avg_pool2d(t, x, pool)?, bn.clone())),
+            CellOp::Identity => Some(Term::of(x, None)),
+            CellOp::Reduce(m) if m.bn.affine.is_none() => {
+                let y = self.fr_unnormalised(t, x, m)?;
+                Some(Term::of(y, Some(m.bn.clone())))
+            }
+            CellOp::Reduce(m) => Some(Term::of(self.fr(t, x, m)?, None)),
             CellOp::Conv(m) => Some(self.dw_convs(t, x, m, stride)?),
         })
     }
 
-    /// The mixed op of edge `row`: sum over `terms` (column k, output, its trailing non-affine
-    /// BN from [`ForwardCtx::cell_op_term`]) of `weights[row, k]` times the normalised output,
-    /// as one node ([`ops::weighted_sum_bn`]).
+    /// The mixed op of edge `row`: sum over `terms` (column k, output and its trailing
+    /// non-affine BN from [`ForwardCtx::cell_op_term`]) of `weights[row, k]` times the
+    /// normalised output, as one node ([`ops::weighted_sum_bn`]).
     pub(crate) fn mixed(
         &mut self,
         t: &mut Tape,
         weights: Var,
         row: usize,
-        terms: Vec<(usize, Var, Option<Bn>)>,
+        terms: Vec<(usize, Term)>,
     ) -> Result<Var> {
-        for bn in terms.iter().filter_map(|(_, _, bn)| bn.as_ref()) {
+        for bn in terms.iter().filter_map(|(_, term)| term.bn.as_ref()) {
             self.count_batch(bn);
         }
         let o = self.bn_options();
         let slots: Vec<Option<usize>> = terms
             .iter()
-            .map(|(_, _, bn)| bn.as_ref().map(|b| b.stats))
+            .map(|(_, term)| term.bn.as_ref().map(|b| b.stats))
             .collect();
         // Each term's running statistics, borrowed together (an edge's BNs are distinct).
         let mut running: Vec<Option<&mut RunningStats>> = slots.iter().map(|_| None).collect();
@@ -335,9 +377,10 @@ impl ForwardCtx<'_> {
         let terms = terms
             .into_iter()
             .zip(running)
-            .map(|((k, y, bn), rs)| match bn {
-                Some(_) => (k, y, ops::Norm::Bn(rs)),
-                None => (k, y, ops::Norm::Identity),
+            .map(|((k, term), rs)| match (term.bn, term.planes) {
+                (Some(_), Some(planes)) => (k, term.y, ops::Norm::BnPlanes(rs, planes)),
+                (Some(_), None) => (k, term.y, ops::Norm::Bn(rs)),
+                (None, _) => (k, term.y, ops::Norm::Identity),
             })
             .collect();
         Ok(ops::weighted_sum_bn(t, weights, row, terms, o)?)
@@ -383,7 +426,7 @@ impl ForwardCtx<'_> {
         x: Var,
         m: &DwConvs,
         stride: usize,
-    ) -> Result<(Var, Option<Bn>)> {
+    ) -> Result<Term> {
         let pad = m.dilation * (m.kernel - 1) / 2;
         let blocks: Vec<_> = [(Some(&m.first), stride), (m.second.as_ref(), 1)]
             .into_iter()
@@ -400,11 +443,17 @@ impl ForwardCtx<'_> {
             };
             if i + 1 == blocks.len() && bn.affine.is_none() {
                 let (dw, pw) = (self.weights[*dw], self.weights[*pw]);
-                return Ok((ops::separable_conv(t, y, dw, pw, o)?, Some(bn.clone())));
+                // A training-mode BN's statistics, taken while each output plane is in cache.
+                return Ok(if self.train_bn {
+                    let (y, planes) = ops::separable_conv_stats(t, y, dw, pw, o)?;
+                    Term::with_planes(y, bn, planes)
+                } else {
+                    Term::of(ops::separable_conv(t, y, dw, pw, o)?, Some(bn.clone()))
+                });
             }
             y = self.separable_bn(t, y, (*dw, *pw), o, bn)?;
         }
-        Ok((y, None))
+        Ok(Term::of(y, None))
     }
 
     /// ReLU -> depthwise conv -> 1x1 conv -> BN: one node when the BN has no affine parameters

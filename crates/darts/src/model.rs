@@ -184,10 +184,10 @@ fn cell_forward(
             let mixed = t.scoped(format!("_ops.{e}"), |t| -> Result<Var> {
                 let mut terms = Vec::with_capacity(Primitive::ALL.len());
                 for (k, op) in cell.edges[e].iter().enumerate() {
-                    if let Some((y, bn)) =
+                    if let Some(term) =
                         t.scoped(format!("_ops.{k}"), |t| l.cell_op_term(t, h, op, stride))?
                     {
-                        terms.push((k, y, bn));
+                        terms.push((k, term));
                     }
                 }
                 l.mixed(t, weights, e, terms)

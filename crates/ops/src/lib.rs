@@ -9,10 +9,10 @@
 //! | [`conv2d`] | y = W * x (optionally W * relu(x)) | dx = W^T * dy (masked), dW = dy * x^T |
 //! | [`depthwise_conv2d`] | one kxk filter per channel | same, per channel |
 //! | [`conv2d_bn`] | BN(W * x), BN without affine, one node | BN's VJP from its output, then the conv's |
-//! | [`separable_conv`], [`separable_conv_bn`] | W_pw depthwise(x) (then BN), one node; the depthwise output is not stored | made again per sample, then both convs' VJPs |
+//! | [`separable_conv`], [`separable_conv_bn`], [`separable_conv_stats`] | W_pw depthwise(x) (then BN), one node; the depthwise output is not stored | made again per sample, then both convs' VJPs |
 //! | [`factorized_reduce`] | concat(W0 relu(x)[::2, ::2], W1 relu(x)[1::2, 1::2]), one node | both phases' dx scattered in one pass, dW_p = dy_p x_p^T |
 //! | [`linear`] | y = x W^T + b | dx = dy W, dW = dy^T x, db = sum dy |
-//! | [`max_pool2d`] / [`avg_pool2d`] | window max / mean | to the argmax / spread evenly |
+//! | [`max_pool2d`] / [`avg_pool2d`] (`_stats`: and their planes' BN statistics) | window max / mean | to the argmax / spread evenly |
 //! | [`batch_norm`] | (x - mean) / sqrt(var + eps) * gamma + beta | through the batch statistics |
 //! | [`relu`], [`add`], [`add_n`], [`scale`], [`axpy`], [`scale_samples`] | elementwise | elementwise |
 //! | [`weighted_sum`] | sum_k w[row, k] x_k (the mixed op) | dx_k = w dy, dw = <dy, x_k> |
@@ -100,9 +100,9 @@ pub use layout::{concat_channels, global_avg_pool, slice2d, split_channels, Slic
 pub use linear::linear;
 pub use maxw::maxw;
 pub use mixed::{weighted_sum, weighted_sum_bn, Norm};
-pub use pool::{avg_pool2d, max_pool2d, PoolOptions};
+pub use pool::{avg_pool2d, avg_pool2d_stats, max_pool2d, max_pool2d_stats, PoolOptions};
 pub use reduce::{dot_const, sum};
-pub use separable::{separable_conv, separable_conv_bn};
+pub use separable::{separable_conv, separable_conv_bn, separable_conv_stats};
 pub use softmax::{cross_entropy, softmax};
 
 #[cfg(test)]

@@ -125,6 +125,9 @@ struct WeightedSumBnBack {
     columns: Vec<usize>,
     norms: Vec<TermNorm>,
     training: bool,
+    /// Terms whose batch statistics the forward read them for (training-mode BNs without
+    /// their producer's plane statistics).
+    stats_read: usize,
 }
 
 impl WeightedSumBnBack {
@@ -185,19 +188,15 @@ impl Backward for WeightedSumBnBack {
         grads.recycle(coef);
     }
 
-    /// K terms over n values. Forward: a statistics pass per training-mode BN term (a sum and a
-    /// sum of squared deviations: 4 flops per value), then per term n(x) = a x + b and the
+    /// K terms over n values. Forward: a statistics pass per training-mode BN term that came
+    /// without its producer's plane statistics (a sum and a sum of squared deviations: 4 flops
+    /// per value), then per term n(x) = a x + b and the
     /// weighted add (4 flops); K + stats reads and one write. Backward (a training-mode BN term;
     /// the others do less): dy = w g, n(x) and three sums (9 flops), then dy, n(x) and
     /// a dy + b n(x) + k (9 flops); g and each x_k read twice, each dx_k written.
     fn cost(&self, _: &[&Tensor], y: &Tensor) -> autograd::Cost {
         let (k, n) = (self.columns.len() as f64, y.numel() as f64);
-        let bns = self
-            .norms
-            .iter()
-            .filter(|n| matches!(n, TermNorm::Bn { .. }))
-            .count() as f64;
-        let stats = if self.training { bns } else { 0.0 };
+        let stats = self.stats_read as f64;
         autograd::Cost {
             forward: autograd::Work::new(4.0 * (k + stats) * n, (k + 1.0 + stats) * n),
             backward: autograd::Work::new(18.0 * k * n, (2.0 * (k + 1.0) + k) * n),
@@ -212,6 +211,10 @@ pub enum Norm<'a> {
     /// A batch norm without affine parameters, with these running statistics (updated in
     /// training mode; eval mode requires them).
     Bn(Option<&'a mut RunningStats>),
+    /// As `Bn`, with the term's per-plane statistics ([N, C, 2]) that its producer took while
+    /// each plane was in cache ([`crate::separable_conv_stats`]): training mode merges them
+    /// instead of reading the term once more (the same bits); eval mode does not need them.
+    BnPlanes(Option<&'a mut RunningStats>, Vec<f32>),
 }
 
 /// The mixed op with each term's trailing non-affine batch norm folded in:
@@ -233,17 +236,31 @@ pub fn weighted_sum_bn(
     let dims = tape.value(pairs[0].1).dims().to_vec();
     let shape = bn_shape(OP, &dims)?;
     let mut norms = Vec::with_capacity(terms.len());
-    for (_, x, norm) in terms {
-        norms.push(match norm {
-            Norm::Identity => TermNorm::Identity,
-            Norm::Bn(running) => {
-                let x = tape.value(x).data();
-                let (mean, var) = statistics(OP, shape, &dims, x, None, running, bn)?;
-                let (mut a, mut b) = (vec![0.0; shape.c], vec![0.0; shape.c]);
-                km::norm_coefficients(&mean, &var, bn.eps, &mut a, &mut b);
-                TermNorm::Bn { a, b }
+    let mut stats_read = 0;
+    for (k, x, norm) in terms {
+        let (running, planes) = match norm {
+            Norm::Identity => {
+                norms.push(TermNorm::Identity);
+                continue;
             }
-        });
+            Norm::Bn(running) => (running, None),
+            Norm::BnPlanes(running, planes) => {
+                let want = 2 * shape.n * shape.c;
+                check::arg(planes.len() == want, OP, || {
+                    format!(
+                        "term {k}: {} plane statistics for an input {dims:?} (want {want})",
+                        planes.len()
+                    )
+                })?;
+                (running, Some(planes))
+            }
+        };
+        stats_read += usize::from(bn.training && planes.is_none());
+        let x = tape.value(x).data();
+        let (mean, var) = statistics(OP, shape, &dims, x, planes.as_deref(), running, bn)?;
+        let (mut a, mut b) = (vec![0.0; shape.c], vec![0.0; shape.c]);
+        km::norm_coefficients(&mean, &var, bn.eps, &mut a, &mut b);
+        norms.push(TermNorm::Bn { a, b });
     }
     let back = WeightedSumBnBack {
         shape,
@@ -251,6 +268,7 @@ pub fn weighted_sum_bn(
         columns: pairs.iter().map(|&(k, _)| k).collect(),
         norms,
         training: bn.training,
+        stats_read,
     };
     let mut y = tape.buffer(dims);
     {
@@ -444,5 +462,95 @@ mod tests {
         assert!(weighted_sum(&mut t, w, 2, &[(3, x)]).is_err());
         assert!(weighted_sum(&mut t, w, 0, &[(8, x)]).is_err());
         assert!(weighted_sum(&mut t, w, 0, &[(1, x), (1, x)]).is_err());
+    }
+
+    /// A term's BN statistics from its producer (`separable_conv_stats`, `max_pool2d_stats`,
+    /// `avg_pool2d_stats`: planes taken in cache) give the bits of the BN taking them itself: values, gradients, running statistics; the
+    /// separable output is the same too. Planes of the wrong length are an error.
+    #[test]
+    fn plane_statistics_from_the_producer_give_the_same_bits() {
+        let mut rng = tensor::Rng::new(12);
+        let x = Tensor::uniform([3, 2, 6, 6], -1.0, 1.0, &mut rng);
+        let w_dw = Tensor::uniform([2, 1, 3, 3], -1.0, 1.0, &mut rng);
+        let w_pw = Tensor::uniform([4, 2, 1, 1], -1.0, 1.0, &mut rng);
+        let z = Tensor::uniform([3, 4, 6, 6], -1.0, 1.0, &mut rng);
+        let alphas = Tensor::uniform([1, 8], -1.0, 1.0, &mut rng);
+        let o = crate::Conv2dOptions {
+            padding: 1,
+            pre_relu: true,
+            ..Default::default()
+        };
+        let run = |planes: bool| {
+            let mut t = Tape::new();
+            let [x, w_dw, w_pw, z, a] =
+                [&x, &w_dw, &w_pw, &z, &alphas].map(|v| t.leaf(v.clone(), true));
+            let mut running = RunningStats {
+                mean: vec![0.0; 4],
+                var: vec![1.0; 4],
+            };
+            let pool = crate::PoolOptions {
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+            };
+            let terms = if planes {
+                let (y, p) = crate::separable_conv_stats(&mut t, x, w_dw, w_pw, o).unwrap();
+                let (m, pm) = crate::max_pool2d_stats(&mut t, z, pool).unwrap();
+                let (v, pv) = crate::avg_pool2d_stats(&mut t, z, pool).unwrap();
+                vec![
+                    (1, m, Norm::BnPlanes(None, pm)),
+                    (2, v, Norm::BnPlanes(None, pv)),
+                    (4, y, Norm::BnPlanes(Some(&mut running), p)),
+                    (5, z, Norm::Identity),
+                ]
+            } else {
+                let y = crate::separable_conv(&mut t, x, w_dw, w_pw, o).unwrap();
+                let m = crate::max_pool2d(&mut t, z, pool).unwrap();
+                let v = crate::avg_pool2d(&mut t, z, pool).unwrap();
+                vec![
+                    (1, m, Norm::Bn(None)),
+                    (2, v, Norm::Bn(None)),
+                    (4, y, Norm::Bn(Some(&mut running))),
+                    (5, z, Norm::Identity),
+                ]
+            };
+            let w = crate::maxw(&mut t, a).unwrap();
+            let out = weighted_sum_bn(&mut t, w, 0, terms, BatchNormOptions::default()).unwrap();
+            let r = Tensor::uniform(
+                t.value(out).shape().clone(),
+                -1.0,
+                1.0,
+                &mut tensor::Rng::new(3),
+            );
+            let l = crate::dot_const(&mut t, out, &r).unwrap();
+            t.backward(l).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            let mut got = vec![bits(t.value(out).data())];
+            got.extend(
+                [x, w_dw, w_pw, z, a]
+                    .iter()
+                    .map(|&v| bits(t.grad(v).unwrap().data())),
+            );
+            got.push(bits(&running.mean));
+            got.push(bits(&running.var));
+            got
+        };
+        assert_eq!(run(true), run(false));
+
+        let mut t = Tape::new();
+        let [x, w_dw, w_pw, a] = [&x, &w_dw, &w_pw, &alphas].map(|v| t.leaf(v.clone(), true));
+        let (y, mut p) = crate::separable_conv_stats(&mut t, x, w_dw, w_pw, o).unwrap();
+        let w = crate::maxw(&mut t, a).unwrap();
+        let bn = BatchNormOptions::default();
+        // The planes are what the BN normalises with: other planes, other values.
+        let with = |t: &mut Tape, p: Vec<f32>| {
+            let out = weighted_sum_bn(t, w, 0, vec![(2, y, Norm::BnPlanes(None, p))], bn).unwrap();
+            t.value(out).data().to_vec()
+        };
+        let shifted = p.iter().map(|v| v + 1.0).collect();
+        assert_ne!(with(&mut t, p.clone()), with(&mut t, shifted));
+        p.pop();
+        let e = weighted_sum_bn(&mut t, w, 0, vec![(2, y, Norm::BnPlanes(None, p))], bn);
+        assert!(e.unwrap_err().to_string().contains("plane statistics"));
     }
 }

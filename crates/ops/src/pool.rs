@@ -61,12 +61,30 @@ impl Backward for MaxBack {
 
 /// Max over each window; the gradient goes to the first maximum of the window.
 pub fn max_pool2d(tape: &mut Tape, x: Var, o: PoolOptions) -> Result<Var> {
+    Ok(max_pool(tape, x, o, false)?.0)
+}
+
+/// [`max_pool2d`], and each output plane's BN statistics ([N, C, 2]) taken while the plane is in
+/// cache, for a training-mode BN folded into the op that reads it ([`crate::Norm::BnPlanes`]).
+pub fn max_pool2d_stats(tape: &mut Tape, x: Var, o: PoolOptions) -> Result<(Var, Vec<f32>)> {
+    let (y, planes) = max_pool(tape, x, o, true)?;
+    Ok((y, planes.expect("asked for")))
+}
+
+fn max_pool(
+    tape: &mut Tape,
+    x: Var,
+    o: PoolOptions,
+    stats: bool,
+) -> Result<(Var, Option<Vec<f32>>)> {
     let g = geometry(tape, x, o, "max_pool2d")?;
     let (ho, wo) = g.out_hw();
     let mut y = tape.buffer([g.n, g.c_in, ho, wo]);
     let mut argmax = vec![0u32; y.numel()];
-    kp::max_forward(&g, tape.value(x).data(), y.data_mut(), &mut argmax);
-    Ok(tape.push("max_pool2d", y, &[x], MaxBack(g, argmax)))
+    let mut planes = stats.then(|| vec![0.0; 2 * g.n * g.c_in]);
+    let out = planes.as_deref_mut();
+    kp::max_forward(&g, tape.value(x).data(), y.data_mut(), &mut argmax, out);
+    Ok((tape.push("max_pool2d", y, &[x], MaxBack(g, argmax)), planes))
 }
 
 struct AvgBack(ConvGeom);
@@ -85,11 +103,28 @@ impl Backward for AvgBack {
 
 /// Mean over the in-bounds part of each window (`count_include_pad=False`).
 pub fn avg_pool2d(tape: &mut Tape, x: Var, o: PoolOptions) -> Result<Var> {
+    Ok(avg_pool(tape, x, o, false)?.0)
+}
+
+/// [`avg_pool2d`], and each output plane's BN statistics as [`max_pool2d_stats`] takes them.
+pub fn avg_pool2d_stats(tape: &mut Tape, x: Var, o: PoolOptions) -> Result<(Var, Vec<f32>)> {
+    let (y, planes) = avg_pool(tape, x, o, true)?;
+    Ok((y, planes.expect("asked for")))
+}
+
+fn avg_pool(
+    tape: &mut Tape,
+    x: Var,
+    o: PoolOptions,
+    stats: bool,
+) -> Result<(Var, Option<Vec<f32>>)> {
     let g = geometry(tape, x, o, "avg_pool2d")?;
     let (ho, wo) = g.out_hw();
     let mut y = tape.buffer([g.n, g.c_in, ho, wo]);
-    kp::avg_forward(&g, tape.value(x).data(), y.data_mut());
-    Ok(tape.push("avg_pool2d", y, &[x], AvgBack(g)))
+    let mut planes = stats.then(|| vec![0.0; 2 * g.n * g.c_in]);
+    let out = planes.as_deref_mut();
+    kp::avg_forward(&g, tape.value(x).data(), y.data_mut(), out);
+    Ok((tape.push("avg_pool2d", y, &[x], AvgBack(g)), planes))
 }
 
 #[cfg(test)]

@@ -141,6 +141,24 @@ pub fn separable_conv(
     Ok(tape.push(OP, y, &[x, w_dw, w_pw], SepBack(g, None)))
 }
 
+/// [`separable_conv`], and each output plane's BN statistics ([N, Cout, 2]: its sum and squared
+/// deviations from its mean), taken while the plane is in cache, for a training-mode BN folded
+/// into the op that reads it ([`crate::Norm::BnPlanes`]): the bits that BN would take itself,
+/// without reading the output once more.
+pub fn separable_conv_stats(
+    tape: &mut Tape,
+    x: Var,
+    w_dw: Var,
+    w_pw: Var,
+    o: Conv2dOptions,
+) -> Result<(Var, Vec<f32>)> {
+    const OP: &str = "separable_conv";
+    let g = geometry(tape, x, w_dw, w_pw, o, OP)?;
+    let (y, planes) = output(tape, &g, x, w_dw, w_pw, true);
+    let planes = planes.expect("asked for").into_vec();
+    Ok((tape.push(OP, y, &[x, w_dw, w_pw], SepBack(g, None)), planes))
+}
+
 /// [`separable_conv`] followed by a batch norm *without* affine parameters, as one node: only x
 /// and y are stored (for a non-affine BN, y is xhat). BN modes as in [`crate::batch_norm`].
 pub fn separable_conv_bn(
