@@ -16,3 +16,16 @@ pub fn assert_close(a: &[f32], b: &[f32], tol: f32) {
         );
     }
 }
+
+/// Asserts `|a - b| <= tol * (1 + mag)` elementwise, `mag` the sum of the magnitudes of the terms
+/// each element adds up (the same computation on absolute values): for long sums whose terms
+/// cancel, the rounding of either side grows with `mag`, not with the result.
+pub fn assert_close_to_magnitude(a: &[f32], b: &[f32], mag: &[f32], tol: f32) {
+    assert!(a.len() == b.len() && b.len() == mag.len(), "length");
+    for (i, ((x, y), m)) in a.iter().zip(b).zip(mag).enumerate() {
+        assert!(
+            (x - y).abs() <= tol * (1.0 + m),
+            "index {i}: fast {x} vs reference {y} (terms' magnitudes {m})"
+        );
+    }
+}
