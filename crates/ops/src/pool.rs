@@ -61,30 +61,14 @@ impl Backward for MaxBack {
 
 /// Max over each window; the gradient goes to the first maximum of the window.
 pub fn max_pool2d(tape: &mut Tape, x: Var, o: PoolOptions) -> Result<Var> {
-    Ok(max_pool(tape, x, o, false)?.0)
+    Ok(pool(tape, x, o, Kind::Max, false)?.0)
 }
 
 /// [`max_pool2d`], and each output plane's BN statistics ([N, C, 2]) taken while the plane is in
 /// cache, for a training-mode BN folded into the op that reads it ([`crate::Norm::BnPlanes`]).
 pub fn max_pool2d_stats(tape: &mut Tape, x: Var, o: PoolOptions) -> Result<(Var, Vec<f32>)> {
-    let (y, planes) = max_pool(tape, x, o, true)?;
+    let (y, planes) = pool(tape, x, o, Kind::Max, true)?;
     Ok((y, planes.expect("asked for")))
-}
-
-fn max_pool(
-    tape: &mut Tape,
-    x: Var,
-    o: PoolOptions,
-    stats: bool,
-) -> Result<(Var, Option<Vec<f32>>)> {
-    let g = geometry(tape, x, o, "max_pool2d")?;
-    let (ho, wo) = g.out_hw();
-    let mut y = tape.buffer([g.n, g.c_in, ho, wo]);
-    let mut argmax = vec![0u32; y.numel()];
-    let mut planes = stats.then(|| vec![0.0; 2 * g.n * g.c_in]);
-    let out = planes.as_deref_mut();
-    kp::max_forward(&g, tape.value(x).data(), y.data_mut(), &mut argmax, out);
-    Ok((tape.push("max_pool2d", y, &[x], MaxBack(g, argmax)), planes))
 }
 
 struct AvgBack(ConvGeom);
@@ -103,28 +87,51 @@ impl Backward for AvgBack {
 
 /// Mean over the in-bounds part of each window (`count_include_pad=False`).
 pub fn avg_pool2d(tape: &mut Tape, x: Var, o: PoolOptions) -> Result<Var> {
-    Ok(avg_pool(tape, x, o, false)?.0)
+    Ok(pool(tape, x, o, Kind::Avg, false)?.0)
 }
 
 /// [`avg_pool2d`], and each output plane's BN statistics as [`max_pool2d_stats`] takes them.
 pub fn avg_pool2d_stats(tape: &mut Tape, x: Var, o: PoolOptions) -> Result<(Var, Vec<f32>)> {
-    let (y, planes) = avg_pool(tape, x, o, true)?;
+    let (y, planes) = pool(tape, x, o, Kind::Avg, true)?;
     Ok((y, planes.expect("asked for")))
 }
 
-fn avg_pool(
+/// Which pool.
+#[derive(Clone, Copy)]
+enum Kind {
+    Max,
+    Avg,
+}
+
+/// Either pool's node, with its output planes' BN statistics if `stats`.
+fn pool(
     tape: &mut Tape,
     x: Var,
     o: PoolOptions,
+    kind: Kind,
     stats: bool,
 ) -> Result<(Var, Option<Vec<f32>>)> {
-    let g = geometry(tape, x, o, "avg_pool2d")?;
+    let op = match kind {
+        Kind::Max => "max_pool2d",
+        Kind::Avg => "avg_pool2d",
+    };
+    let g = geometry(tape, x, o, op)?;
     let (ho, wo) = g.out_hw();
     let mut y = tape.buffer([g.n, g.c_in, ho, wo]);
     let mut planes = stats.then(|| vec![0.0; 2 * g.n * g.c_in]);
-    let out = planes.as_deref_mut();
-    kp::avg_forward(&g, tape.value(x).data(), y.data_mut(), out);
-    Ok((tape.push("avg_pool2d", y, &[x], AvgBack(g)), planes))
+    let (xv, out) = (tape.value(x).data(), planes.as_deref_mut());
+    let y = match kind {
+        Kind::Max => {
+            let mut argmax = vec![0u32; y.numel()];
+            kp::max_forward(&g, xv, y.data_mut(), &mut argmax, out);
+            tape.push(op, y, &[x], MaxBack(g, argmax))
+        }
+        Kind::Avg => {
+            kp::avg_forward(&g, xv, y.data_mut(), out);
+            tape.push(op, y, &[x], AvgBack(g))
+        }
+    };
+    Ok((y, planes))
 }
 
 #[cfg(test)]
