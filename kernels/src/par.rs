@@ -80,3 +80,36 @@ where
         .enumerate()
         .for_each(|(i, (x, y))| f(i, x, y));
 }
+
+/// [`chunks2`] with a scratch buffer chunked alongside, as [`chunks_with_scratch`] does (a
+/// `scratch_len` of 0 passes an empty scratch slice to every call).
+#[allow(clippy::too_many_arguments)]
+pub fn chunks2_with_scratch<A, B, F>(
+    a: &mut [A],
+    a_len: usize,
+    b: &mut [B],
+    b_len: usize,
+    scratch: &mut [f32],
+    scratch_len: usize,
+    work: usize,
+    f: F,
+) where
+    A: Send,
+    B: Send,
+    F: Fn(usize, &mut [A], &mut [B], &mut [f32]) + Sync + Send,
+{
+    if scratch_len == 0 {
+        return chunks2(a, a_len, b, b_len, work, |i, x, y| f(i, x, y, &mut []));
+    }
+    let a_len = a_len.max(1);
+    assert!(
+        scratch.len() >= a.len().div_ceil(a_len) * scratch_len,
+        "scratch buffer too short"
+    );
+    a.par_chunks_mut(a_len)
+        .zip(b.par_chunks_mut(b_len.max(1)))
+        .zip(scratch.par_chunks_mut(scratch_len))
+        .with_min_len(min_len(work))
+        .enumerate()
+        .for_each(|(i, ((x, y), s))| f(i, x, y, s));
+}

@@ -15,7 +15,6 @@ use crate::conv::ConvGeom;
 use crate::par;
 use crate::simd::{f32x8, LANES};
 use crate::tiled::{self, put, Layout, MaxArg, Padded, Weighted, MAX_K, PLANE_MAX};
-use rayon::prelude::*;
 
 /// Input rows `ih_lo..ih_hi` that output row `oh` reads.
 fn rows(g: &ConvGeom, oh: usize) -> (usize, usize) {
@@ -125,12 +124,14 @@ pub fn max_forward(
     let op = MaxArg(&ids[..g.kh * g.kw]);
     let lane_cols = f32x8::new(std::array::from_fn(|l| (l * g.stride) as f32));
     let sample = g.c_in * ho * wo;
-    per_sample(
+    let (stats, stats_len) = per_sample_stats(g, stats);
+    par::chunks2_with_scratch(
         y,
+        sample,
         argmax,
         sample,
         stats,
-        2 * g.c_in,
+        stats_len,
         work,
         |n, y, am, st| {
             let mut buf = Padded::default();
@@ -168,38 +169,25 @@ pub fn max_forward(
                         };
                     }
                 });
-                if !st.is_empty() {
-                    st[2 * c..2 * c + 2].copy_from_slice(&batchnorm::plane_stats(y));
-                }
+                put_stats(st, c, y);
             }
         },
     );
 }
 
-/// Runs `f(n, y_n, argmax_n, stats_n)` over the samples (`sample` outputs each; `stats_len`
-/// statistics each, or an empty slice without `stats`).
-fn per_sample<F>(
-    y: &mut [f32],
-    argmax: &mut [u32],
-    sample: usize,
-    stats: Option<&mut [f32]>,
-    stats_len: usize,
-    work: usize,
-    f: F,
-) where
-    F: Fn(usize, &mut [f32], &mut [u32], &mut [f32]) + Sync + Send,
-{
+/// `stats` as the per-sample scratch of the [`par`] helpers: the buffer and 2 C values a sample,
+/// or an empty buffer and 0 (every sample then gets an empty slice).
+fn per_sample_stats<'a>(g: &ConvGeom, stats: Option<&'a mut [f32]>) -> (&'a mut [f32], usize) {
     match stats {
-        Some(st) => y
-            .par_chunks_mut(sample.max(1))
-            .zip(argmax.par_chunks_mut(sample.max(1)))
-            .zip(st.par_chunks_mut(stats_len.max(1)))
-            .with_min_len(par::min_len(work))
-            .enumerate()
-            .for_each(|(n, ((y, am), st))| f(n, y, am, st)),
-        None => par::chunks2(y, sample, argmax, sample, work, |n, y, am| {
-            f(n, y, am, &mut [])
-        }),
+        Some(s) => (s, 2 * g.c_in),
+        None => (&mut [], 0),
+    }
+}
+
+/// Plane c's [`batchnorm::plane_stats`] into a sample's statistics `st` (none if `st` is empty).
+fn put_stats(st: &mut [f32], c: usize, plane: &[f32]) {
+    if !st.is_empty() {
+        st[2 * c..2 * c + 2].copy_from_slice(&batchnorm::plane_stats(plane));
     }
 }
 
@@ -243,9 +231,7 @@ pub fn avg_forward(g: &ConvGeom, x: &[f32], y: &mut [f32], stats: Option<&mut [f
     let ones = [1.0f32; MAX_K * MAX_K];
     let op = Weighted(&ones[..g.kh * g.kw]);
     let counts = Counts::new(g);
-    let stats_len = if stats.is_some() { 2 * g.c_in } else { 0 };
-    let mut none: [f32; 0] = [];
-    let stats = stats.unwrap_or(&mut none);
+    let (stats, stats_len) = per_sample_stats(g, stats);
     par::chunks_with_scratch(y, g.c_in * ho * wo, stats, stats_len, work, |n, y, st| {
         let mut buf = Padded::default();
         for (c, y) in y.chunks_mut(ho * wo).enumerate() {
@@ -255,9 +241,7 @@ pub fn avg_forward(g: &ConvGeom, x: &[f32], y: &mut [f32], stats: Option<&mut [f
                 let n = counts.lanes(oh, ow0);
                 put(sum * (f32x8::ONE / n), &mut y[oh * wo..][..wo], ow0);
             });
-            if !st.is_empty() {
-                st[2 * c..2 * c + 2].copy_from_slice(&batchnorm::plane_stats(y));
-            }
+            put_stats(st, c, y);
         }
     });
 }

@@ -212,8 +212,9 @@ pub enum Norm<'a> {
     /// training mode; eval mode requires them).
     Bn(Option<&'a mut RunningStats>),
     /// As `Bn`, with the term's per-plane statistics ([N, C, 2]) that its producer took while
-    /// each plane was in cache ([`crate::separable_conv_stats`]): training mode merges them
-    /// instead of reading the term once more (the same bits); eval mode does not need them.
+    /// each plane was in cache ([`crate::separable_conv_stats`], [`crate::max_pool2d_stats`],
+    /// [`crate::avg_pool2d_stats`]): training mode merges them instead of reading the term once
+    /// more (the same bits); eval mode does not need them.
     BnPlanes(Option<&'a mut RunningStats>, Vec<f32>),
 }
 
@@ -465,8 +466,9 @@ mod tests {
     }
 
     /// A term's BN statistics from its producer (`separable_conv_stats`, `max_pool2d_stats`,
-    /// `avg_pool2d_stats`: planes taken in cache) give the bits of the BN taking them itself: values, gradients, running statistics; the
-    /// separable output is the same too. Planes of the wrong length are an error.
+    /// `avg_pool2d_stats`: planes taken in cache) give the bits of the BN taking them itself:
+    /// the mixed op's values, every input's gradient, the running statistics. Other planes give
+    /// other values; planes of the wrong length are an error.
     #[test]
     fn plane_statistics_from_the_producer_give_the_same_bits() {
         let mut rng = tensor::Rng::new(12);
