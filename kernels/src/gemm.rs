@@ -181,16 +181,23 @@ fn transpose_into<'d>(
     unsafe { &*(dst as *const [std::mem::MaybeUninit<f32>] as *const [f32]) }
 }
 
+/// Whether the target has 32 vector registers (AVX-512's ymm0 - ymm31) rather than 16 (AVX2,
+/// or SSE's xmm pairs): the tiles below keep all their accumulators in registers, and a tile that
+/// needs more than the target has spills them to the stack on every step of its loop (the 4 x 4
+/// tiles on an AVX2 Zen 3 ran at 30 GFLOP/s, about 40 % of the sgemm peak).
+const WIDE_REGS: bool = cfg!(target_feature = "avx512f");
+
 /// Rows of C per [`broadcast`] tile.
 const BR: usize = 4;
-/// 8-lane vectors of C's columns per [`broadcast`] tile.
-const BV: usize = 4;
+/// 8-lane vectors of C's columns per [`broadcast`] tile: 4 x 4 accumulators, 4 vectors of B and
+/// a broadcast in 21 registers; 4 x 3 + 3 + 1 = 16 where that is all there is.
+const BV: usize = if WIDE_REGS { 4 } else { 3 };
 
 /// C = alpha * op(A) B + beta * C with B (k x n, rows `ldb` apart) and C (m x n, rows `ldc`
 /// apart) row-major and k small, op(A)[i][p] at a[i * ri + p * rp], without packing either
-/// operand: tiles of 4 rows x 32 columns of C, each accumulated over p = 0..k as op(A)[i][p]
-/// broadcast times B's row p (16 accumulators, 8 loads per 16 multiply-adds); then a 16-column
-/// block in 4 x 16 tiles and an 8-column one in 8 x 8 tiles (single rows where m runs out), then
+/// operand: tiles of [`BR`] rows x 8 [`BV`] columns of C, each accumulated over p = 0..k as
+/// op(A)[i][p] broadcast times B's row p (BR + BV loads per BR BV multiply-adds); then a
+/// 16-column block in 4 x 16 tiles and an 8-column one in 8 x 8 tiles (single rows where m runs out), then
 /// the last n % 8 columns one value at a time. Every element is the same chain of multiply-adds
 /// in p order whatever tile it falls in.
 #[allow(clippy::too_many_arguments)]
@@ -207,36 +214,36 @@ fn broadcast(
 ) {
     let g = Bcast {
         k,
-        ldb,
         ldc,
         ri,
         rp,
         alpha,
         beta,
     };
-    // Columns j.. j + 8 V of every row: tiles of R rows, then the rows left one at a time.
+    // Columns j.. j + 8 V of every row, B's block at (bj, ldbj): tiles of R rows, then the rows
+    // left one at a time.
     macro_rules! cols {
-        ($r:expr, $v:expr, $j:expr) => {{
+        ($r:expr, $v:expr, $j:expr, $bj:expr) => {{
             let mr = m / $r * $r;
             (0..mr)
                 .step_by($r)
-                .for_each(|i| g.tile::<{ $r }, { $v }>(i, $j, a, b, c));
-            (mr..m).for_each(|i| g.tile::<1, { $v }>(i, $j, a, b, c));
+                .for_each(|i| g.tile::<{ $r }, { $v }>(i, $j, a, $bj, c));
+            (mr..m).for_each(|i| g.tile::<1, { $v }>(i, $j, a, $bj, c));
         }};
     }
-    // 32 columns at a time, then 16 and 8 (each tile 8 or more accumulators, enough to hide the
+    // 8 V columns at a time, then 16 and 8 (each tile 8 or more accumulators, enough to hide the
     // multiply-add latency).
     let mut j = 0;
     while j + BV * LANES <= n {
-        cols!(BR, BV, j);
+        cols!(BR, BV, j, (&b[j..], ldb));
         j += BV * LANES;
     }
     if j + 2 * LANES <= n {
-        cols!(BR, 2, j);
+        cols!(BR, 2, j, (&b[j..], ldb));
         j += 2 * LANES;
     }
     if j + LANES <= n {
-        cols!(2 * BR, 1, j);
+        cols!(2 * BR, 1, j, (&b[j..], ldb));
         j += LANES;
     }
     let n8 = j;
@@ -253,7 +260,6 @@ fn broadcast(
 /// The shape and scalars of one [`broadcast`] product.
 struct Bcast {
     k: usize,
-    ldb: usize,
     ldc: usize,
     ri: usize,
     rp: usize,
@@ -262,19 +268,19 @@ struct Bcast {
 }
 
 impl Bcast {
-    /// C[i..i + R, j..j + 8 V] of [`broadcast`].
+    /// C[i..i + R, j..j + 8 V] of [`broadcast`], B's columns j.. j + 8 V at the start of `b`'s
+    /// rows, `ldb` apart.
     #[inline(always)]
     fn tile<const R: usize, const V: usize>(
         &self,
         i: usize,
         j: usize,
         a: &[f32],
-        b: &[f32],
+        (b, ldb): (&[f32], usize),
         c: &mut [f32],
     ) {
         let Bcast {
             k,
-            ldb,
             ldc,
             ri,
             rp,
@@ -283,7 +289,7 @@ impl Bcast {
         } = *self;
         let mut acc = [[f32x8::ZERO; V]; R];
         for p in 0..k {
-            let brow = &b[p * ldb + j..][..V * LANES];
+            let brow = &b[p * ldb..][..V * LANES];
             let bv: [f32x8; V] = std::array::from_fn(|v| load(&brow[v * LANES..]));
             for r in 0..R {
                 let av = f32x8::splat(a[(i + r) * ri + p * rp]);
@@ -307,22 +313,28 @@ impl Bcast {
     }
 }
 
-/// C = alpha * A B^T + beta * C with A (m x k) and B (n x k) row-major: 4 x 4 tiles of 8-lane dot
-/// products (16 accumulators, 8 loads per 16 multiply-adds), each summed across its lanes in a
+/// Rows of A per [`dots`] tile.
+const DR: usize = 4;
+/// Rows of B per [`dots`] tile: 4 x 4 accumulators, 4 vectors of B and one of A in 21
+/// registers; 4 x DS + DS + 1 <= 16 where that is all there is.
+const DS: usize = if WIDE_REGS { 4 } else { 2 };
+
+/// C = alpha * A B^T + beta * C with A (m x k) and B (n x k) row-major: [`DR`] x [`DS`] tiles of
+/// 8-lane dot products (DR + DS loads per DR DS multiply-adds), each summed across its lanes in a
 /// fixed order, then its k % 8 tail. Every element is computed the same way whatever tile it is
 /// in, so the result depends on nothing but the operands.
 #[allow(clippy::too_many_arguments)]
 fn dots(m: usize, k: usize, n: usize, alpha: f32, a: &[f32], b: &[f32], beta: f32, c: &mut [f32]) {
-    let (m4, n4) = (m / 4 * 4, n / 4 * 4);
-    for i in (0..m).step_by(4) {
-        for j in (0..n).step_by(4) {
-            match (i < m4, j < n4) {
-                (true, true) => dot_tile::<4, 4>(i, j, k, n, alpha, a, b, beta, c),
+    let (mr, ns) = (m / DR * DR, n / DS * DS);
+    for i in (0..m).step_by(DR) {
+        for j in (0..n).step_by(DS) {
+            match (i < mr, j < ns) {
+                (true, true) => dot_tile::<DR, DS>(i, j, k, n, alpha, a, b, beta, c),
                 (true, false) => {
-                    (j..n).for_each(|j| dot_tile::<4, 1>(i, j, k, n, alpha, a, b, beta, c))
+                    (j..n).for_each(|j| dot_tile::<DR, 1>(i, j, k, n, alpha, a, b, beta, c))
                 }
                 (false, true) => {
-                    (i..m).for_each(|i| dot_tile::<1, 4>(i, j, k, n, alpha, a, b, beta, c))
+                    (i..m).for_each(|i| dot_tile::<1, DS>(i, j, k, n, alpha, a, b, beta, c))
                 }
                 (false, false) => (i..m).for_each(|i| {
                     (j..n).for_each(|j| dot_tile::<1, 1>(i, j, k, n, alpha, a, b, beta, c))
