@@ -4,7 +4,7 @@
 //! `matrixmultiply::sgemm`. All single-threaded: callers parallelise over samples. Matrices are
 //! row-major slices.
 
-use crate::simd::{f32x8, load, store, LANES};
+use crate::simd::{f32x8, load, store, LANES, WIDE_REGS};
 
 /// Which way to read an operand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,12 +180,6 @@ fn transpose_into<'d>(
     // i < r8, j < c8, the edge loop the rest; MaybeUninit<f32> has f32's layout.
     unsafe { &*(dst as *const [std::mem::MaybeUninit<f32>] as *const [f32]) }
 }
-
-/// Whether the target has 32 vector registers (AVX-512's ymm0 - ymm31) rather than 16 (AVX2,
-/// or SSE's xmm pairs): the tiles below keep all their accumulators in registers, and a tile that
-/// needs more than the target has spills them to the stack on every step of its loop (the 4 x 4
-/// tiles on an AVX2 Zen 3 ran at 30 GFLOP/s, about 40 % of the sgemm peak).
-const WIDE_REGS: bool = cfg!(target_feature = "avx512f");
 
 /// Rows of C per [`broadcast`] tile.
 const BR: usize = 4;
