@@ -282,11 +282,26 @@ impl Bcast {
             beta,
         } = *self;
         let mut acc = [[f32x8::ZERO; V]; R];
+        // The last values the loop reads, checked once here instead of at every step: its
+        // bounds checks and the row offsets they kept live were half of its instructions.
+        assert!(
+            k == 0
+                || ((i + R - 1) * ri + (k - 1) * rp < a.len()
+                    && (k - 1) * ldb + V * LANES <= b.len()),
+            "broadcast tile out of its operands"
+        );
+        let (a, b) = (a.as_ptr(), b.as_ptr());
         for p in 0..k {
-            let brow = &b[p * ldb..][..V * LANES];
-            let bv: [f32x8; V] = std::array::from_fn(|v| load(&brow[v * LANES..]));
+            // SAFETY: p < k and r < R, so every index is at most the ones asserted above.
+            let bv: [f32x8; V] = std::array::from_fn(|v| unsafe {
+                f32x8::new(
+                    b.add(p * ldb + v * LANES)
+                        .cast::<[f32; LANES]>()
+                        .read_unaligned(),
+                )
+            });
             for r in 0..R {
-                let av = f32x8::splat(a[(i + r) * ri + p * rp]);
+                let av = f32x8::splat(unsafe { *a.add((i + r) * ri + p * rp) });
                 for v in 0..V {
                     acc[r][v] = av.mul_add(bv[v], acc[r][v]);
                 }
