@@ -3,6 +3,7 @@
 //! `cargo bench --bench kernels` (single thread, then all threads where the kernel is parallel).
 //! Last: the fused separable block (depthwise then 1x1, as `ops::separable_conv`), per pass.
 use kernels::conv::ConvGeom;
+use kernels::gemm::{self, Trans};
 use kernels::separable::{self, SepGeom, SepGrads, Upstream};
 use kernels::{depthwise, maxw, optim};
 
@@ -86,12 +87,42 @@ fn main() {
         100.0 * bw / memcpy
     );
 
-    // Depthwise convs at the standard preset's sizes (batch 64; C 16 at 32x32, 32 at 16x16, 64 at
-    // 8x8; the reduction cells' stride 2), all three passes, on one thread (per-core efficiency).
+    // The 1x1 convs' products at the standard preset's sizes (C x C by C x HW per sample: the
+    // forward, the input gradient with A transposed, the weight gradient as A B^T), in cache, on
+    // one thread: register tiles that spill or run out of registers show here first.
     let one_thread = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
         .unwrap();
+    println!("1x1 conv products, one thread, GFLOP/s (% of the 1-thread sgemm peak)");
+    for (c, hw) in [(16, 1024), (32, 256), (64, 64)] {
+        let cases = [
+            ("A B", (c, c, hw), Trans::N, Trans::N),
+            ("A^T B", (c, c, hw), Trans::T, Trans::N),
+            ("A B^T", (c, hw, c), Trans::N, Trans::T),
+        ];
+        let line: Vec<String> = cases
+            .iter()
+            .map(|&(name, (m, k, n), ta, tb)| {
+                let (a, b, mut out) = (data(m * k), data(k * n), vec![0.0f32; m * n]);
+                let reps = 50;
+                let t = one_thread.install(|| {
+                    time(9, || {
+                        for _ in 0..reps {
+                            gemm::sgemm(m, k, n, 1.0, &a, ta, &b, tb, 0.0, &mut out);
+                        }
+                    })
+                });
+                let gf = 2.0 * (m * k * n * reps) as f64 / t / 1e9;
+                format!("{name} {gf:.1} ({:.0}%)", 100.0 * gf / peak1)
+            })
+            .collect();
+        println!("  C {c}, HW {hw}: {}", line.join(" / "));
+    }
+    println!();
+
+    // Depthwise convs at the standard preset's sizes (batch 64; C 16 at 32x32, 32 at 16x16, 64 at
+    // 8x8; the reduction cells' stride 2), all three passes, on one thread (per-core efficiency).
     println!("depthwise, one thread, GFLOP/s (% of the 1-thread sgemm peak): forward / backward data / backward weight");
     let mut separable_lines = Vec::new();
     for (c, hw, stride) in [(16, 32, 1), (32, 16, 1), (64, 8, 1), (32, 32, 2)] {

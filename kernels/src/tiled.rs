@@ -6,7 +6,7 @@
 //! registers ([`tiles`]). What a tap does is a [`TapReduce`]: a weighted sum (convolution, average
 //! pool) or a max with its argmax. A strided window reads a copy split into stride phases, so every
 //! tap still reads one contiguous run.
-use crate::simd::{f32x8, hsum, load, store, LANES};
+use crate::simd::{f32x8, hsum, load, store, LANES, WIDE_REGS};
 
 /// Planes whose padded copy fits in this many values take the tiled path: 32x32 planes with the
 /// widest DARTS border (5x5 filters at dilation 2) need 40x40; each kernel call zeroes one such stack
@@ -475,25 +475,32 @@ fn rows_with<Op: TapReduce, const K: usize, const R: usize, const V: usize, cons
 /// `tile_shape` picks, for the outputs the layout was made for; `emit(oh, ow0, acc)` receives
 /// outputs ow0..ow0 + 8 of row oh (lanes at or beyond wo are padding: the caller drops them).
 /// At stride 1, 3 x 3 and 5 x 5 windows take `rows_of` (but for 5 x 5 at dilation 2 on rows 8
-/// wide, which ran slower that way: more registers than there are); the rest `tiles_of`.
+/// wide, which ran slower that way: more registers than there are); the rest `tiles_of`. Where the
+/// target has 16 vector registers ([`WIDE_REGS`]), only 3 x 3 windows take `rows_of`, and not at
+/// dilation 2 on rows 8 wide: a 5 x 5 window's rows (5 V vectors beside 8 accumulators), or 9 taps
+/// and 8 accumulators, spill there (on an AVX2 Zen 3, in cache, one thread: 5 x 5 windows 1.1 -
+/// 1.4x faster by `tiles_of`, 3 x 3 at dilation 2 on 8 x 8 planes 1.2 - 1.4x; other 3 x 3 windows
+/// 0.7 - 0.9x).
 pub fn tiles<Op: TapReduce>(
     lay: &Layout,
     p: &[f32],
     op: &Op,
     emit: impl FnMut(usize, usize, Op::Acc),
 ) {
-    match (lay.k, lay.stride, lay.dilation, tile_shape(lay.out.1)) {
-        (3, 1, 1, (8, 1)) => rows_of::<Op, 3, 8, 1, 1>(lay, p, op, emit),
-        (3, 1, 1, (4, 2)) => rows_of::<Op, 3, 4, 2, 1>(lay, p, op, emit),
-        (3, 1, 1, (2, 4)) => rows_of::<Op, 3, 2, 4, 1>(lay, p, op, emit),
-        (3, 1, 2, (8, 1)) => rows_of::<Op, 3, 8, 1, 2>(lay, p, op, emit),
-        (3, 1, 2, (4, 2)) => rows_of::<Op, 3, 4, 2, 2>(lay, p, op, emit),
-        (3, 1, 2, (2, 4)) => rows_of::<Op, 3, 2, 4, 2>(lay, p, op, emit),
-        (5, 1, 1, (2, 4)) => rows_of::<Op, 5, 2, 4, 1>(lay, p, op, emit),
-        (5, 1, 1, (4, 2)) => rows_of::<Op, 5, 4, 2, 1>(lay, p, op, emit),
-        (5, 1, 1, (8, 1)) => rows_of::<Op, 5, 8, 1, 1>(lay, p, op, emit),
-        (5, 1, 2, (2, 4)) => rows_of::<Op, 5, 2, 4, 2>(lay, p, op, emit),
-        (5, 1, 2, (4, 2)) => rows_of::<Op, 5, 4, 2, 2>(lay, p, op, emit),
+    let shape = tile_shape(lay.out.1);
+    let by_rows = WIDE_REGS || (lay.k == 3 && (lay.dilation, shape) != (2, (8, 1)));
+    match (lay.k, lay.stride, lay.dilation, shape) {
+        (3, 1, 1, (8, 1)) if by_rows => rows_of::<Op, 3, 8, 1, 1>(lay, p, op, emit),
+        (3, 1, 1, (4, 2)) if by_rows => rows_of::<Op, 3, 4, 2, 1>(lay, p, op, emit),
+        (3, 1, 1, (2, 4)) if by_rows => rows_of::<Op, 3, 2, 4, 1>(lay, p, op, emit),
+        (3, 1, 2, (8, 1)) if by_rows => rows_of::<Op, 3, 8, 1, 2>(lay, p, op, emit),
+        (3, 1, 2, (4, 2)) if by_rows => rows_of::<Op, 3, 4, 2, 2>(lay, p, op, emit),
+        (3, 1, 2, (2, 4)) if by_rows => rows_of::<Op, 3, 2, 4, 2>(lay, p, op, emit),
+        (5, 1, 1, (2, 4)) if by_rows => rows_of::<Op, 5, 2, 4, 1>(lay, p, op, emit),
+        (5, 1, 1, (4, 2)) if by_rows => rows_of::<Op, 5, 4, 2, 1>(lay, p, op, emit),
+        (5, 1, 1, (8, 1)) if by_rows => rows_of::<Op, 5, 8, 1, 1>(lay, p, op, emit),
+        (5, 1, 2, (2, 4)) if by_rows => rows_of::<Op, 5, 2, 4, 2>(lay, p, op, emit),
+        (5, 1, 2, (4, 2)) if by_rows => rows_of::<Op, 5, 4, 2, 2>(lay, p, op, emit),
         (_, _, _, (8, 1)) => tiles_of::<Op, 8, 1>(lay, p, op, emit),
         (_, _, _, (4, 2)) => tiles_of::<Op, 4, 2>(lay, p, op, emit),
         _ => tiles_of::<Op, 2, 4>(lay, p, op, emit),
