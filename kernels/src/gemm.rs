@@ -300,6 +300,7 @@ impl Bcast {
                         .read_unaligned(),
                 )
             });
+            #[allow(clippy::needless_range_loop)] // r also addresses A's row
             for r in 0..R {
                 let av = f32x8::splat(unsafe { *a.add((i + r) * ri + p * rp) });
                 for v in 0..V {
