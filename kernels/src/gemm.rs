@@ -208,36 +208,36 @@ fn broadcast(
 ) {
     let g = Bcast {
         k,
+        ldb,
         ldc,
         ri,
         rp,
         alpha,
         beta,
     };
-    // Columns j.. j + 8 V of every row, B's block at (bj, ldbj): tiles of R rows, then the rows
-    // left one at a time.
+    // Columns j.. j + 8 V of every row: tiles of R rows, then the rows left one at a time.
     macro_rules! cols {
-        ($r:expr, $v:expr, $j:expr, $bj:expr) => {{
+        ($r:expr, $v:expr, $j:expr) => {{
             let mr = m / $r * $r;
             (0..mr)
                 .step_by($r)
-                .for_each(|i| g.tile::<{ $r }, { $v }>(i, $j, a, $bj, c));
-            (mr..m).for_each(|i| g.tile::<1, { $v }>(i, $j, a, $bj, c));
+                .for_each(|i| g.tile::<{ $r }, { $v }>(i, $j, a, b, c));
+            (mr..m).for_each(|i| g.tile::<1, { $v }>(i, $j, a, b, c));
         }};
     }
     // 8 V columns at a time, then 16 and 8 (each tile 8 or more accumulators, enough to hide the
     // multiply-add latency).
     let mut j = 0;
     while j + BV * LANES <= n {
-        cols!(BR, BV, j, (&b[j..], ldb));
+        cols!(BR, BV, j);
         j += BV * LANES;
     }
     if j + 2 * LANES <= n {
-        cols!(BR, 2, j, (&b[j..], ldb));
+        cols!(BR, 2, j);
         j += 2 * LANES;
     }
     if j + LANES <= n {
-        cols!(2 * BR, 1, j, (&b[j..], ldb));
+        cols!(2 * BR, 1, j);
         j += LANES;
     }
     let n8 = j;
@@ -254,6 +254,7 @@ fn broadcast(
 /// The shape and scalars of one [`broadcast`] product.
 struct Bcast {
     k: usize,
+    ldb: usize,
     ldc: usize,
     ri: usize,
     rp: usize,
@@ -262,19 +263,19 @@ struct Bcast {
 }
 
 impl Bcast {
-    /// C[i..i + R, j..j + 8 V] of [`broadcast`], B's columns j.. j + 8 V at the start of `b`'s
-    /// rows, `ldb` apart.
+    /// C[i..i + R, j..j + 8 V] of [`broadcast`].
     #[inline(always)]
     fn tile<const R: usize, const V: usize>(
         &self,
         i: usize,
         j: usize,
         a: &[f32],
-        (b, ldb): (&[f32], usize),
+        b: &[f32],
         c: &mut [f32],
     ) {
         let Bcast {
             k,
+            ldb,
             ldc,
             ri,
             rp,
@@ -287,7 +288,7 @@ impl Bcast {
         assert!(
             k == 0
                 || ((i + R - 1) * ri + (k - 1) * rp < a.len()
-                    && (k - 1) * ldb + V * LANES <= b.len()),
+                    && (k - 1) * ldb + j + V * LANES <= b.len()),
             "broadcast tile out of its operands"
         );
         let (a, b) = (a.as_ptr(), b.as_ptr());
@@ -295,7 +296,7 @@ impl Bcast {
             // SAFETY: p < k and r < R, so every index is at most the ones asserted above.
             let bv: [f32x8; V] = std::array::from_fn(|v| unsafe {
                 f32x8::new(
-                    b.add(p * ldb + v * LANES)
+                    b.add(p * ldb + j + v * LANES)
                         .cast::<[f32; LANES]>()
                         .read_unaligned(),
                 )
