@@ -4,7 +4,7 @@
 //! `matrixmultiply::sgemm`. All single-threaded: callers parallelise over samples. Matrices are
 //! row-major slices.
 
-use crate::simd::{f32x8, load, store, LANES, WIDE_REGS};
+use crate::simd::{f32x8, load, load_at, store, LANES, WIDE_REGS};
 
 /// Which way to read an operand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -291,19 +291,13 @@ impl Bcast {
                     && (k - 1) * ldb + j + V * LANES <= b.len()),
             "broadcast tile out of its operands"
         );
-        let (a, b) = (a.as_ptr(), b.as_ptr());
         for p in 0..k {
             // SAFETY: p < k and r < R, so every index is at most the ones asserted above.
-            let bv: [f32x8; V] = std::array::from_fn(|v| unsafe {
-                f32x8::new(
-                    b.add(p * ldb + j + v * LANES)
-                        .cast::<[f32; LANES]>()
-                        .read_unaligned(),
-                )
-            });
+            let bv: [f32x8; V] =
+                std::array::from_fn(|v| unsafe { load_at(b, p * ldb + j + v * LANES) });
             #[allow(clippy::needless_range_loop)] // r also addresses A's row
             for r in 0..R {
-                let av = f32x8::splat(unsafe { *a.add((i + r) * ri + p * rp) });
+                let av = f32x8::splat(unsafe { *a.get_unchecked((i + r) * ri + p * rp) });
                 for v in 0..V {
                     acc[r][v] = av.mul_add(bv[v], acc[r][v]);
                 }

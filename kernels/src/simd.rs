@@ -15,6 +15,19 @@ pub fn load(s: &[f32]) -> f32x8 {
     f32x8::new(s[..LANES].try_into().unwrap())
 }
 
+/// The 8 values of `s` from `i` on, without a bounds check: for loops whose bounds are checked
+/// once, before them.
+///
+/// # Safety
+/// `i + 8 <= s.len()`.
+#[inline(always)]
+pub unsafe fn load_at(s: &[f32], i: usize) -> f32x8 {
+    debug_assert!(i + LANES <= s.len());
+    f32x8::new(std::ptr::read_unaligned(
+        s.as_ptr().add(i).cast::<[f32; LANES]>(),
+    ))
+}
+
 /// Stores `v` into the first 8 values of `d`.
 #[inline(always)]
 pub fn store(v: f32x8, d: &mut [f32]) {

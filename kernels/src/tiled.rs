@@ -118,9 +118,7 @@ impl Layout {
     #[inline(always)]
     unsafe fn load_at(&self, p: &[f32], i: usize) -> f32x8 {
         debug_assert!(i + LANES <= self.len() && self.len() <= p.len());
-        f32x8::new(std::ptr::read_unaligned(
-            p.as_ptr().add(i).cast::<[f32; LANES]>(),
-        ))
+        crate::simd::load_at(p, i)
     }
 
     /// The outputs (ho, wo) the layout was made for.
