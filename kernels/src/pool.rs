@@ -1,8 +1,11 @@
 //! 2-D max and average pooling over kxk windows with stride and zero padding (dilation 1).
 //!
-//! Max pooling keeps the flat in-plane index of each window's maximum for the backward pass; ties go to
-//! the first maximum in row-major window order (PyTorch's rule). Average pooling divides by the number
-//! of window positions that lie inside the input (`count_include_pad=False`).
+//! Max pooling keeps, for the backward pass, which tap of its window holds each maximum: one byte
+//! per output (`ki * kw + kj`, windows of at most [`MAX_TAPS`] taps), a quarter of the bytes of a
+//! flat index, written by the forward and read by the backward. Ties go to the first maximum in
+//! row-major window order (PyTorch's rule); a window with nothing above -inf points at its first
+//! in-bounds position. Average pooling divides by the number of window positions that lie inside
+//! the input (`count_include_pad=False`).
 //! Shapes: x [N, C, H, W], y [N, C, Ho, Wo]; the geometry is a [`ConvGeom`] with c_out == c_in.
 //!
 //! Fast path ([`crate::tiled`]): square windows, stride 1 or 2, planes whose padded copy fits
@@ -15,6 +18,9 @@ use crate::conv::ConvGeom;
 use crate::par;
 use crate::simd::{f32x8, LANES};
 use crate::tiled::{self, put, Layout, MaxArg, Padded, Weighted, MAX_K, PLANE_MAX};
+
+/// The most taps a max pool's window may have: its argmax is one byte.
+pub const MAX_TAPS: usize = 256;
 
 /// Input rows `ih_lo..ih_hi` that output row `oh` reads.
 fn rows(g: &ConvGeom, oh: usize) -> (usize, usize) {
@@ -96,19 +102,22 @@ fn layouts(g: &ConvGeom) -> Option<(Layout, Layout)> {
     Some((fwd, bwd))
 }
 
-/// y = max over each window, argmax = flat index (ih * W + iw) of the maximum in its input plane.
+/// y = max over each window, argmax = the tap (ki * kw + kj) of the window that holds it.
 /// With `stats` ([N, C, 2]), each output plane's [`batchnorm::plane_stats`] too, taken while the
 /// plane is in cache (a trailing training-mode BN's statistics without reading y again).
 pub fn max_forward(
     g: &ConvGeom,
     x: &[f32],
     y: &mut [f32],
-    argmax: &mut [u32],
+    argmax: &mut [u8],
     stats: Option<&mut [f32]>,
 ) {
     let (ho, wo) = g.out_hw();
     let plane = g.h * g.w;
-    debug_assert!(plane < 1 << 24, "argmax offsets travel through f32 lanes");
+    assert!(
+        g.kh * g.kw <= MAX_TAPS,
+        "a max pool window of more than 256 taps"
+    );
     let work = g.y_len() * g.kh * g.kw;
     let Some((lay, _)) = layouts(g) else {
         par::chunks2(y, ho * wo, argmax, ho * wo, work, |p, y, am| {
@@ -116,13 +125,9 @@ pub fn max_forward(
         });
         return plane_stats_of(g, y, stats);
     };
-    // Tap t's offset in the input plane from its window's corner.
-    let mut ids = [0.0f32; MAX_K * MAX_K];
-    for (t, id) in ids.iter_mut().enumerate().take(g.kh * g.kw) {
-        *id = ((t / g.kw) * g.w + t % g.kw) as f32;
-    }
+    // Each tap's id is its index.
+    let ids: [f32; MAX_K * MAX_K] = std::array::from_fn(|t| t as f32);
     let op = MaxArg(&ids[..g.kh * g.kw]);
-    let lane_cols = f32x8::new(std::array::from_fn(|l| (l * g.stride) as f32));
     let sample = g.c_in * ho * wo;
     let (stats, stats_len) = per_sample_stats(g, stats);
     par::chunks2_with_scratch(
@@ -146,26 +151,19 @@ pub fn max_forward(
                     let n = (wo - ow0).min(LANES);
                     let at = oh * wo + ow0;
                     put(best, &mut y[oh * wo..][..wo], ow0);
-                    // Flat input index of lane l's winner: its window's corner plus the tap's offset.
-                    let corner = (oh * g.stride) as f32 * g.w as f32 + (ow0 * g.stride) as f32
-                        - (g.pad * g.w + g.pad) as f32;
-                    let flat = (f32x8::splat(corner) + lane_cols + id)
-                        .round_int()
-                        .to_array();
+                    let taps = id.round_int().to_array();
                     let found = best.simd_gt(f32x8::splat(f32::NEG_INFINITY)).to_bitmask();
                     if n == LANES && found == 0xff {
-                        // Every lane found its maximum (the usual case): one 8-index store.
-                        let flat: [u32; LANES] = bytemuck::cast(flat);
-                        am[at..at + LANES].copy_from_slice(&flat);
+                        // Every lane found its maximum (the usual case): one 8-byte store.
+                        am[at..at + LANES].copy_from_slice(&taps.map(|t| t as u8));
                         return;
                     }
-                    for (l, (a, &f)) in am[at..at + n].iter_mut().zip(&flat).enumerate() {
+                    for (l, (a, &t)) in am[at..at + n].iter_mut().zip(&taps).enumerate() {
                         *a = if found >> l & 1 == 1 {
-                            f as u32
+                            t as u8
                         } else {
-                            // Nothing beats -inf: the reference's rule decides the index.
-                            let (r0, r1) = rows(g, oh);
-                            reference::window_max(g, x, r0, r1, cols(g, ow0 + l)).1
+                            // Nothing beats -inf: the reference's rule decides the tap.
+                            reference::window_max(g, x, oh, ow0 + l).1
                         };
                     }
                 });
@@ -202,16 +200,28 @@ fn plane_stats_of(g: &ConvGeom, y: &[f32], stats: Option<&mut [f32]>) {
     }
 }
 
-/// `dx[argmax] += dy`, plane by plane.
-pub fn max_backward(g: &ConvGeom, dy: &[f32], argmax: &[u32], dx: &mut [f32]) {
+/// Tap t's offset in the input plane from its window's corner: (t / kw) * W + t % kw.
+fn tap_offsets(g: &ConvGeom) -> [usize; MAX_TAPS] {
+    std::array::from_fn(|t| (t / g.kw) * g.w + t % g.kw)
+}
+
+/// `dx[argmax] += dy`, plane by plane: output (oh, ow)'s tap t is input (oh s - pad + t / kw,
+/// ow s - pad + t % kw). Each plane's outputs add in row-major order.
+pub fn max_backward(g: &ConvGeom, dy: &[f32], argmax: &[u8], dx: &mut [f32]) {
     let (ho, wo) = g.out_hw();
+    let off = tap_offsets(g);
     par::chunks(dx, g.h * g.w, g.y_len(), |p, dx| {
         let (dy, am) = (
             &dy[p * ho * wo..][..ho * wo],
             &argmax[p * ho * wo..][..ho * wo],
         );
-        for (d, &i) in dy.iter().zip(am) {
-            dx[i as usize] += d;
+        for (oh, (dy, am)) in dy.chunks_exact(wo).zip(am.chunks_exact(wo)).enumerate() {
+            // The window corner (oh s - pad, ow s - pad) may lie in the padding: the index is
+            // taken with the padding added back to the row and column, then removed.
+            let row = (oh * g.stride) * g.w;
+            for (ow, (d, &t)) in dy.iter().zip(am).enumerate() {
+                dx[row + ow * g.stride + off[t as usize] - g.pad * g.w - g.pad] += d;
+            }
         }
     });
 }
@@ -277,21 +287,21 @@ pub fn avg_backward(g: &ConvGeom, dy: &[f32], dx: &mut [f32]) {
 pub mod reference {
     use super::{cols, rows, ConvGeom};
 
-    /// Max and its flat index over input rows r0..r1, columns c.0..c.1 (first maximum wins).
-    pub(crate) fn window_max(
-        g: &ConvGeom,
-        x: &[f32],
-        r0: usize,
-        r1: usize,
-        c: (usize, usize),
-    ) -> (f32, u32) {
-        let (mut best, mut idx) = (f32::NEG_INFINITY, 0u32);
+    /// Max over the window of output (oh, ow) and the tap (ki * kw + kj) that holds it (first
+    /// maximum wins; the first in-bounds tap if nothing beats -inf).
+    pub(crate) fn window_max(g: &ConvGeom, x: &[f32], oh: usize, ow: usize) -> (f32, u8) {
+        let ((r0, r1), (c0, c1)) = (rows(g, oh), cols(g, ow));
+        // Window row ki is input row oh s - pad + ki (column likewise).
+        let tap = |ih: usize, iw: usize| {
+            ((ih + g.pad - oh * g.stride) * g.kw + iw + g.pad - ow * g.stride) as u8
+        };
+        let (mut best, mut idx) = (f32::NEG_INFINITY, tap(r0, c0));
         for ih in r0..r1 {
-            for iw in c.0..c.1 {
+            for iw in c0..c1 {
                 let v = x[ih * g.w + iw];
                 if v > best {
                     best = v;
-                    idx = (ih * g.w + iw) as u32;
+                    idx = tap(ih, iw);
                 }
             }
         }
@@ -332,12 +342,11 @@ pub mod reference {
     }
 
     /// Max pooling of one plane.
-    pub(crate) fn max_plane(g: &ConvGeom, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
+    pub(crate) fn max_plane(g: &ConvGeom, x: &[f32], y: &mut [f32], argmax: &mut [u8]) {
         let (ho, wo) = g.out_hw();
         for oh in 0..ho {
-            let (r0, r1) = rows(g, oh);
             for ow in 0..wo {
-                (y[oh * wo + ow], argmax[oh * wo + ow]) = window_max(g, x, r0, r1, cols(g, ow));
+                (y[oh * wo + ow], argmax[oh * wo + ow]) = window_max(g, x, oh, ow);
             }
         }
     }
@@ -353,7 +362,7 @@ pub mod reference {
         }
     }
 
-    pub fn max_forward(g: &ConvGeom, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
+    pub fn max_forward(g: &ConvGeom, x: &[f32], y: &mut [f32], argmax: &mut [u8]) {
         let (ho, wo) = g.out_hw();
         let plane = g.h * g.w;
         for p in 0..g.n * g.c_in {
@@ -367,11 +376,16 @@ pub mod reference {
         }
     }
 
-    pub fn max_backward(g: &ConvGeom, dy: &[f32], argmax: &[u32], dx: &mut [f32]) {
+    pub fn max_backward(g: &ConvGeom, dy: &[f32], argmax: &[u8], dx: &mut [f32]) {
         let (ho, wo) = g.out_hw();
         for p in 0..g.n * g.c_in {
-            for o in 0..ho * wo {
-                dx[p * g.h * g.w + argmax[p * ho * wo + o] as usize] += dy[p * ho * wo + o];
+            for oh in 0..ho {
+                for ow in 0..wo {
+                    let o = p * ho * wo + oh * wo + ow;
+                    let (ki, kj) = (argmax[o] as usize / g.kw, argmax[o] as usize % g.kw);
+                    let (ih, iw) = (oh * g.stride + ki - g.pad, ow * g.stride + kj - g.pad);
+                    dx[p * g.h * g.w + ih * g.w + iw] += dy[o];
+                }
             }
         }
     }
@@ -451,7 +465,7 @@ mod tests {
             // the reference's rule for their index.
             let xm: Vec<f32> = if holes { x.iter().map(|&v| if v < 0.5 { f32::NEG_INFINITY } else { v }).collect() } else { x.clone() };
             let (mut y, mut y_ref) = (vec![0.0; g.y_len()], vec![0.0; g.y_len()]);
-            let (mut am, mut am_ref) = (vec![0u32; g.y_len()], vec![0u32; g.y_len()]);
+            let (mut am, mut am_ref) = (vec![0u8; g.y_len()], vec![0u8; g.y_len()]);
             let planes = |y: &[f32]| {
                 let hw = y.len() / (g.n * g.c_in);
                 y.chunks(hw).flat_map(crate::batchnorm::plane_stats).collect::<Vec<f32>>()
@@ -464,7 +478,18 @@ mod tests {
             // The statistics taken in cache: the bits of taking them from y afterwards.
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             prop_assert_eq!(bits(&stats), bits(&planes(&y)));
-            let mut again = vec![0u32; g.y_len()];
+            // Each tap names an in-bounds input that holds its window's maximum.
+            let (ho, wo) = g.out_hw();
+            for (o, (&t, &v)) in am.iter().zip(&y).enumerate() {
+                let (p, oh, ow) = (o / (ho * wo), o / wo % ho, o % wo);
+                let (ki, kj) = (t as usize / g.kw, t as usize % g.kw);
+                prop_assert!(ki < g.kh);
+                let (ih, iw) = ((oh * g.stride + ki) as isize - g.pad as isize, (ow * g.stride + kj) as isize - g.pad as isize);
+                prop_assert!((0..g.h as isize).contains(&ih) && (0..g.w as isize).contains(&iw));
+                let at = xm[p * g.h * g.w + ih as usize * g.w + iw as usize];
+                prop_assert_eq!(at.to_bits(), v.to_bits());
+            }
+            let mut again = vec![0u8; g.y_len()];
             max_forward(&g, &xm, &mut y, &mut again, None);
             prop_assert_eq!(&y, &y_ref);
             let (mut dx, mut dx_ref) = (dx0.clone(), dx0.clone());

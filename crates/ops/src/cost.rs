@@ -22,14 +22,16 @@ pub(crate) fn linear_map(macs: f64, x: f64, w: f64, y: f64) -> Cost {
 }
 
 /// Max or average pooling over kh x kw windows: one comparison or add per window tap; the max
-/// pool's backward scatters each output gradient to its argmax (read along with dy).
+/// pool writes each output's argmax (one byte: a quarter of a value) and its backward scatters
+/// each output gradient to it (read along with dy).
 pub(crate) fn pool(g: &ConvGeom, max: bool) -> Cost {
     let (x, y) = (g.x_len() as f64, g.y_len() as f64);
     let taps = (g.kh * g.kw) as f64;
+    let argmax = if max { y / 4.0 } else { 0.0 };
     Cost {
-        forward: Work::new(y * taps, x + y),
+        forward: Work::new(y * taps, x + y + argmax),
         backward: if max {
-            Work::new(y, 2.0 * y + 2.0 * x)
+            Work::new(y, y + argmax + 2.0 * x)
         } else {
             Work::new(y * taps, y + 2.0 * x)
         },

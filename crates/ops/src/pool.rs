@@ -21,6 +21,17 @@ fn geometry(tape: &Tape, x: Var, o: PoolOptions, op: &'static str) -> Result<Con
     check::arg(o.kernel > 0 && o.stride > 0, op, || {
         "kernel and stride must be positive".into()
     })?;
+    check::arg(
+        op != "max_pool2d" || o.kernel * o.kernel <= kp::MAX_TAPS,
+        op,
+        || {
+            format!(
+                "a {0}x{0} window has more than {1} taps (a max pool's argmax is one byte)",
+                o.kernel,
+                kp::MAX_TAPS
+            )
+        },
+    )?;
     check::arg(o.padding <= o.kernel / 2, op, || {
         format!("padding {} exceeds half the kernel {}", o.padding, o.kernel)
     })?;
@@ -45,7 +56,7 @@ fn geometry(tape: &Tape, x: Var, o: PoolOptions, op: &'static str) -> Result<Con
     })
 }
 
-struct MaxBack(ConvGeom, Vec<u32>);
+struct MaxBack(ConvGeom, Vec<u8>);
 impl Backward for MaxBack {
     /// dx[argmax] += dy.
     fn backward(&self, _: &[&Tensor], _: &Tensor, g: &Tensor, grads: &mut GradSlots) {
@@ -122,7 +133,7 @@ fn pool(
     let (xv, out) = (tape.value(x).data(), planes.as_deref_mut());
     let y = match kind {
         Kind::Max => {
-            let mut argmax = vec![0u32; y.numel()];
+            let mut argmax = vec![0u8; y.numel()];
             kp::max_forward(&g, xv, y.data_mut(), &mut argmax, out);
             tape.push(op, y, &[x], MaxBack(g, argmax))
         }
@@ -249,5 +260,22 @@ mod tests {
             }
         )
         .is_err());
+    }
+
+    /// A max pool's argmax is one byte: a 17 x 17 window (289 taps) is refused with a message,
+    /// 16 x 16 taken; an average pool has no such limit.
+    #[test]
+    fn max_pool_window_beyond_256_taps_is_an_error() {
+        let mut t = Tape::new();
+        let x = t.leaf(Tensor::zeros([1, 1, 17, 17]), true);
+        let o = |kernel| PoolOptions {
+            kernel,
+            stride: 1,
+            padding: 0,
+        };
+        let err = max_pool2d(&mut t, x, o(17)).unwrap_err().to_string();
+        assert!(err.contains("more than 256 taps"), "{err}");
+        assert!(max_pool2d(&mut t, x, o(16)).is_ok());
+        assert!(avg_pool2d(&mut t, x, o(17)).is_ok());
     }
 }
