@@ -203,14 +203,16 @@ pub fn input_grads(
         for (it, dx) in its.iter_mut().zip(dxs.iter_mut()) {
             *it = dx.as_mut().map(|d| (d.add, d.data.chunks_mut(sample)));
         }
-        let samples = (0..s.n).map(|n| {
-            let outs: [Option<Dx>; GROUP] = std::array::from_fn(|j| {
-                let (add, it) = its[j].as_mut()?;
-                let data = it.next().expect("N samples");
-                Some(Dx { data, add: *add })
-            });
-            (n, outs)
-        });
+        let samples: Vec<(usize, [Option<Dx>; GROUP])> = (0..s.n)
+            .map(|n| {
+                let outs = std::array::from_fn(|j| {
+                    let (add, it) = its[j].as_mut()?;
+                    let data = it.next().expect("N samples");
+                    Some(Dx { data, add: *add })
+                });
+                (n, outs)
+            })
+            .collect();
         let run = |(n, outs): (usize, [Option<Dx>; GROUP])| {
             for (j, (t, out)) in terms.iter().zip(outs).enumerate() {
                 let Some(Dx { data, add }) = out else {
@@ -227,11 +229,15 @@ pub fn input_grads(
                 }
             }
         };
-        if par::min_len(4 * terms.len() * g.len()) == 1 {
-            samples.par_bridge().for_each(run);
-        } else {
-            samples.for_each(run);
-        }
+        // Last samples first: [`plane_sums`] read them last, so they are the likeliest still in
+        // cache (at 32 x 32 planes g and seven terms fill a 32 MiB L3; read in the order of
+        // plane_sums, each sample would be evicted just before it is wanted). Samples are
+        // independent: the order changes no value.
+        samples
+            .into_par_iter()
+            .rev()
+            .with_min_len(par::min_len(4 * terms.len() * g.len()))
+            .for_each(run);
     }
 }
 
