@@ -16,13 +16,14 @@ pub struct PoolOptions {
     pub padding: usize,
 }
 
-fn geometry(tape: &Tape, x: Var, o: PoolOptions, op: &'static str) -> Result<ConvGeom> {
+fn geometry(tape: &Tape, x: Var, o: PoolOptions, kind: Kind) -> Result<ConvGeom> {
+    let op = kind.name();
     let [n, c, h, w] = check::nchw(tape, x, op)?;
     check::arg(o.kernel > 0 && o.stride > 0, op, || {
         "kernel and stride must be positive".into()
     })?;
     check::arg(
-        op != "max_pool2d" || o.kernel * o.kernel <= kp::MAX_TAPS,
+        matches!(kind, Kind::Avg) || o.kernel * o.kernel <= kp::MAX_TAPS,
         op,
         || {
             format!(
@@ -114,6 +115,16 @@ enum Kind {
     Avg,
 }
 
+impl Kind {
+    /// The op's name on the tape and in its errors.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Max => "max_pool2d",
+            Kind::Avg => "avg_pool2d",
+        }
+    }
+}
+
 /// Either pool's node, with its output planes' BN statistics if `stats`.
 fn pool(
     tape: &mut Tape,
@@ -122,11 +133,7 @@ fn pool(
     kind: Kind,
     stats: bool,
 ) -> Result<(Var, Option<Vec<f32>>)> {
-    let op = match kind {
-        Kind::Max => "max_pool2d",
-        Kind::Avg => "avg_pool2d",
-    };
-    let g = geometry(tape, x, o, op)?;
+    let (op, g) = (kind.name(), geometry(tape, x, o, kind)?);
     let (ho, wo) = g.out_hw();
     let mut y = tape.buffer([g.n, g.c_in, ho, wo]);
     let mut planes = stats.then(|| vec![0.0; 2 * g.n * g.c_in]);
