@@ -51,6 +51,17 @@ impl Peaks {
     pub fn gbs(&self) -> f64 {
         self.gbs_1.max(self.gbs_all)
     }
+
+    /// Each rate the better of two measurements (of the same thread count).
+    pub fn best(&self, other: &Peaks) -> Peaks {
+        Peaks {
+            gflops_1: self.gflops_1.max(other.gflops_1),
+            gflops_all: self.gflops_all.max(other.gflops_all),
+            gbs_1: self.gbs_1.max(other.gbs_1),
+            gbs_all: self.gbs_all.max(other.gbs_all),
+            threads: self.threads,
+        }
+    }
 }
 
 /// Measures sgemm on 512x512x512 products and memcpy on a 128 MiB buffer (median of `reps`).
