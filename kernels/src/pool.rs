@@ -40,17 +40,12 @@ fn cols(g: &ConvGeom, ow: usize) -> (usize, usize) {
     )
 }
 
-/// In-bounds positions of output (oh, ow)'s window: the average's divisor.
-fn count(g: &ConvGeom, oh: usize, ow: usize) -> usize {
-    let ((r0, r1), (c0, c1)) = (rows(g, oh), cols(g, ow));
-    (r1 - r0) * (c1 - c0)
-}
-
-/// [`count`] for the average's forward tiles, as the product of two
-/// factors made once per call: count(oh, ow) = rows[oh] * cols[ow] (its in-bounds rows times its
-/// in-bounds columns, small integers: exact in f32). `cols` runs on past wo with 1s, so every
-/// 8-column tile can load a whole vector (eight `count` calls per tile took a third of the
-/// forward; the backward's per-value `count` measured faster than a lookup in these tables).
+/// The average's divisor, the in-bounds positions of output (oh, ow)'s window, as the product of
+/// two factors made once per call: count(oh, ow) = rows[oh] * cols[ow] (its in-bounds rows times
+/// its in-bounds columns, small integers: exact in f32, so dividing by it has the bits of dividing
+/// by the integer count). `cols` runs on past wo with 1s, so every 8 columns load as one vector:
+/// the forward's tiles and the backward's shares divide 8 values at a time (a count per value,
+/// with a scalar division, took a third of the forward and half of the backward).
 struct Counts {
     rows: [f32; PLANE_MAX],
     cols: [f32; PLANE_MAX + LANES],
@@ -78,6 +73,23 @@ impl Counts {
     /// The counts of row oh, columns ow0..ow0 + 8.
     fn lanes(&self, oh: usize, ow0: usize) -> f32x8 {
         f32x8::splat(self.rows[oh]) * crate::simd::load(&self.cols[ow0..])
+    }
+
+    /// shares = dy / count, position by position, for one plane of dy (rows `wo` long).
+    fn shares(&self, dy: &[f32], wo: usize, shares: &mut [f32]) {
+        let n8 = wo / LANES * LANES;
+        for (oh, (d, s)) in dy
+            .chunks_exact(wo)
+            .zip(shares.chunks_exact_mut(wo))
+            .enumerate()
+        {
+            for j in (0..n8).step_by(LANES) {
+                crate::simd::store(crate::simd::load(&d[j..]) / self.lanes(oh, j), &mut s[j..]);
+            }
+            for j in n8..wo {
+                s[j] = d[j] / (self.rows[oh] * self.cols[j]);
+            }
+        }
     }
 }
 
@@ -269,12 +281,14 @@ pub fn avg_backward(g: &ConvGeom, dy: &[f32], dx: &mut [f32]) {
     let ones = [1.0f32; MAX_K * MAX_K];
     let op = Weighted(&ones[..g.kh * g.kw]);
     let q = g.kh - 1 - g.pad;
+    let counts = Counts::new(g);
     par::chunks(dx, g.c_in * plane, work, |n, dx| {
-        let mut buf = Padded::default();
+        let (mut buf, mut shares) = (Padded::default(), [0.0f32; PLANE_MAX]);
         for (c, dx) in dx.chunks_mut(plane).enumerate() {
             let dy = &dy[(n * g.c_in + c) * ho * wo..][..ho * wo];
-            let share = |oh, ow, v: f32| v / count(g, oh, ow) as f32;
-            let p = buf.fill(&lay, dy, wo, q, g.stride, 0.0, share);
+            let shares = &mut shares[..ho * wo];
+            counts.shares(dy, wo, shares);
+            let p = buf.fill(&lay, shares, wo, q, g.stride, 0.0, |_, _, v| v);
             tiled::tiles(&lay, p, &op, |ih, iw0, v| {
                 let (at, n) = (ih * g.w + iw0, (g.w - iw0).min(LANES));
                 tiled::put_grad::<true>(v, &mut dx[at..at + n], None);
