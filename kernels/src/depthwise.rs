@@ -5,8 +5,10 @@
 //! [`PLANE_MAX`](crate::tiled::PLANE_MAX) values: all DARTS shapes up to 32x32, about 43x43 at most):
 //! each plane is padded once and every output is a weighted sum over the taps, in register tiles. The
 //! input gradient is the same correlation run on dy (zero-inserted by the stride, padded by
-//! (k - 1) * d - pad) with the flipped filter; the weight gradient is one tiled dot of dy with the
-//! padded input per tap. Other geometries take a row-by-row f32x8 path.
+//! (k - 1) * d - pad) with the flipped filter; at stride 2 with an even dilation and padding (the
+//! stride-2 dil convs) only x's even positions receive any, and it runs on dy itself onto those.
+//! The weight gradient is one tiled dot of dy with the padded input per tap. Other geometries take
+//! a row-by-row f32x8 path.
 //!
 //! Shapes: x [N, C, H, W], w [C, 1, kh, kw], y [N, C, Ho, Wo]; the geometry is a [`ConvGeom`] with
 //! `c_in == c_out == groups`. Its reference is the grouped dense conv's reference, which it must match.
@@ -113,6 +115,10 @@ fn backward_data_plane_tiled(
 ) {
     let (_, wo) = g.out_hw();
     let pad = (g.kh - 1) * g.dilation - g.pad;
+    if even_phase(g) {
+        let p = buf.fill(lay, dy, wo, pad / 2, 1, 0.0, |_, _, v| v);
+        return even_grad_tiles(g, lay, x, wf, p, dx, add);
+    }
     let p = buf.fill(lay, dy, wo, pad, g.stride, 0.0, |_, _, v| v);
     // The tiles cover every input position once: a fresh dx is written, not zeroed and added to.
     if add {
@@ -138,6 +144,47 @@ fn grad_tiles<const ADD: bool>(
     });
 }
 
+/// Whether only the even rows and columns of x receive gradient: stride 2 with an even dilation
+/// and padding (DARTS's stride-2 dil convs), where every tap's offset `ki d - pad` is even. Their
+/// input gradient is then a stride-1 correlation of dy itself (dilation d / 2, padding
+/// ((k - 1) d - pad) / 2) onto the even positions: a quarter of the zero-inserted correlation's
+/// windows, every one of which reads only real dy values or padding, the same taps in the same
+/// order (the other windows of the zero-inserted dy sum to exactly 0.0).
+fn even_phase(g: &ConvGeom) -> bool {
+    g.stride == 2 && g.dilation.is_multiple_of(2) && g.pad.is_multiple_of(2)
+}
+
+/// [`grad_tiles`] for an [`even_phase`] geometry: window (i, j) of the padded dy `p` is dx's
+/// position (2 i, 2 j). Every other position gets what the zero-inserted correlation gives it,
+/// exactly 0.0: dx = 0.0 there when written, dx + 0.0 when added to (first, for the whole plane:
+/// the even positions' dx + 0.0 + v has the bits of dx + v, as v is never -0.0).
+fn even_grad_tiles(
+    g: &ConvGeom,
+    lay: &Layout,
+    x: &[f32],
+    wf: &[f32],
+    p: &[f32],
+    dx: &mut [f32],
+    add: bool,
+) {
+    if add {
+        for v in dx.iter_mut() {
+            *v += 0.0;
+        }
+    } else {
+        dx.fill(0.0);
+    }
+    tiled::tiles(lay, p, &Weighted(wf), |i, j0, v| {
+        let (row, n) = (2 * i * g.w, g.w.div_ceil(2).saturating_sub(j0).min(LANES));
+        for (l, &v) in v.as_array()[..n].iter().enumerate() {
+            let at = row + 2 * (j0 + l);
+            if !g.pre_relu || x[at] > 0.0 {
+                dx[at] += v;
+            }
+        }
+    });
+}
+
 /// The layouts of the tiled path for this geometry (forward and weight gradient, input gradient), or
 /// `None` where it does not apply: non-square filters, padding wider than the filter's reach, and
 /// what [`Layout::new`] refuses.
@@ -152,11 +199,17 @@ fn tiled_layouts(g: &ConvGeom) -> Option<(Layout, Layout)> {
     }
     let (s, p, d) = (g.stride, g.pad, g.dilation);
     let fwd = Layout::new(g.h + 2 * p, g.w + 2 * p, g.kh, d, s, (ho, wo))?;
-    let (dh, dw) = (
-        (ho - 1) * s + 1 + 2 * (span - p),
-        (wo - 1) * s + 1 + 2 * (span - p),
-    );
-    let bwd = Layout::new(dh, dw, g.kh, d, 1, (g.h, g.w))?;
+    let bwd = if even_phase(g) {
+        let q = span - p;
+        let out = (g.h.div_ceil(2), g.w.div_ceil(2));
+        Layout::new(ho + q, wo + q, g.kh, d / 2, 1, out)?
+    } else {
+        let (dh, dw) = (
+            (ho - 1) * s + 1 + 2 * (span - p),
+            (wo - 1) * s + 1 + 2 * (span - p),
+        );
+        Layout::new(dh, dw, g.kh, d, 1, (g.h, g.w))?
+    };
     Some((fwd, bwd))
 }
 
