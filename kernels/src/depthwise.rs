@@ -533,6 +533,55 @@ mod tests {
         }
     }
 
+    /// The even-phase input gradient (stride 2, even dilation and padding) has the bits of the
+    /// zero-inserted correlation it replaces, signed zeros included: written, and added into a
+    /// dx holding -0.0 and +0.0 (which the zero-inserted sums turn into dx + 0.0).
+    #[test]
+    fn even_phase_gives_the_bits_of_the_zero_inserted_correlation() {
+        for (hw, k, pad, relu) in [
+            (8, 3, 2, true),
+            (9, 5, 4, false),
+            (16, 3, 2, false),
+            (7, 5, 4, true),
+        ] {
+            let g = ConvGeom {
+                stride: 2,
+                pre_relu: relu,
+                ..darts_geom(hw, k, pad, 2, 2)
+            };
+            assert!(even_phase(&g));
+            let (ho, wo) = g.out_hw();
+            let plane = hw * hw;
+            let x: Vec<f32> = (0..plane).map(|i| ((i * 37) % 11) as f32 - 5.0).collect();
+            let dy: Vec<f32> = (0..ho * wo)
+                .map(|i| ((i * 13) % 7) as f32 * 0.25 - 0.75)
+                .collect();
+            let w: Vec<f32> = (0..k * k).map(|i| i as f32 * 0.1 - 0.7).collect();
+            let wf: Vec<f32> = w.iter().rev().copied().collect();
+            let (_, even) = tiled_layouts(&g).unwrap();
+            // The zero-inserted layout and correlation, as for any other stride.
+            let span = (k - 1) * 2;
+            let d = (ho - 1) * 2 + 1 + 2 * (span - pad);
+            let zi = Layout::new(d, d, k, 2, 1, (hw, hw)).unwrap();
+            let start: Vec<f32> = (0..plane)
+                .map(|i| if i % 3 == 0 { -0.0 } else { i as f32 * 0.5 })
+                .collect();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            for add in [false, true] {
+                let (mut a, mut b) = (start.clone(), start.clone());
+                let mut buf = Padded::default();
+                backward_data_plane_tiled(&g, &even, &x, &wf, &dy, &mut a, add, &mut buf);
+                let p = buf.fill(&zi, &dy, wo, span - pad, 2, 0.0, |_, _, v| v);
+                if add {
+                    grad_tiles::<true>(&g, &zi, &x, &wf, p, &mut b);
+                } else {
+                    grad_tiles::<false>(&g, &zi, &x, &wf, p, &mut b);
+                }
+                assert_eq!(bits(&a), bits(&b), "{hw}x{hw} k{k} add {add}");
+            }
+        }
+    }
+
     #[test]
     fn darts_shapes_take_the_tiled_path_and_large_planes_do_not() {
         for hw in [8, 16, 32] {

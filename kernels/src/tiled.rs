@@ -516,9 +516,10 @@ pub fn put(v: f32x8, row: &mut [f32], ow0: usize) {
     }
 }
 
-/// dx += v over 8 values (`ADD`), or fewer at a row's end; with a `mask`, only where mask > 0 (the
-/// fused input ReLU's backward). Without `ADD`, dx = 0.0 + v where it would add v (0.0 where the
-/// mask is off): the bits of adding into zeros, without reading dx. A const parameter, not a flag
+/// dx += v over 8 values (`ADD`), or fewer at a row's end; with a `mask`, v only where mask > 0
+/// (the fused input ReLU's backward; dx + 0.0 elsewhere, at a row's end as in a whole vector).
+/// Without `ADD`, dx = 0.0 + v where it would add v (0.0 where the mask is off): the bits of adding
+/// into zeros, without reading dx. A const parameter, not a flag
 /// or a function pointer, so that it inlines into the tile loop.
 #[inline(always)]
 pub fn put_grad<const ADD: bool>(v: f32x8, dx: &mut [f32], mask: Option<&[f32]>) {
@@ -534,7 +535,7 @@ pub fn put_grad<const ADD: bool>(v: f32x8, dx: &mut [f32], mask: Option<&[f32]>)
             let on = mask.is_none_or(|x| x[j] > 0.0);
             match (ADD, on) {
                 (true, true) => *d += a,
-                (true, false) => {}
+                (true, false) => *d += 0.0,
                 (false, true) => *d = 0.0 + a,
                 (false, false) => *d = 0.0,
             }
