@@ -204,13 +204,18 @@ fn tiled_layouts(g: &ConvGeom) -> Option<(Layout, Layout)> {
         let out = (g.h.div_ceil(2), g.w.div_ceil(2));
         Layout::new(ho + q, wo + q, g.kh, d / 2, 1, out)?
     } else {
-        let (dh, dw) = (
-            (ho - 1) * s + 1 + 2 * (span - p),
-            (wo - 1) * s + 1 + 2 * (span - p),
-        );
-        Layout::new(dh, dw, g.kh, d, 1, (g.h, g.w))?
+        zero_inserted_layout(g)?
     };
     Some((fwd, bwd))
+}
+
+/// The input gradient's layout for dy zero-inserted by the stride and padded by (k - 1) d - pad:
+/// a stride-1 window over every input position.
+fn zero_inserted_layout(g: &ConvGeom) -> Option<Layout> {
+    let (ho, wo) = g.out_hw();
+    let (s, q) = (g.stride, (g.kh - 1) * g.dilation - g.pad);
+    let (dh, dw) = ((ho - 1) * s + 1 + 2 * q, (wo - 1) * s + 1 + 2 * q);
+    Layout::new(dh, dw, g.kh, g.dilation, 1, (g.h, g.w))
 }
 
 /// A depthwise conv prepared once: its geometry and, where the tiled path applies, its layouts
@@ -561,8 +566,7 @@ mod tests {
             let (_, even) = tiled_layouts(&g).unwrap();
             // The zero-inserted layout and correlation, as for any other stride.
             let span = (k - 1) * 2;
-            let d = (ho - 1) * 2 + 1 + 2 * (span - pad);
-            let zi = Layout::new(d, d, k, 2, 1, (hw, hw)).unwrap();
+            let zi = zero_inserted_layout(&g).unwrap();
             let start: Vec<f32> = (0..plane)
                 .map(|i| if i % 3 == 0 { -0.0 } else { i as f32 * 0.5 })
                 .collect();
