@@ -5,7 +5,7 @@
 //! group. A 1x1 stride-1 unpadded conv without the fused ReLU skips im2col and is a plain sgemm on the
 //! input (the pointwise conv). Shapes: x [N, Cin, H, W], w [Cout, Cin/groups, kh, kw],
 //! y [N, Cout, Ho, Wo] with Ho = (H + 2p - d(kh - 1) - 1) / s + 1.
-use crate::gemm::{sgemm, Trans};
+use crate::gemm::{self, sgemm, sgemm_ld, Ld, Trans};
 use crate::par;
 
 /// The shape of one convolution. Also used by depthwise conv and pooling.
@@ -65,14 +65,20 @@ impl ConvGeom {
         self.c_in / self.groups * self.kh * self.kw
     }
 
+    /// Distance between the im2col matrix's rows: [`gemm::row_stride`] of Ho * Wo (the products
+    /// read many of its rows at once as their B).
+    fn col_stride(&self) -> usize {
+        let (ho, wo) = self.out_hw();
+        gemm::row_stride(ho * wo)
+    }
+
     /// Length of the column buffer the forward and backward kernels need: N * (Cin / groups) * kh *
-    /// kw * Ho * Wo, or 0 for a direct (pointwise) conv.
+    /// kw rows [`ConvGeom::col_stride`] apart, or 0 for a direct (pointwise) conv.
     pub fn col_len(&self) -> usize {
         if self.is_direct() {
             0
         } else {
-            let (ho, wo) = self.out_hw();
-            self.n * self.col_rows() * ho * wo
+            self.n * self.col_rows() * self.col_stride()
         }
     }
 
@@ -81,14 +87,15 @@ impl ConvGeom {
     }
 }
 
-/// Fills `col` ((Cin/groups * kh * kw) x (Ho * Wo)) from one group of one sample `x` ([Cin/groups, H, W]).
+/// Fills `col` ((Cin/groups * kh * kw) x (Ho * Wo), rows [`ConvGeom::col_stride`] apart) from
+/// one group of one sample `x` ([Cin/groups, H, W]).
 fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
     let (ho, wo) = g.out_hw();
-    let cg = g.c_in / g.groups;
+    let (cg, ld) = (g.c_in / g.groups, g.col_stride());
     for c in 0..cg {
         for ki in 0..g.kh {
             for kj in 0..g.kw {
-                let row = &mut col[((c * g.kh + ki) * g.kw + kj) * ho * wo..][..ho * wo];
+                let row = &mut col[((c * g.kh + ki) * g.kw + kj) * ld..][..ho * wo];
                 let (lo, hi) = valid_range(g.w, wo, kj * g.dilation, g.stride, g.pad);
                 for oh in 0..ho {
                     let out = &mut row[oh * wo..][..wo];
@@ -127,11 +134,11 @@ fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
 /// when the ReLU is fused.
 fn col2im_add(g: &ConvGeom, x: &[f32], col: &[f32], dx: &mut [f32]) {
     let (ho, wo) = g.out_hw();
-    let cg = g.c_in / g.groups;
+    let (cg, ld) = (g.c_in / g.groups, g.col_stride());
     for c in 0..cg {
         for ki in 0..g.kh {
             for kj in 0..g.kw {
-                let row = &col[((c * g.kh + ki) * g.kw + kj) * ho * wo..][..ho * wo];
+                let row = &col[((c * g.kh + ki) * g.kw + kj) * ld..][..ho * wo];
                 let (lo, hi) = valid_range(g.w, wo, kj * g.dilation, g.stride, g.pad);
                 for oh in 0..ho {
                     let ih = (oh * g.stride + ki * g.dilation) as isize - g.pad as isize;
@@ -194,7 +201,7 @@ pub(crate) fn valid_range(
 pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32], col: &mut [f32]) {
     let (ho, wo) = g.out_hw();
     let (hw, cg, og) = (ho * wo, g.c_in / g.groups, g.c_out / g.groups);
-    let rows = g.col_rows();
+    let (rows, ld) = (g.col_rows(), g.col_stride());
     let x_len = g.c_in * g.h * g.w;
     par::chunks_with_scratch(
         y,
@@ -208,13 +215,14 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32], col: &mut [f32
                 let xg = &x[gi * cg * g.h * g.w..][..cg * g.h * g.w];
                 let wg = &w[gi * og * rows..][..og * rows];
                 let yg = &mut y[gi * og * hw..][..og * hw];
-                let b = if g.is_direct() {
-                    xg
+                let (b, ldb) = if g.is_direct() {
+                    (xg, hw)
                 } else {
-                    im2col(g, xg, &mut col[..rows * hw]);
-                    &col[..rows * hw]
+                    im2col(g, xg, &mut col[..rows * ld]);
+                    (&col[..rows * ld], ld)
                 };
-                sgemm(og, rows, hw, 1.0, wg, Trans::N, b, Trans::N, 0.0, yg);
+                let lds = Ld { a: rows, b: ldb, c: hw };
+                sgemm_ld(og, rows, hw, 1.0, wg, Trans::N, b, Trans::N, 0.0, yg, lds);
             }
         },
     );
@@ -231,7 +239,7 @@ pub fn backward_data(
 ) {
     let (ho, wo) = g.out_hw();
     let (hw, cg, og) = (ho * wo, g.c_in / g.groups, g.c_out / g.groups);
-    let rows = g.col_rows();
+    let (rows, ld) = (g.col_rows(), g.col_stride());
     let x_len = g.c_in * g.h * g.w;
     let y_len = g.c_out * hw;
     par::chunks_with_scratch(
@@ -260,8 +268,9 @@ pub fn backward_data(
                         &mut dx[gx],
                     );
                 } else {
-                    let dcol = &mut col[..rows * hw];
-                    sgemm(rows, og, hw, 1.0, wg, Trans::T, dyg, Trans::N, 0.0, dcol);
+                    let dcol = &mut col[..rows * ld];
+                    let lds = Ld { a: rows, b: hw, c: ld };
+                    sgemm_ld(rows, og, hw, 1.0, wg, Trans::T, dyg, Trans::N, 0.0, dcol, lds);
                     col2im_add(g, &x[gx.clone()], dcol, &mut dx[gx]);
                 }
             }
@@ -287,7 +296,7 @@ pub fn backward_weight(
 ) {
     let (ho, wo) = g.out_hw();
     let (hw, cg, og) = (ho * wo, g.c_in / g.groups, g.c_out / g.groups);
-    let rows = g.col_rows();
+    let (rows, ld) = (g.col_rows(), g.col_stride());
     let (x_len, y_len, w_len) = (g.c_in * g.h * g.w, g.c_out * hw, g.w_len());
     let partial = &mut partial[..g.n * w_len];
     par::chunks_with_scratch(
@@ -301,24 +310,15 @@ pub fn backward_weight(
             for gi in 0..g.groups {
                 let xg = &x[gi * cg * g.h * g.w..][..cg * g.h * g.w];
                 let dyg = &dy[gi * og * hw..][..og * hw];
-                let b = if g.is_direct() {
-                    xg
+                let (b, ldb) = if g.is_direct() {
+                    (xg, hw)
                 } else {
-                    im2col(g, xg, &mut col[..rows * hw]);
-                    &col[..rows * hw]
+                    im2col(g, xg, &mut col[..rows * ld]);
+                    (&col[..rows * ld], ld)
                 };
-                sgemm(
-                    og,
-                    hw,
-                    rows,
-                    1.0,
-                    dyg,
-                    Trans::N,
-                    b,
-                    Trans::T,
-                    0.0,
-                    &mut pw[gi * og * rows..][..og * rows],
-                );
+                let pw = &mut pw[gi * og * rows..][..og * rows];
+                let lds = Ld { a: hw, b: ldb, c: rows };
+                sgemm_ld(og, hw, rows, 1.0, dyg, Trans::N, b, Trans::T, 0.0, pw, lds);
             }
         },
     );
@@ -481,6 +481,48 @@ mod tests {
         forward(&g, &x, &w, &mut y, &mut []);
         reference::forward(&g, &x, &w, &mut y_ref);
         assert_close(&y, &y_ref, 1e-5);
+    }
+
+    /// On 32 x 32 outputs the im2col rows lie further apart than their length (see
+    /// `col_stride`); all three passes still match the reference, with a 3 x 3 window, a 1x1
+    /// through the fused ReLU, and two groups.
+    #[test]
+    fn padded_columns_match_reference() {
+        for (k, pad, groups) in [(3, 1, 1), (1, 0, 1), (3, 1, 2)] {
+            let g = ConvGeom {
+                n: 2,
+                c_in: 4,
+                h: 32,
+                w: 32,
+                c_out: 6,
+                kh: k,
+                kw: k,
+                stride: 1,
+                pad,
+                dilation: 1,
+                groups,
+                pre_relu: true,
+            };
+            assert!(g.col_stride() > 32 * 32);
+            let f = |n: usize, m: usize| -> Vec<f32> {
+                (0..n).map(|i| ((i * 37 + m) % 23) as f32 / 11.0 - 1.0).collect()
+            };
+            let (x, w, dy) = (f(g.x_len(), 1), f(g.w_len(), 2), f(g.y_len(), 3));
+            let mut col = vec![f32::NAN; g.col_len()];
+            let (mut y, mut y_ref) = (vec![f32::NAN; g.y_len()], vec![0.0; g.y_len()]);
+            forward(&g, &x, &w, &mut y, &mut col);
+            reference::forward(&g, &x, &w, &mut y_ref);
+            assert_close(&y, &y_ref, 1e-5);
+            let (mut dx, mut dx_ref) = (f(g.x_len(), 4), f(g.x_len(), 4));
+            backward_data(&g, &x, &w, &dy, &mut dx, &mut col);
+            reference::backward_data(&g, &x, &w, &dy, &mut dx_ref);
+            assert_close(&dx, &dx_ref, 1e-5);
+            let mut partial = vec![f32::NAN; weight_partial_len(&g)];
+            let (mut dw, mut dw_ref) = (w.clone(), w.clone());
+            backward_weight(&g, &x, &dy, &mut dw, &mut col, &mut partial);
+            reference::backward_weight(&g, &x, &dy, &mut dw_ref);
+            assert_close(&dw, &dw_ref, 1e-3);
+        }
     }
 
     #[test]

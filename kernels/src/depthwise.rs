@@ -226,13 +226,30 @@ fn zero_inserted_layout(g: &ConvGeom) -> Option<Layout> {
 pub struct Planes<'g> {
     g: &'g ConvGeom,
     tiled: Option<(Layout, Layout)>,
+    /// Distance between a sample's output planes (y and dy) in the per-sample calls.
+    out_stride: usize,
 }
 
 impl<'g> Planes<'g> {
+    /// Output planes one after the other (Ho * Wo apart).
     pub fn new(g: &'g ConvGeom) -> Self {
+        let (ho, wo) = g.out_hw();
         Planes {
             g,
             tiled: tiled_layouts(g),
+            out_stride: ho * wo,
+        }
+    }
+
+    /// The same conv with a sample's output planes (y, and dy) `stride` values apart in
+    /// the per-sample calls (at least Ho * Wo; the values between planes are neither read nor
+    /// written).
+    pub fn out_planes_apart(self, stride: usize) -> Self {
+        let (ho, wo) = self.g.out_hw();
+        assert!(stride >= ho * wo, "output planes overlap");
+        Planes {
+            out_stride: stride,
+            ..self
         }
     }
 
@@ -356,12 +373,13 @@ impl<'g> Planes<'g> {
 }
 
 impl Planes<'_> {
-    /// One sample's forward: `x` [C, H, W] -> `y` [C, Ho, Wo].
+    /// One sample's forward: `x` [C, H, W] -> `y` [C, Ho, Wo] (planes [`Planes::out_planes_apart`]).
     pub fn forward_sample(&self, x: &[f32], w: &[f32], y: &mut [f32]) {
         self.forward_weight_grad_sample(x, w, Some(y), None)
     }
 
-    /// One sample's input gradient from `dy` [C, Ho, Wo]: `dx` [C, H, W] += it when `add`, else
+    /// One sample's input gradient from `dy` [C, Ho, Wo] (planes [`Planes::out_planes_apart`]):
+    /// `dx` [C, H, W] += it when `add`, else
     /// dx = 0.0 + it (the bits of adding into zeros; dx's old values unread).
     pub fn backward_data_sample(
         &self,
@@ -373,10 +391,10 @@ impl Planes<'_> {
     ) {
         let g = self.g;
         let (ho, wo) = g.out_hw();
-        let (k2, plane) = (g.kh * g.kw, g.h * g.w);
+        let (k2, plane, ys) = (g.kh * g.kw, g.h * g.w, self.out_stride);
         let mut buf = Padded::default();
         for (c, dx) in dx.chunks_mut(plane).enumerate() {
-            let (x, dy) = (&x[c * plane..][..plane], &dy[c * ho * wo..][..ho * wo]);
+            let (x, dy) = (&x[c * plane..][..plane], &dy[c * ys..][..ho * wo]);
             self.backward_data(x, &w[c * k2..][..k2], dy, dx, add, &mut buf);
         }
     }
@@ -397,14 +415,14 @@ impl Planes<'_> {
         }
         let g = self.g;
         let (ho, wo) = g.out_hw();
-        let (k2, plane, out) = (g.kh * g.kw, g.h * g.w, ho * wo);
+        let (k2, plane, out, ys) = (g.kh * g.kw, g.h * g.w, ho * wo, self.out_stride);
         let mut buf = Padded::default();
         for c in 0..g.c_in {
             let (x, w) = (&x[c * plane..][..plane], &w[c * k2..][..k2]);
-            let y = y.as_deref_mut().map(|y| &mut y[c * out..][..out]);
+            let y = y.as_deref_mut().map(|y| &mut y[c * ys..][..out]);
             let grad = grad
                 .as_mut()
-                .map(|(dy, dw)| (&dy[c * out..][..out], &mut dw[c * k2..][..k2]));
+                .map(|(dy, dw)| (&dy[c * ys..][..out], &mut dw[c * k2..][..k2]));
             match (&self.tiled, y, grad) {
                 (Some((lay, _)), Some(y), Some((dy, dw))) => {
                     let p = fill_input(g, lay, x, &mut buf);

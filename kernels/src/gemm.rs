@@ -15,23 +15,16 @@ pub enum Trans {
     T,
 }
 
-/// Row and column strides of a row-major `rows x cols` matrix read as `op(M)`.
-fn strides(t: Trans, cols: usize) -> (usize, usize) {
+/// Row and column strides of `op(M)` for M stored with rows `ld` apart.
+fn strides(t: Trans, ld: usize) -> (usize, usize) {
     match t {
-        Trans::N => (cols, 1),
-        Trans::T => (1, cols),
+        Trans::N => (ld, 1),
+        Trans::T => (1, ld),
     }
 }
 
-/// C (m x n) = alpha * op(A) (m x k) * op(B) (k x n) + beta * C. With beta = 0, C is overwritten
-/// (its old contents are never read, NaN included).
-///
-/// By shape: A B^T over a long k (at least [`DOTS_MIN_K`] times m and n: the weight gradient
-/// dy x^T of a 1x1 conv on a large plane) as tiles of dot products (`dots`); op(A) B with k up
-/// to [`BROADCAST_MAX_K`] (every 1x1 conv's forward and input gradient) by `broadcast`; op(A)
-/// B^T with k up to [`TRANSPOSE_MAX_K`] by `transposed`; the rest by matrixmultiply, whose
-/// packing costs more than these products (in cache, one thread, GFLOP/s ours vs matrixmultiply:
-/// 16 x 1024 x 16 A B^T 100 vs 16, 64 x 64 x 64 A B^T 100 vs 68, 8 x 24 x 1024 A B 100 vs 28).
+/// C (m x n) = alpha * op(A) (m x k) * op(B) (k x n) + beta * C, every operand stored densely
+/// (rows one after the other): [`sgemm_ld`] with [`Ld::dense`].
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm(
     m: usize,
@@ -45,25 +38,104 @@ pub fn sgemm(
     beta: f32,
     c: &mut [f32],
 ) {
+    let ld = Ld::dense(m, k, n, ta, tb);
+    sgemm_ld(m, k, n, alpha, a, ta, b, tb, beta, c, ld)
+}
+
+/// The distances between consecutive stored rows of A, B and C (BLAS's lda, ldb, ldc): a stored
+/// row of A is a row of op(A) for [`Trans::N`], a column for [`Trans::T`]; likewise B.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ld {
+    pub a: usize,
+    pub b: usize,
+    pub c: usize,
+}
+
+impl Ld {
+    /// Rows one after the other: A stored m x k (N) or k x m (T), B k x n or n x k, C m x n.
+    pub fn dense(m: usize, k: usize, n: usize, ta: Trans, tb: Trans) -> Ld {
+        Ld {
+            a: if ta == Trans::N { k } else { m },
+            b: if tb == Trans::N { n } else { k },
+            c: n,
+        }
+    }
+}
+
+/// A row stride for rows of `len` values that a product reads many at once as its B (the 1x1
+/// convs' planes): `len`, plus 16 where that is a multiple of 512. Rows 2 or 4 KiB apart (32 x 32
+/// planes) share L1's sets: the broadcast tiles' 16 - 64 rows of B then miss L1 on every reuse,
+/// and the product runs at half speed (16 x 16 x 1024 A B, one thread, rows 1024 / 1040 values
+/// apart: 48 / 100 GFLOP/s).
+pub fn row_stride(len: usize) -> usize {
+    if len % 512 == 0 {
+        len + 16
+    } else {
+        len
+    }
+}
+
+/// Values a stored `rows x cols` matrix with rows `ld` apart spans (0 when empty).
+fn span(rows: usize, cols: usize, ld: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * ld + cols
+    }
+}
+
+/// C (m x n) = alpha * op(A) (m x k) * op(B) (k x n) + beta * C, with stored rows `ld` apart
+/// (each at least its row's length). With beta = 0, C is overwritten (its old contents are never
+/// read, NaN included); values between C's rows are never touched, nor read between A's or B's.
+///
+/// By shape: A B^T over a long k (at least [`DOTS_MIN_K`] times m and n: the weight gradient
+/// dy x^T of a 1x1 conv on a large plane) as tiles of dot products (`dots`); op(A) B with k up
+/// to [`BROADCAST_MAX_K`] (every 1x1 conv's forward and input gradient) by `broadcast`; op(A)
+/// B^T with k up to [`TRANSPOSE_MAX_K`] by `transposed`; the rest by matrixmultiply, whose
+/// packing costs more than these products (in cache, one thread, GFLOP/s ours vs matrixmultiply:
+/// 16 x 1024 x 16 A B^T 100 vs 16, 64 x 64 x 64 A B^T 100 vs 68, 8 x 24 x 1024 A B 100 vs 28).
+/// Each element's arithmetic depends on the path and the values only, never on `ld`.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_ld(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: &[f32],
+    ta: Trans,
+    b: &[f32],
+    tb: Trans,
+    beta: f32,
+    c: &mut [f32],
+    ld: Ld,
+) {
+    let (a_rows, a_cols) = if ta == Trans::N { (m, k) } else { (k, m) };
+    let (b_rows, b_cols) = if tb == Trans::N { (k, n) } else { (n, k) };
     assert!(
-        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        ld.a >= a_cols && ld.b >= b_cols && ld.c >= n,
+        "sgemm: a row stride shorter than its row"
+    );
+    assert!(
+        a.len() >= span(a_rows, a_cols, ld.a)
+            && b.len() >= span(b_rows, b_cols, ld.b)
+            && c.len() >= span(m, n, ld.c),
         "sgemm: operand too short"
     );
     if m == 0 || n == 0 {
         return;
     }
     if ta == Trans::N && tb == Trans::T && k >= DOTS_MIN_K * m.max(n) {
-        return dots(m, k, n, alpha, a, b, beta, c);
+        return dots(m, k, n, alpha, (a, ld.a), (b, ld.b), beta, (c, ld.c));
     }
-    // op(A) is m x k: stored as m x k (N) or k x m (T).
-    let (rsa, csa) = strides(ta, if ta == Trans::N { k } else { m });
+    // op(A)[i][p] at a[i * rsa + p * csa].
+    let (rsa, csa) = strides(ta, ld.a);
     if tb == Trans::N && k <= BROADCAST_MAX_K {
-        return broadcast(m, k, n, alpha, a, (rsa, csa), (b, n), beta, (c, n));
+        return broadcast(m, k, n, alpha, a, (rsa, csa), (b, ld.b), beta, (c, ld.c));
     }
     if tb == Trans::T && k <= TRANSPOSE_MAX_K {
-        return transposed(m, k, n, alpha, a, (rsa, csa), b, beta, c);
+        return transposed(m, k, n, alpha, a, (rsa, csa), (b, ld.b), beta, (c, ld.c));
     }
-    let (rsb, csb) = strides(tb, if tb == Trans::N { n } else { k });
+    let (rsb, csb) = strides(tb, ld.b);
     // SAFETY: the asserts above guarantee every index the strides address lies inside the slices.
     unsafe {
         matrixmultiply::sgemm(
@@ -79,7 +151,7 @@ pub fn sgemm(
             csb as isize,
             beta,
             c.as_mut_ptr(),
-            n as isize,
+            ld.c as isize,
             1,
         );
     }
@@ -111,7 +183,7 @@ pub const TRANSPOSE_MAX_K: usize = 2048;
 /// Values in [`transposed`]'s stack scratch (64 KiB): 32 columns of B^T up to k = 512, fewer above.
 const TRANSPOSE_SCRATCH: usize = 16 * 1024;
 
-/// C = alpha * op(A) B^T + beta * C with B (n x k) row-major: a block of C's columns at a time
+/// C = alpha * op(A) B^T + beta * C with B (n x k, rows `ldb` apart): a block of C's columns at a time
 /// (32, or as many whole vectors as fit the scratch at this k), B's rows for them transposed (8 x 8
 /// blocks in registers) into a k x w stack scratch, which [`broadcast`] then reads as its B.
 /// (matrixmultiply gathers B^T in its packing, two thirds of its time on these shapes; dot
@@ -125,16 +197,16 @@ fn transposed(
     alpha: f32,
     a: &[f32],
     a_strides: (usize, usize),
-    b: &[f32],
+    (b, ldb): (&[f32], usize),
     beta: f32,
-    c: &mut [f32],
+    (c, ldc): (&mut [f32], usize),
 ) {
     let block = (TRANSPOSE_SCRATCH / k / LANES * LANES).min(BV * LANES);
     assert!(block > 0, "k beyond TRANSPOSE_MAX_K");
     let mut scratch = [std::mem::MaybeUninit::<f32>::uninit(); TRANSPOSE_SCRATCH];
     for j0 in (0..n).step_by(block) {
         let w = (n - j0).min(block);
-        let bt = transpose_into(&b[j0 * k..][..w * k], w, k, &mut scratch[..k * w]);
+        let bt = transpose_into((&b[j0 * ldb..], ldb), w, k, &mut scratch[..k * w]);
         broadcast(
             m,
             k,
@@ -144,24 +216,24 @@ fn transposed(
             a_strides,
             (bt, w),
             beta,
-            (&mut c[j0..], n),
+            (&mut c[j0..], ldc),
         );
     }
 }
 
-/// dst (cols x rows, row-major) = src (rows x cols, row-major) transposed: 8 x 8 blocks through
+/// dst (cols x rows, dense) = src (rows x cols, rows `ld` apart) transposed: 8 x 8 blocks through
 /// registers, the edges one value at a time. Writes every value of dst and returns it.
 fn transpose_into<'d>(
-    src: &[f32],
+    (src, ld): (&[f32], usize),
     rows: usize,
     cols: usize,
     dst: &'d mut [std::mem::MaybeUninit<f32>],
 ) -> &'d [f32] {
-    assert!(src.len() == rows * cols && dst.len() == rows * cols);
+    assert!(src.len() >= span(rows, cols, ld) && dst.len() == rows * cols);
     let (r8, c8) = (rows / LANES * LANES, cols / LANES * LANES);
     for i in (0..r8).step_by(LANES) {
         for j in (0..c8).step_by(LANES) {
-            let block: [f32x8; LANES] = std::array::from_fn(|r| load(&src[(i + r) * cols + j..]));
+            let block: [f32x8; LANES] = std::array::from_fn(|r| load(&src[(i + r) * ld + j..]));
             for (r, v) in f32x8::transpose(block).into_iter().enumerate() {
                 let out = &mut dst[(j + r) * rows + i..][..LANES];
                 for (o, &x) in out.iter_mut().zip(v.as_array()) {
@@ -173,7 +245,7 @@ fn transpose_into<'d>(
     for i in 0..rows {
         let from = if i < r8 { c8 } else { 0 };
         for j in from..cols {
-            dst[j * rows + i].write(src[i * cols + j]);
+            dst[j * rows + i].write(src[i * ld + j]);
         }
     }
     // SAFETY: the loops above wrote every (j, i) of the cols x rows values: the blocks all
@@ -324,69 +396,86 @@ const DR: usize = 4;
 /// registers; 4 x DS + DS + 1 <= 16 where that is all there is.
 const DS: usize = if WIDE_REGS { 4 } else { 2 };
 
-/// C = alpha * A B^T + beta * C with A (m x k) and B (n x k) row-major: [`DR`] x [`DS`] tiles of
+/// C = alpha * A B^T + beta * C with A (m x k) and B (n x k) rows `lda`, `ldb` apart: [`DR`] x [`DS`] tiles of
 /// 8-lane dot products (DR + DS loads per DR DS multiply-adds), each summed across its lanes in a
 /// fixed order, then its k % 8 tail. Every element is computed the same way whatever tile it is
 /// in, so the result depends on nothing but the operands.
 #[allow(clippy::too_many_arguments)]
-fn dots(m: usize, k: usize, n: usize, alpha: f32, a: &[f32], b: &[f32], beta: f32, c: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+fn dots(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: (&[f32], usize),
+    b: (&[f32], usize),
+    beta: f32,
+    (c, ldc): (&mut [f32], usize),
+) {
+    let d = Dots { k, alpha, beta, a, b };
     let (mr, ns) = (m / DR * DR, n / DS * DS);
     for i in (0..m).step_by(DR) {
         for j in (0..n).step_by(DS) {
+            let c = &mut c[i * ldc..];
             match (i < mr, j < ns) {
-                (true, true) => dot_tile::<DR, DS>(i, j, k, n, alpha, a, b, beta, c),
-                (true, false) => {
-                    (j..n).for_each(|j| dot_tile::<DR, 1>(i, j, k, n, alpha, a, b, beta, c))
-                }
-                (false, true) => {
-                    (i..m).for_each(|i| dot_tile::<1, DS>(i, j, k, n, alpha, a, b, beta, c))
-                }
-                (false, false) => (i..m).for_each(|i| {
-                    (j..n).for_each(|j| dot_tile::<1, 1>(i, j, k, n, alpha, a, b, beta, c))
+                (true, true) => d.tile::<DR, DS>(i, j, c, ldc),
+                (true, false) => (j..n).for_each(|j| d.tile::<DR, 1>(i, j, c, ldc)),
+                (false, true) => (i..m).for_each(|i2| {
+                    d.tile::<1, DS>(i2, j, &mut c[(i2 - i) * ldc..], ldc)
+                }),
+                (false, false) => (i..m).for_each(|i2| {
+                    (j..n).for_each(|j| d.tile::<1, 1>(i2, j, &mut c[(i2 - i) * ldc..], ldc))
                 }),
             }
         }
     }
 }
 
-/// C[i..i + R, j..j + S] of [`dots`].
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn dot_tile<const R: usize, const S: usize>(
-    i: usize,
-    j: usize,
+/// The operands and scalars of one [`dots`] product: A and B with their row strides.
+struct Dots<'a> {
     k: usize,
-    n: usize,
     alpha: f32,
-    a: &[f32],
-    b: &[f32],
     beta: f32,
-    c: &mut [f32],
-) {
-    use crate::simd::hsum;
-    let ar: [&[f32]; R] = std::array::from_fn(|r| &a[(i + r) * k..][..k]);
-    let br: [&[f32]; S] = std::array::from_fn(|s| &b[(j + s) * k..][..k]);
-    let k8 = k / LANES * LANES;
-    let mut acc = [[f32x8::ZERO; S]; R];
-    for p in (0..k8).step_by(LANES) {
-        let bv: [f32x8; S] = std::array::from_fn(|s| load(&br[s][p..]));
-        for r in 0..R {
-            let av = load(&ar[r][p..]);
-            for s in 0..S {
-                acc[r][s] = av.mul_add(bv[s], acc[r][s]);
+    a: (&'a [f32], usize),
+    b: (&'a [f32], usize),
+}
+
+impl Dots<'_> {
+    /// C[i..i + R, j..j + S] of [`dots`], `c` starting at row i (rows `ldc` apart).
+    #[inline(always)]
+    fn tile<const R: usize, const S: usize>(&self, i: usize, j: usize, c: &mut [f32], ldc: usize) {
+        use crate::simd::hsum;
+        let Dots {
+            k,
+            alpha,
+            beta,
+            a: (a, lda),
+            b: (b, ldb),
+        } = *self;
+        let ar: [&[f32]; R] = std::array::from_fn(|r| &a[(i + r) * lda..][..k]);
+        let br: [&[f32]; S] = std::array::from_fn(|s| &b[(j + s) * ldb..][..k]);
+        let k8 = k / LANES * LANES;
+        let mut acc = [[f32x8::ZERO; S]; R];
+        for p in (0..k8).step_by(LANES) {
+            let bv: [f32x8; S] = std::array::from_fn(|s| load(&br[s][p..]));
+            for r in 0..R {
+                let av = load(&ar[r][p..]);
+                for s in 0..S {
+                    acc[r][s] = av.mul_add(bv[s], acc[r][s]);
+                }
             }
         }
-    }
-    // Summed across lanes as whole arrays: indexing the accumulators in the runtime loop below
-    // would keep them in memory, stored on every step of the loop above.
-    let sums = acc.map(|row| row.map(hsum));
-    for r in 0..R {
-        for s in 0..S {
-            let mut d = sums[r][s];
-            for p in k8..k {
-                d += ar[r][p] * br[s][p];
+        // Summed across lanes as whole arrays: indexing the accumulators in the runtime loop below
+        // would keep them in memory, stored on every step of the loop above.
+        let sums = acc.map(|row| row.map(hsum));
+        for r in 0..R {
+            for s in 0..S {
+                let mut d = sums[r][s];
+                for p in k8..k {
+                    d += ar[r][p] * br[s][p];
+                }
+                scale_into(&mut c[r * ldc + j + s], alpha, d, beta);
             }
-            scale_into(&mut c[(i + r) * n + j + s], alpha, d, beta);
         }
     }
 }
@@ -454,6 +543,46 @@ mod tests {
             sgemm(m, k, n, 0.7, &a, ta, &b, tb, beta, &mut got);
             reference::sgemm(m, k, n, 0.7, &a, ta, &b, tb, beta, &mut want);
             assert_close(&got, &want, 1e-5 * k as f32);
+        }
+    }
+
+    /// `rows x cols` values stored with rows `ld` apart, NaN between the rows.
+    fn spread(dense: &[f32], rows: usize, cols: usize, ld: usize) -> Vec<f32> {
+        let mut out = vec![f32::NAN; span(rows, cols, ld)];
+        for (r, row) in dense.chunks_exact(cols.max(1)).take(rows).enumerate() {
+            out[r * ld..][..cols].copy_from_slice(row);
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Every path with rows further apart than their length (NaN between them): the dense
+        /// product's values, nothing read or written between the rows.
+        #[test]
+        fn strided_rows_give_the_dense_product(
+            (m, k, n, a, b, c) in (1usize..20, prop_oneof![1usize..20, 60usize..70, 200usize..700], prop_oneof![1usize..20, 30usize..80]).prop_flat_map(|(m, k, n)|
+                (Just(m), Just(k), Just(n), vec_f32(m * k), vec_f32(k * n), vec_f32(m * n))),
+            ta in prop_oneof![Just(Trans::N), Just(Trans::T)],
+            tb in prop_oneof![Just(Trans::N), Just(Trans::T)],
+            beta in prop_oneof![Just(0.0f32), Just(1.0f32), -1.0f32..1.0],
+            pad in (0usize..20, 0usize..20, 0usize..20),
+        ) {
+            let dense = Ld::dense(m, k, n, ta, tb);
+            let ld = Ld { a: dense.a + pad.0, b: dense.b + pad.1, c: dense.c + pad.2 };
+            let (a_rows, b_rows) = (a.len() / dense.a, b.len() / dense.b);
+            let (sa, sb) = (spread(&a, a_rows, dense.a, ld.a), spread(&b, b_rows, dense.b, ld.b));
+            let mut got = spread(&c, m, n, ld.c);
+            let mut want = c.clone();
+            sgemm_ld(m, k, n, 0.7, &sa, ta, &sb, tb, beta, &mut got, ld);
+            sgemm(m, k, n, 0.7, &a, ta, &b, tb, beta, &mut want);
+            for (i, row) in want.chunks_exact(n).enumerate() {
+                let got_row = &got[i * ld.c..][..n];
+                prop_assert!(got_row.iter().zip(row).all(|(g, w)| g.to_bits() == w.to_bits()), "row {i}");
+            }
+            for (i, v) in got.iter().enumerate() {
+                prop_assert!(i % ld.c < n || v.is_nan(), "wrote between C's rows at {i}");
+            }
         }
     }
 

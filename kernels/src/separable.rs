@@ -17,7 +17,7 @@
 use crate::batchnorm::{self, OutputGrad};
 use crate::conv::ConvGeom;
 use crate::depthwise as dw;
-use crate::gemm::{sgemm, Trans};
+use crate::gemm::{self, sgemm_ld, Ld, Trans};
 use crate::par;
 
 /// A separable block's shape: the depthwise conv's geometry (`c_in == c_out == groups`) and the
@@ -35,9 +35,15 @@ impl SepGeom {
         ho * wo
     }
 
-    /// Values of one sample's intermediate z: C * Ho * Wo.
+    /// Distance between the planes of a sample's z, dz and a batch norm's dy in scratch:
+    /// [`gemm::row_stride`] of Ho * Wo (the 1x1 products read these planes as B's rows).
+    fn plane_stride(&self) -> usize {
+        gemm::row_stride(self.hw())
+    }
+
+    /// Values of one sample's intermediate z in scratch: C planes [`SepGeom::plane_stride`] apart.
     fn mid(&self) -> usize {
-        self.dw.c_in * self.hw()
+        self.dw.c_in * self.plane_stride()
     }
 
     /// N * Cout * Ho * Wo.
@@ -81,7 +87,7 @@ impl SepGeom {
     /// batch norm) and the two weight gradients' partials.
     fn backward_slot(&self) -> usize {
         2 * self.mid()
-            + self.c_out * self.hw()
+            + self.c_out * self.plane_stride()
             + self.c_out * self.dw.c_in
             + self.dw.c_in * self.k2()
     }
@@ -93,7 +99,7 @@ impl SepGeom {
 
     /// Multiply-adds of the forward, both convs (a parallel-or-serial decision's work).
     fn work(&self) -> usize {
-        self.dw.n * self.mid() * (self.k2() + self.c_out)
+        self.dw.n * self.dw.c_in * self.hw() * (self.k2() + self.c_out)
     }
 }
 
@@ -109,14 +115,16 @@ pub fn forward(
     scratch: &mut [f32],
     stats: Option<&mut [f32]>,
 ) {
-    let (mid, hw, x_len) = (g.mid(), g.hw(), g.dw.c_in * g.dw.h * g.dw.w);
-    let (c, planes, slot) = (g.dw.c_in, dw::Planes::new(&g.dw), g.forward_slot());
+    let (mid, hw, x_len, zs) = (g.mid(), g.hw(), g.dw.c_in * g.dw.h * g.dw.w, g.plane_stride());
+    let (c, slot) = (g.dw.c_in, g.forward_slot());
+    let planes = dw::Planes::new(&g.dw).out_planes_apart(zs);
+    let ld = Ld { a: c, b: zs, c: hw };
     let want_stats = stats.is_some();
     let scratch = &mut scratch[..g.dw.n * slot];
     par::chunks_with_scratch(y, g.c_out * hw, scratch, slot, 2 * g.work(), |n, y, s| {
         let (z, plane_stats) = s.split_at_mut(mid);
         planes.forward_sample(&x[n * x_len..][..x_len], w_dw, z);
-        sgemm(g.c_out, c, hw, 1.0, w_pw, Trans::N, z, Trans::N, 0.0, y);
+        sgemm_ld(g.c_out, c, hw, 1.0, w_pw, Trans::N, z, Trans::N, 0.0, y, ld);
         if want_stats {
             for (st, plane) in plane_stats.chunks_exact_mut(2).zip(y.chunks_exact(hw)) {
                 st.copy_from_slice(&batchnorm::plane_stats(plane));
@@ -168,7 +176,7 @@ pub fn backward(
     grads: SepGrads,
     scratch: &mut [f32],
 ) {
-    let (c, k2, mid, hw) = (g.dw.c_in, g.k2(), g.mid(), g.hw());
+    let (c, k2, mid, hw, zs) = (g.dw.c_in, g.k2(), g.mid(), g.hw(), g.plane_stride());
     let (x_len, y_len, slot) = (c * g.dw.h * g.dw.w, g.c_out * hw, g.backward_slot());
     let SepGrads {
         dx,
@@ -177,25 +185,29 @@ pub fn backward(
         mut dw_pw,
     } = grads;
     let (want_dx, want_dw, want_pw) = (dx.is_some(), dw_dw.is_some(), dw_pw.is_some());
-    let planes = dw::Planes::new(&g.dw);
+    let planes = dw::Planes::new(&g.dw).out_planes_apart(zs);
     let sample = |n: usize, s: &mut [f32], dx: Option<&mut [f32]>| {
         let x = &x[n * x_len..][..x_len];
         let (z, rest) = s.split_at_mut(mid);
         let (dz, rest) = rest.split_at_mut(mid);
-        let (dy_bn, rest) = rest.split_at_mut(y_len);
+        let (dy_bn, rest) = rest.split_at_mut(g.c_out * zs);
         let (part_pw, part_dw) = rest.split_at_mut(g.c_out * c);
-        let dy = match &up {
-            Upstream::Grad(dy) => &dy[n * y_len..][..y_len],
+        // The sample's dy and the distance between its planes: the caller's, or made here from
+        // the batch norm with planes zs apart like z's. (Copying the caller's into that layout
+        // costs what the products gain: dy comes from memory either way.)
+        let (dy, ldy) = match &up {
+            Upstream::Grad(dy) => (&dy[n * y_len..][..y_len], hw),
             Upstream::Bn { y, g: gy, coef } => {
-                for (co, dy) in dy_bn.chunks_mut(hw).enumerate() {
+                for (co, dy) in dy_bn.chunks_mut(zs).enumerate() {
                     let at = n * y_len + co * hw;
-                    coef.write_plane(co, &y[at..][..hw], &gy[at..][..hw], dy);
+                    coef.write_plane(co, &y[at..][..hw], &gy[at..][..hw], &mut dy[..hw]);
                 }
-                &*dy_bn
+                (&*dy_bn, zs)
             }
         };
         if want_dx || want_dw {
-            sgemm(c, g.c_out, hw, 1.0, w_pw, Trans::T, dy, Trans::N, 0.0, dz);
+            let ld = Ld { a: c, b: ldy, c: zs };
+            sgemm_ld(c, g.c_out, hw, 1.0, w_pw, Trans::T, dy, Trans::N, 0.0, dz, ld);
         }
         // z made again and the depthwise weight gradient, each input plane padded once for both.
         if want_dw {
@@ -209,7 +221,8 @@ pub fn backward(
             want_dw.then_some((dz, part_dw)),
         );
         if let Some(z) = z {
-            sgemm(g.c_out, hw, c, 1.0, dy, Trans::N, z, Trans::T, 0.0, part_pw);
+            let ld = Ld { a: ldy, b: zs, c };
+            sgemm_ld(g.c_out, hw, c, 1.0, dy, Trans::N, z, Trans::T, 0.0, part_pw, ld);
         }
         if let Some(dx) = dx {
             planes.backward_data_sample(x, w_dw, dz, dx, dx_add);
@@ -225,7 +238,7 @@ pub fn backward(
         None => par::chunks(scratch, slot, work, |n, s| sample(n, s, None)),
     }
     for s in scratch.chunks(slot) {
-        let parts = &s[2 * mid + y_len..];
+        let parts = &s[2 * mid + g.c_out * zs..];
         if let Some(d) = dw_pw.as_deref_mut() {
             crate::elementwise::axpy(1.0, &parts[..g.c_out * c], d);
         }
@@ -381,27 +394,39 @@ mod tests {
         }
     }
 
-    /// The fused block gives the same bits as the depthwise and pointwise kernels run one after
-    /// the other with z stored (what the engine did before the fusion).
-    #[test]
-    fn fused_is_bit_identical_to_the_two_kernels() {
-        let g = SepGeom {
+    /// A block's geometry: n 3, 4 channels in, `c_out` out, a k x k window at "same" padding.
+    fn block(hw: usize, k: usize, stride: usize, c_out: usize) -> SepGeom {
+        SepGeom {
             dw: ConvGeom {
                 n: 3,
                 c_in: 4,
-                h: 16,
-                w: 16,
+                h: hw,
+                w: hw,
                 c_out: 4,
-                kh: 5,
-                kw: 5,
-                stride: 2,
-                pad: 2,
+                kh: k,
+                kw: k,
+                stride,
+                pad: k / 2,
                 dilation: 1,
                 groups: 4,
                 pre_relu: true,
             },
-            c_out: 6,
-        };
+            c_out,
+        }
+    }
+
+    /// The fused block gives the same bits as the depthwise and pointwise kernels run one after
+    /// the other with z stored (what the engine did before the fusion): at stride 2, and on
+    /// 32 x 32 planes, whose z and dz lie in scratch with planes further apart than their size.
+    #[test]
+    fn fused_is_bit_identical_to_the_two_kernels() {
+        for g in [block(16, 5, 2, 6), block(32, 3, 1, 5)] {
+            assert_eq!(g.plane_stride() > g.hw(), g.hw() == 1024);
+            fused_and_two_kernels_agree(&g);
+        }
+    }
+
+    fn fused_and_two_kernels_agree(g: &SepGeom) {
         let pw = g.pointwise();
         let f = |i: usize, m: usize| ((i * 37 + m) % 23) as f32 / 11.0 - 1.0;
         let x: Vec<f32> = (0..g.dw.x_len()).map(|i| f(i, 1)).collect();
@@ -421,12 +446,12 @@ mod tests {
         dw::backward_data(&g.dw, &x, &w_dw, &dz, &mut dx_two);
         dw::backward_weight(&g.dw, &x, &dz, &mut d_dw_two);
 
-        let mut scratch = vec![0.0; g.forward_scratch_len()];
+        let mut scratch = vec![f32::NAN; g.forward_scratch_len()];
         let mut y = vec![0.0; g.y_len()];
-        forward(&g, &x, &w_dw, &w_pw, &mut y, &mut scratch, None);
+        forward(g, &x, &w_dw, &w_pw, &mut y, &mut scratch, None);
         assert_eq!(bits(&y), bits(&y_two));
         let two = [dx_two, d_dw_two, d_pw_two].map(|v| bits(&v));
-        assert_eq!(grad_bits(&g, &x, &w_dw, &w_pw, Upstream::Grad(&dy)), two);
+        assert_eq!(grad_bits(g, &x, &w_dw, &w_pw, Upstream::Grad(&dy)), two);
     }
 
     fn bits(v: &[f32]) -> Vec<u32> {
@@ -458,27 +483,17 @@ mod tests {
     }
 
     /// dL/dy made per sample from a trailing BN's output and gradient gives the same bits as
-    /// the BN's batch kernel writing it to a buffer first (what the op did before).
+    /// the BN's batch kernel writing it to a buffer first (what the op did before), also where
+    /// it is made with planes further apart than their size (32 x 32).
     #[test]
     fn bn_upstream_is_bit_identical_to_the_bn_kernel_first() {
+        for hw in [13, 32] {
+            bn_upstream_agrees(&block(hw, 3, 1, 5));
+        }
+    }
+
+    fn bn_upstream_agrees(g: &SepGeom) {
         use crate::batchnorm::{backward_scratch_len, backward_train_from_output, BnShape};
-        let g = SepGeom {
-            dw: ConvGeom {
-                n: 3,
-                c_in: 4,
-                h: 13,
-                w: 13,
-                c_out: 4,
-                kh: 3,
-                kw: 3,
-                stride: 1,
-                pad: 1,
-                dilation: 1,
-                groups: 4,
-                pre_relu: true,
-            },
-            c_out: 5,
-        };
         let f = |i: usize, m: usize| ((i * 37 + m) % 23) as f32 / 11.0 - 1.0;
         let x: Vec<f32> = (0..g.dw.x_len()).map(|i| f(i, 1)).collect();
         let w_dw: Vec<f32> = (0..g.dw.w_len()).map(|i| f(i, 2)).collect();
@@ -488,7 +503,7 @@ mod tests {
         let bn = BnShape {
             n: 3,
             c: 5,
-            hw: 169,
+            hw: g.hw(),
         };
         let var: Vec<f32> = (0..5).map(|c| 0.5 + c as f32).collect();
         let mut bn_scratch = vec![f32::NAN; backward_scratch_len(bn)];
@@ -500,7 +515,7 @@ mod tests {
             g: &gy,
             coef: &coef,
         };
-        let fused = grad_bits(&g, &x, &w_dw, &w_pw, up);
-        assert_eq!(fused, grad_bits(&g, &x, &w_dw, &w_pw, Upstream::Grad(&dy)));
+        let fused = grad_bits(g, &x, &w_dw, &w_pw, up);
+        assert_eq!(fused, grad_bits(g, &x, &w_dw, &w_pw, Upstream::Grad(&dy)));
     }
 }
