@@ -73,7 +73,8 @@ impl ConvGeom {
     }
 
     /// Length of the column buffer the forward and backward kernels need: N * (Cin / groups) * kh *
-    /// kw rows [`ConvGeom::col_stride`] apart, or 0 for a direct (pointwise) conv.
+    /// kw rows `col_stride` apart (Ho * Wo, padded as [`gemm::row_stride`] pads), or 0 for a
+    /// direct (pointwise) conv.
     pub fn col_len(&self) -> usize {
         if self.is_direct() {
             0
@@ -221,7 +222,11 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32], col: &mut [f32
                     im2col(g, xg, &mut col[..rows * ld]);
                     (&col[..rows * ld], ld)
                 };
-                let lds = Ld { a: rows, b: ldb, c: hw };
+                let lds = Ld {
+                    a: rows,
+                    b: ldb,
+                    c: hw,
+                };
                 sgemm_ld(og, rows, hw, 1.0, wg, Trans::N, b, Trans::N, 0.0, yg, lds);
             }
         },
@@ -269,8 +274,24 @@ pub fn backward_data(
                     );
                 } else {
                     let dcol = &mut col[..rows * ld];
-                    let lds = Ld { a: rows, b: hw, c: ld };
-                    sgemm_ld(rows, og, hw, 1.0, wg, Trans::T, dyg, Trans::N, 0.0, dcol, lds);
+                    let lds = Ld {
+                        a: rows,
+                        b: hw,
+                        c: ld,
+                    };
+                    sgemm_ld(
+                        rows,
+                        og,
+                        hw,
+                        1.0,
+                        wg,
+                        Trans::T,
+                        dyg,
+                        Trans::N,
+                        0.0,
+                        dcol,
+                        lds,
+                    );
                     col2im_add(g, &x[gx.clone()], dcol, &mut dx[gx]);
                 }
             }
@@ -317,7 +338,11 @@ pub fn backward_weight(
                     (&col[..rows * ld], ld)
                 };
                 let pw = &mut pw[gi * og * rows..][..og * rows];
-                let lds = Ld { a: hw, b: ldb, c: rows };
+                let lds = Ld {
+                    a: hw,
+                    b: ldb,
+                    c: rows,
+                };
                 sgemm_ld(og, hw, rows, 1.0, dyg, Trans::N, b, Trans::T, 0.0, pw, lds);
             }
         },
@@ -505,7 +530,9 @@ mod tests {
             };
             assert!(g.col_stride() > 32 * 32);
             let f = |n: usize, m: usize| -> Vec<f32> {
-                (0..n).map(|i| ((i * 37 + m) % 23) as f32 / 11.0 - 1.0).collect()
+                (0..n)
+                    .map(|i| ((i * 37 + m) % 23) as f32 / 11.0 - 1.0)
+                    .collect()
             };
             let (x, w, dy) = (f(g.x_len(), 1), f(g.w_len(), 2), f(g.y_len(), 3));
             let mut col = vec![f32::NAN; g.col_len()];

@@ -46,8 +46,11 @@ pub fn sgemm(
 /// row of A is a row of op(A) for [`Trans::N`], a column for [`Trans::T`]; likewise B.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ld {
+    /// A's row stride (lda).
     pub a: usize,
+    /// B's row stride (ldb).
     pub b: usize,
+    /// C's row stride (ldc).
     pub c: usize,
 }
 
@@ -412,7 +415,13 @@ fn dots(
     beta: f32,
     (c, ldc): (&mut [f32], usize),
 ) {
-    let d = Dots { k, alpha, beta, a, b };
+    let d = Dots {
+        k,
+        alpha,
+        beta,
+        a,
+        b,
+    };
     let (mr, ns) = (m / DR * DR, n / DS * DS);
     for i in (0..m).step_by(DR) {
         for j in (0..n).step_by(DS) {
@@ -420,9 +429,9 @@ fn dots(
             match (i < mr, j < ns) {
                 (true, true) => d.tile::<DR, DS>(i, j, c, ldc),
                 (true, false) => (j..n).for_each(|j| d.tile::<DR, 1>(i, j, c, ldc)),
-                (false, true) => (i..m).for_each(|i2| {
-                    d.tile::<1, DS>(i2, j, &mut c[(i2 - i) * ldc..], ldc)
-                }),
+                (false, true) => {
+                    (i..m).for_each(|i2| d.tile::<1, DS>(i2, j, &mut c[(i2 - i) * ldc..], ldc))
+                }
                 (false, false) => (i..m).for_each(|i2| {
                     (j..n).for_each(|j| d.tile::<1, 1>(i2, j, &mut c[(i2 - i) * ldc..], ldc))
                 }),

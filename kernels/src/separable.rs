@@ -115,7 +115,12 @@ pub fn forward(
     scratch: &mut [f32],
     stats: Option<&mut [f32]>,
 ) {
-    let (mid, hw, x_len, zs) = (g.mid(), g.hw(), g.dw.c_in * g.dw.h * g.dw.w, g.plane_stride());
+    let (mid, hw, x_len, zs) = (
+        g.mid(),
+        g.hw(),
+        g.dw.c_in * g.dw.h * g.dw.w,
+        g.plane_stride(),
+    );
     let (c, slot) = (g.dw.c_in, g.forward_slot());
     let planes = dw::Planes::new(&g.dw).out_planes_apart(zs);
     let ld = Ld { a: c, b: zs, c: hw };
@@ -206,8 +211,24 @@ pub fn backward(
             }
         };
         if want_dx || want_dw {
-            let ld = Ld { a: c, b: ldy, c: zs };
-            sgemm_ld(c, g.c_out, hw, 1.0, w_pw, Trans::T, dy, Trans::N, 0.0, dz, ld);
+            let ld = Ld {
+                a: c,
+                b: ldy,
+                c: zs,
+            };
+            sgemm_ld(
+                c,
+                g.c_out,
+                hw,
+                1.0,
+                w_pw,
+                Trans::T,
+                dy,
+                Trans::N,
+                0.0,
+                dz,
+                ld,
+            );
         }
         // z made again and the depthwise weight gradient, each input plane padded once for both.
         if want_dw {
@@ -222,7 +243,19 @@ pub fn backward(
         );
         if let Some(z) = z {
             let ld = Ld { a: ldy, b: zs, c };
-            sgemm_ld(g.c_out, hw, c, 1.0, dy, Trans::N, z, Trans::T, 0.0, part_pw, ld);
+            sgemm_ld(
+                g.c_out,
+                hw,
+                c,
+                1.0,
+                dy,
+                Trans::N,
+                z,
+                Trans::T,
+                0.0,
+                part_pw,
+                ld,
+            );
         }
         if let Some(dx) = dx {
             planes.backward_data_sample(x, w_dw, dz, dx, dx_add);
