@@ -127,6 +127,15 @@ pub fn sgemm_ld(
     if m == 0 || n == 0 {
         return;
     }
+    if k == 0 {
+        // No terms: C = beta C (written as 0.0 when beta = 0).
+        for row in c.chunks_mut(ld.c).take(m) {
+            row[..n]
+                .iter_mut()
+                .for_each(|v| scale_into(v, alpha, 0.0, beta));
+        }
+        return;
+    }
     if ta == Trans::N && tb == Trans::T && k >= DOTS_MIN_K * m.max(n) {
         return dots(m, k, n, alpha, (a, ld.a), (b, ld.b), beta, (c, ld.c));
     }
@@ -629,5 +638,69 @@ mod tests {
                 assert_close(&got, &want, 1e-5 * k as f32);
             }
         }
+    }
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 7919 + seed * 104729) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// A B^T takes the dot tiles from k = 16 max(m, n) on and the transposed-B broadcast tiles
+    /// below: at the threshold and one below it the product has the bits of that path run on its
+    /// own (the two round differently: 8-lane partial sums against one chain in p order).
+    #[test]
+    fn a_b_transposed_takes_dots_from_the_threshold() {
+        let (m, n) = (4, 8);
+        for k in [DOTS_MIN_K * n - 1, DOTS_MIN_K * n] {
+            let (a, b) = (values(m * k, 1), values(n * k, 2));
+            let mut got = vec![0.0; m * n];
+            sgemm(m, k, n, 0.7, &a, Trans::N, &b, Trans::T, 0.0, &mut got);
+            let (mut by_dots, mut by_tiles) = (vec![0.0; m * n], vec![0.0; m * n]);
+            dots(m, k, n, 0.7, (&a, k), (&b, k), 0.0, (&mut by_dots, n));
+            transposed(m, k, n, 0.7, &a, (k, 1), (&b, k), 0.0, (&mut by_tiles, n));
+            assert_ne!(
+                bits(&by_dots),
+                bits(&by_tiles),
+                "k {k}: the paths must be told apart"
+            );
+            let want = if k >= DOTS_MIN_K * n {
+                by_dots
+            } else {
+                by_tiles
+            };
+            assert_eq!(bits(&got), bits(&want), "k {k}");
+        }
+    }
+
+    /// Empty products: nothing to read, C untouched where it has no elements, and k = 0 gives
+    /// C = beta C.
+    #[test]
+    fn empty_products() {
+        for (ta, tb) in [(Trans::N, Trans::N), (Trans::T, Trans::T)] {
+            sgemm(0, 3, 4, 1.0, &[], ta, &[0.0; 12], tb, 0.0, &mut []);
+            sgemm(3, 4, 0, 1.0, &[0.0; 12], ta, &[], tb, 0.0, &mut []);
+            let mut c = vec![2.0; 6];
+            sgemm(2, 0, 3, 1.0, &[], ta, &[], tb, 0.5, &mut c);
+            assert_eq!(c, vec![1.0; 6]);
+            // Rows further apart than their length: an empty matrix still spans nothing.
+            let ld = Ld { a: 9, b: 9, c: 9 };
+            sgemm_ld(0, 3, 4, 1.0, &[], ta, &[0.0; 40], tb, 0.0, &mut [], ld);
+        }
+    }
+
+    /// Scratch rows a product reads many at once are padded only where they would be a multiple of
+    /// 2 KiB apart.
+    #[test]
+    fn row_stride_pads_multiples_of_512_values() {
+        assert_eq!(
+            [64, 256, 500, 512, 1024, 2048].map(row_stride),
+            [64, 256, 500, 528, 1040, 2064]
+        );
     }
 }
