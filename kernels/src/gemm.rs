@@ -71,7 +71,7 @@ impl Ld {
 /// and the product runs at half speed (16 x 16 x 1024 A B, one thread, rows 1024 / 1040 values
 /// apart: 48 / 100 GFLOP/s).
 pub fn row_stride(len: usize) -> usize {
-    if len % 512 == 0 {
+    if len.is_multiple_of(512) {
         len + 16
     } else {
         len
@@ -408,11 +408,10 @@ const DR: usize = 4;
 /// registers; 4 x DS + DS + 1 <= 16 where that is all there is.
 const DS: usize = if WIDE_REGS { 4 } else { 2 };
 
-/// C = alpha * A B^T + beta * C with A (m x k) and B (n x k) rows `lda`, `ldb` apart: [`DR`] x [`DS`] tiles of
-/// 8-lane dot products (DR + DS loads per DR DS multiply-adds), each summed across its lanes in a
-/// fixed order, then its k % 8 tail. Every element is computed the same way whatever tile it is
-/// in, so the result depends on nothing but the operands.
-#[allow(clippy::too_many_arguments)]
+/// C = alpha * A B^T + beta * C with A (m x k) and B (n x k), their rows `lda` and `ldb` apart:
+/// [`DR`] x [`DS`] tiles of 8-lane dot products (DR + DS loads per DR DS multiply-adds), each
+/// summed across its lanes in a fixed order, then its k % 8 tail. Every element is computed the
+/// same way whatever tile it is in, so the result depends on nothing but the operands.
 #[allow(clippy::too_many_arguments)]
 fn dots(
     m: usize,
