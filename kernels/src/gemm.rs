@@ -433,16 +433,13 @@ fn dots(
     let (mr, ns) = (m / DR * DR, n / DS * DS);
     for i in (0..m).step_by(DR) {
         for j in (0..n).step_by(DS) {
-            let c = &mut c[i * ldc..];
             match (i < mr, j < ns) {
                 (true, true) => d.tile::<DR, DS>(i, j, c, ldc),
                 (true, false) => (j..n).for_each(|j| d.tile::<DR, 1>(i, j, c, ldc)),
-                (false, true) => {
-                    (i..m).for_each(|i2| d.tile::<1, DS>(i2, j, &mut c[(i2 - i) * ldc..], ldc))
+                (false, true) => (i..m).for_each(|i| d.tile::<1, DS>(i, j, c, ldc)),
+                (false, false) => {
+                    (i..m).for_each(|i| (j..n).for_each(|j| d.tile::<1, 1>(i, j, c, ldc)))
                 }
-                (false, false) => (i..m).for_each(|i2| {
-                    (j..n).for_each(|j| d.tile::<1, 1>(i2, j, &mut c[(i2 - i) * ldc..], ldc))
-                }),
             }
         }
     }
@@ -458,7 +455,7 @@ struct Dots<'a> {
 }
 
 impl Dots<'_> {
-    /// C[i..i + R, j..j + S] of [`dots`], `c` starting at row i (rows `ldc` apart).
+    /// C[i..i + R, j..j + S] of [`dots`] (C's rows `ldc` apart).
     #[inline(always)]
     fn tile<const R: usize, const S: usize>(&self, i: usize, j: usize, c: &mut [f32], ldc: usize) {
         use crate::simd::hsum;
@@ -491,7 +488,7 @@ impl Dots<'_> {
                 for p in k8..k {
                     d += ar[r][p] * br[s][p];
                 }
-                scale_into(&mut c[r * ldc + j + s], alpha, d, beta);
+                scale_into(&mut c[(i + r) * ldc + j + s], alpha, d, beta);
             }
         }
     }
