@@ -131,6 +131,18 @@ fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
     }
 }
 
+/// The products' B for one group of one sample: `xg` itself for a direct conv, else its im2col
+/// columns made in `col`; with the distance between its rows.
+fn columns<'a>(g: &ConvGeom, xg: &'a [f32], col: &'a mut [f32]) -> (&'a [f32], usize) {
+    let (ho, wo) = g.out_hw();
+    if g.is_direct() {
+        return (xg, ho * wo);
+    }
+    let (rows, ld) = (g.col_rows(), g.col_stride());
+    im2col(g, xg, &mut col[..rows * ld]);
+    (&col[..rows * ld], ld)
+}
+
 /// Adds `col` back into the input positions it was read from: dx += col2im(col), masked by x > 0
 /// when the ReLU is fused.
 fn col2im_add(g: &ConvGeom, x: &[f32], col: &[f32], dx: &mut [f32]) {
@@ -202,7 +214,7 @@ pub(crate) fn valid_range(
 pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32], col: &mut [f32]) {
     let (ho, wo) = g.out_hw();
     let (hw, cg, og) = (ho * wo, g.c_in / g.groups, g.c_out / g.groups);
-    let (rows, ld) = (g.col_rows(), g.col_stride());
+    let rows = g.col_rows();
     let x_len = g.c_in * g.h * g.w;
     par::chunks_with_scratch(
         y,
@@ -216,12 +228,7 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32], col: &mut [f32
                 let xg = &x[gi * cg * g.h * g.w..][..cg * g.h * g.w];
                 let wg = &w[gi * og * rows..][..og * rows];
                 let yg = &mut y[gi * og * hw..][..og * hw];
-                let (b, ldb) = if g.is_direct() {
-                    (xg, hw)
-                } else {
-                    im2col(g, xg, &mut col[..rows * ld]);
-                    (&col[..rows * ld], ld)
-                };
+                let (b, ldb) = columns(g, xg, col);
                 let lds = Ld {
                     a: rows,
                     b: ldb,
@@ -317,7 +324,7 @@ pub fn backward_weight(
 ) {
     let (ho, wo) = g.out_hw();
     let (hw, cg, og) = (ho * wo, g.c_in / g.groups, g.c_out / g.groups);
-    let (rows, ld) = (g.col_rows(), g.col_stride());
+    let rows = g.col_rows();
     let (x_len, y_len, w_len) = (g.c_in * g.h * g.w, g.c_out * hw, g.w_len());
     let partial = &mut partial[..g.n * w_len];
     par::chunks_with_scratch(
@@ -331,12 +338,7 @@ pub fn backward_weight(
             for gi in 0..g.groups {
                 let xg = &x[gi * cg * g.h * g.w..][..cg * g.h * g.w];
                 let dyg = &dy[gi * og * hw..][..og * hw];
-                let (b, ldb) = if g.is_direct() {
-                    (xg, hw)
-                } else {
-                    im2col(g, xg, &mut col[..rows * ld]);
-                    (&col[..rows * ld], ld)
-                };
+                let (b, ldb) = columns(g, xg, col);
                 let pw = &mut pw[gi * og * rows..][..og * rows];
                 let lds = Ld {
                     a: hw,
