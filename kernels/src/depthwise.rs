@@ -15,7 +15,7 @@
 use crate::conv::{valid_range, ConvGeom};
 use crate::par;
 use crate::simd::{f32x8, load, load_strided, store, LANES};
-use crate::tiled::{self, put, Layout, Padded, Weighted, MAX_K};
+use crate::tiled::{self, put, Framed, Layout, Padded, Weighted, MAX_K};
 
 /// The taps of one output row: calls `f(tap_index, ih, lo, hi, iw0)` for every kernel tap that reads
 /// a real input row `ih`, where output columns `lo..hi` read input columns `iw0 + (ow - lo) * stride`.
@@ -69,39 +69,44 @@ fn read1(v: f32, relu: bool) -> f32 {
     }
 }
 
-/// The tiled forward of one plane: pad (the ReLU of) x once, then one weighted sum per window.
-fn forward_plane_tiled(
-    g: &ConvGeom,
-    lay: &Layout,
-    x: &[f32],
-    w: &[f32],
-    y: &mut [f32],
-    buf: &mut Padded,
-) {
-    let p = fill_input(g, lay, x, buf);
-    weighted_tiles(g, lay, p, w, y);
-}
-
 /// y (one plane) = the weighted sums of the padded plane `buf` over every window.
-fn weighted_tiles(g: &ConvGeom, lay: &Layout, buf: &[f32], w: &[f32], y: &mut [f32]) {
-    let (_, wo) = g.out_hw();
+fn weighted_tiles(lay: &Layout, buf: &[f32], w: &[f32], y: &mut [f32]) {
+    let (_, wo) = lay.out();
     tiled::tiles(lay, buf, &Weighted(w), |oh, ow0, v| {
         put(v, &mut y[oh * wo..][..wo], ow0)
     });
 }
 
+/// `scratch` readied for the input planes of the forward and the weight gradient (`lay`).
+fn input_frame<'a>(g: &ConvGeom, lay: &'a Layout, scratch: &'a mut Padded) -> Framed<'a> {
+    scratch.frame(lay, g.h * g.w, g.w, g.pad, 1, 0.0)
+}
+
 /// Pads (the ReLU of) the input plane x into `buf` (two copies of the loop: the test stays outside).
-fn fill_input<'b>(g: &ConvGeom, lay: &Layout, x: &[f32], buf: &'b mut Padded) -> &'b [f32] {
+fn fill_input<'b>(g: &ConvGeom, x: &[f32], buf: &'b mut Framed) -> &'b [f32] {
     if g.pre_relu {
-        buf.fill(lay, x, g.w, g.pad, 1, 0.0, |_, _, v| v.max(0.0))
+        buf.fill(x, |v| v.max(0.0))
     } else {
-        buf.fill(lay, x, g.w, g.pad, 1, 0.0, |_, _, v| v)
+        buf.fill(x, |v| v)
+    }
+}
+
+/// `scratch` readied for the planes of dy that the input gradient reads (`lay`): padded by
+/// (k - 1) d - pad and zero-inserted by the stride, or for an [`even_phase`] geometry dy itself
+/// padded by half that.
+fn grad_frame<'a>(g: &ConvGeom, lay: &'a Layout, scratch: &'a mut Padded) -> Framed<'a> {
+    let (ho, wo) = g.out_hw();
+    let pad = (g.kh - 1) * g.dilation - g.pad;
+    if even_phase(g) {
+        scratch.frame(lay, ho * wo, wo, pad / 2, 1, 0.0)
+    } else {
+        scratch.frame(lay, ho * wo, wo, pad, g.stride, 0.0)
     }
 }
 
 /// The tiled input gradient of one plane: a stride-1 correlation of dy, zero-inserted by the stride
-/// and padded by (k - 1) * d - pad, with the flipped filter `wf`; masked by x > 0 for the fused ReLU.
-/// Added into dx when `add`, else written (every position once).
+/// and padded by (k - 1) * d - pad ([`grad_frame`]), with the flipped filter `wf`; masked by x > 0
+/// for the fused ReLU. Added into dx when `add`, else written (every position once).
 #[allow(clippy::too_many_arguments)]
 fn backward_data_plane_tiled(
     g: &ConvGeom,
@@ -111,15 +116,12 @@ fn backward_data_plane_tiled(
     dy: &[f32],
     dx: &mut [f32],
     add: bool,
-    buf: &mut Padded,
+    buf: &mut Framed,
 ) {
-    let (_, wo) = g.out_hw();
-    let pad = (g.kh - 1) * g.dilation - g.pad;
+    let p = buf.fill(dy, |v| v);
     if even_phase(g) {
-        let p = buf.fill(lay, dy, wo, pad / 2, 1, 0.0, |_, _, v| v);
         return even_grad_tiles(g, lay, x, wf, p, dx, add);
     }
-    let p = buf.fill(lay, dy, wo, pad, g.stride, 0.0, |_, _, v| v);
     // The tiles cover every input position once: a fresh dx is written, not zeroed and added to.
     if add {
         grad_tiles::<true>(g, lay, x, wf, p, dx)
@@ -253,16 +255,8 @@ impl<'g> Planes<'g> {
         }
     }
 
-    /// y (one Ho x Wo plane) = the plane x ([H, W]) correlated with its channel's filter `w`.
-    fn forward(&self, x: &[f32], w: &[f32], y: &mut [f32], buf: &mut Padded) {
-        let g = self.g;
-        match &self.tiled {
-            Some((lay, _)) => forward_plane_tiled(g, lay, x, w, y, buf),
-            None => self.forward_rows(x, w, y),
-        }
-    }
-
-    /// [`Planes::forward`] row by row (geometries the tiled path does not take; no scratch).
+    /// y (one Ho x Wo plane) = the plane x ([H, W]) correlated with its channel's filter `w`, row
+    /// by row (geometries the tiled path does not take; no scratch).
     fn forward_rows(&self, x: &[f32], w: &[f32], y: &mut [f32]) {
         let g = self.g;
         let (ho, wo) = g.out_hw();
@@ -286,28 +280,7 @@ impl<'g> Planes<'g> {
     }
 
     /// dx (one plane) += the plane's input gradient from dy (or = it when not `add`), masked by
-    /// x > 0 for the fused ReLU.
-    fn backward_data(
-        &self,
-        x: &[f32],
-        w: &[f32],
-        dy: &[f32],
-        dx: &mut [f32],
-        add: bool,
-        buf: &mut Padded,
-    ) {
-        let g = self.g;
-        if let Some((_, lay)) = &self.tiled {
-            let mut wf = [0.0f32; MAX_K * MAX_K];
-            for (f, &v) in wf.iter_mut().zip(w.iter().rev()) {
-                *f = v;
-            }
-            return backward_data_plane_tiled(g, lay, x, &wf[..w.len()], dy, dx, add, buf);
-        }
-        self.backward_data_rows(x, w, dy, dx, add)
-    }
-
-    /// [`Planes::backward_data`] row by row (geometries the tiled path does not take; no scratch).
+    /// x > 0 for the fused ReLU, row by row (geometries the tiled path does not take; no scratch).
     fn backward_data_rows(&self, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32], add: bool) {
         let g = self.g;
         if !add {
@@ -345,14 +318,11 @@ impl<'g> Planes<'g> {
         }
     }
 
-    /// dw (one channel's k x k taps) += the plane's weight gradient: the tiled path adds each tap's
-    /// whole-plane dot once, the row path one dot per row and tap.
-    fn backward_weight(&self, x: &[f32], dy: &[f32], dw: &mut [f32], buf: &mut Padded) {
+    /// dw (one channel's k x k taps) += the plane's weight gradient, one dot per row and tap
+    /// (geometries the tiled path does not take, where [`tiled::tap_dots`] adds each tap's
+    /// whole-plane dot once; no scratch).
+    fn backward_weight_rows(&self, x: &[f32], dy: &[f32], dw: &mut [f32]) {
         let g = self.g;
-        if let Some((lay, _)) = &self.tiled {
-            let p = fill_input(g, lay, x, buf);
-            return tiled::tap_dots(lay, p, dy, dw);
-        }
         let (_, wo) = g.out_hw();
         for (oh, dyrow) in dy.chunks_exact(wo).enumerate() {
             row_taps(g, oh, wo, |t, ih, lo, hi, iw0| {
@@ -392,10 +362,22 @@ impl Planes<'_> {
         let g = self.g;
         let (ho, wo) = g.out_hw();
         let (k2, plane, ys) = (g.kh * g.kw, g.h * g.w, self.out_stride);
-        let mut buf = Padded::default();
+        let mut scratch = Padded::default();
+        let mut frame =
+            (self.tiled.as_ref()).map(|(_, lay)| (lay, grad_frame(g, lay, &mut scratch)));
         for (c, dx) in dx.chunks_mut(plane).enumerate() {
             let (x, dy) = (&x[c * plane..][..plane], &dy[c * ys..][..ho * wo]);
-            self.backward_data(x, &w[c * k2..][..k2], dy, dx, add, &mut buf);
+            let w = &w[c * k2..][..k2];
+            match &mut frame {
+                Some((lay, buf)) => {
+                    let mut wf = [0.0f32; MAX_K * MAX_K];
+                    for (f, &v) in wf.iter_mut().zip(w.iter().rev()) {
+                        *f = v;
+                    }
+                    backward_data_plane_tiled(g, lay, x, &wf[..k2], dy, dx, add, buf)
+                }
+                None => self.backward_data_rows(x, w, dy, dx, add),
+            }
         }
     }
 
@@ -416,25 +398,31 @@ impl Planes<'_> {
         let g = self.g;
         let (ho, wo) = g.out_hw();
         let (k2, plane, out, ys) = (g.kh * g.kw, g.h * g.w, ho * wo, self.out_stride);
-        let mut buf = Padded::default();
+        let mut scratch = Padded::default();
+        let mut frame =
+            (self.tiled.as_ref()).map(|(lay, _)| (lay, input_frame(g, lay, &mut scratch)));
         for c in 0..g.c_in {
             let (x, w) = (&x[c * plane..][..plane], &w[c * k2..][..k2]);
             let y = y.as_deref_mut().map(|y| &mut y[c * ys..][..out]);
             let grad = grad
                 .as_mut()
                 .map(|(dy, dw)| (&dy[c * ys..][..out], &mut dw[c * k2..][..k2]));
-            match (&self.tiled, y, grad) {
-                (Some((lay, _)), Some(y), Some((dy, dw))) => {
-                    let p = fill_input(g, lay, x, &mut buf);
-                    weighted_tiles(g, lay, p, w, y);
-                    tiled::tap_dots(lay, p, dy, dw);
-                }
-                (_, y, grad) => {
+            match &mut frame {
+                Some((lay, buf)) => {
+                    let p = fill_input(g, x, buf);
                     if let Some(y) = y {
-                        self.forward(x, w, y, &mut buf);
+                        weighted_tiles(lay, p, w, y);
                     }
                     if let Some((dy, dw)) = grad {
-                        self.backward_weight(x, dy, dw, &mut buf);
+                        tiled::tap_dots(lay, p, dy, dw);
+                    }
+                }
+                None => {
+                    if let Some(y) = y {
+                        self.forward_rows(x, w, y);
+                    }
+                    if let Some((dy, dw)) = grad {
+                        self.backward_weight_rows(x, dy, dw);
                     }
                 }
             }
@@ -485,11 +473,15 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let (plane, k2) = (g.h * g.w, g.kh * g.kw);
     let p = Planes::new(g);
     par::chunks(dw, k2, 2 * g.y_len() * k2, |c, dw| {
-        let mut buf = Padded::default();
+        let mut scratch = Padded::default();
+        let mut frame = (p.tiled.as_ref()).map(|(lay, _)| (lay, input_frame(g, lay, &mut scratch)));
         for n in 0..g.n {
             let i = n * g.c_in + c;
             let (x, dy) = (&x[i * plane..][..plane], &dy[i * ho * wo..][..ho * wo]);
-            p.backward_weight(x, dy, dw, &mut buf);
+            match &mut frame {
+                Some((lay, buf)) => tiled::tap_dots(lay, fill_input(g, x, buf), dy, dw),
+                None => p.backward_weight_rows(x, dy, dw),
+            }
         }
     });
 }
@@ -591,9 +583,12 @@ mod tests {
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             for add in [false, true] {
                 let (mut a, mut b) = (start.clone(), start.clone());
-                let mut buf = Padded::default();
+                let mut scratch = Padded::default();
+                let mut buf = grad_frame(&g, &even, &mut scratch);
                 backward_data_plane_tiled(&g, &even, &x, &wf, &dy, &mut a, add, &mut buf);
-                let p = buf.fill(&zi, &dy, wo, span - pad, 2, 0.0, |_, _, v| v);
+                let mut scratch = Padded::default();
+                let mut zero_inserted = scratch.frame(&zi, dy.len(), wo, span - pad, 2, 0.0);
+                let p = zero_inserted.fill(&dy, |v| v);
                 if add {
                     grad_tiles::<true>(&g, &zi, &x, &wf, p, &mut b);
                 } else {

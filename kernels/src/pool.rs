@@ -151,14 +151,15 @@ pub fn max_forward(
         stats_len,
         work,
         |n, y, am, st| {
-            let mut buf = Padded::default();
+            let mut scratch = Padded::default();
+            let mut buf = scratch.frame(&lay, plane, g.w, g.pad, 1, f32::NEG_INFINITY);
             for (c, (y, am)) in y
                 .chunks_mut(ho * wo)
                 .zip(am.chunks_mut(ho * wo))
                 .enumerate()
             {
                 let x = &x[(n * g.c_in + c) * plane..][..plane];
-                let p = buf.fill(&lay, x, g.w, g.pad, 1, f32::NEG_INFINITY, |_, _, v| v);
+                let p = buf.fill(x, |v| v);
                 tiled::tiles(&lay, p, &op, |oh, ow0, (best, id)| {
                     let n = (wo - ow0).min(LANES);
                     let at = oh * wo + ow0;
@@ -255,10 +256,11 @@ pub fn avg_forward(g: &ConvGeom, x: &[f32], y: &mut [f32], stats: Option<&mut [f
     let counts = Counts::new(g);
     let (stats, stats_len) = per_sample_stats(g, stats);
     par::chunks_with_scratch(y, g.c_in * ho * wo, stats, stats_len, work, |n, y, st| {
-        let mut buf = Padded::default();
+        let mut scratch = Padded::default();
+        let mut buf = scratch.frame(&lay, plane, g.w, g.pad, 1, 0.0);
         for (c, y) in y.chunks_mut(ho * wo).enumerate() {
             let x = &x[(n * g.c_in + c) * plane..][..plane];
-            let p = buf.fill(&lay, x, g.w, g.pad, 1, 0.0, |_, _, v| v);
+            let p = buf.fill(x, |v| v);
             tiled::tiles(&lay, p, &op, |oh, ow0, sum| {
                 let n = counts.lanes(oh, ow0);
                 put(sum * (f32x8::ONE / n), &mut y[oh * wo..][..wo], ow0);
@@ -283,12 +285,13 @@ pub fn avg_backward(g: &ConvGeom, dy: &[f32], dx: &mut [f32]) {
     let q = g.kh - 1 - g.pad;
     let counts = Counts::new(g);
     par::chunks(dx, g.c_in * plane, work, |n, dx| {
-        let (mut buf, mut shares) = (Padded::default(), [0.0f32; PLANE_MAX]);
+        let (mut scratch, mut shares) = (Padded::default(), [0.0f32; PLANE_MAX]);
+        let mut buf = scratch.frame(&lay, ho * wo, wo, q, g.stride, 0.0);
         for (c, dx) in dx.chunks_mut(plane).enumerate() {
             let dy = &dy[(n * g.c_in + c) * ho * wo..][..ho * wo];
             let shares = &mut shares[..ho * wo];
             counts.shares(dy, wo, shares);
-            let p = buf.fill(&lay, shares, wo, q, g.stride, 0.0, |_, _, v| v);
+            let p = buf.fill(shares, |v| v);
             tiled::tiles(&lay, p, &op, |ih, iw0, v| {
                 let (at, n) = (ih * g.w + iw0, (g.w - iw0).min(LANES));
                 tiled::put_grad::<true>(v, &mut dx[at..at + n], None);

@@ -1,7 +1,7 @@
 //! Padded planes and register tiles: the engine behind the depthwise-conv and pooling fast paths.
 //!
 //! A plane is copied once into a stack scratch, padded on every side ([`Layout`],
-//! [`Padded::fill`]); every output is then a reduction over the k x k taps of its window in that
+//! [`Padded::frame`], [`Framed::fill`]); every output is then a reduction over the k x k taps of its window in that
 //! copy, computed `R` rows by `V` vectors of 8 columns at a time so the accumulators stay in
 //! registers ([`tiles`]). What a tap does is a [`TapReduce`]: a weighted sum (convolution, average
 //! pool) or a max with its argmax. A strided window reads a copy split into stride phases, so every
@@ -150,11 +150,13 @@ fn tile_shape(wo: usize) -> (usize, usize) {
     }
 }
 
-/// A scratch for one padded plane at a time (PLANE_MAX values, on the stack), filled by
-/// [`Padded::fill`]. It remembers the frame of its last fill (layout, plane size, padding, spread,
-/// pad value): the positions a fill never writes (the border, the zero-insertion gaps) still hold
-/// the pad value when the next plane comes in the same frame, so that plane writes only its own
-/// values. (Clearing the whole copy for every plane was about 2.5 % of a search step.)
+/// A scratch for one padded plane at a time (PLANE_MAX values, on the stack). [`Padded::frame`]
+/// readies it for a run of planes of one shape ([`Framed`]), whose fills then write only each
+/// plane's own values: it remembers the frame it was last readied for (layout, plane size,
+/// padding, spread, pad value), and the positions a fill never writes (the border, the
+/// zero-insertion gaps) are set to the pad value only when the frame changes. (Clearing the whole
+/// copy for every plane was about 2.5 % of a search step; checking the frame for every plane, a
+/// third of an 8 x 8 plane's fill.)
 pub struct Padded {
     buf: [f32; PLANE_MAX],
     /// The frame of the last fill; `None` while every value is 0.0 (as made).
@@ -182,25 +184,26 @@ impl Default for Padded {
 }
 
 impl Padded {
-    /// Copies `map(i, j, x[i][j])` for the plane `x` (rows `w` long) in, padded by `pad` on every
-    /// side with `pad_value`, its row i spread `spread` rows apart and its column j `spread`
-    /// columns apart (spread > 1 builds the zero-inserted gradient of a strided window; the gaps
-    /// hold `pad_value`). Returns the padded plane.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    pub fn fill(
-        &mut self,
-        lay: &Layout,
-        x: &[f32],
+    /// Readies the scratch for planes of `len` values in rows `w` long, padded by `pad` on every
+    /// side with `pad_value`, row i spread `spread` rows apart and column j `spread` columns apart
+    /// (spread > 1 builds the zero-inserted gradient of a strided window; the gaps hold
+    /// `pad_value`), laid out by `lay`.
+    pub fn frame<'a>(
+        &'a mut self,
+        lay: &'a Layout,
+        len: usize,
         w: usize,
         pad: usize,
         spread: usize,
         pad_value: f32,
-        map: impl Fn(usize, usize, f32) -> f32,
-    ) -> &[f32] {
+    ) -> Framed<'a> {
+        debug_assert!(
+            spread == 1 || lay.stride == 1,
+            "zero insertion needs a stride-1 layout"
+        );
         let frame = Frame {
             lay: lay.key(),
-            len: x.len(),
+            len,
             w,
             pad,
             spread,
@@ -210,73 +213,78 @@ impl Padded {
             Some(last) => last != frame,
             None => pad_value.to_bits() != 0,
         };
+        if clear {
+            self.buf[..lay.len()].fill(pad_value);
+        }
         self.frame = Some(frame);
-        fill(
+        Framed {
+            buf: &mut self.buf,
             lay,
-            x,
+            len,
             w,
             pad,
             spread,
-            clear.then_some(pad_value),
-            map,
-            &mut self.buf,
-        );
-        &self.buf
+        }
     }
 }
 
-/// [`Padded::fill`]'s copy into `buf`, after setting all of it to the pad value if given.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn fill(
-    lay: &Layout,
-    x: &[f32],
+/// A [`Padded`] readied for one frame by [`Padded::frame`]: each [`Framed::fill`] copies a plane in.
+pub struct Framed<'a> {
+    buf: &'a mut [f32; PLANE_MAX],
+    lay: &'a Layout,
+    len: usize,
     w: usize,
     pad: usize,
     spread: usize,
-    clear: Option<f32>,
-    map: impl Fn(usize, usize, f32) -> f32,
-    buf: &mut [f32],
-) {
-    debug_assert!(
-        spread == 1 || lay.stride == 1,
-        "zero insertion needs a stride-1 layout"
-    );
-    let buf = &mut buf[..lay.len()];
-    if let Some(v) = clear {
-        buf.fill(v);
-    }
-    for (i, row) in x.chunks(w).enumerate() {
-        let r = pad + i * spread;
-        if lay.stride == 1 && spread == 1 {
-            let out = &mut buf[lay.at(r, pad)..][..w];
-            for (j, (o, &v)) in out.iter_mut().zip(row).enumerate() {
-                *o = map(i, j, v);
-            }
-        } else if spread == 1 {
-            // Stride 2: column c = pad + j lands in phase c % 2 at offset c / 2, so columns j and
-            // j + 1 go to the two phases side by side.
-            let (ph0, ph1) = buf[r * lay.row_len()..][..2 * lay.plen].split_at_mut(lay.plen);
-            let (first, second) = if pad.is_multiple_of(2) {
-                (&mut ph0[pad / 2..], &mut ph1[pad / 2..])
+}
+
+impl Framed<'_> {
+    /// Copies `map(v)` of every value v of the plane `x` in, where the frame places it, and
+    /// returns the padded plane.
+    #[inline(always)]
+    pub fn fill(&mut self, x: &[f32], map: impl Fn(f32) -> f32) -> &[f32] {
+        assert_eq!(x.len(), self.len, "a plane of another frame");
+        let Framed {
+            lay,
+            w,
+            pad,
+            spread,
+            ..
+        } = *self;
+        let buf = &mut self.buf[..lay.len()];
+        for (i, row) in x.chunks(w).enumerate() {
+            let r = pad + i * spread;
+            if lay.stride == 1 && spread == 1 {
+                let out = &mut buf[lay.at(r, pad)..][..w];
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o = map(v);
+                }
+            } else if spread == 1 {
+                // Stride 2: column c = pad + j lands in phase c % 2 at offset c / 2, so columns j
+                // and j + 1 go to the two phases side by side.
+                let (ph0, ph1) = buf[r * lay.row_len()..][..2 * lay.plen].split_at_mut(lay.plen);
+                let (first, second) = if pad.is_multiple_of(2) {
+                    (&mut ph0[pad / 2..], &mut ph1[pad / 2..])
+                } else {
+                    (&mut ph1[pad / 2..], &mut ph0[pad / 2 + 1..])
+                };
+                let pairs = row.chunks_exact(2);
+                if let [last] = pairs.remainder() {
+                    first[w / 2] = map(*last);
+                }
+                for ((a, b), pair) in first.iter_mut().zip(second).zip(pairs) {
+                    *a = map(pair[0]);
+                    *b = map(pair[1]);
+                }
             } else {
-                (&mut ph1[pad / 2..], &mut ph0[pad / 2 + 1..])
-            };
-            let pairs = row.chunks_exact(2);
-            if let [last] = pairs.remainder() {
-                first[w / 2] = map(i, w - 1, *last);
-            }
-            for (m, ((a, b), pair)) in first.iter_mut().zip(second).zip(pairs).enumerate() {
-                *a = map(i, 2 * m, pair[0]);
-                *b = map(i, 2 * m + 1, pair[1]);
-            }
-        } else {
-            // Zero insertion (a stride-1 layout): column j lands at pad + j * spread.
-            let out = &mut buf[lay.at(r, pad)..];
-            for (j, &v) in row.iter().enumerate() {
-                out[j * spread] = map(i, j, v);
+                // Zero insertion (a stride-1 layout): column j lands at pad + j * spread.
+                let out = &mut buf[lay.at(r, pad)..];
+                for (j, &v) in row.iter().enumerate() {
+                    out[j * spread] = map(v);
+                }
             }
         }
+        &self.buf[..]
     }
 }
 
@@ -677,7 +685,10 @@ mod tests {
         let lay = Layout::new(h, wd, K, D, 1, (ho, wo)).unwrap();
         let mut buf = Padded::default();
         let x = &plane[..h * wd];
-        let p = buf.fill(&lay, x, wd, 0, 1, 0.0, |_, _, v| v).to_vec();
+        let p = buf
+            .frame(&lay, x.len(), wd, 0, 1, 0.0)
+            .fill(x, |v| v)
+            .to_vec();
         let ids: Vec<f32> = (0..K * K).map(|t| t as f32).collect();
         let sum = |a: f32x8| {
             let mut b = [0; 2 * LANES];
@@ -741,7 +752,6 @@ mod tests {
         let y: Vec<f32> = (0..16).map(|i| 0.25 * i as f32 + 1.0).collect();
         let big = Layout::new(10, 10, 3, 1, 1, (8, 8)).unwrap();
         let small = Layout::new(6, 6, 3, 1, 1, (4, 4)).unwrap();
-        let id = |_: usize, _: usize, v: f32| v;
         type Fill<'a> = (&'a Layout, &'a [f32], usize, f32);
         let frames: [Fill; 5] = [
             (&big, &x, 1, f32::NEG_INFINITY),
@@ -753,10 +763,12 @@ mod tests {
         let mut reused = Padded::default();
         for (lay, plane, spread, pad_value) in frames {
             let got = reused
-                .fill(lay, plane, 4, 1, spread, pad_value, id)
+                .frame(lay, 16, 4, 1, spread, pad_value)
+                .fill(plane, |v| v)
                 .to_vec();
             let mut fresh = Padded::default();
-            let want = fresh.fill(lay, plane, 4, 1, spread, pad_value, id);
+            let mut framed = fresh.frame(lay, 16, 4, 1, spread, pad_value);
+            let want = framed.fill(plane, |v| v);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(want), "spread {spread}, pad {pad_value}");
             // Corner (0, 0) is border; (pad, pad) holds the plane's first value.
