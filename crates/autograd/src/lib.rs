@@ -22,7 +22,7 @@ mod tape;
 
 pub use gradcheck::{gradcheck, gradcheck_vjp, GradcheckOptions, GradcheckReport, Mismatch};
 pub use inspect::{NodeInfo, Stats};
-pub use profile::{Cost, OpProfile, Profile, Work};
+pub use profile::{Cost, OpProfile, Profile, ShapeProfile, Work};
 pub use tape::{Backward, GradOut, GradSlots, Tape, Var};
 pub use tensor::{Error, Result, Shape, Tensor};
 

@@ -67,6 +67,21 @@ pub struct OpProfile {
     pub forward: Work,
     /// Backward work of the calls whose backward ran.
     pub backward: Work,
+    /// The same calls' time by shape, `[first input's dims] -> [output's dims]` (the output's
+    /// alone for an op without inputs): which layers of a network spend an op's time.
+    pub shapes: BTreeMap<String, ShapeProfile>,
+}
+
+/// An op's calls at one shape ([`OpProfile::shapes`]): how many, and their forward and backward
+/// seconds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ShapeProfile {
+    /// Calls recorded.
+    pub calls: usize,
+    /// Forward seconds, as [`OpProfile::forward_seconds`] counts them.
+    pub forward_seconds: f64,
+    /// Backward seconds, as [`OpProfile::backward_seconds`] counts them.
+    pub backward_seconds: f64,
 }
 
 impl OpProfile {

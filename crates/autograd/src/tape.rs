@@ -143,10 +143,12 @@ pub trait Backward: Send + Sync {
     }
 }
 
-/// Profiling state: totals per op, each node's cost (for its backward), the last record's time.
+/// Profiling state: totals per op, each node's cost and shape (for its backward), the last
+/// record's time.
 struct Profiler {
     ops: Profile,
     costs: Vec<Cost>,
+    shapes: Vec<String>,
     mark: Instant,
 }
 
@@ -212,6 +214,7 @@ impl Tape {
         self.generation = self.generation.wrapping_add(1);
         if let Some(p) = &mut self.profiler {
             p.costs.clear();
+            p.shapes.clear();
             p.mark = Instant::now();
         }
     }
@@ -224,6 +227,7 @@ impl Tape {
         self.profiler = on.then(|| Profiler {
             ops: Profile::new(),
             costs: vec![Cost::default(); self.nodes.len()],
+            shapes: vec![String::new(); self.nodes.len()],
             mark: Instant::now(),
         });
     }
@@ -236,16 +240,18 @@ impl Tape {
             .unwrap_or_default()
     }
 
-    /// Adds a recorded node's forward: the time since the previous record, and its work.
-    fn profile_forward(&mut self, op: &'static str, cost: Cost) {
+    /// Adds a recorded node's forward: the time since the previous record, its work and shape.
+    fn profile_forward(&mut self, op: &'static str, cost: Cost, shape: String) {
         if let Some(p) = &mut self.profiler {
             let now = Instant::now();
             let seconds = (now - p.mark).as_secs_f64();
-            p.ops
-                .entry(op)
-                .or_default()
-                .add_forward(seconds, cost.forward);
+            let e = p.ops.entry(op).or_default();
+            e.add_forward(seconds, cost.forward);
+            let at = e.shapes.entry(shape.clone()).or_default();
+            at.calls += 1;
+            at.forward_seconds += seconds;
             p.costs.push(cost);
+            p.shapes.push(shape);
             p.mark = now;
         }
     }
@@ -315,7 +321,9 @@ impl Tape {
             forward: Work::new(0.0, 2.0 * n),
             backward: Work::default(),
         };
-        self.profile_forward("leaf", copy);
+        if self.profiler.is_some() {
+            self.profile_forward("leaf", copy, format!("{:?}", value.dims()));
+        }
         self.push_node(
             value,
             "leaf",
@@ -363,7 +371,11 @@ impl Tape {
         if self.profiler.is_some() {
             let in_values: Vec<&Tensor> = inputs.iter().map(|v| &self.values[v.index]).collect();
             let cost = backward.cost(&in_values, &value);
-            self.profile_forward(op, cost);
+            let shape = match in_values.first() {
+                Some(x) => format!("{:?} -> {:?}", x.dims(), value.dims()),
+                None => format!("{:?}", value.dims()),
+            };
+            self.profile_forward(op, cost, shape);
         }
         let backward: Option<Box<dyn Backward>> =
             requires_grad.then(|| Box::new(backward) as Box<dyn Backward>);
@@ -566,9 +578,12 @@ impl Tape {
                     }
                 }
                 if let (Some(p), Some(t0)) = (&mut self.profiler, started) {
+                    let seconds = t0.elapsed().as_secs_f64();
                     let e = p.ops.entry(self.nodes[i].op).or_default();
-                    e.backward_seconds += t0.elapsed().as_secs_f64();
+                    e.backward_seconds += seconds;
                     e.backward += p.costs.get(i).map_or(Work::default(), |c| c.backward);
+                    let shape = p.shapes.get(i).cloned().unwrap_or_default();
+                    e.shapes.entry(shape).or_default().backward_seconds += seconds;
                 }
             }
             if self.nodes[i].keep_grad {

@@ -205,6 +205,15 @@ fn profile_counts_calls_and_work_per_op() {
     assert_eq!(m.forward, Work::new(2.0 * 3.0, 2.0 * 9.0));
     assert_eq!(m.backward, Work::new(6.0, 3.0 + 3.0 * 6.0));
     assert!(m.forward_seconds >= 0.0 && m.backward_seconds > 0.0);
+    // By shape: one shape each here, holding all of the op's calls and time.
+    assert_eq!(leaf.shapes.keys().collect::<Vec<_>>(), ["[3]"]);
+    let at = &m.shapes["[3] -> [3]"];
+    assert_eq!((at.calls, m.shapes.len()), (2, 1));
+    assert_eq!(
+        (at.forward_seconds, at.backward_seconds),
+        (m.forward_seconds, m.backward_seconds)
+    );
+    assert_eq!(s.shapes.keys().collect::<Vec<_>>(), ["[3] -> []"]);
     assert!(tape.take_profile().is_empty(), "taken totals start over");
     tape.set_profiling(false);
     let x = tape.leaf(t(&[1.0]), false);
@@ -213,6 +222,30 @@ fn profile_counts_calls_and_work_per_op() {
         tape.take_profile().is_empty(),
         "nothing is recorded while off"
     );
+}
+
+/// An op called at two shapes: two entries in its `shapes`, whose calls and seconds add up to the
+/// op's; the backward of each call is charged to its own shape.
+#[test]
+fn profile_splits_an_op_by_shape() {
+    let mut tape = Tape::new();
+    tape.set_profiling(true);
+    let a = tape.leaf(t(&[1.0, 2.0, 3.0]), true);
+    let b = tape.leaf(t(&[4.0, 5.0]), true);
+    let ya = mul(&mut tape, a, a);
+    mul(&mut tape, b, b);
+    mul(&mut tape, b, b);
+    let l = sum(&mut tape, ya, 0.0);
+    tape.backward(l).unwrap();
+    let p = tape.take_profile();
+    let m = &p["mul"];
+    let (three, two) = (&m.shapes["[3] -> [3]"], &m.shapes["[2] -> [2]"]);
+    assert_eq!((m.shapes.len(), three.calls, two.calls), (2, 1, 2));
+    let both = three.forward_seconds + two.forward_seconds;
+    assert!((both - m.forward_seconds).abs() <= 1e-9 * m.forward_seconds);
+    assert!(three.backward_seconds > 0.0, "the [3] call's backward ran");
+    assert_eq!(two.backward_seconds, 0.0, "no [2] call's backward ran");
+    assert_eq!(three.backward_seconds, m.backward_seconds);
 }
 
 /// y = s * x, its gradient taken through [`GradSlots::out`]: written into a fresh slot, added into

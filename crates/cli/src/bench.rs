@@ -167,12 +167,26 @@ struct Family {
     bound: f64,
 }
 
+/// One op at one shape: calls, forward and backward seconds, per step.
+struct OpShape {
+    op: &'static str,
+    shape: String,
+    calls: f64,
+    forward: f64,
+    backward: f64,
+}
+
+/// How many of the slowest op shapes the table lists (the JSON has them all).
+const SHAPES_LISTED: usize = 12;
+
 /// A step's time per op family against the bounds of this machine's peaks, and per op.
 struct Roofline {
     families: Vec<(&'static str, Family)>,
     /// Every op's forward and backward seconds per step, in op name order (JSON only: to find,
     /// say, which ops gain least from a second thread).
     ops: Vec<(&'static str, f64, f64)>,
+    /// Every op at every shape it ran at ([`autograd::OpProfile::shapes`]), slowest first.
+    shapes: Vec<OpShape>,
     /// The better of each rate over `measured`.
     peaks: kernels::peak::Peaks,
     /// The peaks as measured: before the steps (where possible) and after them.
@@ -201,6 +215,19 @@ impl Roofline {
                 (*op, fwd * per_step, bwd * per_step)
             })
             .collect();
+        let mut shapes: Vec<OpShape> = profile
+            .iter()
+            .flat_map(|(op, p)| {
+                p.shapes.iter().map(|(shape, s)| OpShape {
+                    op,
+                    shape: shape.clone(),
+                    calls: s.calls as f64 * per_step,
+                    forward: s.forward_seconds * per_step,
+                    backward: s.backward_seconds * per_step,
+                })
+            })
+            .collect();
+        shapes.sort_by(|a, b| (b.forward + b.backward).total_cmp(&(a.forward + a.backward)));
         for (op, p) in profile {
             let at = FAMILIES
                 .iter()
@@ -221,6 +248,7 @@ impl Roofline {
         Roofline {
             families,
             ops,
+            shapes,
             peaks,
             measured,
         }
@@ -272,6 +300,22 @@ impl Roofline {
                 f.seconds / f.bound.max(1e-12),
             );
         }
+        s += &format!(
+            "\nthe {SHAPES_LISTED} slowest op shapes (first input -> output), per step:\n\n"
+        );
+        s += "| op | shape | calls | forward s | backward s | of mean step |\n";
+        s += "|---|---|---|---|---|---|\n";
+        for o in self.shapes.iter().take(SHAPES_LISTED) {
+            s += &format!(
+                "| {} | {} | {} | {:.4} | {:.4} | {:.1} % |\n",
+                o.op,
+                o.shape,
+                o.calls,
+                o.forward,
+                o.backward,
+                100.0 * (o.forward + o.backward) / mean,
+            );
+        }
         let profiled: f64 = self.families.iter().map(|(_, f)| f.seconds).sum();
         s += &format!(
             "\nstep {median:.3} s (median; mean {mean:.3} s, of which ops and optimizer {profiled:.3} s), bound {:.3} s, X/Y {:.2}\n",
@@ -298,6 +342,14 @@ impl Roofline {
                 (n.to_string(), v)
             })
             .collect();
+        let shapes: Vec<serde_json::Value> = self
+            .shapes
+            .iter()
+            .map(|o| {
+                json!({"op": o.op, "shape": o.shape, "calls": o.calls,
+                    "forward_seconds": o.forward, "backward_seconds": o.backward})
+            })
+            .collect();
         let measured: Vec<serde_json::Value> = self
             .measured
             .iter()
@@ -309,6 +361,7 @@ impl Roofline {
             "peaks_measured": measured,
             "families": families,
             "ops": ops,
+            "shapes": shapes,
             "step_seconds": median,
             "mean_step_seconds": mean,
             "bound_seconds": self.bound(),

@@ -305,6 +305,28 @@ fn bench_roofline_reports_each_family_of_the_step() {
         (per_op - profiled).abs() <= 1e-9 * profiled.max(1.0),
         "{per_op} vs {profiled}"
     );
+    // By shape, slowest first: the op shapes' seconds add up to the ops' (the optimizers, which
+    // have no shape, aside), and the stem's 3 x 3 conv shows at the input's shape.
+    let shapes = r["shapes"].as_array().unwrap();
+    let total = |v: &serde_json::Value| {
+        v["forward_seconds"].as_f64().unwrap() + v["backward_seconds"].as_f64().unwrap()
+    };
+    assert!(shapes.windows(2).all(|w| total(&w[0]) >= total(&w[1])));
+    let optimizers: f64 = ["sgd_step", "adam_step"]
+        .iter()
+        .map(|o| total(&ops[*o]))
+        .sum();
+    let by_shape: f64 = shapes.iter().map(total).sum();
+    assert!(
+        (by_shape + optimizers - per_op).abs() <= 1e-9 * per_op.max(1.0),
+        "{by_shape} + {optimizers} vs {per_op}"
+    );
+    let stem = shapes
+        .iter()
+        .find(|s| s["op"] == "conv2d")
+        .expect("the stem conv");
+    assert_eq!(stem["shape"], "[16, 3, 32, 32] -> [16, 24, 32, 32]");
+    assert!(stem["calls"].as_f64().unwrap() >= 1.0);
     let step = r["step_seconds"].as_f64().unwrap();
     assert!(
         profiled <= step * 1.01 && profiled > 0.5 * step,
