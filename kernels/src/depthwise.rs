@@ -15,7 +15,7 @@
 use crate::conv::{valid_range, ConvGeom};
 use crate::par;
 use crate::simd::{f32x8, load, load_strided, store, LANES};
-use crate::tiled::{self, put, Framed, Layout, Padded, Weighted, MAX_K};
+use crate::tiled::{self, put, Framed, Layout, Padded, Use, Weighted, MAX_K};
 
 /// The taps of one output row: calls `f(tap_index, ih, lo, hi, iw0)` for every kernel tap that reads
 /// a real input row `ih`, where output columns `lo..hi` read input columns `iw0 + (ow - lo) * stride`.
@@ -200,11 +200,11 @@ fn tiled_layouts(g: &ConvGeom) -> Option<(Layout, Layout)> {
         return None;
     }
     let (s, p, d) = (g.stride, g.pad, g.dilation);
-    let fwd = Layout::new(g.h + 2 * p, g.w + 2 * p, g.kh, d, s, (ho, wo))?;
+    let fwd = Layout::new(g.h + 2 * p, g.w + 2 * p, (g.kh, d, s), (ho, wo), Use::Conv)?;
     let bwd = if even_phase(g) {
         let q = span - p;
         let out = (g.h.div_ceil(2), g.w.div_ceil(2));
-        Layout::new(ho + q, wo + q, g.kh, d / 2, 1, out)?
+        Layout::new(ho + q, wo + q, (g.kh, d / 2, 1), out, Use::ConvGrad)?
     } else {
         zero_inserted_layout(g)?
     };
@@ -217,7 +217,7 @@ fn zero_inserted_layout(g: &ConvGeom) -> Option<Layout> {
     let (ho, wo) = g.out_hw();
     let (s, q) = (g.stride, (g.kh - 1) * g.dilation - g.pad);
     let (dh, dw) = ((ho - 1) * s + 1 + 2 * q, (wo - 1) * s + 1 + 2 * q);
-    Layout::new(dh, dw, g.kh, g.dilation, 1, (g.h, g.w))
+    Layout::new(dh, dw, (g.kh, g.dilation, 1), (g.h, g.w), Use::ConvGrad)
 }
 
 /// A depthwise conv prepared once: its geometry and, where the tiled path applies, its layouts

@@ -17,7 +17,7 @@ use crate::batchnorm;
 use crate::conv::ConvGeom;
 use crate::par;
 use crate::simd::{f32x8, LANES};
-use crate::tiled::{self, put, Layout, MaxArg, Padded, Weighted, MAX_K, PLANE_MAX};
+use crate::tiled::{self, put, Layout, MaxArg, Padded, Use, Weighted, MAX_K, PLANE_MAX};
 
 /// The most taps a max pool's window may have: its argmax is one byte.
 pub const MAX_TAPS: usize = 256;
@@ -93,23 +93,22 @@ impl Counts {
     }
 }
 
-/// The tiled layouts (input padded for the forward, dy zero-inserted and padded by k - 1 - pad for
-/// the average's backward), or `None` where the fast path does not apply.
-fn layouts(g: &ConvGeom) -> Option<(Layout, Layout)> {
+/// The tiled layouts (input padded for the forward of the pool `what`, dy zero-inserted and padded
+/// by k - 1 - pad for the average's backward), or `None` where the fast path does not apply.
+fn layouts(g: &ConvGeom, what: Use) -> Option<(Layout, Layout)> {
     let (ho, wo) = g.out_hw();
     let (k, s, p) = (g.kh, g.stride, g.pad);
     if g.kw != k || p >= k || ho == 0 || wo == 0 {
         return None;
     }
-    let fwd = Layout::new(g.h + 2 * p, g.w + 2 * p, k, 1, s, (ho, wo))?;
+    let fwd = Layout::new(g.h + 2 * p, g.w + 2 * p, (k, 1, s), (ho, wo), what)?;
     let q = k - 1 - p;
     let bwd = Layout::new(
         (ho - 1) * s + 1 + 2 * q,
         (wo - 1) * s + 1 + 2 * q,
-        k,
-        1,
-        1,
+        (k, 1, 1),
         (g.h, g.w),
+        Use::AvgPool,
     )?;
     Some((fwd, bwd))
 }
@@ -131,7 +130,7 @@ pub fn max_forward(
         "a max pool window of more than 256 taps"
     );
     let work = g.y_len() * g.kh * g.kw;
-    let Some((lay, _)) = layouts(g) else {
+    let Some((lay, _)) = layouts(g, Use::MaxPool) else {
         par::chunks2(y, ho * wo, argmax, ho * wo, work, |p, y, am| {
             reference::max_plane(g, &x[p * plane..][..plane], y, am)
         });
@@ -245,7 +244,7 @@ pub fn avg_forward(g: &ConvGeom, x: &[f32], y: &mut [f32], stats: Option<&mut [f
     let (ho, wo) = g.out_hw();
     let plane = g.h * g.w;
     let work = g.y_len() * g.kh * g.kw;
-    let Some((lay, _)) = layouts(g) else {
+    let Some((lay, _)) = layouts(g, Use::AvgPool) else {
         par::chunks(y, ho * wo, work, |p, y| {
             reference::mean_plane(g, &x[p * plane..][..plane], y)
         });
@@ -275,7 +274,7 @@ pub fn avg_backward(g: &ConvGeom, dy: &[f32], dx: &mut [f32]) {
     let (ho, wo) = g.out_hw();
     let plane = g.h * g.w;
     let work = g.y_len() * g.kh * g.kw;
-    let Some((_, lay)) = layouts(g) else {
+    let Some((_, lay)) = layouts(g, Use::AvgPool) else {
         return par::chunks(dx, plane, work, |p, dx| {
             reference::avg_backward_plane(g, &dy[p * ho * wo..][..ho * wo], dx)
         });
@@ -546,7 +545,7 @@ mod tests {
                     groups: 1,
                     pre_relu: false,
                 };
-                assert!(layouts(&g).is_some());
+                assert!(layouts(&g, Use::MaxPool).is_some() && layouts(&g, Use::AvgPool).is_some());
             }
         }
     }

@@ -33,24 +33,50 @@ pub struct Layout {
     taps: [usize; MAX_K * MAX_K],
     /// The outputs (ho, wo) it was made for: every window of every tile of them lies inside.
     out: (usize, usize),
+    /// The register tile (rows, vectors of 8 columns) the outputs are computed in ([`tile_for`]).
+    tile: (usize, usize),
+}
+
+/// What a layout's tile loop computes; the register tile that runs fastest depends on it
+/// ([`tile_for`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Use {
+    /// A depthwise conv's forward (and its weight gradient, which reads the same copy).
+    Conv,
+    /// A depthwise conv's input gradient (a correlation of dy, masked by the fused ReLU).
+    ConvGrad,
+    /// The average pool, forward and backward.
+    AvgPool,
+    /// The max pool's forward (a max and its argmax: two accumulators a vector).
+    MaxPool,
 }
 
 impl Layout {
     /// The layout of an `h x w` padded plane that a `k x k`, dilation-`d`, stride-`s` window reads to
-    /// make `out` = (ho, wo) outputs in whole tiles of `tile_shape``(wo)` (the extra tile rows and
-    /// columns read padding and are dropped). `None` if the tiled path does not apply.
+    /// make `out` = (ho, wo) outputs in whole tiles of [`tile_for`]`(what, k, d, wo)` (the extra
+    /// tile rows and columns read padding and are dropped). `None` if the tiled path does not apply.
     pub fn new(
         h: usize,
         w: usize,
-        k: usize,
-        d: usize,
-        s: usize,
+        (k, d, s): (usize, usize, usize),
         out: (usize, usize),
+        what: Use,
+    ) -> Option<Self> {
+        Self::with_tile(h, w, (k, d, s), out, tile_for(what, k, d, out.1))
+    }
+
+    /// [`Layout::new`] for tiles of `tile` = (rows, vectors).
+    fn with_tile(
+        h: usize,
+        w: usize,
+        (k, d, s): (usize, usize, usize),
+        out: (usize, usize),
+        tile: (usize, usize),
     ) -> Option<Self> {
         if k == 0 || out.0 == 0 || out.1 == 0 {
             return None;
         }
-        let (r, v) = tile_shape(out.1);
+        let (r, v) = tile;
         let rows_out = out.0.div_ceil(r) * r;
         let cols_out = out.1.div_ceil(v * LANES) * v * LANES;
         let span = (k - 1) * d;
@@ -62,6 +88,7 @@ impl Layout {
             dilation: d,
             taps: [0; MAX_K * MAX_K],
             out,
+            tile,
         };
         if !(1..=2).contains(&s) || k > MAX_K || lay.len() > PLANE_MAX {
             return None;
@@ -126,7 +153,8 @@ impl Layout {
         self.out
     }
 
-    /// What the layout was made from (its tap offsets follow from these).
+    /// What the layout was made from (its tap offsets follow from these; the tile only decides
+    /// the sizes).
     fn key(&self) -> [usize; 7] {
         let (ho, wo) = self.out;
         [
@@ -141,12 +169,27 @@ impl Layout {
     }
 }
 
-/// Output tile (rows, vectors of 8 columns) for rows `wo` wide: 8 independent accumulators.
-fn tile_shape(wo: usize) -> (usize, usize) {
-    match wo.div_ceil(LANES) {
+/// The register tile (rows, vectors of 8 columns) for outputs `wo` wide of a `k x k` window at
+/// dilation `d`: 8 independent accumulators, shaped to the row; where the target has 32 vector
+/// registers ([`WIDE_REGS`]) and rows are wider than 16, what ran fastest for each use of a
+/// 3 x 3 window. On this project's AVX-512 Zen 4, one thread, in L3, ns a 32 x 32 plane against
+/// the 2 x 4 tile: the conv's forward 4 x 4 0.68x (dilation 2: 4 x 2 0.96x), its input gradient
+/// 4 x 2 0.78 - 0.84x, the average pool 8 x 2 0.82 - 0.90x; 5 x 5 windows and the max pool (whose
+/// accumulators are pairs) ran fastest in the 2 x 4 tile.
+pub fn tile_for(what: Use, k: usize, d: usize, wo: usize) -> (usize, usize) {
+    let eight = match wo.div_ceil(LANES) {
         1 => (8, 1),
         2 => (4, 2),
         _ => (2, 4),
+    };
+    if !WIDE_REGS || wo <= 2 * LANES || k != 3 {
+        return eight;
+    }
+    match (what, d) {
+        (Use::Conv, 1) => (4, 4),
+        (Use::Conv, _) | (Use::ConvGrad, _) => (4, 2),
+        (Use::AvgPool, _) => (8, 2),
+        (Use::MaxPool, _) => eight,
     }
 }
 
@@ -477,8 +520,8 @@ fn rows_with<Op: TapReduce, const K: usize, const R: usize, const V: usize, cons
     }
 }
 
-/// Reduces every output window of the padded plane `p` with `op`, in register tiles of the shape
-/// `tile_shape` picks, for the outputs the layout was made for; `emit(oh, ow0, acc)` receives
+/// Reduces every output window of the padded plane `p` with `op`, in the layout's register tiles
+/// ([`tile_for`]), for the outputs the layout was made for; `emit(oh, ow0, acc)` receives
 /// outputs ow0..ow0 + 8 of row oh (lanes at or beyond wo are padding: the caller drops them).
 /// At stride 1, 3 x 3 and 5 x 5 windows take `rows_of` (but for 5 x 5 at dilation 2 on rows 8
 /// wide, which ran slower that way: more registers than there are); the rest `tiles_of`. Where the
@@ -493,12 +536,14 @@ pub fn tiles<Op: TapReduce>(
     op: &Op,
     emit: impl FnMut(usize, usize, Op::Acc),
 ) {
-    let shape = tile_shape(lay.out.1);
+    let shape = lay.tile;
     let by_rows = WIDE_REGS || (lay.k == 3 && (lay.dilation, shape) != (2, (8, 1)));
     match (lay.k, lay.stride, lay.dilation, shape) {
         (3, 1, 1, (8, 1)) if by_rows => rows_of::<Op, 3, 8, 1, 1>(lay, p, op, emit),
         (3, 1, 1, (4, 2)) if by_rows => rows_of::<Op, 3, 4, 2, 1>(lay, p, op, emit),
         (3, 1, 1, (2, 4)) if by_rows => rows_of::<Op, 3, 2, 4, 1>(lay, p, op, emit),
+        (3, 1, 1, (4, 4)) if by_rows => rows_of::<Op, 3, 4, 4, 1>(lay, p, op, emit),
+        (3, 1, 1, (8, 2)) if by_rows => rows_of::<Op, 3, 8, 2, 1>(lay, p, op, emit),
         (3, 1, 2, (8, 1)) if by_rows => rows_of::<Op, 3, 8, 1, 2>(lay, p, op, emit),
         (3, 1, 2, (4, 2)) if by_rows => rows_of::<Op, 3, 4, 2, 2>(lay, p, op, emit),
         (3, 1, 2, (2, 4)) if by_rows => rows_of::<Op, 3, 2, 4, 2>(lay, p, op, emit),
@@ -509,6 +554,8 @@ pub fn tiles<Op: TapReduce>(
         (5, 1, 2, (4, 2)) if by_rows => rows_of::<Op, 5, 4, 2, 2>(lay, p, op, emit),
         (_, _, _, (8, 1)) => tiles_of::<Op, 8, 1>(lay, p, op, emit),
         (_, _, _, (4, 2)) => tiles_of::<Op, 4, 2>(lay, p, op, emit),
+        (_, _, _, (4, 4)) => tiles_of::<Op, 4, 4>(lay, p, op, emit),
+        (_, _, _, (8, 2)) => tiles_of::<Op, 8, 2>(lay, p, op, emit),
         _ => tiles_of::<Op, 2, 4>(lay, p, op, emit),
     }
 }
@@ -673,8 +720,8 @@ mod tests {
         out
     }
 
-    /// [`rows_of`] against [`tiles_of`] for one window and dilation, on every tile shape (output
-    /// widths 8, 16, 32 and ragged ones), weighted and max: the same bits in the same order.
+    /// [`rows_of`] against [`tiles_of`] for one window and dilation, in every tile shape
+    /// [`tile_for`] picks, weighted and max: the same bits in the same order.
     fn rows_equal_taps<const K: usize, const D: usize>(
         ho: usize,
         wo: usize,
@@ -682,13 +729,6 @@ mod tests {
         w: &[f32],
     ) {
         let (h, wd) = (ho + (K - 1) * D, wo + (K - 1) * D);
-        let lay = Layout::new(h, wd, K, D, 1, (ho, wo)).unwrap();
-        let mut buf = Padded::default();
-        let x = &plane[..h * wd];
-        let p = buf
-            .frame(&lay, x.len(), wd, 0, 1, 0.0)
-            .fill(x, |v| v)
-            .to_vec();
         let ids: Vec<f32> = (0..K * K).map(|t| t as f32).collect();
         let sum = |a: f32x8| {
             let mut b = [0; 2 * LANES];
@@ -704,27 +744,30 @@ mod tests {
             }
             b
         };
+        let x = &plane[..h * wd];
         macro_rules! both {
-            ($op:expr, $bits:expr, $r:literal, $v:literal) => {{
-                let rows = collect(|e| rows_of::<_, K, $r, $v, D>(&lay, &p, &$op, e), $bits);
-                let taps = collect(|e| tiles_of::<_, $r, $v>(&lay, &p, &$op, e), $bits);
+            ($r:literal, $v:literal) => {{
+                let lay = Layout::with_tile(h, wd, (K, D, 1), (ho, wo), ($r, $v)).unwrap();
+                let mut buf = Padded::default();
+                let p = buf
+                    .frame(&lay, x.len(), wd, 0, 1, 0.0)
+                    .fill(x, |v| v)
+                    .to_vec();
+                let op = Weighted(w);
+                let rows = collect(|e| rows_of::<_, K, $r, $v, D>(&lay, &p, &op, e), sum);
+                let taps = collect(|e| tiles_of::<_, $r, $v>(&lay, &p, &op, e), sum);
+                assert_eq!(rows, taps, "k {K} d {D} tile {}x{} out {ho}x{wo}", $r, $v);
+                let op = MaxArg(&ids);
+                let rows = collect(|e| rows_of::<_, K, $r, $v, D>(&lay, &p, &op, e), max);
+                let taps = collect(|e| tiles_of::<_, $r, $v>(&lay, &p, &op, e), max);
                 assert_eq!(rows, taps, "k {K} d {D} tile {}x{} out {ho}x{wo}", $r, $v);
             }};
         }
-        match tile_shape(wo) {
-            (8, 1) => {
-                both!(Weighted(w), sum, 8, 1);
-                both!(MaxArg(&ids), max, 8, 1);
-            }
-            (4, 2) => {
-                both!(Weighted(w), sum, 4, 2);
-                both!(MaxArg(&ids), max, 4, 2);
-            }
-            _ => {
-                both!(Weighted(w), sum, 2, 4);
-                both!(MaxArg(&ids), max, 2, 4);
-            }
-        }
+        both!(8, 1);
+        both!(4, 2);
+        both!(2, 4);
+        both!(4, 4);
+        both!(8, 2);
     }
 
     proptest! {
@@ -750,8 +793,8 @@ mod tests {
     fn a_reused_padded_copy_equals_a_fresh_one() {
         let x: Vec<f32> = (0..16).map(|i| i as f32 - 7.5).collect();
         let y: Vec<f32> = (0..16).map(|i| 0.25 * i as f32 + 1.0).collect();
-        let big = Layout::new(10, 10, 3, 1, 1, (8, 8)).unwrap();
-        let small = Layout::new(6, 6, 3, 1, 1, (4, 4)).unwrap();
+        let big = Layout::new(10, 10, (3, 1, 1), (8, 8), Use::Conv).unwrap();
+        let small = Layout::new(6, 6, (3, 1, 1), (4, 4), Use::Conv).unwrap();
         type Fill<'a> = (&'a Layout, &'a [f32], usize, f32);
         let frames: [Fill; 5] = [
             (&big, &x, 1, f32::NEG_INFINITY),
