@@ -349,9 +349,7 @@ pub fn backward_weight(
             }
         },
     );
-    for p in partial.chunks(w_len) {
-        crate::elementwise::axpy(1.0, p, dw);
-    }
+    crate::elementwise::add_parts(dw, partial, w_len, 0);
 }
 
 /// Direct seven-loop definitions (same signatures minus the scratch buffers).

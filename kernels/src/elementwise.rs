@@ -70,6 +70,22 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     map(y, |i, y| y + av * load(&x[i..]), |i, y| y + a * x[i]);
 }
 
+/// How many values of y one task of [`add_parts`] sums (a multiple of the SIMD width).
+const PARTS_RUN: usize = 512;
+
+/// y += the sum of the parts, each `y.len()` values from `offset` on in one `stride`-long chunk of
+/// `parts` (per-sample partial weight gradients, one per sample's scratch slot): every value adds
+/// them in chunk order ([`axpy`]'s bits, part by part), runs of y split over threads.
+pub fn add_parts(y: &mut [f32], parts: &[f32], stride: usize, offset: usize) {
+    let work = y.len() * parts.len().div_ceil(stride.max(1));
+    par::chunks(y, PARTS_RUN, work, |i, y| {
+        let at = offset + i * PARTS_RUN;
+        for part in parts.chunks(stride) {
+            axpy(1.0, &part[at..][..y.len()], y);
+        }
+    });
+}
+
 /// y = 0.0 + a * x when `add` is false (the bits of [`axpy`] into zeros, y's old values unread),
 /// else [`axpy`]: a gradient written into a fresh buffer or added into an accumulated one.
 pub fn axpy_to(a: f32, x: &[f32], y: &mut [f32], add: bool) {
@@ -213,6 +229,27 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// The parallel sum of parts has the bits of adding them one after the other, across the
+        /// runs the threads take (lengths past several runs, parts with gaps between them).
+        #[test]
+        fn add_parts_adds_the_parts_in_order(
+            (n, parts, y) in (0usize..1700, 1usize..6, 0usize..9).prop_flat_map(|(n, k, gap)| {
+                let stride = n + gap + 3;
+                (Just(n), vec_f32(k * stride), vec_f32(n)).prop_map(move |(n, p, y)| {
+                    (n, (p, stride), y)
+                })
+            }),
+        ) {
+            let (parts, stride) = parts;
+            let mut want = y.clone();
+            for part in parts.chunks(stride) {
+                reference::axpy(1.0, &part[3..][..n], &mut want);
+            }
+            let mut got = y;
+            add_parts(&mut got, &parts, stride, 3);
+            prop_assert_eq!(bits(&got), bits(&want));
+        }
 
         #[test]
         fn simd_equals_reference_bitwise(

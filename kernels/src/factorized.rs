@@ -196,14 +196,12 @@ pub fn backward(
         }),
         None => par::chunks(scratch, slot, work, |n, s| sample(n, s, None)),
     }
-    let [mut dw0, mut dw1] = dw;
-    for s in scratch.chunks(slot) {
-        let (part0, part1) = s[g.col()..].split_at(g.c_out[0] * g.c_in);
-        for (dw, part) in [(dw0.as_deref_mut(), part0), (dw1.as_deref_mut(), part1)] {
-            if let Some(dw) = dw {
-                crate::elementwise::axpy(1.0, part, dw);
-            }
-        }
+    let [dw0, dw1] = dw;
+    if let Some(d) = dw0 {
+        crate::elementwise::add_parts(d, scratch, slot, g.col());
+    }
+    if let Some(d) = dw1 {
+        crate::elementwise::add_parts(d, scratch, slot, g.col() + g.c_out[0] * g.c_in);
     }
 }
 

@@ -181,13 +181,13 @@ pub fn backward(
     grads: SepGrads,
     scratch: &mut [f32],
 ) {
-    let (c, k2, mid, hw, zs) = (g.dw.c_in, g.k2(), g.mid(), g.hw(), g.plane_stride());
+    let (c, mid, hw, zs) = (g.dw.c_in, g.mid(), g.hw(), g.plane_stride());
     let (x_len, y_len, slot) = (c * g.dw.h * g.dw.w, g.c_out * hw, g.backward_slot());
     let SepGrads {
         dx,
         dx_add,
-        mut dw_dw,
-        mut dw_pw,
+        dw_dw,
+        dw_pw,
     } = grads;
     let (want_dx, want_dw, want_pw) = (dx.is_some(), dw_dw.is_some(), dw_pw.is_some());
     let planes = dw::Planes::new(&g.dw).out_planes_apart(zs);
@@ -270,14 +270,12 @@ pub fn backward(
         }),
         None => par::chunks(scratch, slot, work, |n, s| sample(n, s, None)),
     }
-    for s in scratch.chunks(slot) {
-        let parts = &s[2 * mid + g.c_out * zs..];
-        if let Some(d) = dw_pw.as_deref_mut() {
-            crate::elementwise::axpy(1.0, &parts[..g.c_out * c], d);
-        }
-        if let Some(d) = dw_dw.as_deref_mut() {
-            crate::elementwise::axpy(1.0, &parts[g.c_out * c..][..c * k2], d);
-        }
+    let parts = 2 * mid + g.c_out * zs;
+    if let Some(d) = dw_pw {
+        crate::elementwise::add_parts(d, scratch, slot, parts);
+    }
+    if let Some(d) = dw_dw {
+        crate::elementwise::add_parts(d, scratch, slot, parts + g.c_out * c);
     }
 }
 
