@@ -787,6 +787,31 @@ mod tests {
         }
     }
 
+    /// The tiles the measurements chose (a wrong pick keeps the bits and loses only speed, so
+    /// only this test sees it): 8 accumulators shaped to the row, and with 32 registers, rows
+    /// wider than 16 and 3 x 3 windows, each use's own.
+    #[test]
+    fn tile_for_picks_the_measured_tiles() {
+        for wo in [1, 8, 9, 16] {
+            let eight = if wo <= 8 { (8, 1) } else { (4, 2) };
+            for what in [Use::Conv, Use::ConvGrad, Use::AvgPool, Use::MaxPool] {
+                assert_eq!(tile_for(what, 3, 1, wo), eight);
+            }
+        }
+        let wide = |t| if WIDE_REGS { t } else { (2, 4) };
+        for wo in [17, 32, 40] {
+            assert_eq!(tile_for(Use::Conv, 3, 1, wo), wide((4, 4)));
+            assert_eq!(tile_for(Use::Conv, 3, 2, wo), wide((4, 2)));
+            assert_eq!(tile_for(Use::ConvGrad, 3, 1, wo), wide((4, 2)));
+            assert_eq!(tile_for(Use::ConvGrad, 3, 2, wo), wide((4, 2)));
+            assert_eq!(tile_for(Use::AvgPool, 3, 1, wo), wide((8, 2)));
+            assert_eq!(tile_for(Use::MaxPool, 3, 1, wo), (2, 4));
+            for what in [Use::Conv, Use::ConvGrad, Use::AvgPool] {
+                assert_eq!(tile_for(what, 5, 1, wo), (2, 4));
+            }
+        }
+    }
+
     /// A [`Padded`] filled in one frame and then another holds what a fresh one filled in the
     /// second frame holds: a new pad value, a new spread (gaps) and a new layout each clear it.
     #[test]
