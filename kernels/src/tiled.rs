@@ -525,11 +525,12 @@ fn rows_with<Op: TapReduce, const K: usize, const R: usize, const V: usize, cons
 /// outputs ow0..ow0 + 8 of row oh (lanes at or beyond wo are padding: the caller drops them).
 /// At stride 1, 3 x 3 and 5 x 5 windows take `rows_of` (but for 5 x 5 at dilation 2 on rows 8
 /// wide, which ran slower that way: more registers than there are); the rest `tiles_of`. Where the
-/// target has 16 vector registers ([`WIDE_REGS`]), only 3 x 3 windows take `rows_of`, and not at
-/// dilation 2 on rows 8 wide: a 5 x 5 window's rows (5 V vectors beside 8 accumulators), or 9 taps
-/// and 8 accumulators, spill there (on an AVX2 Zen 3, in cache, one thread: 5 x 5 windows 1.1 -
-/// 1.4x faster by `tiles_of`, 3 x 3 at dilation 2 on 8 x 8 planes 1.2 - 1.4x; other 3 x 3 windows
-/// 0.7 - 0.9x).
+/// target has 16 vector registers ([`WIDE_REGS`]), only 3 x 3 windows take `rows_of`: a 5 x 5
+/// window's rows (5 V vectors beside 8 accumulators) spill there (on an AVX2 Zen 3, in cache, one
+/// thread: 5 x 5 windows 1.1 - 1.4x faster by `tiles_of`; 3 x 3 windows 0.7 - 0.9x). On either,
+/// 3 x 3 at dilation 2 in the 8 x 1 tile (rows 8 wide) takes `tiles_of`: its 12 padded rows each
+/// meet at most 3 of the 8 tile rows (Zen 3: 1.2 - 1.4x faster; AVX-512 Zen 4, 8 x 8 planes:
+/// forward 1.58x, input gradient 1.43x).
 pub fn tiles<Op: TapReduce>(
     lay: &Layout,
     p: &[f32],
@@ -537,7 +538,7 @@ pub fn tiles<Op: TapReduce>(
     emit: impl FnMut(usize, usize, Op::Acc),
 ) {
     let shape = lay.tile;
-    let by_rows = WIDE_REGS || (lay.k == 3 && (lay.dilation, shape) != (2, (8, 1)));
+    let by_rows = (lay.k, lay.dilation, shape) != (3, 2, (8, 1)) && (WIDE_REGS || lay.k == 3);
     match (lay.k, lay.stride, lay.dilation, shape) {
         (3, 1, 1, (8, 1)) if by_rows => rows_of::<Op, 3, 8, 1, 1>(lay, p, op, emit),
         (3, 1, 1, (4, 2)) if by_rows => rows_of::<Op, 3, 4, 2, 1>(lay, p, op, emit),
