@@ -7,11 +7,14 @@
 //! input gradient is the same correlation run on dy (zero-inserted by the stride, padded by
 //! (k - 1) * d - pad) with the flipped filter; at stride 2 with an even dilation and padding (the
 //! stride-2 dil convs) only x's even positions receive any, and it runs on dy itself onto those.
-//! The weight gradient is one tiled dot of dy with the padded input per tap. Other geometries take
-//! a row-by-row f32x8 path.
+//! The weight gradient is one tiled dot of dy with the padded input per tap; on small planes with
+//! 8 or more channels at stride 1 it runs channels-last ([`crate::channels_last`]), and the forward
+//! beside it in the fused separable backward with it. Other geometries take a row-by-row f32x8
+//! path.
 //!
 //! Shapes: x [N, C, H, W], w [C, 1, kh, kw], y [N, C, Ho, Wo]; the geometry is a [`ConvGeom`] with
 //! `c_in == c_out == groups`. Its reference is the grouped dense conv's reference, which it must match.
+use crate::channels_last::Hwc;
 use crate::conv::{valid_range, ConvGeom};
 use crate::par;
 use crate::simd::{f32x8, load, load_strided, store, LANES};
@@ -228,6 +231,9 @@ fn zero_inserted_layout(g: &ConvGeom) -> Option<Layout> {
 pub struct Planes<'g> {
     g: &'g ConvGeom,
     tiled: Option<(Layout, Layout)>,
+    /// The channels-last path, which the weight gradient of small planes with many channels takes
+    /// (and the forward beside it) instead of the tiles.
+    hwc: Option<Hwc>,
     /// Distance between a sample's output planes (y and dy) in the per-sample calls.
     out_stride: usize,
 }
@@ -239,6 +245,7 @@ impl<'g> Planes<'g> {
         Planes {
             g,
             tiled: tiled_layouts(g),
+            hwc: Hwc::new(g),
             out_stride: ho * wo,
         }
     }
@@ -395,6 +402,9 @@ impl Planes<'_> {
         if y.is_none() && grad.is_none() {
             return;
         }
+        if let (Some(h), Some(_)) = (&self.hwc, &grad) {
+            return h.forward_weight_grad(x, w, self.out_stride, y, grad);
+        }
         let g = self.g;
         let (ho, wo) = g.out_hw();
         let (k2, plane, out, ys) = (g.kh * g.kw, g.h * g.w, ho * wo, self.out_stride);
@@ -472,7 +482,21 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let (ho, wo) = g.out_hw();
     let (plane, k2) = (g.h * g.w, g.kh * g.kw);
     let p = Planes::new(g);
-    par::chunks(dw, k2, 2 * g.y_len() * k2, |c, dw| {
+    let work = 2 * g.y_len() * k2;
+    if let Some(h) = p.hwc {
+        // Channels-last: 8 channels at a time, every sample's frame of them in turn.
+        let (xs, ys) = (plane, ho * wo);
+        return par::chunks(dw, LANES * k2, work, |i, dw| {
+            let (c0, cs) = (i * LANES, dw.len() / k2);
+            let h = h.channels(cs);
+            for n in 0..g.n {
+                let at = n * g.c_in + c0;
+                let (x, dy) = (&x[at * xs..][..cs * xs], &dy[at * ys..][..cs * ys]);
+                h.forward_weight_grad(x, &[], ys, None, Some((dy, &mut *dw)));
+            }
+        });
+    }
+    par::chunks(dw, k2, work, |c, dw| {
         let mut scratch = Padded::default();
         let mut frame = (p.tiled.as_ref()).map(|(lay, _)| (lay, input_frame(g, lay, &mut scratch)));
         for n in 0..g.n {
@@ -619,6 +643,68 @@ mod tests {
         forward(&g, &x, &w, &mut y);
         reference::forward(&g, &x, &w, &mut y_ref);
         assert_close(&y, &y_ref, 1e-5);
+    }
+
+    /// Small planes with 8 or more channels, stride 1, 3 x 3 or 5 x 5 windows: the channels-last
+    /// path's geometries (channel counts off the multiples of 8 included).
+    fn hwc_geom() -> impl Strategy<Value = ConvGeom> {
+        (
+            (1usize..3, 8usize..20, 3usize..9, 3usize..9),
+            prop_oneof![Just(3usize), Just(5)],
+            (1usize..3, 0usize..9, any::<bool>()),
+        )
+            .prop_map(|((n, c, h, w), k, (d, p, relu))| ConvGeom {
+                n,
+                c_in: c,
+                h,
+                w,
+                c_out: c,
+                kh: k,
+                kw: k,
+                stride: 1,
+                pad: p.min((k - 1) * d),
+                dilation: d,
+                groups: c,
+                pre_relu: relu,
+            })
+            .prop_filter("window fits", |g| {
+                let (a, b) = g.out_hw();
+                a > 0 && b > 0
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The channels-last weight gradient against the reference (the batch kernel, and one
+        /// sample's beside the forward), and its forward against the plane tiles to the bit (same
+        /// taps, same order of sums).
+        #[test]
+        fn channels_last_matches_reference_and_the_plane_path(
+            (g, x, w, dy, dw0) in hwc_geom().prop_flat_map(|g| (Just(g), vec_f32(g.x_len()), vec_f32(g.w_len()), vec_f32(g.y_len()), vec_f32(g.w_len())))
+        ) {
+            let p = Planes::new(&g);
+            prop_assert!(p.hwc.is_some() && p.tiled.is_some());
+            let (mut dw, mut dw_ref) = (dw0.clone(), dw0.clone());
+            backward_weight(&g, &x, &dy, &mut dw);
+            reference::backward_weight(&g, &x, &dy, &mut dw_ref);
+            assert_close(&dw, &dw_ref, 1e-4);
+
+            // One sample, forward and weight gradient together, against the tiles'.
+            let tiles = Planes { hwc: None, ..p };
+            let (xs, ys) = (g.c_in * g.h * g.w, g.y_len() / g.n);
+            let (x, dy) = (&x[..xs], &dy[..ys]);
+            let (mut y, mut y_tiles) = (vec![f32::NAN; ys], vec![f32::NAN; ys]);
+            let (mut dw, mut dw_tiles) = (dw0.clone(), dw0.clone());
+            p.forward_weight_grad_sample(x, &w, Some(&mut y), Some((dy, &mut dw)));
+            tiles.forward_weight_grad_sample(x, &w, Some(&mut y_tiles), Some((dy, &mut dw_tiles)));
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(&y), bits(&y_tiles));
+            assert_close(&dw, &dw_tiles, 1e-4);
+            // Without the forward, the same weight gradient.
+            let mut alone = dw0.clone();
+            p.forward_weight_grad_sample(x, &w, None, Some((dy, &mut alone)));
+            prop_assert_eq!(bits(&alone), bits(&dw));
+        }
     }
 
     proptest! {

@@ -6,7 +6,8 @@
 //! Property tests check each fast kernel against its reference.
 //!
 //! Conventions that hold everywhere:
-//! - Kernels take slices and write into caller-given buffers; none allocates. Buffers whose size is not
+//! - Kernels take slices and write into caller-given buffers; none allocates (the channels-last
+//!   depthwise keeps a per-thread scratch that grows to the largest sample once). Buffers whose size is not
 //!   obvious (im2col columns, per-sample partial sums) have a `*_len` function that says how big.
 //! - Forward kernels overwrite their output. Backward kernels **accumulate** into input gradients
 //!   (`dx += ...`), so gradient fan-in needs no extra buffer. Weight gradients too.
@@ -16,6 +17,7 @@
 //!   `debug_assert` them and will panic on out-of-bounds slices, never read garbage.
 
 pub mod batchnorm;
+pub mod channels_last;
 pub mod conv;
 pub mod depthwise;
 pub mod elementwise;

@@ -329,7 +329,7 @@ mod tests {
     /// few wider than the tiled path takes.
     fn geom() -> impl Strategy<Value = SepGeom> {
         (
-            (1usize..4, 1usize..5, 1usize..6),
+            (1usize..4, prop_oneof![1usize..5, 8usize..11], 1usize..6),
             prop_oneof![3usize..21, Just(48usize)],
             prop_oneof![Just(3usize), Just(5)],
             (1usize..3, 1usize..3, 0usize..5, any::<bool>()),
@@ -447,11 +447,24 @@ mod tests {
     }
 
     /// The fused block gives the same bits as the depthwise and pointwise kernels run one after
-    /// the other with z stored (what the engine did before the fusion): at stride 2, and on
-    /// 32 x 32 planes, whose z and dz lie in scratch with planes further apart than their size.
+    /// the other with z stored (what the engine did before the fusion): at stride 2, on
+    /// 32 x 32 planes, whose z and dz lie in scratch with planes further apart than their size,
+    /// and on 8 x 8 planes of 9 channels (the channels-last weight gradient, one block and one
+    /// channel of the next).
     #[test]
     fn fused_is_bit_identical_to_the_two_kernels() {
-        for g in [block(16, 5, 2, 6), block(32, 3, 1, 5)] {
+        let b = block(8, 5, 1, 6);
+        let nine = SepGeom {
+            dw: ConvGeom {
+                c_in: 9,
+                c_out: 9,
+                groups: 9,
+                ..b.dw
+            },
+            ..b
+        };
+        assert!(crate::channels_last::Hwc::new(&nine.dw).is_some());
+        for g in [block(16, 5, 2, 6), block(32, 3, 1, 5), nine] {
             assert_eq!(g.plane_stride() > g.hw(), g.hw() == 1024);
             fused_and_two_kernels_agree(&g);
         }
