@@ -156,7 +156,7 @@ fn with_scratch(len: usize, f: impl FnOnce(&mut [f32])) {
 /// (blocks of 8 channels, each block's frame pixel by pixel), through the ReLU with `relu`,
 /// padded with zeros by q pixels on every side and by cp - c channels.
 #[allow(clippy::too_many_arguments)]
-pub fn pack(
+fn pack(
     src: &[f32],
     ps: usize,
     c: usize,
@@ -210,13 +210,7 @@ pub fn pack(
 /// Calls `emit(ch, p0, v)` for every channel ch < c and every 8 pixels from p0 of `src`'s `hw`
 /// pixels ([cp / 8, hw, 8]): v holds channel ch of pixels p0..p0 + 8 (past hw: zeros, not to be
 /// used).
-pub fn unpack(
-    src: &[f32],
-    cp: usize,
-    c: usize,
-    hw: usize,
-    mut emit: impl FnMut(usize, usize, f32x8),
-) {
+fn unpack(src: &[f32], cp: usize, c: usize, hw: usize, mut emit: impl FnMut(usize, usize, f32x8)) {
     for (g, src) in src[..cp * hw].chunks_exact(hw * LANES).enumerate() {
         let g = g * LANES;
         for p0 in (0..hw).step_by(LANES) {
