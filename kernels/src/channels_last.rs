@@ -102,18 +102,8 @@ impl Hwc {
         with_scratch(2 * f + k2 * cp, |s| {
             let (frame, rest) = s.split_at_mut(f);
             let (out, taps) = rest.split_at_mut(f);
-            let hw = (self.h, self.w);
-            pack(
-                x,
-                self.h * self.w,
-                self.c,
-                hw,
-                self.pad,
-                cp,
-                self.relu,
-                frame,
-            );
-            let wp = self.w + 2 * self.pad;
+            let (hw, plane, wp) = ((self.h, self.w), self.h * self.w, self.w + 2 * self.pad);
+            pack(x, plane, self.c, hw, self.pad, cp, self.relu, frame);
             if let Some(y) = y {
                 pack_taps(w, self.c, k2, cp, taps);
                 correlate(self.k, frame, wp, cp, self.dilation, (ho, wo), taps, out);
