@@ -228,6 +228,12 @@ fn pack_taps(w: &[f32], c: usize, k2: usize, cp: usize, taps: &mut [f32]) {
     }
 }
 
+/// The blocks of a frame ([cp / 8, rows, wp, 8]), one for each 8 channels.
+fn blocks(frame: &[f32], wp: usize, cp: usize, rows: usize) -> std::slice::ChunksExact<'_, f32> {
+    let block = rows * wp * LANES;
+    frame[..cp / LANES * block].chunks_exact(block)
+}
+
 /// One block of 8 channels of a frame, `wp` pixels a row: pixel (r, col) at (r wp + col) 8.
 struct Block<'a> {
     frame: &'a [f32],
@@ -277,8 +283,7 @@ fn correlate_of<const K: usize, const D: usize, const R: usize>(
 ) {
     let span = (K - 1) * D;
     assert!(wp >= wo + span);
-    let block = (ho + span) * wp * LANES;
-    let frames = frame[..cp / LANES * block].chunks_exact(block);
+    let frames = blocks(frame, wp, cp, ho + span);
     let outs = out[..cp * ho * wo].chunks_exact_mut(ho * wo * LANES);
     for ((frame, out), taps) in frames.zip(outs).zip(taps.chunks_exact(K * K * LANES)) {
         let wv: [[f32x8; K]; K] =
@@ -349,8 +354,7 @@ fn tap_grads_of<const K: usize, const D: usize>(
 ) {
     let span = (K - 1) * D;
     assert!(wp >= wo + span);
-    let block = (ho + span) * wp * LANES;
-    let frames = frame[..cp / LANES * block].chunks_exact(block);
+    let frames = blocks(frame, wp, cp, ho + span);
     let dys = dy[..cp * ho * wo].chunks_exact(ho * wo * LANES);
     let accs = acc[..K * K * cp].chunks_exact_mut(K * K * LANES);
     for ((frame, dy), acc) in frames.zip(dys).zip(accs) {
