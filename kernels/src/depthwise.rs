@@ -521,6 +521,38 @@ mod tests {
     use crate::testutil::{assert_close, vec_f32};
     use proptest::prelude::*;
 
+    /// A depthwise conv's geometry: n samples of c planes h x w, a k x k window at
+    /// (stride, pad, dilation), with or without the fused ReLU.
+    fn depthwise(
+        n: usize,
+        c: usize,
+        (h, w): (usize, usize),
+        k: usize,
+        (stride, pad, dilation): (usize, usize, usize),
+        pre_relu: bool,
+    ) -> ConvGeom {
+        ConvGeom {
+            n,
+            c_in: c,
+            h,
+            w,
+            c_out: c,
+            kh: k,
+            kw: k,
+            stride,
+            pad,
+            dilation,
+            groups: c,
+            pre_relu,
+        }
+    }
+
+    /// Whether the window fits the padded plane (at least one output each way).
+    fn window_fits(g: &ConvGeom) -> bool {
+        let (a, b) = g.out_hw();
+        a > 0 && b > 0
+    }
+
     fn geom() -> impl Strategy<Value = ConvGeom> {
         // Widths up to 40 so the 8-lane body and the tail both run; k 3 and 5 as in DARTS, and up to
         // the tiled path's largest window (7).
@@ -535,41 +567,12 @@ mod tests {
             1usize..3,
             any::<bool>(),
         )
-            .prop_map(|(n, c, h, w, k, s, p, d, relu)| ConvGeom {
-                n,
-                c_in: c,
-                h,
-                w,
-                c_out: c,
-                kh: k,
-                kw: k,
-                stride: s,
-                pad: p,
-                dilation: d,
-                groups: c,
-                pre_relu: relu,
-            })
-            .prop_filter("window fits", |g| {
-                let (a, b) = g.out_hw();
-                a > 0 && b > 0
-            })
+            .prop_map(|(n, c, h, w, k, s, p, d, relu)| depthwise(n, c, (h, w), k, (s, p, d), relu))
+            .prop_filter("window fits", window_fits)
     }
 
     fn darts_geom(hw: usize, k: usize, pad: usize, dilation: usize, stride: usize) -> ConvGeom {
-        ConvGeom {
-            n: 2,
-            c_in: 3,
-            h: hw,
-            w: hw,
-            c_out: 3,
-            kh: k,
-            kw: k,
-            stride,
-            pad,
-            dilation,
-            groups: 3,
-            pre_relu: true,
-        }
+        depthwise(2, 3, (hw, hw), k, (stride, pad, dilation), true)
     }
 
     /// The even-phase input gradient (stride 2, even dilation and padding) has the bits of the
@@ -655,24 +658,10 @@ mod tests {
             prop_oneof![Just(3usize), Just(5)],
             (1usize..3, 0usize..9, any::<bool>()),
         )
-            .prop_map(|((n, c, (h, w)), k, (d, p, relu))| ConvGeom {
-                n,
-                c_in: c,
-                h,
-                w,
-                c_out: c,
-                kh: k,
-                kw: k,
-                stride: 1,
-                pad: p.min((k - 1) * d),
-                dilation: d,
-                groups: c,
-                pre_relu: relu,
+            .prop_map(|((n, c, hw), k, (d, p, relu))| {
+                depthwise(n, c, hw, k, (1, p.min((k - 1) * d), d), relu)
             })
-            .prop_filter("window fits", |g| {
-                let (a, b) = g.out_hw();
-                a > 0 && b > 0
-            })
+            .prop_filter("window fits", window_fits)
     }
 
     proptest! {
