@@ -163,13 +163,16 @@ pub fn max_forward(
                     let n = (wo - ow0).min(LANES);
                     let at = oh * wo + ow0;
                     put(best, &mut y[oh * wo..][..wo], ow0);
-                    let taps = id.round_int().to_array();
                     let found = best.simd_gt(f32x8::splat(f32::NEG_INFINITY)).to_bitmask();
                     if n == LANES && found == 0xff {
-                        // Every lane found its maximum (the usual case): one 8-byte store.
-                        am[at..at + LANES].copy_from_slice(&taps.map(|t| t as u8));
+                        // Every lane found its maximum (the usual case): the ids narrowed to
+                        // bytes in registers (lane by lane, a sixth of the forward), one store.
+                        let t16 = wide::i16x8::from_i32x8_saturate(id.round_int());
+                        let b = wide::u8x16::narrow_i16x8(t16, t16).to_array();
+                        am[at..at + LANES].copy_from_slice(&b[..LANES]);
                         return;
                     }
+                    let taps = id.round_int().to_array();
                     for (l, (a, &t)) in am[at..at + n].iter_mut().zip(&taps).enumerate() {
                         *a = if found >> l & 1 == 1 {
                             t as u8
