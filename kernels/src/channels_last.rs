@@ -18,6 +18,7 @@
 //! Shapes: planes [C, H, W] (or `ys` values apart), frames [cp / 8, H + 2 pad, W + 2 pad, 8],
 //! outputs and dy [cp / 8, Ho Wo, 8], packed taps and their gradients [cp / 8, k k, 8].
 use crate::conv::ConvGeom;
+use crate::scratch;
 use crate::simd::{f32x8, load, store, LANES, WIDE_REGS};
 use crate::tiled::put;
 use std::cell::RefCell;
@@ -99,7 +100,7 @@ impl Hwc {
     ) {
         let (ho, wo) = self.out_hw();
         let (k2, cp, f) = (self.k * self.k, self.cp, self.frame_len());
-        with_scratch(2 * f + k2 * cp, |s| {
+        scratch::with(&FRAMES, 2 * f + k2 * cp, |s| {
             let (frame, rest) = s.split_at_mut(f);
             let (out, taps) = rest.split_at_mut(f);
             let (hw, plane, wp) = ((self.h, self.w), self.h * self.w, self.w + 2 * self.pad);
@@ -125,21 +126,8 @@ impl Hwc {
 }
 
 thread_local! {
-    /// Each thread's frames: grown to the largest sample it has met, then reused, so a search
-    /// step allocates nothing here after its first.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` on this thread's scratch, at least `len` values (contents unspecified: every pass
-/// writes what it reads). `f` must not reach this function again (no rayon inside).
-fn with_scratch(len: usize, f: impl FnOnce(&mut [f32])) {
-    SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
-        if s.len() < len {
-            s.resize(len, 0.0);
-        }
-        f(&mut s[..len])
-    })
+    /// Each thread's frames (see [`crate::scratch`]).
+    static FRAMES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// dst = the `c` planes of src ([h, w] each, `ps` values apart) as [c / 8, h + 2q, w + 2q, 8]

@@ -1,12 +1,14 @@
 //! Dense 2-D convolution (no bias): stride, padding, dilation, groups, and an optional ReLU fused
 //! into the input read (`pre_relu`: the conv sees max(x, 0), as in DARTS's ReLU-Conv-BN blocks).
 //!
-//! Fast path: per sample (in parallel), im2col into a caller-given column buffer, then one sgemm per
-//! group. A 1x1 stride-1 unpadded conv without the fused ReLU skips im2col and is a plain sgemm on the
+//! Fast path: per sample (in parallel), im2col into this thread's column buffer ([`COLUMNS`]), then
+//! one sgemm per group. A 1x1 stride-1 unpadded conv without the fused ReLU skips im2col and is a plain sgemm on the
 //! input (the pointwise conv). Shapes: x [N, Cin, H, W], w [Cout, Cin/groups, kh, kw],
 //! y [N, Cout, Ho, Wo] with Ho = (H + 2p - d(kh - 1) - 1) / s + 1.
 use crate::gemm::{self, sgemm, sgemm_ld, Ld, Trans};
 use crate::par;
+use crate::scratch;
+use std::cell::RefCell;
 
 /// The shape of one convolution. Also used by depthwise conv and pooling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,14 +74,13 @@ impl ConvGeom {
         gemm::row_stride(ho * wo)
     }
 
-    /// Length of the column buffer the forward and backward kernels need: N * (Cin / groups) * kh *
-    /// kw rows `col_stride` apart (Ho * Wo, padded as [`gemm::row_stride`] pads), or 0 for a
-    /// direct (pointwise) conv.
-    pub fn col_len(&self) -> usize {
+    /// Values of one sample's column buffer: (Cin / groups) * kh * kw rows `col_stride` apart
+    /// (Ho * Wo, padded as [`gemm::row_stride`] pads), or 0 for a direct (pointwise) conv.
+    fn col_len(&self) -> usize {
         if self.is_direct() {
             0
         } else {
-            self.n * self.col_rows() * self.col_stride()
+            self.col_rows() * self.col_stride()
         }
     }
 
@@ -210,19 +211,19 @@ pub(crate) fn valid_range(
     (lo.min(hi), hi)
 }
 
-/// y = conv(x, w). `col` must hold [`ConvGeom::col_len`] values (its contents are scratch).
-pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32], col: &mut [f32]) {
+thread_local! {
+    /// Each thread's im2col columns of the sample it works on ([`crate::scratch`]).
+    static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// y = conv(x, w).
+pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
     let (ho, wo) = g.out_hw();
     let (hw, cg, og) = (ho * wo, g.c_in / g.groups, g.c_out / g.groups);
     let rows = g.col_rows();
     let x_len = g.c_in * g.h * g.w;
-    par::chunks_with_scratch(
-        y,
-        g.c_out * hw,
-        col,
-        g.col_len() / g.n.max(1),
-        g.flops(),
-        |n, y, col| {
+    par::chunks(y, g.c_out * hw, g.flops(), |n, y| {
+        scratch::with(&COLUMNS, g.col_len(), |col| {
             let x = &x[n * x_len..][..x_len];
             for gi in 0..g.groups {
                 let xg = &x[gi * cg * g.h * g.w..][..cg * g.h * g.w];
@@ -236,31 +237,19 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32], col: &mut [f32
                 };
                 sgemm_ld(og, rows, hw, 1.0, wg, Trans::N, b, Trans::N, 0.0, yg, lds);
             }
-        },
-    );
+        })
+    });
 }
 
-/// dx += conv's input gradient. `col` must hold [`ConvGeom::col_len`] values (scratch).
-pub fn backward_data(
-    g: &ConvGeom,
-    x: &[f32],
-    w: &[f32],
-    dy: &[f32],
-    dx: &mut [f32],
-    col: &mut [f32],
-) {
+/// dx += conv's input gradient.
+pub fn backward_data(g: &ConvGeom, x: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32]) {
     let (ho, wo) = g.out_hw();
     let (hw, cg, og) = (ho * wo, g.c_in / g.groups, g.c_out / g.groups);
     let (rows, ld) = (g.col_rows(), g.col_stride());
     let x_len = g.c_in * g.h * g.w;
     let y_len = g.c_out * hw;
-    par::chunks_with_scratch(
-        dx,
-        x_len,
-        col,
-        g.col_len() / g.n.max(1),
-        g.flops(),
-        |n, dx, col| {
+    par::chunks(dx, x_len, g.flops(), |n, dx| {
+        scratch::with(&COLUMNS, g.col_len(), |col| {
             let (x, dy) = (&x[n * x_len..][..x_len], &dy[n * y_len..][..y_len]);
             for gi in 0..g.groups {
                 let gx = gi * cg * g.h * g.w..(gi + 1) * cg * g.h * g.w;
@@ -302,8 +291,8 @@ pub fn backward_data(
                     col2im_add(g, &x[gx.clone()], dcol, &mut dx[gx]);
                 }
             }
-        },
-    );
+        })
+    });
 }
 
 /// Length of the per-sample partial buffer [`backward_weight`] needs: N * |w|.
@@ -313,27 +302,15 @@ pub fn weight_partial_len(g: &ConvGeom) -> usize {
 
 /// dw += conv's weight gradient. Each sample's contribution goes to its own slot of `partial`
 /// ([`weight_partial_len`] values) in parallel; the slots are then added into `dw` in sample order,
-/// so the result does not depend on the thread count. `col` as in [`forward`].
-pub fn backward_weight(
-    g: &ConvGeom,
-    x: &[f32],
-    dy: &[f32],
-    dw: &mut [f32],
-    col: &mut [f32],
-    partial: &mut [f32],
-) {
+/// so the result does not depend on the thread count.
+pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32], partial: &mut [f32]) {
     let (ho, wo) = g.out_hw();
     let (hw, cg, og) = (ho * wo, g.c_in / g.groups, g.c_out / g.groups);
     let rows = g.col_rows();
     let (x_len, y_len, w_len) = (g.c_in * g.h * g.w, g.c_out * hw, g.w_len());
     let partial = &mut partial[..g.n * w_len];
-    par::chunks_with_scratch(
-        partial,
-        w_len,
-        col,
-        g.col_len() / g.n.max(1),
-        g.flops(),
-        |n, pw, col| {
+    par::chunks(partial, w_len, g.flops(), |n, pw| {
+        scratch::with(&COLUMNS, g.col_len(), |col| {
             let (x, dy) = (&x[n * x_len..][..x_len], &dy[n * y_len..][..y_len]);
             for gi in 0..g.groups {
                 let xg = &x[gi * cg * g.h * g.w..][..cg * g.h * g.w];
@@ -347,8 +324,8 @@ pub fn backward_weight(
                 };
                 sgemm_ld(og, hw, rows, 1.0, dyg, Trans::N, b, Trans::T, 0.0, pw, lds);
             }
-        },
-    );
+        })
+    });
     crate::elementwise::add_parts(dw, partial, w_len, 0);
 }
 
@@ -464,20 +441,19 @@ mod tests {
         fn fast_matches_reference(
             (g, x, w, dy, dx0) in geom().prop_flat_map(|g| (Just(g), vec_f32(g.x_len()), vec_f32(g.w_len()), vec_f32(g.y_len()), vec_f32(g.x_len())))
         ) {
-            let mut col = vec![0.0; g.col_len()];
             let (mut y, mut y_ref) = (vec![f32::NAN; g.y_len()], vec![0.0; g.y_len()]);
-            forward(&g, &x, &w, &mut y, &mut col);
+            forward(&g, &x, &w, &mut y);
             reference::forward(&g, &x, &w, &mut y_ref);
             assert_close(&y, &y_ref, 1e-5);
 
             let (mut dx, mut dx_ref) = (dx0.clone(), dx0.clone());
-            backward_data(&g, &x, &w, &dy, &mut dx, &mut col);
+            backward_data(&g, &x, &w, &dy, &mut dx);
             reference::backward_data(&g, &x, &w, &dy, &mut dx_ref);
             assert_close(&dx, &dx_ref, 1e-5);
 
             let mut partial = vec![0.0; weight_partial_len(&g)];
             let (mut dw, mut dw_ref) = (w.clone(), w.clone());
-            backward_weight(&g, &x, &dy, &mut dw, &mut col, &mut partial);
+            backward_weight(&g, &x, &dy, &mut dw, &mut partial);
             reference::backward_weight(&g, &x, &dy, &mut dw_ref);
             assert_close(&dw, &dw_ref, 1e-4);
         }
@@ -503,7 +479,7 @@ mod tests {
         let x: Vec<f32> = (0..g.x_len()).map(|i| (i as f32 * 0.37).sin()).collect();
         let w: Vec<f32> = (0..g.w_len()).map(|i| (i as f32 * 0.11).cos()).collect();
         let (mut y, mut y_ref) = (vec![0.0; g.y_len()], vec![0.0; g.y_len()]);
-        forward(&g, &x, &w, &mut y, &mut []);
+        forward(&g, &x, &w, &mut y);
         reference::forward(&g, &x, &w, &mut y_ref);
         assert_close(&y, &y_ref, 1e-5);
     }
@@ -535,18 +511,17 @@ mod tests {
                     .collect()
             };
             let (x, w, dy) = (f(g.x_len(), 1), f(g.w_len(), 2), f(g.y_len(), 3));
-            let mut col = vec![f32::NAN; g.col_len()];
             let (mut y, mut y_ref) = (vec![f32::NAN; g.y_len()], vec![0.0; g.y_len()]);
-            forward(&g, &x, &w, &mut y, &mut col);
+            forward(&g, &x, &w, &mut y);
             reference::forward(&g, &x, &w, &mut y_ref);
             assert_close(&y, &y_ref, 1e-5);
             let (mut dx, mut dx_ref) = (f(g.x_len(), 4), f(g.x_len(), 4));
-            backward_data(&g, &x, &w, &dy, &mut dx, &mut col);
+            backward_data(&g, &x, &w, &dy, &mut dx);
             reference::backward_data(&g, &x, &w, &dy, &mut dx_ref);
             assert_close(&dx, &dx_ref, 1e-5);
             let mut partial = vec![f32::NAN; weight_partial_len(&g)];
             let (mut dw, mut dw_ref) = (w.clone(), w.clone());
-            backward_weight(&g, &x, &dy, &mut dw, &mut col, &mut partial);
+            backward_weight(&g, &x, &dy, &mut dw, &mut partial);
             reference::backward_weight(&g, &x, &dy, &mut dw_ref);
             assert_close(&dw, &dw_ref, 1e-3);
         }

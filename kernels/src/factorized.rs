@@ -4,11 +4,13 @@
 //! Shapes: x [N, C, H, W] with H and W even, w_p [c_p, C], y [N, c0 + c1, H / 2, W / 2].
 //!
 //! One kernel instead of a shifted copy, two im2col convs and a concatenation: per sample (in
-//! parallel), each phase is gathered into a column buffer and multiplied straight into its channel
+//! parallel), each phase is gathered into this thread's column buffer ([`COLUMNS`]) and multiplied straight into its channel
 //! range of y; the backward scatters both phases' input gradients into dx in one pass (the phases
 //! never share a pixel). Same products, in the same order, as those ops.
 use crate::gemm::{sgemm, Trans};
 use crate::par;
+use crate::scratch;
+use std::cell::RefCell;
 
 /// The shape of one FactorizedReduce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,14 +43,9 @@ impl FrGeom {
         self.c_in * self.hw()
     }
 
-    /// Scratch [`forward`] needs: one column buffer per sample.
-    pub fn forward_scratch_len(&self) -> usize {
-        self.n * self.col()
-    }
-
-    /// Per-sample scratch of [`backward`]: a column buffer and both weight-gradient partials.
+    /// Per-sample scratch of [`backward`]: both weight-gradient partials.
     fn backward_slot(&self) -> usize {
-        self.col() + (self.c_out[0] + self.c_out[1]) * self.c_in
+        (self.c_out[0] + self.c_out[1]) * self.c_in
     }
 
     /// Scratch [`backward`] needs.
@@ -99,30 +96,41 @@ fn scatter(g: &FrGeom, x: &[f32], p: usize, col: &[f32], dx: &mut [f32], add: bo
     }
 }
 
-/// y = FactorizedReduce(x) with the two weights `w` ([c_p, C] each). `scratch` holds
-/// [`FrGeom::forward_scratch_len`] values.
-pub fn forward(g: &FrGeom, x: &[f32], w: [&[f32]; 2], y: &mut [f32], scratch: &mut [f32]) {
+thread_local! {
+    /// Each thread's gathered phase of the sample it works on ([`crate::scratch`]).
+    static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// y = FactorizedReduce(x) with the two weights `w` ([c_p, C] each).
+pub fn forward(g: &FrGeom, x: &[f32], w: [&[f32]; 2], y: &mut [f32]) {
     let (x_len, hw) = (g.c_in * g.h * g.w, g.hw());
     let y_len = (g.c_out[0] + g.c_out[1]) * hw;
-    par::chunks_with_scratch(y, y_len, scratch, g.col(), 2 * g.work(), |n, y, col| {
-        let x = &x[n * x_len..][..x_len];
-        let (y0, y1) = y.split_at_mut(g.c_out[0] * hw);
-        for (p, yp) in [y0, y1].into_iter().enumerate() {
-            gather(g, x, p, col);
-            sgemm(
-                g.c_out[p],
-                g.c_in,
-                hw,
-                1.0,
-                w[p],
-                Trans::N,
-                col,
-                Trans::N,
-                0.0,
-                yp,
-            );
-        }
+    par::chunks(y, y_len, 2 * g.work(), |n, y| {
+        scratch::with(&COLUMNS, g.col(), |col| {
+            forward_sample(g, &x[n * x_len..][..x_len], w, y, col)
+        })
     });
+}
+
+/// One sample's y from its x, each phase gathered into `col`.
+fn forward_sample(g: &FrGeom, x: &[f32], w: [&[f32]; 2], y: &mut [f32], col: &mut [f32]) {
+    let hw = g.hw();
+    let (y0, y1) = y.split_at_mut(g.c_out[0] * hw);
+    for (p, yp) in [y0, y1].into_iter().enumerate() {
+        gather(g, x, p, col);
+        sgemm(
+            g.c_out[p],
+            g.c_in,
+            hw,
+            1.0,
+            w[p],
+            Trans::N,
+            col,
+            Trans::N,
+            0.0,
+            yp,
+        );
+    }
 }
 
 /// The gradients wanted of a FactorizedReduce: each `Some` is added into, except dx when `dx_add`
@@ -149,10 +157,9 @@ pub fn backward(
     let y_len = (g.c_out[0] + g.c_out[1]) * hw;
     let FrGrads { dx, dx_add, dw } = grads;
     let want_dw = [dw[0].is_some(), dw[1].is_some()];
-    let sample = |n: usize, s: &mut [f32], mut dx: Option<&mut [f32]>| {
+    let sample = |n: usize, parts: &mut [f32], mut dx: Option<&mut [f32]>, col: &mut [f32]| {
         let x = &x[n * x_len..][..x_len];
         let dy = &dy[n * y_len..][..y_len];
-        let (col, parts) = s.split_at_mut(g.col());
         let (part0, part1) = parts.split_at_mut(g.c_out[0] * g.c_in);
         let (dy0, dy1) = dy.split_at(g.c_out[0] * hw);
         for (p, (dyp, part)) in [(dy0, part0), (dy1, part1)].into_iter().enumerate() {
@@ -192,16 +199,18 @@ pub fn backward(
     let scratch = &mut scratch[..g.n * slot];
     match dx {
         Some(dx) => par::chunks2(scratch, slot, dx, x_len, work, |n, s, dx| {
-            sample(n, s, Some(dx))
+            scratch::with(&COLUMNS, g.col(), |col| sample(n, s, Some(dx), col))
         }),
-        None => par::chunks(scratch, slot, work, |n, s| sample(n, s, None)),
+        None => par::chunks(scratch, slot, work, |n, s| {
+            scratch::with(&COLUMNS, g.col(), |col| sample(n, s, None, col))
+        }),
     }
     let [dw0, dw1] = dw;
     if let Some(d) = dw0 {
-        crate::elementwise::add_parts(d, scratch, slot, g.col());
+        crate::elementwise::add_parts(d, scratch, slot, 0);
     }
     if let Some(d) = dw1 {
-        crate::elementwise::add_parts(d, scratch, slot, g.col() + g.c_out[0] * g.c_in);
+        crate::elementwise::add_parts(d, scratch, slot, g.c_out[0] * g.c_in);
     }
 }
 
@@ -301,7 +310,7 @@ mod tests {
             let w = [w0.as_slice(), w1.as_slice()];
             let mut y = vec![f32::NAN; g.y_len()];
             let mut want_y = vec![0.0; g.y_len()];
-            forward(&g, &x, w, &mut y, &mut vec![0.0; g.forward_scratch_len()]);
+            forward(&g, &x, w, &mut y);
             reference::forward(&g, &x, w, &mut want_y);
             assert_close(&y, &want_y, 1e-5 * g.c_in as f32);
 

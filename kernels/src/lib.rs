@@ -6,9 +6,10 @@
 //! Property tests check each fast kernel against its reference.
 //!
 //! Conventions that hold everywhere:
-//! - Kernels take slices and write into caller-given buffers; none allocates (the channels-last
-//!   depthwise keeps a per-thread scratch that grows to the largest sample once). Buffers whose size is not
-//!   obvious (im2col columns, per-sample partial sums) have a `*_len` function that says how big.
+//! - Kernels take slices and write into caller-given buffers; none allocates, but for the
+//!   per-thread scratch ([`scratch`]) that a sample's temporaries (im2col columns, the separable
+//!   block's z, channels-last frames) live in, grown to the largest sample once. Buffers whose size
+//!   is not obvious (per-sample partial sums) have a `*_len` function that says how big.
 //! - Forward kernels overwrite their output. Backward kernels **accumulate** into input gradients
 //!   (`dx += ...`), so gradient fan-in needs no extra buffer. Weight gradients too.
 //! - Results are bit-identical for any rayon thread count: work is split into fixed chunks, and every
@@ -31,6 +32,7 @@ pub mod optim;
 pub mod par;
 pub mod peak;
 pub mod pool;
+mod scratch;
 pub mod separable;
 pub mod simd;
 pub mod softmax;

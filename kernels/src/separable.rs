@@ -2,8 +2,8 @@
 //! z = depthwise(x, w_dw) (fused input ReLU, stride, padding, dilation as [`crate::depthwise`]),
 //! y = w_pw z. The blocks of DARTS's sep and dil convs.
 //!
-//! Each sample's z ([C, Ho, Wo], 64 KiB for a 32x32 plane of 16 channels) is made in a scratch slot
-//! and read by the pointwise GEMM while it is still in cache; the backward makes it again instead
+//! Each sample's z ([C, Ho, Wo], 64 KiB for a 32x32 plane of 16 channels) is made in its thread's
+//! scratch ([`crate::scratch`]) and read by the pointwise GEMM while it is still in cache; the backward makes it again instead
 //! of keeping it from the forward: a third of the depthwise arithmetic spent to drop the largest
 //! stored tensor of a search step. Per sample the backward then computes dz_n = W_pw^T dy_n;
 //! z_n again and dW_dw_n = the depthwise weight gradient of (x_n, dz_n), from one padded copy of
@@ -19,6 +19,8 @@ use crate::conv::ConvGeom;
 use crate::depthwise as dw;
 use crate::gemm::{self, sgemm_ld, Ld, Trans};
 use crate::par;
+use crate::scratch;
+use std::cell::RefCell;
 
 /// A separable block's shape: the depthwise conv's geometry (`c_in == c_out == groups`) and the
 /// pointwise conv's output channels.
@@ -74,25 +76,18 @@ impl SepGeom {
         }
     }
 
-    /// Scratch [`forward`] needs: one z per sample, and its output planes' statistics.
-    pub fn forward_scratch_len(&self) -> usize {
-        self.dw.n * self.forward_slot()
+    /// A sample's temporaries in the backward (this thread's [`TEMPS`]): z, dz and dy (made
+    /// there when it comes through a batch norm).
+    fn backward_temps(&self) -> usize {
+        2 * self.mid() + self.c_out * self.plane_stride()
     }
 
-    fn forward_slot(&self) -> usize {
-        self.mid() + 2 * self.c_out
-    }
-
-    /// Per-sample scratch slot of [`backward`]: z, dz, dy (made there when it comes through a
-    /// batch norm) and the two weight gradients' partials.
+    /// Per-sample scratch slot of [`backward`]: the two weight gradients' partials.
     fn backward_slot(&self) -> usize {
-        2 * self.mid()
-            + self.c_out * self.plane_stride()
-            + self.c_out * self.dw.c_in
-            + self.dw.c_in * self.k2()
+        self.c_out * self.dw.c_in + self.dw.c_in * self.k2()
     }
 
-    /// Scratch [`backward`] needs: N slots of z, dz, dy and the per-sample weight gradients.
+    /// Scratch [`backward`] needs: the per-sample weight gradients.
     pub fn backward_scratch_len(&self) -> usize {
         self.dw.n * self.backward_slot()
     }
@@ -103,7 +98,7 @@ impl SepGeom {
     }
 }
 
-/// y = w_pw depthwise(x, w_dw). `scratch` holds [`SepGeom::forward_scratch_len`] values. With
+/// y = w_pw depthwise(x, w_dw), each sample's z in this thread's [`TEMPS`]. With
 /// `stats` ([N, Cout, 2]), each output plane's [`batchnorm::plane_stats`] too, taken while the
 /// sample's output is in cache (a trailing training-mode BN's statistics without reading y again).
 pub fn forward(
@@ -112,7 +107,6 @@ pub fn forward(
     w_dw: &[f32],
     w_pw: &[f32],
     y: &mut [f32],
-    scratch: &mut [f32],
     stats: Option<&mut [f32]>,
 ) {
     let (mid, hw, x_len, zs) = (
@@ -121,29 +115,28 @@ pub fn forward(
         g.dw.c_in * g.dw.h * g.dw.w,
         g.plane_stride(),
     );
-    let (c, slot) = (g.dw.c_in, g.forward_slot());
+    let c = g.dw.c_in;
     let planes = dw::Planes::new(&g.dw).out_planes_apart(zs);
     let ld = Ld { a: c, b: zs, c: hw };
-    let want_stats = stats.is_some();
-    let scratch = &mut scratch[..g.dw.n * slot];
-    par::chunks_with_scratch(y, g.c_out * hw, scratch, slot, 2 * g.work(), |n, y, s| {
-        let (z, plane_stats) = s.split_at_mut(mid);
-        planes.forward_sample(&x[n * x_len..][..x_len], w_dw, z);
-        sgemm_ld(g.c_out, c, hw, 1.0, w_pw, Trans::N, z, Trans::N, 0.0, y, ld);
-        if want_stats {
-            for (st, plane) in plane_stats.chunks_exact_mut(2).zip(y.chunks_exact(hw)) {
-                st.copy_from_slice(&batchnorm::plane_stats(plane));
-            }
+    let (stats, slot) = match stats {
+        Some(stats) => (stats, 2 * g.c_out),
+        None => (&mut [][..], 0),
+    };
+    par::chunks_with_scratch(y, g.c_out * hw, stats, slot, 2 * g.work(), |n, y, stats| {
+        scratch::with(&TEMPS, mid, |z| {
+            planes.forward_sample(&x[n * x_len..][..x_len], w_dw, z);
+            sgemm_ld(g.c_out, c, hw, 1.0, w_pw, Trans::N, z, Trans::N, 0.0, y, ld);
+        });
+        for (st, plane) in stats.chunks_exact_mut(2).zip(y.chunks_exact(hw)) {
+            st.copy_from_slice(&batchnorm::plane_stats(plane));
         }
     });
-    if let Some(stats) = stats {
-        for (out, s) in stats
-            .chunks_exact_mut(2 * g.c_out)
-            .zip(scratch.chunks(slot))
-        {
-            out.copy_from_slice(&s[mid..]);
-        }
-    }
+}
+
+thread_local! {
+    /// Each thread's z (and in the backward dz and dy) of the sample it works on
+    /// ([`crate::scratch`]): the same cache lines sample after sample.
+    static TEMPS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The gradients wanted of y = w_pw depthwise(x, w_dw): each `Some` is added into (`+=`), except
@@ -161,7 +154,7 @@ pub enum Upstream<'a> {
     /// dL/dy itself, [N, Cout, Ho, Wo].
     Grad(&'a [f32]),
     /// A trailing training-mode batch norm without affine parameters, from its output `y` and
-    /// its gradient `g`: each sample's dL/dy is made in the sample's scratch slot, where the
+    /// its gradient `g`: each sample's dL/dy is made in its thread's scratch, where the
     /// backward reads it in cache, instead of in a batch-sized buffer written and read back.
     Bn {
         y: &'a [f32],
@@ -191,12 +184,11 @@ pub fn backward(
     } = grads;
     let (want_dx, want_dw, want_pw) = (dx.is_some(), dw_dw.is_some(), dw_pw.is_some());
     let planes = dw::Planes::new(&g.dw).out_planes_apart(zs);
-    let sample = |n: usize, s: &mut [f32], dx: Option<&mut [f32]>| {
+    let sample = |n: usize, s: &mut [f32], dx: Option<&mut [f32]>, temps: &mut [f32]| {
         let x = &x[n * x_len..][..x_len];
-        let (z, rest) = s.split_at_mut(mid);
-        let (dz, rest) = rest.split_at_mut(mid);
-        let (dy_bn, rest) = rest.split_at_mut(g.c_out * zs);
-        let (part_pw, part_dw) = rest.split_at_mut(g.c_out * c);
+        let (z, rest) = temps.split_at_mut(mid);
+        let (dz, dy_bn) = rest.split_at_mut(mid);
+        let (part_pw, part_dw) = s.split_at_mut(g.c_out * c);
         // The sample's dy and the distance between its planes: the caller's, or made here from
         // the batch norm with planes zs apart like z's. (Copying the caller's into that layout
         // costs what the products gain: dy comes from memory either way.)
@@ -264,18 +256,20 @@ pub fn backward(
     // Forward recompute, two GEMMs and the depthwise backward: about 3x the forward's work.
     let work = 6 * g.work();
     let scratch = &mut scratch[..g.dw.n * slot];
+    let temps = g.backward_temps();
     match dx {
         Some(dx) => par::chunks2(scratch, slot, dx, x_len, work, |n, s, dx| {
-            sample(n, s, Some(dx))
+            scratch::with(&TEMPS, temps, |t| sample(n, s, Some(dx), t))
         }),
-        None => par::chunks(scratch, slot, work, |n, s| sample(n, s, None)),
+        None => par::chunks(scratch, slot, work, |n, s| {
+            scratch::with(&TEMPS, temps, |t| sample(n, s, None, t))
+        }),
     }
-    let parts = 2 * mid + g.c_out * zs;
     if let Some(d) = dw_pw {
-        crate::elementwise::add_parts(d, scratch, slot, parts);
+        crate::elementwise::add_parts(d, scratch, slot, 0);
     }
     if let Some(d) = dw_dw {
-        crate::elementwise::add_parts(d, scratch, slot, parts + g.c_out * c);
+        crate::elementwise::add_parts(d, scratch, slot, g.c_out * c);
     }
 }
 
@@ -373,14 +367,14 @@ mod tests {
             ))
         ) {
             let (mut y, mut y_ref) = (vec![f32::NAN; g.y_len()], vec![0.0; g.y_len()]);
-            let mut scratch = vec![f32::NAN; g.backward_scratch_len().max(g.forward_scratch_len())];
-            forward(&g, &x, &w_dw, &w_pw, &mut y, &mut scratch, None);
+            let mut scratch = vec![f32::NAN; g.backward_scratch_len()];
+            forward(&g, &x, &w_dw, &w_pw, &mut y, None);
             reference::forward(&g, &x, &w_dw, &w_pw, &mut y_ref);
             assert_close(&y, &y_ref, 1e-4);
 
             // With the planes' statistics: the same y, and the statistics batch_stats takes of it.
             let (mut y2, mut stats) = (vec![f32::NAN; y.len()], vec![f32::NAN; 2 * g.dw.n * g.c_out]);
-            forward(&g, &x, &w_dw, &w_pw, &mut y2, &mut scratch, Some(&mut stats));
+            forward(&g, &x, &w_dw, &w_pw, &mut y2, Some(&mut stats));
             prop_assert_eq!(&y2, &y);
             let bn = crate::batchnorm::BnShape { n: g.dw.n, c: g.c_out, hw: g.hw() };
             let (mut want, mut m, mut v) = (vec![0.0; stats.len()], vec![0.0; bn.c], vec![0.0; bn.c]);
@@ -481,18 +475,17 @@ mod tests {
         let mut z = vec![0.0; g.dw.y_len()];
         dw::forward(&g.dw, &x, &w_dw, &mut z);
         let mut y_two = vec![0.0; g.y_len()];
-        crate::conv::forward(&pw, &z, &w_pw, &mut y_two, &mut []);
+        crate::conv::forward(&pw, &z, &w_pw, &mut y_two);
         let (mut dz, mut d_pw_two) = (vec![0.0; z.len()], vec![0.0; w_pw.len()]);
-        crate::conv::backward_data(&pw, &z, &w_pw, &dy, &mut dz, &mut []);
+        crate::conv::backward_data(&pw, &z, &w_pw, &dy, &mut dz);
         let mut partial = vec![0.0; crate::conv::weight_partial_len(&pw)];
-        crate::conv::backward_weight(&pw, &z, &dy, &mut d_pw_two, &mut [], &mut partial);
+        crate::conv::backward_weight(&pw, &z, &dy, &mut d_pw_two, &mut partial);
         let (mut dx_two, mut d_dw_two) = (vec![0.0; x.len()], vec![0.0; w_dw.len()]);
         dw::backward_data(&g.dw, &x, &w_dw, &dz, &mut dx_two);
         dw::backward_weight(&g.dw, &x, &dz, &mut d_dw_two);
 
-        let mut scratch = vec![f32::NAN; g.forward_scratch_len()];
         let mut y = vec![0.0; g.y_len()];
-        forward(g, &x, &w_dw, &w_pw, &mut y, &mut scratch, None);
+        forward(g, &x, &w_dw, &w_pw, &mut y, None);
         assert_eq!(bits(&y), bits(&y_two));
         let two = [dx_two, d_dw_two, d_pw_two].map(|v| bits(&v));
         assert_eq!(grad_bits(g, &x, &w_dw, &w_pw, Upstream::Grad(&dy)), two);

@@ -96,17 +96,15 @@ impl Backward for ConvBack {
     /// dx = W^T * dy (col2im, masked by x > 0 with the fused ReLU); dW = sum_n dy_n * im2col(x_n)^T.
     fn backward(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, grads: &mut GradSlots) {
         let (x, w, geom) = (inputs[0].data(), inputs[1].data(), &self.0);
-        let mut col = grads.scratch(geom.col_len());
         if let Some(dx) = grads[0].as_mut() {
-            kconv::backward_data(geom, x, w, g.data(), dx.data_mut(), &mut col);
+            kconv::backward_data(geom, x, w, g.data(), dx.data_mut());
         }
         if grads[1].is_some() {
             let mut partial = grads.scratch(kconv::weight_partial_len(geom));
             let dw = grads[1].as_mut().expect("checked above").data_mut();
-            kconv::backward_weight(geom, x, g.data(), dw, &mut col, &mut partial);
+            kconv::backward_weight(geom, x, g.data(), dw, &mut partial);
             grads.recycle(partial);
         }
-        grads.recycle(col);
     }
 
     fn cost(&self, _: &[&Tensor], _: &Tensor) -> autograd::Cost {
@@ -114,14 +112,12 @@ impl Backward for ConvBack {
     }
 }
 
-/// The dense conv's output for a checked geometry, its im2col columns borrowed from the tape's pool.
+/// The dense conv's output for a checked geometry, in a buffer from the tape's pool.
 fn conv_output(tape: &mut Tape, g: &ConvGeom, x: Var, w: Var) -> Tensor {
     let (ho, wo) = g.out_hw();
     let mut y = tape.buffer([g.n, g.c_out, ho, wo]);
-    let mut col = tape.buffer([g.col_len()]);
     let (xv, wv) = (tape.value(x).data(), tape.value(w).data());
-    kconv::forward(g, xv, wv, y.data_mut(), col.data_mut());
-    tape.recycle(col);
+    kconv::forward(g, xv, wv, y.data_mut());
     y
 }
 

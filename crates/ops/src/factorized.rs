@@ -58,16 +58,8 @@ pub fn factorized_reduce(tape: &mut Tape, x: Var, w0: Var, w1: Var) -> Result<Va
         c_out,
     };
     let mut y = tape.buffer([n, c_out[0] + c_out[1], h / 2, w / 2]);
-    let mut scratch = tape.buffer([g.forward_scratch_len()]);
     let ws = [tape.value(w0).data(), tape.value(w1).data()];
-    kfr::forward(
-        &g,
-        tape.value(x).data(),
-        ws,
-        y.data_mut(),
-        scratch.data_mut(),
-    );
-    tape.recycle(scratch);
+    kfr::forward(&g, tape.value(x).data(), ws, y.data_mut());
     Ok(tape.push(OP, y, &[x, w0, w1], FrBack(g)))
 }
 

@@ -113,7 +113,6 @@ fn output(
 ) -> (Tensor, Option<Tensor>) {
     let (ho, wo) = g.dw.out_hw();
     let mut y = tape.buffer([g.dw.n, g.c_out, ho, wo]);
-    let mut scratch = tape.buffer([g.forward_scratch_len()]);
     let mut planes = stats.then(|| tape.buffer([g.dw.n, g.c_out, 2]));
     let (xv, a, b) = (
         tape.value(x).data(),
@@ -121,8 +120,7 @@ fn output(
         tape.value(w_pw).data(),
     );
     let out = planes.as_mut().map(|p| p.data_mut());
-    ksep::forward(g, xv, a, b, y.data_mut(), scratch.data_mut(), out);
-    tape.recycle(scratch);
+    ksep::forward(g, xv, a, b, y.data_mut(), out);
     (y, planes)
 }
 
