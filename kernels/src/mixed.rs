@@ -241,6 +241,13 @@ pub fn input_grads(
     }
 }
 
+/// One plane (channel `c`) of one term's input gradient, written whole into `dx` (`0.0 + v`):
+/// what [`input_grads`] writes there, for a producer that makes it where it reads it. `coef`:
+/// the term's (A, B, K) of channel c from [`coefficients`].
+pub fn term_grad_plane(t: &Term, c: usize, coef: &[f32], g: &[f32], x: &[f32], dx: &mut [f32]) {
+    term_grad::<false>(t, c, coef, g, x, dx)
+}
+
 /// One plane of one term's input gradient (see the module doc), into `dx` (added when `ADD`).
 #[inline(always)]
 fn term_grad<const ADD: bool>(

@@ -18,6 +18,7 @@ use crate::batchnorm::{self, OutputGrad};
 use crate::conv::ConvGeom;
 use crate::depthwise as dw;
 use crate::gemm::{self, sgemm_ld, Ld, Trans};
+use crate::mixed;
 use crate::par;
 use crate::scratch;
 use std::cell::RefCell;
@@ -161,6 +162,14 @@ pub enum Upstream<'a> {
         g: &'a [f32],
         coef: &'a OutputGrad<'a>,
     },
+    /// The block's output as a term of a mixed op ([`crate::mixed`]; the term's `x` is the
+    /// block's y) with the mixed op's output gradient `g` and the term's coefficients `coef`
+    /// ([C, 3]): each sample's dL/dy is the term's input gradient, made in scratch as for `Bn`.
+    Term {
+        term: mixed::Term<'a>,
+        g: &'a [f32],
+        coef: &'a [f32],
+    },
 }
 
 /// Adds the gradients of y = w_pw depthwise(x, w_dw) for dL/dy from `up` into `grads`. `scratch`
@@ -198,6 +207,14 @@ pub fn backward(
                 for (co, dy) in dy_bn.chunks_mut(zs).enumerate() {
                     let at = n * y_len + co * hw;
                     coef.write_plane(co, &y[at..][..hw], &gy[at..][..hw], &mut dy[..hw]);
+                }
+                (&*dy_bn, zs)
+            }
+            Upstream::Term { term, g: gy, coef } => {
+                for (co, dy) in dy_bn.chunks_mut(zs).enumerate() {
+                    let at = n * y_len + co * hw;
+                    let (gy, y) = (&gy[at..][..hw], &term.x[at..][..hw]);
+                    mixed::term_grad_plane(term, co, &coef[co * 3..][..3], gy, y, &mut dy[..hw]);
                 }
                 (&*dy_bn, zs)
             }

@@ -14,12 +14,14 @@
 //! [`Tape::to_dot`] draws the graph. [`gradcheck`] compares a function's tape gradients with central
 //! finite differences; [`gradcheck_vjp`] does so for an output of any shape and a cotangent.
 
+mod deferred;
 mod gradcheck;
 mod inspect;
 mod pool;
 mod profile;
 mod tape;
 
+pub use deferred::Deferred;
 pub use gradcheck::{gradcheck, gradcheck_vjp, GradcheckOptions, GradcheckReport, Mismatch};
 pub use inspect::{NodeInfo, Stats};
 pub use profile::{Cost, OpProfile, Profile, ShapeProfile, Work};

@@ -1,6 +1,9 @@
+use crate::deferred::Deferred;
 use crate::inspect::Stats;
 use crate::pool::BufferPool;
 use crate::profile::{Cost, Profile, Work};
+use std::any::TypeId;
+use std::sync::Arc;
 use std::time::Instant;
 use tensor::{Error, Result, Shape, Tensor};
 
@@ -30,6 +33,12 @@ pub struct GradSlots<'a> {
     slots: &'a mut [Option<Tensor>],
     fresh: &'a mut [bool],
     pool: &'a mut BufferPool,
+    /// Per input: the backward of its producer where that may take a [`Deferred`] gradient
+    /// (not a retained node, no statistics recorded), and the recipe it was handed.
+    producers: &'a [Option<&'a dyn Backward>],
+    deferred: &'a mut [Option<Box<dyn Deferred>>],
+    /// The node's output gradient, shared (`None` when it came deferred itself).
+    grad_out: Option<&'a Arc<Tensor>>,
 }
 
 /// One input's gradient buffer from [`GradSlots::out`].
@@ -84,6 +93,34 @@ impl GradSlots<'_> {
     /// Returns a buffer (scratch, or any other f32 buffer the pass is done with) to the pool.
     pub fn recycle(&mut self, buf: Vec<f32>) {
         self.pool.give(buf);
+    }
+
+    /// Whether input `i` may be handed a deferred gradient of type `kind` ([`GradSlots::defer`]):
+    /// it wants a gradient, has none yet, and its producer's backward takes that recipe
+    /// ([`Backward::takes_deferred`]; nor is it retained, nor are gradient statistics recorded).
+    pub fn can_defer(&self, i: usize, kind: TypeId) -> bool {
+        self.fresh[i]
+            && self.slots[i].is_some()
+            && self.producers[i].is_some_and(|b| b.takes_deferred(kind))
+    }
+
+    /// Hands input `i` its whole gradient as a recipe instead of values (only where
+    /// [`GradSlots::can_defer`]); its slot is gone from here on.
+    pub fn defer(&mut self, i: usize, grad: Box<dyn Deferred>) {
+        assert!(
+            self.can_defer(i, grad.as_any().type_id()),
+            "input {i} cannot take this deferred gradient"
+        );
+        let slot = self.slots[i].take().expect("checked by can_defer");
+        self.pool.give(slot.into_vec());
+        self.fresh[i] = false;
+        self.deferred[i] = Some(grad);
+    }
+
+    /// The node's output gradient as a shared tensor, for a [`Deferred`] gradient that reads it
+    /// later (`None` when the node's own gradient came deferred).
+    pub fn shared_grad_out(&self) -> Option<Arc<Tensor>> {
+        self.grad_out.cloned()
     }
 
     /// Zeroes the fresh slots that are still fresh: they become slots to add into.
@@ -141,6 +178,24 @@ pub trait Backward: Send + Sync {
     fn cost(&self, inputs: &[&Tensor], output: &Tensor) -> Cost {
         Cost::elementwise(inputs, output)
     }
+
+    /// Whether [`Backward::backward_deferred`] takes dL/doutput as a [`Deferred`] recipe of
+    /// this type (`TypeId` of the recipe's concrete type).
+    fn takes_deferred(&self, _kind: TypeId) -> bool {
+        false
+    }
+
+    /// [`Backward::backward`] with dL/doutput as a recipe; called only with recipes whose type
+    /// [`Backward::takes_deferred`] accepts.
+    fn backward_deferred(
+        &self,
+        _inputs: &[&Tensor],
+        _output: &Tensor,
+        _grad_out: &dyn Deferred,
+        _grads: &mut GradSlots,
+    ) {
+        unreachable!("backward_deferred without takes_deferred")
+    }
 }
 
 /// Profiling state: totals per op, each node's cost and shape (for its backward), the last
@@ -150,6 +205,13 @@ struct Profiler {
     costs: Vec<Cost>,
     shapes: Vec<String>,
     mark: Instant,
+}
+
+/// A node's output gradient in the backward pass: values (shared, so that deferred gradients
+/// handed on may read them later), or a recipe its backward takes as such.
+enum OutGrad {
+    Values(Arc<Tensor>),
+    Deferred(Box<dyn Deferred>),
 }
 
 pub(crate) struct Node {
@@ -168,6 +230,10 @@ pub struct Tape {
     nodes: Vec<Node>,
     values: Vec<Tensor>,
     grads: Vec<Option<Tensor>>,
+    /// A node's gradient as a recipe, while it holds one (then `grads` holds none).
+    deferred: Vec<Option<Box<dyn Deferred>>>,
+    /// How many gradients the last backward passes handed over deferred and used so.
+    deferred_used: usize,
     generation: u32,
     grad_enabled: bool,
     record_grad_stats: bool,
@@ -190,6 +256,8 @@ impl Tape {
             nodes: Vec::new(),
             values: Vec::new(),
             grads: Vec::new(),
+            deferred: Vec::new(),
+            deferred_used: 0,
             generation: 0,
             grad_enabled: true,
             record_grad_stats: false,
@@ -208,6 +276,7 @@ impl Tape {
         for t in self.grads.drain(..).flatten() {
             self.pool.give(t.into_vec());
         }
+        self.deferred.clear();
         self.pool.trim();
         self.nodes.clear();
         self.scopes.clear();
@@ -405,6 +474,7 @@ impl Tape {
         });
         self.values.push(value);
         self.grads.push(None);
+        self.deferred.push(None);
         Var {
             index,
             generation: self.generation,
@@ -530,19 +600,31 @@ impl Tape {
             ));
         }
         self.add_grad(y.index, dy);
+        self.deferred_used = 0;
         for i in (0..=y.index).rev() {
-            let Some(grad_out) = self.grads[i].take() else {
-                continue;
+            // A deferred gradient is used as such by its node's own backward only, where that
+            // takes it; anything else reads values.
+            if let Some(d) = &self.deferred[i] {
+                let kind = d.as_any().type_id();
+                if !self.takes_deferred(i, kind) {
+                    self.write_deferred(i);
+                }
+            }
+            let grad_out = match (self.grads[i].take(), self.deferred[i].take()) {
+                (Some(g), _) => OutGrad::Values(Arc::new(g)),
+                (None, Some(d)) => OutGrad::Deferred(d),
+                (None, None) => continue,
             };
-            if self.record_grad_stats {
-                self.nodes[i].grad_stats = Some(Stats::of(grad_out.data()));
+            if let (true, OutGrad::Values(g)) = (self.record_grad_stats, &grad_out) {
+                self.nodes[i].grad_stats = Some(Stats::of(g.data()));
             }
             if let Some(bw) = self.nodes[i].backward.take() {
                 let started = self.profiler.is_some().then(Instant::now);
                 let inputs = self.nodes[i].inputs.clone();
                 // Each input's slot is its accumulated gradient so far, or a fresh buffer (its
-                // values unspecified: NaN when poisoned, to catch an op that writes only part).
-                // An input used twice gets a fresh slot the second time; it is added back below.
+                // values unspecified: NaN when poisoned, to catch an op that writes only part):
+                // also where the input holds a deferred gradient, which is added to it below.
+                // An input used twice gets a fresh slot the second time; added back below too.
                 let mut slots: Vec<Option<Tensor>> = Vec::with_capacity(inputs.len());
                 let mut fresh = vec![false; inputs.len()];
                 for (v, fresh) in inputs.iter().zip(fresh.iter_mut()) {
@@ -559,22 +641,49 @@ impl Tape {
                     });
                     slots.push(slot);
                 }
+                let mut deferred: Vec<Option<Box<dyn Deferred>>> =
+                    inputs.iter().map(|_| None).collect();
                 {
+                    let record = self.record_grad_stats;
+                    let producers: Vec<Option<&dyn Backward>> = inputs
+                        .iter()
+                        .map(|v| {
+                            let n = &self.nodes[v.index];
+                            (!n.keep_grad && !record)
+                                .then_some(n.backward.as_deref())
+                                .flatten()
+                        })
+                        .collect();
                     let in_values: Vec<&Tensor> =
                         inputs.iter().map(|v| &self.values[v.index]).collect();
                     let mut grads = GradSlots {
                         slots: &mut slots,
                         fresh: &mut fresh,
                         pool: &mut self.pool,
+                        producers: &producers,
+                        deferred: &mut deferred,
+                        grad_out: match &grad_out {
+                            OutGrad::Values(g) => Some(g),
+                            OutGrad::Deferred(_) => None,
+                        },
                     };
-                    bw.backward(&in_values, &self.values[i], &grad_out, &mut grads);
+                    let out = &self.values[i];
+                    match &grad_out {
+                        OutGrad::Values(g) => bw.backward(&in_values, out, g, &mut grads),
+                        OutGrad::Deferred(d) => {
+                            bw.backward_deferred(&in_values, out, d.as_ref(), &mut grads)
+                        }
+                    }
                     // A fresh slot the op never took holds no gradient from it: zero.
                     grads.zero_fresh();
                 }
                 self.nodes[i].backward = Some(bw);
-                for (v, slot) in inputs.iter().zip(slots) {
+                for ((v, slot), d) in inputs.iter().zip(slots).zip(deferred) {
                     if let Some(g) = slot {
                         self.add_grad(v.index, g);
+                    }
+                    if let Some(d) = d {
+                        self.add_deferred(v.index, d);
                     }
                 }
                 if let (Some(p), Some(t0)) = (&mut self.profiler, started) {
@@ -586,10 +695,18 @@ impl Tape {
                     e.shapes.entry(shape).or_default().backward_seconds += seconds;
                 }
             }
-            if self.nodes[i].keep_grad {
-                self.grads[i] = Some(grad_out);
-            } else {
-                self.pool.give(grad_out.into_vec());
+            match grad_out {
+                OutGrad::Values(g) => match Arc::try_unwrap(g) {
+                    Ok(g) if self.nodes[i].keep_grad => self.grads[i] = Some(g),
+                    Ok(g) => self.pool.give(g.into_vec()),
+                    // Deferred gradients still read it; the last to go hands it back.
+                    Err(g) if self.nodes[i].keep_grad => self.grads[i] = Some((*g).clone()),
+                    Err(_) => {}
+                },
+                OutGrad::Deferred(d) => {
+                    self.deferred_used += 1;
+                    self.release(d);
+                }
             }
         }
         if let Some(p) = &mut self.profiler {
@@ -598,8 +715,61 @@ impl Tape {
         Ok(())
     }
 
-    /// grads[i] += g, or grads[i] = g when it holds none.
+    /// Whether node `i`'s backward takes a deferred gradient of type `kind` as its output
+    /// gradient (and nothing else wants the values: not retained, no statistics).
+    fn takes_deferred(&self, i: usize, kind: TypeId) -> bool {
+        let n = &self.nodes[i];
+        !n.keep_grad
+            && !self.record_grad_stats
+            && n.backward.as_ref().is_some_and(|b| b.takes_deferred(kind))
+    }
+
+    /// Writes node `i`'s deferred gradient out as its gradient, if it holds one.
+    fn write_deferred(&mut self, i: usize) {
+        if let Some(d) = self.deferred[i].take() {
+            let shape = self.values[i].shape().clone();
+            let mut buf = self.pool.take(shape.numel());
+            d.write(&self.values[i], &mut buf);
+            self.release(d);
+            debug_assert!(
+                self.grads[i].is_none(),
+                "a node with both kinds of gradient"
+            );
+            self.grads[i] = Some(Tensor::from_vec(shape, buf).expect("same length"));
+        }
+    }
+
+    /// Node `i` gains the deferred gradient `d`: kept as such where it is the first, else
+    /// written out and added.
+    fn add_deferred(&mut self, i: usize, d: Box<dyn Deferred>) {
+        if self.grads[i].is_none() && self.deferred[i].is_none() {
+            self.deferred[i] = Some(d);
+            return;
+        }
+        let shape = self.values[i].shape().clone();
+        let mut buf = self.pool.take(shape.numel());
+        d.write(&self.values[i], &mut buf);
+        self.release(d);
+        self.add_grad(i, Tensor::from_vec(shape, buf).expect("same length"));
+    }
+
+    /// Ends a deferred gradient; the tensor it shared goes back to the pool when this was the
+    /// last reader.
+    fn release(&mut self, d: Box<dyn Deferred>) {
+        if let Some(t) = d.release() {
+            self.pool.give(t.into_vec());
+        }
+    }
+
+    /// How many gradients the last backward pass handed over as recipes ([`Deferred`]) and
+    /// their producers used as such, without writing them out.
+    pub fn deferred_used(&self) -> usize {
+        self.deferred_used
+    }
+
+    /// grads[i] += g, or grads[i] = g when it holds none (a deferred one written out first).
     fn add_grad(&mut self, i: usize, g: Tensor) {
+        self.write_deferred(i);
         match &mut self.grads[i] {
             Some(acc) => {
                 for (a, b) in acc.data_mut().iter_mut().zip(g.data()) {

@@ -4,10 +4,12 @@
 use crate::batchnorm::{bn_shape, statistics};
 use crate::check;
 use crate::{BatchNormOptions, RunningStats};
-use autograd::{Backward, Error, GradSlots, Result, Tape, Tensor, Var};
+use autograd::{Backward, Deferred, Error, GradSlots, Result, Tape, Tensor, Var};
 use kernels::batchnorm::BnShape;
 use kernels::elementwise as ke;
 use kernels::mixed as km;
+use std::any::{Any, TypeId};
+use std::sync::Arc;
 
 struct WeightedSumBack {
     row_offset: usize,
@@ -114,9 +116,78 @@ fn check_terms(
 }
 
 /// A term's normalisation in [`weighted_sum_bn`]'s backward: none, or a batch norm's (a, b).
+#[derive(Clone)]
 enum TermNorm {
     Identity,
     Bn { a: Vec<f32>, b: Vec<f32> },
+}
+
+impl TermNorm {
+    fn kernel(&self, training: bool) -> km::Norm<'_> {
+        match self {
+            TermNorm::Identity => km::Norm::Identity,
+            TermNorm::Bn { a, b } => km::Norm::Bn {
+                a,
+                b,
+                batch: training,
+            },
+        }
+    }
+}
+
+/// One term's input gradient handed to its producer as a recipe ([`Deferred`]): the term's
+/// weight, normalisation and coefficients with the mixed op's output gradient g. A separable
+/// block makes it sample by sample in cache from g and its own output
+/// ([`kernels::separable::Upstream::Term`]); written out, it is [`km::input_grads`] for this
+/// term alone (the same bits either way).
+pub(crate) struct TermGrad {
+    shape: BnShape,
+    w: f32,
+    norm: TermNorm,
+    training: bool,
+    /// The term's (A, B, K) per channel ([`km::coefficients`]).
+    coef: Vec<f32>,
+    g: Arc<Tensor>,
+}
+
+impl TermGrad {
+    /// The term, with `x` (the producer's output) as its input.
+    pub(crate) fn term<'a>(&'a self, x: &'a [f32]) -> km::Term<'a> {
+        km::Term {
+            w: self.w,
+            x,
+            norm: self.norm.kernel(self.training),
+        }
+    }
+
+    /// The mixed op's output gradient.
+    pub(crate) fn g(&self) -> &[f32] {
+        self.g.data()
+    }
+
+    /// The term's coefficients, [C, 3].
+    pub(crate) fn coef(&self) -> &[f32] {
+        &self.coef
+    }
+}
+
+impl Deferred for TermGrad {
+    fn write(&self, value: &Tensor, out: &mut [f32]) {
+        let dx = km::Dx {
+            data: out,
+            add: false,
+        };
+        let term = [self.term(value.data())];
+        km::input_grads(self.shape, &term, self.g(), &self.coef, &mut [Some(dx)]);
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn release(self: Box<Self>) -> Option<Tensor> {
+        Arc::try_unwrap(self.g).ok()
+    }
 }
 
 struct WeightedSumBnBack {
@@ -138,14 +209,7 @@ impl WeightedSumBnBack {
             .map(|((&k, x), norm)| km::Term {
                 w: w[self.row_offset + k],
                 x,
-                norm: match norm {
-                    TermNorm::Identity => km::Norm::Identity,
-                    TermNorm::Bn { a, b } => km::Norm::Bn {
-                        a,
-                        b,
-                        batch: self.training,
-                    },
-                },
+                norm: norm.kernel(self.training),
             })
             .collect()
     }
@@ -165,6 +229,23 @@ impl Backward for WeightedSumBnBack {
         if needs_sums {
             km::plane_sums(s, &terms, g.data(), &mut sums);
             km::coefficients(s, &terms, &sums, &mut coef, &mut dots);
+        }
+        // A term whose producer makes its gradient where it reads it gets the recipe instead.
+        if let Some(shared) = grads.shared_grad_out() {
+            let per_term = s.c * 3;
+            for (j, t) in terms.iter().enumerate() {
+                if grads.can_defer(j + 1, TypeId::of::<TermGrad>()) {
+                    let recipe = TermGrad {
+                        shape: s,
+                        w: t.w,
+                        norm: self.norms[j].clone(),
+                        training: self.training,
+                        coef: coef[j * per_term..][..per_term].to_vec(),
+                        g: Arc::clone(&shared),
+                    };
+                    grads.defer(j + 1, Box::new(recipe));
+                }
+            }
         }
         let mut outs = grads.outs().into_iter();
         if let Some(dw) = outs.next().flatten() {
@@ -193,7 +274,9 @@ impl Backward for WeightedSumBnBack {
     /// per value), then per term n(x) = a x + b and the
     /// weighted add (4 flops); K + stats reads and one write. Backward (a training-mode BN term;
     /// the others do less): dy = w g, n(x) and three sums (9 flops), then dy, n(x) and
-    /// a dy + b n(x) + k (9 flops); g and each x_k read twice, each dx_k written.
+    /// a dy + b n(x) + k (9 flops); g and each x_k read twice, each dx_k written. (A term
+    /// whose gradient goes to its producer as a recipe is read once here and made by the
+    /// producer: the cost is stated when the node is recorded, before that is known.)
     fn cost(&self, _: &[&Tensor], y: &Tensor) -> autograd::Cost {
         let (k, n) = (self.columns.len() as f64, y.numel() as f64);
         let stats = self.stats_read as f64;
@@ -344,6 +427,101 @@ mod tests {
                 prop_assert!(gf.max_abs_diff(gu) < 1e-3, "input {i}'s gradient differs by {}", gf.max_abs_diff(gu));
             }
             prop_assert_eq!((f.2, f.3), (u.2, u.3));
+        }
+    }
+
+    /// A separable block's gradient from the mixed op comes as a recipe (`TermGrad`) that the
+    /// block makes sample by sample: the same bits for every input as the gradient written out
+    /// (the block's output retained: the tape writes the recipe out), in training and eval
+    /// mode, for a BN and an identity term; with a second consumer of a block's output, the
+    /// recipe is not made (that consumer's gradient came first) or is written out and added to
+    /// (it comes after), as where the block is two terms of the mixed op; and each case's count
+    /// of recipes used as such.
+    #[test]
+    fn separable_terms_take_their_gradient_deferred_with_the_same_bits() {
+        use crate::conv::Conv2dOptions;
+        let mut rng = tensor::Rng::new(31);
+        let x = Tensor::uniform([3, 4, 6, 6], -1.0, 1.0, &mut rng);
+        let w_dw = Tensor::uniform([4, 1, 3, 3], -1.0, 1.0, &mut rng);
+        let w_pw = Tensor::uniform([4, 4, 1, 1], -1.0, 1.0, &mut rng);
+        let w_dw2 = Tensor::uniform([4, 1, 5, 5], -1.0, 1.0, &mut rng);
+        let alphas = Tensor::uniform([1, 8], -1.0, 1.0, &mut rng);
+        let r = Tensor::uniform([3, 4, 6, 6], -1.0, 1.0, &mut rng);
+        // `other`: s1 has no other consumer (0), one recorded after the mixed op (1), before (2),
+        // or is the mixed op's term twice (3).
+        let run = |training: bool, retain: bool, other: u8| {
+            let mut t = Tape::new();
+            let v: Vec<Var> = [&alphas, &x, &w_dw, &w_pw, &w_dw2]
+                .iter()
+                .map(|a| t.leaf((*a).clone(), true))
+                .collect();
+            let o = |k: usize| Conv2dOptions {
+                padding: k / 2,
+                groups: 4,
+                pre_relu: true,
+                ..Default::default()
+            };
+            let s1 = crate::separable_conv(&mut t, v[1], v[2], v[3], o(3)).unwrap();
+            let s2 = crate::separable_conv(&mut t, v[1], v[4], v[3], o(5)).unwrap();
+            if retain {
+                t.retain_grad(s1);
+                t.retain_grad(s2);
+            }
+            let before = (other == 2).then(|| crate::add(&mut t, s1, v[1]).unwrap());
+            let w = crate::maxw(&mut t, v[0]).unwrap();
+            let mut rs = [RunningStats::new(4), RunningStats::new(4)];
+            for r in &mut rs {
+                r.var = vec![0.8; 4];
+            }
+            let [r0, r1] = &mut rs;
+            let bn = BatchNormOptions {
+                training,
+                ..Default::default()
+            };
+            let mut terms = vec![
+                (2, s1, Norm::Bn(Some(r0))),
+                (5, s2, Norm::Identity),
+                (6, v[1], Norm::Bn(Some(r1))),
+            ];
+            if other == 3 {
+                terms.push((7, s1, Norm::Identity));
+            }
+            let mut y = weighted_sum_bn(&mut t, w, 0, terms, bn).unwrap();
+            if other == 1 {
+                y = crate::add(&mut t, y, s1).unwrap();
+            }
+            if let Some(z) = before {
+                y = crate::add(&mut t, y, z).unwrap();
+            }
+            let l = crate::dot_const(&mut t, y, &r).unwrap();
+            t.backward(l).unwrap();
+            let grads: Vec<Vec<u32>> = v
+                .iter()
+                .map(|&a| {
+                    t.grad(a)
+                        .unwrap()
+                        .data()
+                        .iter()
+                        .map(|g| g.to_bits())
+                        .collect()
+                })
+                .collect();
+            (grads, t.deferred_used())
+        };
+        for training in [true, false] {
+            for (other, want_used) in [(0, 2), (1, 1), (2, 1), (3, 1)] {
+                let (deferred, used) = run(training, false, other);
+                let (written, none) = run(training, true, other);
+                assert_eq!(
+                    (used, none),
+                    (want_used, 0),
+                    "training {training}, case {other}"
+                );
+                assert!(
+                    deferred == written,
+                    "training {training}, case {other}: bits differ"
+                );
+            }
         }
     }
 

@@ -5,16 +5,40 @@
 use crate::batchnorm::TrailingBn;
 use crate::check;
 use crate::conv::{depthwise_geometry, Conv2dOptions};
+use crate::mixed::TermGrad;
 use crate::{BatchNormOptions, RunningStats};
-use autograd::{Backward, Cost, GradOut, GradSlots, Result, Tape, Tensor, Var, Work};
+use autograd::{Backward, Cost, Deferred, GradOut, GradSlots, Result, Tape, Tensor, Var, Work};
 use kernels::separable::{self as ksep, SepGeom, SepGrads, Upstream};
+use std::any::TypeId;
 
 struct SepBack(SepGeom, Option<TrailingBn>);
 
+impl SepBack {
+    /// The block's backward for dL/dy from `up`: dz = W_pw^T dy, z = depthwise(x) made again,
+    /// dW_pw = dy z^T, and the depthwise conv's dx and dW_dw from dz.
+    fn run(&self, inputs: &[&Tensor], up: Upstream, grads: &mut GradSlots) {
+        let mut scratch = grads.scratch(self.0.backward_scratch_len());
+        let mut outs = grads.outs().into_iter();
+        let (Some(dx), Some(dw_dw), Some(dw_pw)) = (outs.next(), outs.next(), outs.next()) else {
+            unreachable!("three inputs: x, w_dw, w_pw")
+        };
+        // dx is written whole into a fresh slot; the weights' gradients are added into.
+        let want = SepGrads {
+            dx_add: dx.as_ref().is_none_or(|d| d.add),
+            dx: dx.map(|d| d.data),
+            dw_dw: dw_dw.map(GradOut::accumulate),
+            dw_pw: dw_pw.map(GradOut::accumulate),
+        };
+        let (x, w_dw, w_pw) = (inputs[0].data(), inputs[1].data(), inputs[2].data());
+        ksep::backward(&self.0, x, w_dw, w_pw, up, want, &mut scratch);
+        drop(outs);
+        grads.recycle(scratch);
+    }
+}
+
 impl Backward for SepBack {
     /// The BN's VJP from its output (when fused; in training mode sample by sample inside the
-    /// block), then dz = W_pw^T dy, z = depthwise(x) made again, dW_pw = dy z^T, and the
-    /// depthwise conv's dx and dW_dw from dz.
+    /// block), then the block's ([`SepBack::run`]).
     fn backward(&self, inputs: &[&Tensor], y: &Tensor, g: &Tensor, grads: &mut GradSlots) {
         // A training-mode BN's gradient is made sample by sample inside the block's backward
         // (from per-channel coefficients); an eval-mode one's in a buffer first.
@@ -36,26 +60,35 @@ impl Backward for SepBack {
             (None, Some(d)) => Upstream::Grad(d.data()),
             (None, None) => Upstream::Grad(g.data()),
         };
-        let mut scratch = grads.scratch(self.0.backward_scratch_len());
-        let mut outs = grads.outs().into_iter();
-        let (Some(dx), Some(dw_dw), Some(dw_pw)) = (outs.next(), outs.next(), outs.next()) else {
-            unreachable!("three inputs: x, w_dw, w_pw")
-        };
-        // dx is written whole into a fresh slot; the weights' gradients are added into.
-        let want = SepGrads {
-            dx_add: dx.as_ref().is_none_or(|d| d.add),
-            dx: dx.map(|d| d.data),
-            dw_dw: dw_dw.map(GradOut::accumulate),
-            dw_pw: dw_pw.map(GradOut::accumulate),
-        };
-        let (x, w_dw, w_pw) = (inputs[0].data(), inputs[1].data(), inputs[2].data());
-        ksep::backward(&self.0, x, w_dw, w_pw, up, want, &mut scratch);
-        drop(outs);
-        grads.recycle(scratch);
+        self.run(inputs, up, grads);
         grads.recycle(bn_scratch);
         if let Some(d) = dpre {
             grads.recycle(d.into_vec());
         }
+    }
+
+    /// A block without a trailing BN takes a mixed op's term gradient as a recipe
+    /// ([`TermGrad`]): each sample's dL/dy is made in cache from the mixed op's output gradient
+    /// and this block's output, never written to memory.
+    fn takes_deferred(&self, kind: TypeId) -> bool {
+        self.1.is_none() && kind == TypeId::of::<TermGrad>()
+    }
+
+    fn backward_deferred(
+        &self,
+        inputs: &[&Tensor],
+        y: &Tensor,
+        grad_out: &dyn Deferred,
+        grads: &mut GradSlots,
+    ) {
+        let t = (grad_out.as_any().downcast_ref::<TermGrad>())
+            .expect("takes_deferred accepts term gradients only");
+        let up = Upstream::Term {
+            term: t.term(y.data()),
+            g: t.g(),
+            coef: t.coef(),
+        };
+        self.run(inputs, up, grads);
     }
 
     /// Both convs' work; the backward also makes the depthwise output again (its forward's

@@ -1,0 +1,23 @@
+//! Deferred gradients: an op may hand an input a recipe for its gradient instead of the values,
+//! when the input's producer can use the recipe directly in its own backward.
+//!
+//! The case it exists for: the mixed op's gradient to a term is a per-channel affine map of the
+//! mixed op's output gradient g and the term's own value (its batch norm's VJP). Written out, that
+//! is a pass that reads g and the term and writes a buffer, which the producer (a separable block)
+//! then reads back, all from memory at 32 x 32 planes. Deferred, the producer makes each sample's
+//! gradient in cache from g and its own output. The tape writes a deferred gradient out
+//! ([`Deferred::write`]) wherever anything else needs the values: a producer that cannot take it,
+//! a second consumer adding into it, a retained node, recorded gradient statistics.
+use std::any::Any;
+use tensor::Tensor;
+
+/// A gradient not yet written, for the node it was handed to.
+pub trait Deferred: Send + Sync {
+    /// Writes the gradient whole into `out` (every value, as `0.0 + v`: the bits of adding into
+    /// zeros), given the node's own value.
+    fn write(&self, value: &Tensor, out: &mut [f32]);
+    /// The recipe as [`Any`], for a producer that knows its type.
+    fn as_any(&self) -> &dyn Any;
+    /// Ends the recipe; the tensor it shared, when this was its last holder (for the tape's pool).
+    fn release(self: Box<Self>) -> Option<Tensor>;
+}
