@@ -241,11 +241,27 @@ pub fn input_grads(
     }
 }
 
-/// One plane (channel `c`) of one term's input gradient, written whole into `dx` (`0.0 + v`):
-/// what [`input_grads`] writes there, for a producer that makes it where it reads it. `coef`:
-/// the term's (A, B, K) of channel c from [`coefficients`].
-pub fn term_grad_plane(t: &Term, c: usize, coef: &[f32], g: &[f32], x: &[f32], dx: &mut [f32]) {
-    term_grad::<false>(t, c, coef, g, x, dx)
+/// One term's input gradient, made plane by plane where its producer's backward reads it
+/// instead of written by [`input_grads`]: the term (its `x` the producer's output, [N, C, HW]),
+/// the mixed op's output gradient `g` and the term's (A, B, K) per channel ([`coefficients`],
+/// [C, 3]).
+#[derive(Clone, Copy)]
+pub struct TermPlanes<'a> {
+    pub term: Term<'a>,
+    pub g: &'a [f32],
+    pub coef: &'a [f32],
+    /// Channels (C).
+    pub c: usize,
+}
+
+impl TermPlanes<'_> {
+    /// Plane `p` (sample p / C, channel p % C) written whole into `dx` (`0.0 + v`, one plane
+    /// long): the values [`input_grads`] writes there.
+    pub fn plane(&self, p: usize, dx: &mut [f32]) {
+        let (c, hw) = (p % self.c, dx.len());
+        let (g, x) = (&self.g[p * hw..][..hw], &self.term.x[p * hw..][..hw]);
+        term_grad::<false>(&self.term, c, &self.coef[c * SUMS..][..SUMS], g, x, dx)
+    }
 }
 
 /// One plane of one term's input gradient (see the module doc), into `dx` (added when `ADD`).
@@ -431,6 +447,16 @@ mod tests {
                     let want = dx_ref[k][i] + if add { start[k][i] } else { 0.0 };
                     let tol = 1e-4 * (1.0 + want.abs());
                     prop_assert!((bufs[k][i] - want).abs() <= tol, "dx{k}[{i}] {} vs {want}", bufs[k][i]);
+                }
+                // Made plane by plane where a producer reads it: the bits written into zeros.
+                if !add {
+                    let planes = TermPlanes { term: terms[k], g: &g, coef: &coef[k * s.c * SUMS..], c: s.c };
+                    let mut plane = vec![f32::NAN; s.hw];
+                    for p in 0..s.n * s.c {
+                        planes.plane(p, &mut plane);
+                        let written = &bufs[k][p * s.hw..][..s.hw];
+                        prop_assert!(plane.iter().zip(written).all(|(u, v)| u.to_bits() == v.to_bits()), "term {k}, plane {p}");
+                    }
                 }
             }
         }

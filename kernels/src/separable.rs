@@ -162,14 +162,9 @@ pub enum Upstream<'a> {
         g: &'a [f32],
         coef: &'a OutputGrad<'a>,
     },
-    /// The block's output as a term of a mixed op ([`crate::mixed`]; the term's `x` is the
-    /// block's y) with the mixed op's output gradient `g` and the term's coefficients `coef`
-    /// ([C, 3]): each sample's dL/dy is the term's input gradient, made in scratch as for `Bn`.
-    Term {
-        term: mixed::Term<'a>,
-        g: &'a [f32],
-        coef: &'a [f32],
-    },
+    /// The block's output as a term of a mixed op (the term's `x` is the block's y): each
+    /// sample's dL/dy is the term's input gradient, made in scratch as for `Bn`.
+    Term(mixed::TermPlanes<'a>),
 }
 
 /// Adds the gradients of y = w_pw depthwise(x, w_dw) for dL/dy from `up` into `grads`. `scratch`
@@ -210,11 +205,9 @@ pub fn backward(
                 }
                 (&*dy_bn, zs)
             }
-            Upstream::Term { term, g: gy, coef } => {
+            Upstream::Term(term) => {
                 for (co, dy) in dy_bn.chunks_mut(zs).enumerate() {
-                    let at = n * y_len + co * hw;
-                    let (gy, y) = (&gy[at..][..hw], &term.x[at..][..hw]);
-                    mixed::term_grad_plane(term, co, &coef[co * 3..][..3], gy, y, &mut dy[..hw]);
+                    term.plane(n * g.c_out + co, &mut dy[..hw]);
                 }
                 (&*dy_bn, zs)
             }

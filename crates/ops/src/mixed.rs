@@ -152,7 +152,7 @@ pub(crate) struct TermGrad {
 
 impl TermGrad {
     /// The term, with `x` (the producer's output) as its input.
-    pub(crate) fn term<'a>(&'a self, x: &'a [f32]) -> km::Term<'a> {
+    fn term<'a>(&'a self, x: &'a [f32]) -> km::Term<'a> {
         km::Term {
             w: self.w,
             x,
@@ -160,14 +160,19 @@ impl TermGrad {
         }
     }
 
-    /// The mixed op's output gradient.
-    pub(crate) fn g(&self) -> &[f32] {
-        self.g.data()
+    /// The recipe behind a deferred gradient that the producer's `takes_deferred` accepted.
+    pub(crate) fn of(d: &dyn Deferred) -> &TermGrad {
+        (d.as_any().downcast_ref::<TermGrad>()).expect("takes_deferred accepts term gradients only")
     }
 
-    /// The term's coefficients, [C, 3].
-    pub(crate) fn coef(&self) -> &[f32] {
-        &self.coef
+    /// The gradient plane by plane, for the producer whose output is `x`.
+    pub(crate) fn planes<'a>(&'a self, x: &'a [f32]) -> km::TermPlanes<'a> {
+        km::TermPlanes {
+            term: self.term(x),
+            g: self.g.data(),
+            coef: &self.coef,
+            c: self.shape.c,
+        }
     }
 }
 
@@ -178,7 +183,13 @@ impl Deferred for TermGrad {
             add: false,
         };
         let term = [self.term(value.data())];
-        km::input_grads(self.shape, &term, self.g(), &self.coef, &mut [Some(dx)]);
+        km::input_grads(
+            self.shape,
+            &term,
+            self.g.data(),
+            &self.coef,
+            &mut [Some(dx)],
+        );
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -432,13 +443,13 @@ mod tests {
 
     /// A separable block's gradient from the mixed op comes as a recipe (`TermGrad`) that the
     /// block makes sample by sample: the same bits for every input as the gradient written out
-    /// (the block's output retained: the tape writes the recipe out), in training and eval
-    /// mode, for a BN and an identity term; with a second consumer of a block's output, the
+    /// (the blocks' outputs retained: the tape writes the recipes out), in training and eval
+    /// mode, for a BN and an identity term, beside pools that take their gradients written; with a second consumer of a block's output, the
     /// recipe is not made (that consumer's gradient came first) or is written out and added to
     /// (it comes after), as where the block is two terms of the mixed op; and each case's count
     /// of recipes used as such.
     #[test]
-    fn separable_terms_take_their_gradient_deferred_with_the_same_bits() {
+    fn producers_take_their_term_gradient_deferred_with_the_same_bits() {
         use crate::conv::Conv2dOptions;
         let mut rng = tensor::Rng::new(31);
         let x = Tensor::uniform([3, 4, 6, 6], -1.0, 1.0, &mut rng);
@@ -463,17 +474,25 @@ mod tests {
             };
             let s1 = crate::separable_conv(&mut t, v[1], v[2], v[3], o(3)).unwrap();
             let s2 = crate::separable_conv(&mut t, v[1], v[4], v[3], o(5)).unwrap();
+            let p = crate::PoolOptions {
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+            };
+            let mp = crate::max_pool2d(&mut t, v[1], p).unwrap();
+            let ap = crate::avg_pool2d(&mut t, v[1], p).unwrap();
             if retain {
-                t.retain_grad(s1);
-                t.retain_grad(s2);
+                for s in [s1, s2, mp, ap] {
+                    t.retain_grad(s);
+                }
             }
             let before = (other == 2).then(|| crate::add(&mut t, s1, v[1]).unwrap());
             let w = crate::maxw(&mut t, v[0]).unwrap();
-            let mut rs = [RunningStats::new(4), RunningStats::new(4)];
+            let mut rs = [0; 4].map(|_| RunningStats::new(4));
             for r in &mut rs {
                 r.var = vec![0.8; 4];
             }
-            let [r0, r1] = &mut rs;
+            let [r0, r1, r2, r3] = &mut rs;
             let bn = BatchNormOptions {
                 training,
                 ..Default::default()
@@ -482,6 +501,8 @@ mod tests {
                 (2, s1, Norm::Bn(Some(r0))),
                 (5, s2, Norm::Identity),
                 (6, v[1], Norm::Bn(Some(r1))),
+                (1, mp, Norm::Bn(Some(r2))),
+                (3, ap, Norm::Bn(Some(r3))),
             ];
             if other == 3 {
                 terms.push((7, s1, Norm::Identity));

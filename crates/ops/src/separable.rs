@@ -81,14 +81,8 @@ impl Backward for SepBack {
         grad_out: &dyn Deferred,
         grads: &mut GradSlots,
     ) {
-        let t = (grad_out.as_any().downcast_ref::<TermGrad>())
-            .expect("takes_deferred accepts term gradients only");
-        let up = Upstream::Term {
-            term: t.term(y.data()),
-            g: t.g(),
-            coef: t.coef(),
-        };
-        self.run(inputs, up, grads);
+        let t = TermGrad::of(grad_out);
+        self.run(inputs, Upstream::Term(t.planes(y.data())), grads);
     }
 
     /// Both convs' work; the backward also makes the depthwise output again (its forward's
