@@ -126,7 +126,7 @@ impl Hwc {
 }
 
 thread_local! {
-    /// Each thread's frames (see [`crate::scratch`]).
+    /// Each thread's frames (see `scratch.rs`).
     static FRAMES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 

@@ -1,7 +1,7 @@
 //! Dense 2-D convolution (no bias): stride, padding, dilation, groups, and an optional ReLU fused
 //! into the input read (`pre_relu`: the conv sees max(x, 0), as in DARTS's ReLU-Conv-BN blocks).
 //!
-//! Fast path: per sample (in parallel), im2col into this thread's column buffer ([`COLUMNS`]), then
+//! Fast path: per sample (in parallel), im2col into this thread's column buffer (`COLUMNS`), then
 //! one sgemm per group. A 1x1 stride-1 unpadded conv without the fused ReLU skips im2col and is a plain sgemm on the
 //! input (the pointwise conv). Shapes: x [N, Cin, H, W], w [Cout, Cin/groups, kh, kw],
 //! y [N, Cout, Ho, Wo] with Ho = (H + 2p - d(kh - 1) - 1) / s + 1.
@@ -212,7 +212,7 @@ pub(crate) fn valid_range(
 }
 
 thread_local! {
-    /// Each thread's im2col columns of the sample it works on ([`crate::scratch`]).
+    /// Each thread's im2col columns of the sample it works on (`scratch.rs`).
     static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 

@@ -4,7 +4,7 @@
 //! Shapes: x [N, C, H, W] with H and W even, w_p [c_p, C], y [N, c0 + c1, H / 2, W / 2].
 //!
 //! One kernel instead of a shifted copy, two im2col convs and a concatenation: per sample (in
-//! parallel), each phase is gathered into this thread's column buffer ([`COLUMNS`]) and multiplied straight into its channel
+//! parallel), each phase is gathered into this thread's column buffer (`COLUMNS`) and multiplied straight into its channel
 //! range of y; the backward scatters both phases' input gradients into dx in one pass (the phases
 //! never share a pixel). Same products, in the same order, as those ops.
 use crate::gemm::{sgemm, Trans};
@@ -97,7 +97,7 @@ fn scatter(g: &FrGeom, x: &[f32], p: usize, col: &[f32], dx: &mut [f32], add: bo
 }
 
 thread_local! {
-    /// Each thread's gathered phase of the sample it works on ([`crate::scratch`]).
+    /// Each thread's gathered phase of the sample it works on (`scratch.rs`).
     static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 

@@ -7,7 +7,7 @@
 //!
 //! Conventions that hold everywhere:
 //! - Kernels take slices and write into caller-given buffers; none allocates, but for the
-//!   per-thread scratch ([`scratch`]) that a sample's temporaries (im2col columns, the separable
+//!   per-thread scratch (`scratch.rs`) that a sample's temporaries (im2col columns, the separable
 //!   block's z, channels-last frames) live in, grown to the largest sample once. Buffers whose size
 //!   is not obvious (per-sample partial sums) have a `*_len` function that says how big.
 //! - Forward kernels overwrite their output. Backward kernels **accumulate** into input gradients

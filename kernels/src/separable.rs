@@ -3,7 +3,7 @@
 //! y = w_pw z. The blocks of DARTS's sep and dil convs.
 //!
 //! Each sample's z ([C, Ho, Wo], 64 KiB for a 32x32 plane of 16 channels) is made in its thread's
-//! scratch ([`crate::scratch`]) and read by the pointwise GEMM while it is still in cache; the backward makes it again instead
+//! scratch (`scratch.rs`) and read by the pointwise GEMM while it is still in cache; the backward makes it again instead
 //! of keeping it from the forward: a third of the depthwise arithmetic spent to drop the largest
 //! stored tensor of a search step. Per sample the backward then computes dz_n = W_pw^T dy_n;
 //! z_n again and dW_dw_n = the depthwise weight gradient of (x_n, dz_n), from one padded copy of
@@ -77,7 +77,7 @@ impl SepGeom {
         }
     }
 
-    /// A sample's temporaries in the backward (this thread's [`TEMPS`]): z, dz and dy (made
+    /// A sample's temporaries in the backward (this thread's `TEMPS`): z, dz and dy (made
     /// there when it comes through a batch norm).
     fn backward_temps(&self) -> usize {
         2 * self.mid() + self.c_out * self.plane_stride()
@@ -99,7 +99,7 @@ impl SepGeom {
     }
 }
 
-/// y = w_pw depthwise(x, w_dw), each sample's z in this thread's [`TEMPS`]. With
+/// y = w_pw depthwise(x, w_dw), each sample's z in this thread's `TEMPS`. With
 /// `stats` ([N, Cout, 2]), each output plane's [`batchnorm::plane_stats`] too, taken while the
 /// sample's output is in cache (a trailing training-mode BN's statistics without reading y again).
 pub fn forward(
@@ -136,7 +136,7 @@ pub fn forward(
 
 thread_local! {
     /// Each thread's z (and in the backward dz and dy) of the sample it works on
-    /// ([`crate::scratch`]): the same cache lines sample after sample.
+    /// (`scratch.rs`): the same cache lines sample after sample.
     static TEMPS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
