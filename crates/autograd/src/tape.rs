@@ -602,14 +602,8 @@ impl Tape {
         self.add_grad(y.index, dy);
         self.deferred_used = 0;
         for i in (0..=y.index).rev() {
-            // A deferred gradient is used as such by its node's own backward only, where that
-            // takes it; anything else reads values.
-            if let Some(d) = &self.deferred[i] {
-                let kind = d.as_any().type_id();
-                if !self.takes_deferred(i, kind) {
-                    self.write_deferred(i);
-                }
-            }
+            // A deferred gradient goes to its node's own backward, which takes it (it was only
+            // made where `GradSlots::can_defer` said so); anything else reads values.
             let grad_out = match (self.grads[i].take(), self.deferred[i].take()) {
                 (Some(g), _) => OutGrad::Values(Arc::new(g)),
                 (None, Some(d)) => OutGrad::Deferred(d),
@@ -713,15 +707,6 @@ impl Tape {
             p.mark = Instant::now();
         }
         Ok(())
-    }
-
-    /// Whether node `i`'s backward takes a deferred gradient of type `kind` as its output
-    /// gradient (and nothing else wants the values: not retained, no statistics).
-    fn takes_deferred(&self, i: usize, kind: TypeId) -> bool {
-        let n = &self.nodes[i];
-        !n.keep_grad
-            && !self.record_grad_stats
-            && n.backward.as_ref().is_some_and(|b| b.takes_deferred(kind))
     }
 
     /// Writes node `i`'s deferred gradient out as its gradient, if it holds one.

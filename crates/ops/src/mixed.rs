@@ -460,7 +460,8 @@ mod tests {
         let r = Tensor::uniform([3, 4, 6, 6], -1.0, 1.0, &mut rng);
         // `other`: s1 has no other consumer (0), one recorded after the mixed op (1), before (2),
         // or is the mixed op's term twice (3).
-        let run = |training: bool, retain: bool, other: u8| {
+        // `stats`: gradient statistics recorded (they need every gradient's values).
+        let run = |training: bool, retain: bool, other: u8, stats: bool| {
             let mut t = Tape::new();
             let v: Vec<Var> = [&alphas, &x, &w_dw, &w_pw, &w_dw2]
                 .iter()
@@ -507,15 +508,31 @@ mod tests {
             if other == 3 {
                 terms.push((7, s1, Norm::Identity));
             }
-            let mut y = weighted_sum_bn(&mut t, w, 0, terms, bn).unwrap();
+            let m = weighted_sum_bn(&mut t, w, 0, terms, bn).unwrap();
+            let mut y = m;
             if other == 1 {
                 y = crate::add(&mut t, y, s1).unwrap();
             }
             if let Some(z) = before {
                 y = crate::add(&mut t, y, z).unwrap();
             }
+            t.retain_grad(y);
+            t.set_record_grad_stats(stats);
             let l = crate::dot_const(&mut t, y, &r).unwrap();
             t.backward(l).unwrap();
+            // The retained ones keep theirs (the mixed op's output gradient too, though recipes
+            // shared it), the others not; with statistics recorded, every node that got a
+            // gradient has them.
+            assert_eq!(t.grad(y).unwrap().data(), r.data());
+            assert_eq!(t.grad(m).is_some(), m == y);
+            for s in [s1, s2, mp, ap] {
+                assert_eq!(t.grad(s).is_some(), retain);
+            }
+            if stats {
+                let nodes = t.nodes();
+                let wanted = nodes.iter().filter(|n| n.requires_grad).count();
+                assert_eq!(nodes.iter().filter(|n| n.grad.is_some()).count(), wanted);
+            }
             let grads: Vec<Vec<u32>> = v
                 .iter()
                 .map(|&a| {
@@ -531,8 +548,8 @@ mod tests {
         };
         for training in [true, false] {
             for (other, want_used) in [(0, 2), (1, 1), (2, 1), (3, 1)] {
-                let (deferred, used) = run(training, false, other);
-                let (written, none) = run(training, true, other);
+                let (deferred, used) = run(training, false, other, false);
+                let (written, none) = run(training, true, other, false);
                 assert_eq!(
                     (used, none),
                     (want_used, 0),
@@ -543,6 +560,12 @@ mod tests {
                     "training {training}, case {other}: bits differ"
                 );
             }
+            let (with_stats, none) = run(training, false, 0, true);
+            assert_eq!(
+                none, 0,
+                "training {training}: recipes while recording statistics"
+            );
+            assert!(with_stats == run(training, true, 0, false).0);
         }
     }
 
