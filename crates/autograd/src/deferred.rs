@@ -5,9 +5,9 @@
 //! mixed op's output gradient g and the term's own value (its batch norm's VJP). Written out, that
 //! is a pass that reads g and the term and writes a buffer, which the producer (a separable block)
 //! then reads back, all from memory at 32 x 32 planes. Deferred, the producer makes each sample's
-//! gradient in cache from g and its own output. The tape writes a deferred gradient out
-//! ([`Deferred::write`]) wherever anything else needs the values: a producer that cannot take it,
-//! a second consumer adding into it, a retained node, recorded gradient statistics.
+//! gradient in cache from g and its own output. A recipe is only made where the producer takes it
+//! (not for a retained node, nor while gradient statistics are recorded); the tape writes it out
+//! ([`Deferred::write`]) where a second gradient for the node comes.
 use std::any::Any;
 use tensor::Tensor;
 
