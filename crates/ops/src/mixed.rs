@@ -482,28 +482,33 @@ mod tests {
             };
             let mp = crate::max_pool2d(&mut t, v[1], p).unwrap();
             let ap = crate::avg_pool2d(&mut t, v[1], p).unwrap();
+            let mut rs = [0; 5].map(|_| RunningStats::new(4));
+            for r in &mut rs {
+                r.var = vec![0.8; 4];
+            }
+            let [r0, r1, r2, r3, r4] = &mut rs;
+            let bn = BatchNormOptions {
+                training,
+                ..Default::default()
+            };
+            // A block with its own trailing BN takes no recipe.
+            let sb = crate::separable_conv_bn(&mut t, v[1], v[2], v[3], o(3), Some(r4), bn);
+            let sb = sb.unwrap();
             if retain {
-                for s in [s1, s2, mp, ap] {
+                for s in [s1, s2, mp, ap, sb] {
                     t.retain_grad(s);
                 }
             }
             let before = (other == 2).then(|| crate::add(&mut t, s1, v[1]).unwrap());
             let w = crate::maxw(&mut t, v[0]).unwrap();
-            let mut rs = [0; 4].map(|_| RunningStats::new(4));
-            for r in &mut rs {
-                r.var = vec![0.8; 4];
-            }
-            let [r0, r1, r2, r3] = &mut rs;
-            let bn = BatchNormOptions {
-                training,
-                ..Default::default()
-            };
+            // s1's coefficients are the second term's.
             let mut terms = vec![
+                (6, v[1], Norm::Bn(Some(r1))),
                 (2, s1, Norm::Bn(Some(r0))),
                 (5, s2, Norm::Identity),
-                (6, v[1], Norm::Bn(Some(r1))),
                 (1, mp, Norm::Bn(Some(r2))),
                 (3, ap, Norm::Bn(Some(r3))),
+                (4, sb, Norm::Identity),
             ];
             if other == 3 {
                 terms.push((7, s1, Norm::Identity));
@@ -525,7 +530,7 @@ mod tests {
             // gradient has them.
             assert_eq!(t.grad(y).unwrap().data(), r.data());
             assert_eq!(t.grad(m).is_some(), m == y);
-            for s in [s1, s2, mp, ap] {
+            for s in [s1, s2, mp, ap, sb] {
                 assert_eq!(t.grad(s).is_some(), retain);
             }
             if stats {
