@@ -2,9 +2,9 @@
 //! into the input read (`pre_relu`: the conv sees max(x, 0), as in DARTS's ReLU-Conv-BN blocks).
 //!
 //! Fast path: per sample (in parallel), im2col into this thread's column buffer (`COLUMNS`), then
-//! one sgemm per group. A 1x1 stride-1 unpadded conv without the fused ReLU skips im2col and is a plain sgemm on the
-//! input (the pointwise conv). Shapes: x [N, Cin, H, W], w [Cout, Cin/groups, kh, kw],
-//! y [N, Cout, Ho, Wo] with Ho = (H + 2p - d(kh - 1) - 1) / s + 1.
+//! one sgemm per group. A 1x1 stride-1 unpadded conv without the fused ReLU skips im2col and is a
+//! plain sgemm on the input (the pointwise conv). Shapes: x [N, Cin, H, W],
+//! w [Cout, Cin/groups, kh, kw], y [N, Cout, Ho, Wo] with Ho = (H + 2p - d(kh - 1) - 1) / s + 1.
 use crate::gemm::{self, sgemm, sgemm_ld, Ld, Trans};
 use crate::par;
 use crate::scratch;

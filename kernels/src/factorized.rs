@@ -4,8 +4,8 @@
 //! Shapes: x [N, C, H, W] with H and W even, w_p [c_p, C], y [N, c0 + c1, H / 2, W / 2].
 //!
 //! One kernel instead of a shifted copy, two im2col convs and a concatenation: per sample (in
-//! parallel), each phase is gathered into this thread's column buffer (`COLUMNS`) and multiplied straight into its channel
-//! range of y; the backward scatters both phases' input gradients into dx in one pass (the phases
+//! parallel), each phase is gathered into this thread's column buffer (`COLUMNS`) and multiplied
+//! straight into its channel range of y; the backward scatters both phases' input gradients into dx in one pass (the phases
 //! never share a pixel). Same products, in the same order, as those ops.
 use crate::gemm::{sgemm, Trans};
 use crate::par;

@@ -3,8 +3,8 @@
 //! y = w_pw z. The blocks of DARTS's sep and dil convs.
 //!
 //! Each sample's z ([C, Ho, Wo], 64 KiB for a 32x32 plane of 16 channels) is made in its thread's
-//! scratch (`scratch.rs`) and read by the pointwise GEMM while it is still in cache; the backward makes it again instead
-//! of keeping it from the forward: a third of the depthwise arithmetic spent to drop the largest
+//! scratch (`scratch.rs`) and read by the pointwise GEMM while it is still in cache; the backward
+//! makes it again instead of keeping it from the forward: a third of the depthwise arithmetic spent to drop the largest
 //! stored tensor of a search step. Per sample the backward then computes dz_n = W_pw^T dy_n;
 //! z_n again and dW_dw_n = the depthwise weight gradient of (x_n, dz_n), from one padded copy of
 //! each plane of x_n; dW_pw_n = dy_n z_n^T; and dx_n += the depthwise input gradient of dz_n.

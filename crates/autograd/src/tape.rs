@@ -712,15 +712,11 @@ impl Tape {
     /// Writes node `i`'s deferred gradient out as its gradient, if it holds one.
     fn write_deferred(&mut self, i: usize) {
         if let Some(d) = self.deferred[i].take() {
-            let shape = self.values[i].shape().clone();
-            let mut buf = self.pool.take(shape.numel());
-            d.write(&self.values[i], &mut buf);
-            self.release(d);
             debug_assert!(
                 self.grads[i].is_none(),
                 "a node with both kinds of gradient"
             );
-            self.grads[i] = Some(Tensor::from_vec(shape, buf).expect("same length"));
+            self.grads[i] = Some(self.written(i, d));
         }
     }
 
@@ -731,11 +727,17 @@ impl Tape {
             self.deferred[i] = Some(d);
             return;
         }
+        let g = self.written(i, d);
+        self.add_grad(i, g);
+    }
+
+    /// The values of node `i`'s deferred gradient `d`, in a buffer from the pool; `d` ends here.
+    fn written(&mut self, i: usize, d: Box<dyn Deferred>) -> Tensor {
         let shape = self.values[i].shape().clone();
         let mut buf = self.pool.take(shape.numel());
         d.write(&self.values[i], &mut buf);
         self.release(d);
-        self.add_grad(i, Tensor::from_vec(shape, buf).expect("same length"));
+        Tensor::from_vec(shape, buf).expect("same length")
     }
 
     /// Ends a deferred gradient; the tensor it shared goes back to the pool when this was the

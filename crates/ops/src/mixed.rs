@@ -243,7 +243,7 @@ impl Backward for WeightedSumBnBack {
         }
         // A term whose producer makes its gradient where it reads it gets the recipe instead.
         if let Some(shared) = grads.shared_grad_out() {
-            let per_term = s.c * 3;
+            let per_term = km::coef_len(s, 1);
             for (j, t) in terms.iter().enumerate() {
                 if grads.can_defer(j + 1, TypeId::of::<TermGrad>()) {
                     let recipe = TermGrad {
