@@ -10,6 +10,7 @@
 use crate::gemm::{sgemm, Trans};
 use crate::par;
 use crate::scratch;
+use crate::simd::{f32x8, load, store, LANES};
 use std::cell::RefCell;
 
 /// The shape of one FactorizedReduce.
@@ -61,12 +62,28 @@ impl FrGeom {
 
 /// col [C, H/2 * W/2] = relu(x[c, 2i + p, 2j + p]) for one sample x [C, H, W] and phase p.
 fn gather(g: &FrGeom, x: &[f32], p: usize, col: &mut [f32]) {
+    match p {
+        0 => gather_phase::<0>(g, x, col),
+        _ => gather_phase::<1>(g, x, col),
+    }
+}
+
+/// [`gather`] for phase `P`: 8 outputs from 16 inputs at a time (fixed-size arrays, which the
+/// compiler turns into vector shuffles), then the rest one by one.
+fn gather_phase<const P: usize>(g: &FrGeom, x: &[f32], col: &mut [f32]) {
     let wo = g.w / 2;
     for (c, plane) in col.chunks_exact_mut(g.hw()).enumerate() {
         for (i, out) in plane.chunks_exact_mut(wo).enumerate() {
-            let src = &x[(c * g.h + 2 * i + p) * g.w + p..];
-            for (j, o) in out.iter_mut().enumerate() {
-                *o = src[2 * j].max(0.0);
+            let src = &x[(c * g.h + 2 * i + P) * g.w..][..g.w];
+            let mut blocks = out.chunks_exact_mut(LANES);
+            for (o, s) in (&mut blocks).zip(src.chunks_exact(2 * LANES)) {
+                let s: &[f32; 2 * LANES] = s.try_into().unwrap();
+                let v: [f32; LANES] = std::array::from_fn(|j| s[2 * j + P].max(0.0));
+                o.copy_from_slice(&v);
+            }
+            let done = wo / LANES * LANES;
+            for (j, o) in blocks.into_remainder().iter_mut().enumerate() {
+                *o = src[2 * (done + j) + P].max(0.0);
             }
         }
     }
@@ -76,20 +93,58 @@ fn gather(g: &FrGeom, x: &[f32], p: usize, col: &mut [f32]) {
 /// hold only phase p's pixels, so with `add` false they are written whole instead: 0.0 + the
 /// masked value at phase p's columns, 0.0 at the others (what adding into zeros would give).
 fn scatter(g: &FrGeom, x: &[f32], p: usize, col: &[f32], dx: &mut [f32], add: bool) {
+    match (p, add) {
+        (0, false) => scatter_phase::<0, false>(g, x, col, dx),
+        (0, true) => scatter_phase::<0, true>(g, x, col, dx),
+        (_, false) => scatter_phase::<1, false>(g, x, col, dx),
+        (_, true) => scatter_phase::<1, true>(g, x, col, dx),
+    }
+}
+
+/// [`scatter`] for phase `P`, added into dx or written (`ADD`): 4 pixel pairs a vector, phase
+/// P's lane of each pair selected where x > 0 (selects, not branches: the mask's signs are as
+/// good as random), then the pairs left one by one.
+fn scatter_phase<const P: usize, const ADD: bool>(
+    g: &FrGeom,
+    x: &[f32],
+    col: &[f32],
+    dx: &mut [f32],
+) {
     let wo = g.w / 2;
+    let phase =
+        f32x8::from(std::array::from_fn(|l| (l % 2) as f32)).simd_eq(f32x8::splat(P as f32));
     for (c, plane) in col.chunks_exact(g.hw()).enumerate() {
         for (i, row) in plane.chunks_exact(wo).enumerate() {
-            let at = (c * g.h + 2 * i + p) * g.w;
-            let pairs = x[at..][..g.w].chunks_exact(2);
-            let dpairs = dx[at..][..g.w].chunks_exact_mut(2);
-            // Selects, not branches: the mask's signs are as good as random.
-            for ((d, xs), &v) in dpairs.zip(pairs).zip(row) {
-                let on = xs[p] > 0.0;
-                if add {
-                    d[p] = if on { d[p] + v } else { d[p] };
+            let at = (c * g.h + 2 * i + P) * g.w;
+            let (xs, ds) = (&x[at..][..g.w], &mut dx[at..][..g.w]);
+            let pairs = LANES / 2;
+            let mut vs = row.chunks_exact(pairs);
+            for ((d, xv), v) in ds
+                .chunks_exact_mut(LANES)
+                .zip(xs.chunks_exact(LANES))
+                .zip(&mut vs)
+            {
+                let vv = f32x8::from(std::array::from_fn(|l| v[l / 2]));
+                let on = load(xv).simd_gt(f32x8::ZERO) & phase;
+                let out = if ADD {
+                    let old = load(d);
+                    on.select(old + vv, old)
                 } else {
-                    d[p] = if on { 0.0 + v } else { 0.0 };
-                    d[1 - p] = 0.0;
+                    on.select(f32x8::ZERO + vv, f32x8::ZERO)
+                };
+                store(out, d);
+            }
+            let done = wo / pairs * pairs;
+            let rest = ds[2 * done..]
+                .chunks_exact_mut(2)
+                .zip(xs[2 * done..].chunks_exact(2));
+            for ((d, xs), &v) in rest.zip(vs.remainder()) {
+                let on = xs[P] > 0.0;
+                if ADD {
+                    d[P] = if on { d[P] + v } else { d[P] };
+                } else {
+                    d[P] = if on { 0.0 + v } else { 0.0 };
+                    d[1 - P] = 0.0;
                 }
             }
         }
@@ -275,7 +330,9 @@ mod tests {
             1usize..4,
             1usize..6,
             1usize..5,
-            1usize..5,
+            // Rows of up to 13 pixel pairs: the vector bodies (4 pairs, 8 outputs) and their
+            // tails.
+            1usize..14,
             1usize..5,
             1usize..5,
         )
