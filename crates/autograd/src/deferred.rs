@@ -9,6 +9,7 @@
 //! (not for a retained node, nor while gradient statistics are recorded); the tape writes it out
 //! ([`Deferred::write`]) where a second gradient for the node comes.
 use std::any::Any;
+use std::sync::Arc;
 use tensor::Tensor;
 
 /// A gradient not yet written, for the node it was handed to.
@@ -20,4 +21,27 @@ pub trait Deferred: Send + Sync {
     fn as_any(&self) -> &dyn Any;
     /// Ends the recipe; the tensor it shared, when this was its last holder (for the tape's pool).
     fn release(self: Box<Self>) -> Option<Tensor>;
+}
+
+/// The consumer's output gradient itself, shared: what a sum hands each of its terms (dL/dx_i =
+/// dL/dy for y = x_0 + x_1 + ...) instead of a copy apiece. The tape makes it the producer's
+/// output gradient as it is, without a pass; a producer takes it only where its backward gives
+/// the same bits for these values as for the written copy (`0.0 + v`, which turns -0.0 into
+/// 0.0).
+pub struct PassThrough(pub Arc<Tensor>);
+
+impl Deferred for PassThrough {
+    fn write(&self, _value: &Tensor, out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(self.0.data()) {
+            *o = 0.0 + v;
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn release(self: Box<Self>) -> Option<Tensor> {
+        Arc::try_unwrap(self.0).ok()
+    }
 }

@@ -1,4 +1,4 @@
-use crate::deferred::Deferred;
+use crate::deferred::{Deferred, PassThrough};
 use crate::inspect::Stats;
 use crate::pool::BufferPool;
 use crate::profile::{Cost, Profile, Work};
@@ -603,10 +603,17 @@ impl Tape {
         self.deferred_used = 0;
         for i in (0..=y.index).rev() {
             // A deferred gradient goes to its node's own backward, which takes it (it was only
-            // made where `GradSlots::can_defer` said so); anything else reads values.
+            // made where `GradSlots::can_defer` said so), a passed-through one as the values it
+            // shares; anything else reads values.
             let grad_out = match (self.grads[i].take(), self.deferred[i].take()) {
                 (Some(g), _) => OutGrad::Values(Arc::new(g)),
-                (None, Some(d)) => OutGrad::Deferred(d),
+                (None, Some(d)) => match d.as_any().downcast_ref::<PassThrough>() {
+                    Some(PassThrough(g)) => {
+                        self.deferred_used += 1;
+                        OutGrad::Values(Arc::clone(g))
+                    }
+                    None => OutGrad::Deferred(d),
+                },
                 (None, None) => continue,
             };
             if let (true, OutGrad::Values(g)) = (self.record_grad_stats, &grad_out) {

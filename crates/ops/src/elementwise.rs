@@ -1,7 +1,9 @@
 //! Elementwise ops: relu, add, add_n, scale, axpy.
 use crate::check;
-use autograd::{Backward, GradSlots, Result, Tape, Tensor, Var};
+use autograd::{Backward, GradSlots, PassThrough, Result, Tape, Tensor, Var};
 use kernels::elementwise as k;
+use std::any::TypeId;
+use std::sync::Arc;
 
 struct ReluBack;
 impl Backward for ReluBack {
@@ -20,10 +22,18 @@ pub fn relu(tape: &mut Tape, x: Var) -> Result<Var> {
     Ok(tape.push("relu", y, &[x], ReluBack))
 }
 
-/// Passes `scale_k * dy` to input k.
+/// Passes `scale_k * dy` to input k: dy itself, shared, where the scale is 1 and the input's
+/// producer takes it so ([`PassThrough`]), else written.
 struct LinearComboBack(Vec<f32>);
 impl Backward for LinearComboBack {
     fn backward(&self, _: &[&Tensor], _: &Tensor, g: &Tensor, grads: &mut GradSlots) {
+        if let Some(shared) = grads.shared_grad_out() {
+            for (i, &s) in self.0.iter().enumerate() {
+                if s == 1.0 && grads.can_defer(i, TypeId::of::<PassThrough>()) {
+                    grads.defer(i, Box::new(PassThrough(Arc::clone(&shared))));
+                }
+            }
+        }
         for (dx, &s) in grads.outs().into_iter().zip(&self.0) {
             if let Some(dx) = dx {
                 k::axpy_to(s, g.data(), dx.data, dx.add);

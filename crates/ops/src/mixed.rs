@@ -296,6 +296,13 @@ impl Backward for WeightedSumBnBack {
             backward: autograd::Work::new(18.0 * k * n, (2.0 * (k + 1.0) + k) * n),
         }
     }
+
+    /// A sum's gradient passed through as it is ([`autograd::PassThrough`]): every use of g
+    /// here is `0.0 + w g` or a product summed from 0.0, which give the same bits for -0.0 as
+    /// for the copy's 0.0.
+    fn takes_deferred(&self, kind: TypeId) -> bool {
+        kind == TypeId::of::<autograd::PassThrough>()
+    }
 }
 
 /// What follows a term of [`weighted_sum_bn`] before it is weighted.
@@ -457,9 +464,15 @@ mod tests {
         let w_pw = Tensor::uniform([4, 4, 1, 1], -1.0, 1.0, &mut rng);
         let w_dw2 = Tensor::uniform([4, 1, 5, 5], -1.0, 1.0, &mut rng);
         let alphas = Tensor::uniform([1, 8], -1.0, 1.0, &mut rng);
-        let r = Tensor::uniform([3, 4, 6, 6], -1.0, 1.0, &mut rng);
+        // The loss's weights, some of them -0.0: a gradient passed through keeps that sign where
+        // a written copy (0.0 + v) has 0.0.
+        let mut r = Tensor::uniform([3, 4, 6, 6], -1.0, 1.0, &mut rng);
+        r.data_mut().iter_mut().step_by(7).for_each(|v| *v = -0.0);
         // `other`: s1 has no other consumer (0), one recorded after the mixed op (1), before (2),
-        // or is the mixed op's term twice (3).
+        // is the mixed op's term twice (3); or the mixed op's output is scaled (4), or added to
+        // itself (5: its two gradients passed through, the second written out). In cases 1 and 2 the mixed op's output is a term
+        // of a sum, which passes its gradient through (`PassThrough`) unless it is retained.
+        // `retain`: every recipe's receiver retains its gradient, so none is made.
         // `stats`: gradient statistics recorded (they need every gradient's values).
         let run = |training: bool, retain: bool, other: u8, stats: bool| {
             let mut t = Tape::new();
@@ -514,22 +527,32 @@ mod tests {
                 terms.push((7, s1, Norm::Identity));
             }
             let m = weighted_sum_bn(&mut t, w, 0, terms, bn).unwrap();
+            if retain {
+                t.retain_grad(m);
+            }
             let mut y = m;
             if other == 1 {
                 y = crate::add(&mut t, y, s1).unwrap();
+            }
+            if other == 4 {
+                y = crate::scale(&mut t, y, 0.5).unwrap();
+            }
+            if other == 5 {
+                y = crate::add(&mut t, y, y).unwrap();
             }
             if let Some(z) = before {
                 y = crate::add(&mut t, y, z).unwrap();
             }
             t.retain_grad(y);
             t.set_record_grad_stats(stats);
-            let l = crate::dot_const(&mut t, y, &r).unwrap();
-            t.backward(l).unwrap();
+            // dL/dy = r as it is (a loss's backward would write 0.0 + r).
+            t.backward_with(y, r.clone()).unwrap();
             // The retained ones keep theirs (the mixed op's output gradient too, though recipes
             // shared it), the others not; with statistics recorded, every node that got a
             // gradient has them.
-            assert_eq!(t.grad(y).unwrap().data(), r.data());
-            assert_eq!(t.grad(m).is_some(), m == y);
+            let bits = |t: &Tensor| t.data().iter().map(|g| g.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(t.grad(y).unwrap()), bits(&r));
+            assert_eq!(t.grad(m).is_some(), m == y || retain);
             for s in [s1, s2, mp, ap, sb] {
                 assert_eq!(t.grad(s).is_some(), retain);
             }
@@ -552,7 +575,7 @@ mod tests {
             (grads, t.deferred_used())
         };
         for training in [true, false] {
-            for (other, want_used) in [(0, 2), (1, 1), (2, 1), (3, 1)] {
+            for (other, want_used) in [(0, 2), (1, 2), (2, 2), (3, 1), (4, 2), (5, 2)] {
                 let (deferred, used) = run(training, false, other, false);
                 let (written, none) = run(training, true, other, false);
                 assert_eq!(
