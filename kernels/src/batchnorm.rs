@@ -22,15 +22,16 @@ impl BnShape {
     }
 }
 
-/// out[i] = a * x[i] + b over a plane (SIMD body, scalar tail).
-fn affine_plane(x: &[f32], a: f32, b: f32, out: &mut [f32]) {
-    let n8 = x.len() / LANES * LANES;
+/// out[i] = a * x[i] + b over a plane (SIMD body, scalar tail); x is `out` itself when `None`.
+fn affine_plane(x: Option<&[f32]>, a: f32, b: f32, out: &mut [f32]) {
+    let n8 = out.len() / LANES * LANES;
     let (av, bv) = (f32x8::splat(a), f32x8::splat(b));
     for i in (0..n8).step_by(LANES) {
-        store(av * load(&x[i..]) + bv, &mut out[i..]);
+        let v = load(&x.unwrap_or(out)[i..]);
+        store(av * v + bv, &mut out[i..]);
     }
-    for i in n8..x.len() {
-        out[i] = a * x[i] + b;
+    for i in n8..out.len() {
+        out[i] = a * x.unwrap_or(out)[i] + b;
     }
 }
 
@@ -103,11 +104,35 @@ pub fn normalize(
     beta: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    par::chunks(y, s.hw, 2 * x.len(), |p, y| {
+    normalize_from(s, Some(x), (mean, var, eps), gamma, beta, y);
+}
+
+/// [`normalize`] with x = y: y normalised where it is, as a producer whose pre-normalisation
+/// values nobody reads any more does (no second tensor, no write-allocate pass). Same bits.
+pub fn normalize_in_place(
+    s: BnShape,
+    y: &mut [f32],
+    (mean, var, eps): (&[f32], &[f32], f32),
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+) {
+    normalize_from(s, None, (mean, var, eps), gamma, beta, y);
+}
+
+/// [`normalize`] reading x, or y itself where x is `None`.
+fn normalize_from(
+    s: BnShape,
+    x: Option<&[f32]>,
+    (mean, var, eps): (&[f32], &[f32], f32),
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    par::chunks(y, s.hw, 2 * s.n * s.c * s.hw, |p, y| {
         let c = p % s.c;
         let a = gamma.map_or(1.0, |g| g[c]) / (var[c] + eps).sqrt();
         let b = beta.map_or(0.0, |b| b[c]) - mean[c] * a;
-        affine_plane(&x[p * s.hw..][..s.hw], a, b, y);
+        affine_plane(x.map(|x| &x[p * s.hw..][..s.hw]), a, b, y);
     });
 }
 
@@ -397,7 +422,7 @@ pub mod reference {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{assert_close, vec_f32};
+    use crate::testutil::{assert_close, bits, vec_f32};
     use proptest::prelude::*;
 
     proptest! {
@@ -423,6 +448,10 @@ mod tests {
             normalize(s, &x, &m, &v, 1e-5, gamma, beta, &mut y);
             reference::normalize(s, &x, &mr, &vr, 1e-5, gamma, beta, &mut yr);
             assert_close(&y, &yr, 1e-5);
+            // In place: the same bits.
+            let mut y2 = x.clone();
+            normalize_in_place(s, &mut y2, (&m, &v, 1e-5), gamma, beta);
+            prop_assert_eq!(bits(&y2), bits(&y));
 
             let mut scratch = vec![0.0; backward_scratch_len(s)];
             let (mut dx, mut dg, mut db) = (vec![0.0; x.len()], vec![0.0; s.c], vec![0.0; s.c]);

@@ -201,7 +201,7 @@ pub mod reference {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{assert_close, vec_f32};
+    use crate::testutil::{assert_close, bits, vec_f32};
     use proptest::prelude::*;
 
     fn lens() -> impl Strategy<Value = usize> {
@@ -210,10 +210,6 @@ mod tests {
             Just(ELEMENTWISE_CHUNK + 13),
             Just(3 * ELEMENTWISE_CHUNK + 5)
         ]
-    }
-
-    fn bits(v: &[f32]) -> Vec<u32> {
-        v.iter().map(|x| x.to_bits()).collect()
     }
 
     #[test]

@@ -540,7 +540,7 @@ pub mod reference {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{assert_close, vec_f32};
+    use crate::testutil::{assert_close, bits, vec_f32};
     use proptest::prelude::*;
 
     proptest! {
@@ -641,10 +641,6 @@ mod tests {
         (0..n)
             .map(|i| ((i * 7919 + seed * 104729) % 1000) as f32 / 500.0 - 1.0)
             .collect()
-    }
-
-    fn bits(v: &[f32]) -> Vec<u32> {
-        v.iter().map(|x| x.to_bits()).collect()
     }
 
     /// A B^T takes the dot tiles from k = 16 max(m, n) on and the transposed-B broadcast tiles

@@ -325,7 +325,7 @@ pub mod reference {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{assert_close, assert_close_to_magnitude, vec_f32};
+    use crate::testutil::{assert_close, assert_close_to_magnitude, bits, vec_f32};
     use proptest::prelude::*;
 
     /// DARTS's blocks and their neighbours: k 3 or 5, stride 1 or 2, dilation 1 or 2, "same"
@@ -499,10 +499,6 @@ mod tests {
         assert_eq!(bits(&y), bits(&y_two));
         let two = [dx_two, d_dw_two, d_pw_two].map(|v| bits(&v));
         assert_eq!(grad_bits(g, &x, &w_dw, &w_pw, Upstream::Grad(&dy)), two);
-    }
-
-    fn bits(v: &[f32]) -> Vec<u32> {
-        v.iter().map(|f| f.to_bits()).collect()
     }
 
     /// dx, dW_dw and dW_pw added into zeros (from a NaN-filled scratch), as bits.

@@ -6,6 +6,11 @@ pub fn vec_f32(len: usize) -> impl Strategy<Value = Vec<f32>> {
     proptest::collection::vec(-2.0f32..2.0, len)
 }
 
+/// Each value's bits, for comparisons that must hold to the bit (-0.0 and NaNs included).
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 /// Asserts `|a - b| <= tol * (1 + |b|)` elementwise, naming the first bad index.
 pub fn assert_close(a: &[f32], b: &[f32], tol: f32) {
     assert_eq!(a.len(), b.len(), "length");

@@ -222,11 +222,10 @@ pub(crate) struct TrailingBn {
 }
 
 impl TrailingBn {
-    /// Normalises `z`, the producing op's [N, C, H, W] output (its buffer goes back to the pool),
-    /// into the node's value. `planes`: z's per-plane statistics if the producer took them.
+    /// Normalises `z`, the producing op's [N, C, H, W] output, in place into the node's value.
+    /// `planes`: z's per-plane statistics if the producer took them.
     pub(crate) fn apply(
         op: &'static str,
-        tape: &mut Tape,
         z: Tensor,
         planes: Option<&[f32]>,
         running: Option<&mut RunningStats>,
@@ -235,18 +234,9 @@ impl TrailingBn {
         let d = z.dims().to_vec();
         let shape = bn_shape(op, &d)?;
         let (mean, var) = statistics(op, shape, &d, z.data(), planes, running, o)?;
-        let mut y = tape.buffer(d);
-        kbn::normalize(
-            shape,
-            z.data(),
-            &mean,
-            &var,
-            o.eps,
-            None,
-            None,
-            y.data_mut(),
-        );
-        tape.recycle(z);
+        // Nothing reads z after this: normalised where it is.
+        let mut y = z;
+        kbn::normalize_in_place(shape, y.data_mut(), (&mean, &var, o.eps), None, None);
         Ok((
             y,
             TrailingBn {

@@ -201,7 +201,7 @@ pub fn conv2d_bn(
     const OP: &str = "conv2d_bn";
     let g = geometry(tape, x, w, o, OP)?;
     let z = conv_output(tape, &g, x, w);
-    let (y, trailing) = TrailingBn::apply(OP, tape, z, None, running, bn)?;
+    let (y, trailing) = TrailingBn::apply(OP, z, None, running, bn)?;
     Ok(tape.push(OP, y, &[x, w], ConvBnBack(g, trailing)))
 }
 

@@ -199,7 +199,7 @@ pub fn separable_conv_bn(
     let g = geometry(tape, x, w_dw, w_pw, o, OP)?;
     // A training-mode BN's statistics are taken per sample inside the block, while it is in cache.
     let (z, planes) = output(tape, &g, x, w_dw, w_pw, bn.training);
-    let applied = TrailingBn::apply(OP, tape, z, planes.as_ref().map(Tensor::data), running, bn);
+    let applied = TrailingBn::apply(OP, z, planes.as_ref().map(Tensor::data), running, bn);
     if let Some(p) = planes {
         tape.recycle(p);
     }
