@@ -330,9 +330,9 @@ mod tests {
             1usize..4,
             1usize..6,
             1usize..5,
-            // Rows of up to 13 pixel pairs: the vector bodies (4 pairs, 8 outputs) and their
-            // tails.
-            1usize..14,
+            // Rows of up to 20 pixel pairs: the vector bodies (4 pairs, 8 outputs), their tails,
+            // and more pairs than two bodies' worth.
+            1usize..21,
             1usize..5,
             1usize..5,
         )

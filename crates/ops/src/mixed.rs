@@ -470,7 +470,8 @@ mod tests {
         r.data_mut().iter_mut().step_by(7).for_each(|v| *v = -0.0);
         // `other`: s1 has no other consumer (0), one recorded after the mixed op (1), before (2),
         // is the mixed op's term twice (3); or the mixed op's output is scaled (4), or added to
-        // itself (5: its two gradients passed through, the second written out). In cases 1 and 2 the mixed op's output is a term
+        // itself (5: its two gradients passed through, the second written out), or a term of
+        // another mixed op (6: which takes no term recipe). In cases 1 and 2 the mixed op's output is a term
         // of a sum, which passes its gradient through (`PassThrough`) unless it is retained.
         // `retain`: every recipe's receiver retains its gradient, so none is made.
         // `stats`: gradient statistics recorded (they need every gradient's values).
@@ -495,11 +496,11 @@ mod tests {
             };
             let mp = crate::max_pool2d(&mut t, v[1], p).unwrap();
             let ap = crate::avg_pool2d(&mut t, v[1], p).unwrap();
-            let mut rs = [0; 5].map(|_| RunningStats::new(4));
+            let mut rs = [0; 6].map(|_| RunningStats::new(4));
             for r in &mut rs {
                 r.var = vec![0.8; 4];
             }
-            let [r0, r1, r2, r3, r4] = &mut rs;
+            let [r0, r1, r2, r3, r4, r5] = &mut rs;
             let bn = BatchNormOptions {
                 training,
                 ..Default::default()
@@ -540,6 +541,10 @@ mod tests {
             if other == 5 {
                 y = crate::add(&mut t, y, y).unwrap();
             }
+            if other == 6 {
+                let terms = vec![(0, y, Norm::Bn(Some(r5))), (3, v[1], Norm::Identity)];
+                y = weighted_sum_bn(&mut t, w, 0, terms, bn).unwrap();
+            }
             if let Some(z) = before {
                 y = crate::add(&mut t, y, z).unwrap();
             }
@@ -575,7 +580,7 @@ mod tests {
             (grads, t.deferred_used())
         };
         for training in [true, false] {
-            for (other, want_used) in [(0, 2), (1, 2), (2, 2), (3, 1), (4, 2), (5, 2)] {
+            for (other, want_used) in [(0, 2), (1, 2), (2, 2), (3, 1), (4, 2), (5, 2), (6, 2)] {
                 let (deferred, used) = run(training, false, other, false);
                 let (written, none) = run(training, true, other, false);
                 assert_eq!(
