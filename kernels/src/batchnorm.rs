@@ -128,7 +128,7 @@ fn normalize_from(
     beta: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    par::chunks(y, s.hw, 2 * s.n * s.c * s.hw, |p, y| {
+    par::chunks(y, s.hw, 2 * y.len(), |p, y| {
         let c = p % s.c;
         let a = gamma.map_or(1.0, |g| g[c]) / (var[c] + eps).sqrt();
         let b = beta.map_or(0.0, |b| b[c]) - mean[c] * a;
