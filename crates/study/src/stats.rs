@@ -273,6 +273,36 @@ mod tests {
         close(t_two_sided_p(0.0, 3.0), 1.0, 1e-12);
     }
 
+    /// Both sides of the incomplete beta's symmetry switch (|t| below about 1.7 takes the
+    /// `1 - I_{1-x}(b, a)` side), a far tail, and ln Gamma below 1/2 (its reflection), against
+    /// values at 30 digits from `scripts/golden_stats.py` (mpmath).
+    #[test]
+    fn p_values_and_ln_gamma_match_high_precision_values() {
+        for (t, df, p) in [
+            (0.5, 10.0, 0.627893605742973),
+            (1.0, 1000.0, 0.317552418084672),
+            (0.1, 3.0, 0.926652348800806),
+            (1.5, 2.0, 0.272393124891001),
+            (1.2, 7.0, 0.269171936827206),
+            (3.0, 50.0, 0.00420170318706825),
+            (10.0, 1.0, 0.0634510348611071),
+            (6.0, 30.0, 1.39427687672047e-6),
+        ] {
+            close(t_two_sided_p(t, df), p, 1e-12 + 1e-10 * p);
+            close(t_two_sided_p(-t, df), p, 1e-12 + 1e-10 * p);
+        }
+        for (x, v) in [
+            (0.25, 1.2880225246980775),
+            (0.5, 0.57236494292470009),
+            (1.5, -0.12078223763524522),
+            (3.0, 0.69314718055994531),
+            (10.5, 13.940625219403764),
+            (100.5, 361.43554046777762),
+        ] {
+            close(ln_gamma(x), v, 1e-12 * v.abs().max(1.0));
+        }
+    }
+
     #[test]
     fn summary_of_a_known_sample() {
         let s = summarize(&[0.90, 0.92, 0.94]).unwrap();
@@ -282,6 +312,10 @@ mod tests {
         let (lo, hi) = s.ci95.unwrap();
         close(lo, 0.92 - half, 1e-8);
         close(hi, 0.92 + half, 1e-8);
+        // Two values are the fewest with a spread: sd |a - b| / sqrt(2), t_{0.975, 1} = 12.706.
+        let two = summarize(&[0.5, 0.7]).unwrap();
+        close(two.std.unwrap(), 0.2 / 2f64.sqrt(), 1e-12);
+        close(two.ci95.unwrap().1, 0.6 + 12.706_204_736 * 0.1, 1e-8);
         let one = summarize(&[0.5]).unwrap();
         assert_eq!((one.n, one.mean, one.std, one.ci95), (1, 0.5, None, None));
         assert!(summarize(&[]).is_none());
@@ -301,6 +335,15 @@ mod tests {
         let q = paired(&[0.91, 0.89, 0.92], &[0.90, 0.90, 0.90]).unwrap();
         assert!(!q.significant());
         assert!(q.p_value.unwrap() > 0.05);
+        // Every difference the same: no spread, so no t statistic and no p-value (t would be
+        // infinite); the interval collapses onto the difference.
+        let same = paired(&[1.5, 2.5], &[1.0, 2.0]).unwrap();
+        assert_eq!((same.mean_difference, same.ci95), (0.5, Some((0.5, 0.5))));
+        assert_eq!(same.p_value, None);
+        // A single pair: neither.
+        let one = paired(&[0.95], &[0.90]).unwrap();
+        assert_eq!((one.n, one.ci95, one.p_value), (1, None, None));
+        assert!(!one.significant());
     }
 
     fn g(normal: &[(&str, usize)], reduce: &[(&str, usize)]) -> Genotype {
@@ -336,6 +379,23 @@ mod tests {
             (2.0 / 6.0 + 1.0 + 2.0 / 6.0) / 3.0,
             1e-12,
         );
+        // A node's two edges in the other order are the same node's edges; in another node they
+        // are not.
+        let swapped = g(
+            &[("skip_connect", 1), ("sep_conv_3x3", 0)],
+            &[("max_pool_3x3", 1), ("max_pool_3x3", 0)],
+        );
+        close(jaccard(&a, &swapped), 1.0, 0.0);
+        let next_node = g(
+            &[
+                ("sep_conv_3x3", 0),
+                ("skip_connect", 1),
+                ("skip_connect", 1),
+            ],
+            &[("max_pool_3x3", 0), ("max_pool_3x3", 1)],
+        );
+        // a's 4 edges plus (normal, skip, 1, node 1): 4 of 5.
+        close(jaccard(&a, &next_node), 4.0 / 5.0, 1e-12);
         assert!(mean_pairwise_jaccard(&[a]).is_none());
     }
 
