@@ -424,6 +424,19 @@ mod tests {
             shell.lines().filter(|l| !l.starts_with('#')).count(),
             p.runs.len()
         );
+        // One stage alone: its command lines only, no comments.
+        for (stage, word, n) in [
+            (Stage::Search, "darts search ", 8),
+            (Stage::Train, "darts train ", 14),
+        ] {
+            let only = p.to_shell("darts", 1, Some(stage));
+            assert_eq!(only.lines().count(), n, "{only}");
+            assert!(
+                only.lines()
+                    .all(|l| l.starts_with(word) && !l.contains('#')),
+                "{only}"
+            );
+        }
     }
 
     #[test]

@@ -110,8 +110,9 @@ pub fn parse_seeds(text: &str) -> Result<Vec<u64>> {
         return Ok((1..=n).collect());
     }
     let list: Vec<&str> = text.split(',').map(str::trim).collect();
+    // `text` holds a comma, so a trailing empty item has at least one item before it.
     let list: Vec<&str> = match list.split_last() {
-        Some((&"", rest)) if !rest.is_empty() => rest.to_vec(),
+        Some((&"", rest)) => rest.to_vec(),
         _ => list,
     };
     let joined = list.join(",");
@@ -202,6 +203,60 @@ mod tests {
         assert!(parse_seeds("0").is_err());
         assert!(parse_seeds("x").is_err());
         assert!(parse_seeds("1,1").is_err());
+        assert!(parse_seeds(",").is_err());
+        assert_eq!(parse_seeds("1000").unwrap().len(), 1000);
+        assert!(parse_seeds("1001")
+            .unwrap_err()
+            .to_string()
+            .contains("1 to 1000"));
+    }
+
+    fn spec() -> StudySpec {
+        let sizes = Sizes {
+            channels: 2,
+            layers: 2,
+            epochs: 1,
+            batch: 2,
+        };
+        StudySpec {
+            data: "synthetic".into(),
+            subset: None,
+            weightings: vec![Weighting::Maxw],
+            grad_transforms: vec![GradTransform::None],
+            orders: vec![Order::First],
+            seeds: vec![1],
+            baselines: Vec::new(),
+            search: sizes.clone(),
+            train: sizes,
+        }
+    }
+
+    /// Each rule of `validate` on its own: the smallest valid study passes, and one value
+    /// past each bound is refused with the rule named.
+    #[test]
+    fn validate_names_each_rule() {
+        assert!(spec().validate().is_ok());
+        let refused = |edit: &dyn Fn(&mut StudySpec), says: &str| {
+            let mut s = spec();
+            edit(&mut s);
+            let e = s.validate().unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        };
+        refused(&|s| s.weightings.clear(), "the grid is empty");
+        refused(&|s| s.grad_transforms.clear(), "the grid is empty");
+        refused(&|s| s.orders.clear(), "the grid is empty");
+        refused(&|s| s.seeds.clear(), "at least one seed");
+        refused(&|s| s.search.channels = 0, "search sizes");
+        refused(&|s| s.search.layers = 0, "search sizes");
+        refused(&|s| s.search.epochs = 0, "search sizes");
+        refused(&|s| s.search.batch = 1, "search sizes");
+        refused(&|s| s.train.channels = 0, "train sizes");
+        refused(&|s| s.train.batch = 1, "train sizes");
+        // Baselines alone are a study (no search arm).
+        let mut s = spec();
+        s.weightings.clear();
+        s.baselines = vec![Baseline::Random { cells: 1 }];
+        assert!(s.validate().is_ok());
     }
 
     #[test]

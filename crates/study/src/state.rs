@@ -94,3 +94,129 @@ pub fn clear_partial(run: &Run) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::*;
+
+    fn plan(dir: &Path) -> Plan {
+        let sizes = Sizes {
+            channels: 2,
+            layers: 2,
+            epochs: 1,
+            batch: 2,
+        };
+        let spec = StudySpec {
+            data: "synthetic".into(),
+            subset: None,
+            weightings: vec![darts::Weighting::Maxw],
+            grad_transforms: vec![darts::optim::GradTransform::None],
+            orders: vec![darts::Order::First],
+            seeds: vec![1],
+            baselines: Vec::new(),
+            search: sizes.clone(),
+            train: sizes,
+        };
+        Plan::new(spec, dir)
+    }
+
+    fn summary(dir: &Path, status: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(
+            dir.join("summary.json"),
+            format!("{{\"status\": \"{status}\"}}"),
+        )
+        .unwrap();
+    }
+
+    /// A run's life, read from its directory alone: pending, a partial start (cleared), a
+    /// checkpoint (or only the previous one), trained but not evaluated, done, failed, running;
+    /// and what is left to run at each point.
+    #[test]
+    fn states_and_what_remains_follow_the_directory() {
+        let root = std::env::temp_dir().join(format!("darts-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let p = plan(&root);
+        let (search, train) = (
+            p.run("search/maxw/seed-1").unwrap(),
+            p.run("train/maxw/seed-1").unwrap(),
+        );
+        let (fresh, resume, eval) = (
+            p.fresh_args(train),
+            p.resume_args(train),
+            p.eval_args(train),
+        );
+        assert_eq!(resume[..2], ["train".to_string(), "--resume".to_string()]);
+        assert_eq!(p.resume_args(search)[0], "search");
+
+        assert_eq!(state(&p, train), RunState::Pending);
+        assert_eq!(remaining(&p, train), vec![fresh.clone(), eval.clone()]);
+        assert_eq!(remaining(&p, search), vec![p.fresh_args(search)]);
+
+        // Killed before its first checkpoint: nothing to keep, cleared for a fresh start.
+        std::fs::create_dir_all(&train.dir).unwrap();
+        std::fs::write(train.dir.join("events.jsonl"), "{}\n").unwrap();
+        clear_partial(train).unwrap();
+        assert!(!train.dir.exists());
+        clear_partial(train).unwrap(); // no directory: nothing to do
+
+        // A checkpoint, or only the previous one kept beside it: resumed, and kept.
+        let ckpt = train.dir.join("checkpoint.safetensors");
+        for path in [ckpt.clone(), darts::checkpoint::previous(&ckpt)] {
+            std::fs::create_dir_all(&train.dir).unwrap();
+            std::fs::write(&path, b"").unwrap();
+            assert_eq!(state(&p, train), RunState::Interrupted);
+            assert_eq!(remaining(&p, train), vec![resume.clone(), eval.clone()]);
+            clear_partial(train).unwrap();
+            assert!(path.exists());
+            std::fs::remove_file(&path).unwrap();
+        }
+
+        // Trained, not evaluated: only the evaluation is left.
+        summary(&train.dir, "finished");
+        assert_eq!(state(&p, train), RunState::Interrupted);
+        assert_eq!(remaining(&p, train), vec![eval.clone()]);
+        clear_partial(train).unwrap();
+        assert!(train.dir.join("summary.json").exists());
+
+        // A failure marker wins over everything but done.
+        std::fs::create_dir_all(root.join("logs")).unwrap();
+        std::fs::write(p.failed_path(train), "exit status 1\n").unwrap();
+        assert_eq!(state(&p, train), RunState::Failed("exit status 1".into()));
+        std::fs::write(train.dir.join("eval.json"), "{}").unwrap();
+        assert_eq!(state(&p, train), RunState::Done);
+        assert!(remaining(&p, train).is_empty());
+        assert_eq!(
+            p.log_path(train),
+            root.join("logs").join("train.maxw.seed-1.log")
+        );
+
+        // A search is done when it finished (nothing to evaluate); unfinished, it is pending.
+        summary(&search.dir, "running");
+        assert_eq!(state(&p, search), RunState::Pending);
+        summary(&search.dir, "finished");
+        assert_eq!(state(&p, search), RunState::Done);
+        assert!(remaining(&p, search).is_empty());
+
+        // A live process holds the lock: running, whatever else is there.
+        let lock = darts::lock::DirLock::acquire(&search.dir).unwrap();
+        assert_eq!(state(&p, search), RunState::Running);
+        drop(lock);
+        assert_eq!(state(&p, search), RunState::Done);
+
+        let labels = [
+            RunState::Done,
+            RunState::Running,
+            RunState::Interrupted,
+            RunState::Failed(String::new()),
+            RunState::Pending,
+        ]
+        .map(|s| s.label());
+        assert_eq!(
+            labels,
+            ["done", "running", "interrupted", "failed", "pending"]
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

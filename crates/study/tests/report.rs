@@ -3,6 +3,7 @@
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use study::plan::Plan;
+use study::plan::Stage;
 use study::report::compute;
 use study::spec::*;
 
@@ -212,5 +213,216 @@ fn nothing_complete_is_an_error_naming_the_directory() {
         e.contains("no run is complete") && e.contains("15 of 15"),
         "{e}"
     );
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// `alphas.csv` rows of one search: epoch e's normal-cell edge 0 has alpha ln 3 on primitive
+/// `k(e)` (softmax 3/10 there, 1/10 elsewhere), edge 1 all zeros (1/8 each); edge 2 is cut
+/// short (7 values: skipped), and reduce rows and a malformed line are ignored.
+fn alphas_csv(d: &Path, hot: &[usize]) {
+    let mut s = String::from("epoch,cell,edge,from,to,primitive,alpha,weight\n");
+    for (e, &k) in hot.iter().enumerate() {
+        for (edge, n) in [(0, 8), (1, 8), (2, 7)] {
+            for (j, p) in Primitive::ALL.iter().take(n).enumerate() {
+                let a = if edge == 0 && j == k { 3f64.ln() } else { 0.0 };
+                s += &format!("{e},normal,{edge},0,2,{p},{a},0\n");
+                s += &format!("{e},reduce,{edge},0,2,{p},5,0\n");
+            }
+        }
+        s += &format!("{e},normal,0\n");
+    }
+    std::fs::write(d.join("alphas.csv"), s).unwrap();
+}
+
+/// The mean softmax over edges 0 and 1 of [`alphas_csv`] with primitive k hot on edge 0.
+fn expected_row(k: usize) -> Vec<f64> {
+    (0..8)
+        .map(|j| (if j == k { 0.3 } else { 0.1 } + 0.125) / 2.0)
+        .collect()
+}
+
+/// A 2 x 2 grid (weighting x gradient transform) with a random baseline: which arms are
+/// compared, which way round, each verdict (significant either way, a single shared seed), the
+/// random cells' indices, the softmax(alpha) trajectories, the cost and the files written.
+#[test]
+fn a_grid_compares_each_pair_that_differs_in_one_setting() {
+    let root = dir("grid");
+    let mut s = spec();
+    s.grad_transforms = parse_grad_transforms("none,subtract-max").unwrap();
+    s.baselines = parse_baselines("random:2").unwrap();
+    let plan = Plan::new(s, &root);
+    // Test accuracy per arm and seed; maxw has only seed 1 trained.
+    let acc = |arm: &str, seed: u64| -> Option<f64> {
+        let i = seed as usize - 1;
+        match arm {
+            "maxw" => (seed == 1).then_some(0.90),
+            "maxw-subtract-max" => Some([0.91, 0.935, 0.95][i]),
+            "softmax" => Some([0.89, 0.90, 0.915][i]),
+            "softmax-subtract-max" => Some([0.80, 0.81, 0.83][i]),
+            _ => Some(0.5 + 0.01 * seed as f64),
+        }
+    };
+    let a = cell(0, false);
+    for run in &plan.runs {
+        match run.stage {
+            Stage::Search => {
+                search_dir(&run.dir, &[a.clone(), a.clone()], 0.6, 0.5);
+                // Seed s has primitive s hot in epoch 0 and 0 in epoch 1; seed 3 a third epoch.
+                let mut hot = vec![run.seed as usize, 0];
+                if run.seed == 3 {
+                    hot.push(5);
+                }
+                alphas_csv(&run.dir, &hot);
+            }
+            Stage::Train => {
+                if let Some(x) = acc(&run.arm, run.seed) {
+                    train_dir(&run.dir, &a, x);
+                }
+            }
+        }
+    }
+    let r = compute(&plan).unwrap();
+
+    let got: Vec<(&str, &str, &str, Vec<u64>)> = r
+        .comparisons
+        .iter()
+        .map(|c| {
+            (
+                c.a.as_str(),
+                c.b.as_str(),
+                c.setting.as_str(),
+                c.seeds.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("maxw-subtract-max", "maxw", "gradient transform", vec![1]),
+            ("maxw", "softmax", "weighting", vec![1]),
+            (
+                "maxw-subtract-max",
+                "softmax-subtract-max",
+                "weighting",
+                vec![1, 2, 3]
+            ),
+            (
+                "softmax-subtract-max",
+                "softmax",
+                "gradient transform",
+                vec![1, 2, 3]
+            ),
+        ]
+    );
+    let v: Vec<&str> = r.comparisons.iter().map(|c| c.verdict.as_str()).collect();
+    assert!(
+        v[0].contains("+0.0100 test accuracy on 1 seed: one seed gives no interval"),
+        "{}",
+        v[0]
+    );
+    assert!(v[1].contains("one seed gives no interval"), "{}", v[1]);
+    assert!(
+        v[2].contains("significant at the 95% level; maxw-subtract-max found the better cells"),
+        "{}",
+        v[2]
+    );
+    assert!(
+        v[3].contains("significant at the 95% level; softmax found the better cells"),
+        "{}",
+        v[3]
+    );
+    assert!(
+        r.comparisons[3]
+            .test_accuracy
+            .as_ref()
+            .unwrap()
+            .mean_difference
+            < 0.0
+    );
+
+    // The random cells: two per seed, each run knows its cell.
+    let random: Vec<(u64, Option<usize>)> = r
+        .runs
+        .iter()
+        .filter(|x| x.arm == "random")
+        .map(|x| (x.seed, x.cell))
+        .collect();
+    assert_eq!(random.len(), 6);
+    for c in [0, 1] {
+        assert_eq!(random.iter().filter(|x| x.1 == Some(c)).count(), 3);
+    }
+    assert!(r
+        .runs
+        .iter()
+        .filter(|x| x.arm != "random")
+        .all(|x| x.cell.is_none()));
+
+    // Trajectories: the mean over the arm's trained seeds, as many epochs as the shortest.
+    let arm = |n: &str| r.arms.iter().find(|a| a.name == n).unwrap();
+    let close = |x: &[f64], y: &[f64]| {
+        assert_eq!(x.len(), y.len());
+        for (a, b) in x.iter().zip(y) {
+            assert!((a - b).abs() < 1e-12, "{x:?} vs {y:?}");
+        }
+    };
+    let t = &arm("softmax").normal_alpha_trajectory;
+    assert_eq!(t.len(), 2);
+    let mean3: Vec<f64> = (0..8)
+        .map(|j| (1..=3).map(|k| expected_row(k)[j]).sum::<f64>() / 3.0)
+        .collect();
+    close(&t[0], &mean3);
+    close(&t[1], &expected_row(0));
+    let t = &arm("maxw").normal_alpha_trajectory;
+    close(&t[0], &expected_row(1));
+    assert!(arm("random").normal_alpha_trajectory.is_empty());
+
+    // Cost: 12 searches of two 1 s epochs, 2 s per trained run that finished.
+    let cost = study::report::cost(&plan);
+    assert_eq!(cost["search_seconds"], 12.0 * 2.0);
+    assert_eq!(cost["train_seconds"], 2.0 * (1 + 3 + 3 + 3 + 6) as f64);
+    assert_eq!(cost["total_run_seconds"], 24.0 + 32.0);
+    assert_eq!(
+        study::report::arm_settings(&plan, "maxw-subtract-max"),
+        "maxw weighting, subtract-max transform, first order"
+    );
+    assert_eq!(
+        study::report::arm_settings(&plan, "random"),
+        "baseline cell (no search)"
+    );
+
+    study::report::write(&plan, &r, &cost).unwrap();
+    for f in ["study.csv", "accuracy.svg", "alphas.svg", "report.html"] {
+        assert!(root.join(f).exists(), "{f}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("study.json")).unwrap()).unwrap();
+    assert_eq!(json["cost"], cost);
+    assert_eq!(json["comparisons"].as_array().unwrap().len(), 4);
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// Second order against first: the second-order arm is the treated one, whichever comes first.
+#[test]
+fn second_order_is_compared_against_first() {
+    let root = dir("order");
+    let mut s = spec();
+    s.weightings = parse_weightings("softmax").unwrap();
+    s.orders = parse_orders("first,second").unwrap();
+    s.baselines = Vec::new();
+    let plan = Plan::new(s, &root);
+    let a = cell(0, false);
+    for run in &plan.runs {
+        match run.stage {
+            Stage::Search => search_dir(&run.dir, &[a.clone()], 0.6, 0.5),
+            Stage::Train => train_dir(&run.dir, &a, 0.9 + 0.01 * run.seed as f64),
+        }
+    }
+    let r = compute(&plan).unwrap();
+    let c: Vec<(&str, &str, &str)> = r
+        .comparisons
+        .iter()
+        .map(|c| (c.a.as_str(), c.b.as_str(), c.setting.as_str()))
+        .collect();
+    assert_eq!(c, [("softmax-second", "softmax", "order")]);
     std::fs::remove_dir_all(&root).unwrap();
 }
