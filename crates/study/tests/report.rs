@@ -413,7 +413,7 @@ fn second_order_is_compared_against_first() {
     let a = cell(0, false);
     for run in &plan.runs {
         match run.stage {
-            Stage::Search => search_dir(&run.dir, &[a.clone()], 0.6, 0.5),
+            Stage::Search => search_dir(&run.dir, std::slice::from_ref(&a), 0.6, 0.5),
             Stage::Train => train_dir(&run.dir, &a, 0.9 + 0.01 * run.seed as f64),
         }
     }
