@@ -2,7 +2,8 @@
 //! checkpoint is kept and used as a fallback, and every reader survives arbitrary and mutated bytes
 //! (proptest fuzzing: an error or a value, never a panic, never a huge allocation from a header).
 use darts::checkpoint::{
-    load_model, load_supernet, load_with_fallback, previous, save_tensors, TensorFile,
+    load_model, load_supernet, load_with_fallback, previous, save_model, save_supernet,
+    save_tensors, TensorFile,
 };
 use darts::data::{load_cifar10, load_idx, synthetic, SyntheticConfig};
 use darts::train::Trainer;
@@ -149,6 +150,109 @@ fn files_without_checksums_load_but_non_finite_values_are_refused_by_name() {
     let e = load_supernet(&plain).unwrap_err().to_string();
     assert!(
         e.contains(&format!("tensor {name} holds a non-finite value (inf)")),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// A file of another kind, a model with a tensor too many, and a float `num_batches_tracked`
+/// (whole and non-negative: accepted; anything else: refused by name); and a search model saved
+/// alone (`save_supernet`) reloads to the same bits.
+#[test]
+fn other_kinds_extra_tensors_and_float_counters_are_named() {
+    let d = dir("kinds");
+    let ckpt = d.join("checkpoint.safetensors");
+    tiny_search(&ckpt, 1);
+    let e = err(load_model(&ckpt));
+    assert!(
+        e.contains(
+            "not a model file of this program (metadata format is not 'darts-maxw-model-v1')"
+        ),
+        "{e}"
+    );
+
+    let (_, params, bns, alphas) = load_supernet(&ckpt).unwrap();
+    let alone = d.join("supernet.safetensors");
+    save_supernet(&alone, &params, &bns, &alphas).unwrap();
+    let (_, p2, b2, a2) = load_supernet(&alone).unwrap();
+    let bits = |ts: &[tensor::Tensor]| -> Vec<u32> {
+        ts.iter()
+            .flat_map(|t| t.data().iter().map(|v| v.to_bits()))
+            .collect()
+    };
+    assert_eq!(p2.names, params.names);
+    assert_eq!(bits(&p2.values), bits(&params.values));
+    assert_eq!(bits(&a2), bits(&alphas));
+    assert_eq!(b2.batches_tracked, bns.batches_tracked);
+
+    // The same tensors as a plain file (no integer counters: they are optional), plus extras.
+    let f = TensorFile::open(&alone).unwrap();
+    assert!(f.i64s.keys().any(|k| k.ends_with(".num_batches_tracked")));
+    let counter = format!("{}.num_batches_tracked", bns.prefixes[1]);
+    let tensors: Vec<(String, tensor::Tensor)> =
+        f.f32s.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let plain = d.join("plain.safetensors");
+    let with = |extra: &[(&str, Vec<f32>)]| {
+        let mut t = tensors.clone();
+        for (name, v) in extra {
+            t.push((
+                name.to_string(),
+                tensor::Tensor::from_vec(vec![v.len()], v.clone()).unwrap(),
+            ));
+        }
+        save_tensors(&plain, &t).unwrap();
+        load_supernet(&plain)
+    };
+    let (_, _, b, _) = with(&[]).unwrap();
+    assert!(b.batches_tracked.iter().all(|&n| n == 0));
+    let (_, _, b, _) = with(&[(counter.as_str(), vec![7.0])]).unwrap();
+    assert_eq!(b.batches_tracked[1], 7);
+    assert!(b
+        .batches_tracked
+        .iter()
+        .enumerate()
+        .all(|(i, &n)| i == 1 || n == 0));
+    for bad in [vec![-1.0], vec![2.5], vec![1.0, 2.0]] {
+        let e = err(with(&[(counter.as_str(), bad.clone())]));
+        assert!(
+            e.contains(&format!(
+                "{counter} must be one non-negative whole number, got {bad:?}"
+            )),
+            "{e}"
+        );
+    }
+    // The layout is read off the stem and the classifier: shapes that describe no search model.
+    for (name, dims) in [
+        ("stem.0.weight", vec![5, 3, 3, 3]),
+        ("stem.0.weight", vec![6, 27]),
+        ("classifier.weight", vec![10]),
+    ] {
+        let mut t = tensors.clone();
+        let n: usize = dims.iter().product();
+        let at = t.iter().position(|(k, _)| k == name).unwrap();
+        t[at].1 = tensor::Tensor::from_vec(dims, vec![0.5; n]).unwrap();
+        save_tensors(&plain, &t).unwrap();
+        let e = err(load_supernet(&plain));
+        assert!(e.contains("do not describe a DARTS search model"), "{e}");
+    }
+    // A trained network saved and loaded: the same bits, the same genotype.
+    let g = Genotype::builtin("DARTS_V2").unwrap();
+    let cfg = darts::evalnet::EvalConfig {
+        channels: 4,
+        layers: 3,
+        classes: 10,
+        in_channels: 3,
+        auxiliary: false,
+    };
+    let init = darts::evalnet::EvalNet::init(cfg, &g, &mut tensor::Rng::new(5)).unwrap();
+    let model = d.join("model.safetensors");
+    save_model(&model, &init.net, &init.params, &init.bns).unwrap();
+    let back = load_model(&model).unwrap();
+    assert_eq!(back.net.genotype, g);
+    assert_eq!(bits(&back.params.values), bits(&init.params.values));
+    let e = err(with(&[("cells.0.extra.weight", vec![1.0])]));
+    assert!(
+        e.contains("1 unexpected tensor(s), e.g. [\"cells.0.extra.weight\"]: the file does not match the model layout"),
         "{e}"
     );
     std::fs::remove_dir_all(&d).unwrap();
