@@ -220,4 +220,57 @@ mod tests {
         assert!(load_idx(&dir).unwrap_err().to_string().contains("gzip"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    fn gzip(b: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(b).unwrap();
+        gz.finish().unwrap()
+    }
+
+    /// Images gzip-compressed load as the plain file does; a stream one byte longer or shorter
+    /// than its header says, or a header cut short, is refused as such.
+    #[test]
+    fn gzip_images_load_exactly_and_lengths_are_checked() {
+        let dir = std::env::temp_dir().join(format!("darts-idx-gz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pixels: Vec<u8> = (0..24).map(|i| i * 10).collect();
+        let images = idx(0x803, &[2, 3, 4], &pixels);
+        std::fs::write(
+            dir.join("train-labels-idx1-ubyte"),
+            idx(0x801, &[2], &[1, 7]),
+        )
+        .unwrap();
+        std::fs::write(dir.join("train-images-idx3-ubyte"), &images).unwrap();
+        let plain = load_idx(&dir).unwrap().train;
+        std::fs::remove_file(dir.join("train-images-idx3-ubyte")).unwrap();
+        let path = dir.join("train-images-idx3-ubyte.gz");
+        std::fs::write(&path, gzip(&images)).unwrap();
+        let packed = load_idx(&dir).unwrap().train;
+        assert_eq!((packed.height, packed.width), (3, 4));
+        assert_eq!(packed.images, plain.images);
+        assert!((packed.images[23] - (230.0 / 255.0 - 0.1307) / 0.3081).abs() < 1e-6);
+        for (bytes, needle) in [
+            (
+                [&images[..], &[0]].concat(),
+                "41 bytes, but the header [2, 3, 4] needs 40",
+            ),
+            (
+                images[..images.len() - 1].to_vec(),
+                "39 bytes, but the header [2, 3, 4] needs 40",
+            ),
+            (
+                images[..12].to_vec(),
+                "12 bytes is too short for an IDX header",
+            ),
+        ] {
+            std::fs::write(&path, gzip(&bytes)).unwrap();
+            let e = load_idx(&dir).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(dir.join("train-images-idx3-ubyte"), &images[..12]).unwrap();
+        let e = load_idx(&dir).unwrap_err().to_string();
+        assert!(e.contains("12 bytes is too short for an IDX header"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
