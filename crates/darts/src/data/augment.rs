@@ -52,6 +52,7 @@ mod tests {
     #[test]
     fn cutout_zeroes_one_clipped_square_in_every_channel() {
         let mut rng = Rng::new(4);
+        let mut largest = 0;
         for _ in 0..50 {
             let mut img = vec![1.0f32; 2 * 10 * 12];
             cutout(&mut img, 2, 10, 12, 4, &mut rng);
@@ -69,7 +70,10 @@ mod tests {
             );
             assert_eq!(h * w, zeros.len(), "a rectangle");
             assert!(h <= 4 && w <= 4);
+            largest = largest.max(zeros.len());
         }
+        // A centre away from the border zeroes the whole 4 x 4 square.
+        assert_eq!(largest, 16);
     }
 
     #[test]
@@ -101,5 +105,67 @@ mod tests {
             }
         }
         assert!(seen_flip);
+    }
+
+    /// Against the definition: pad by 4 with the pad value, crop the original size at the drawn
+    /// offset (dy, dx in -4..=4), then mirror when the flip is drawn; every offset and both flips
+    /// come up (each about as often).
+    #[test]
+    fn augmentation_is_flip_of_crop_of_padded_image() {
+        let (c, h, w) = (2, 3, 5);
+        let img: Vec<f32> = (0..c * h * w).map(|v| v as f32).collect();
+        let d = Dataset {
+            images: img.clone(),
+            labels: vec![0],
+            channels: c,
+            height: h,
+            width: w,
+            classes: 2,
+            pad_value: vec![-1.0, -2.0],
+        };
+        let mut rng = Rng::new(9);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..400 {
+            let mut draw = rng.clone();
+            let dy = draw.below(9) as isize - 4;
+            let dx = draw.below(9) as isize - 4;
+            let flip = draw.below(2) == 1;
+            seen.insert((dy, dx, flip));
+            let mut out = vec![0.0; c * h * w];
+            augment_into(&d, 0, &mut rng, &mut out);
+            for ch in 0..c {
+                for y in 0..h {
+                    for x in 0..w {
+                        let xc = if flip { w - 1 - x } else { x };
+                        let (sy, sx) = (y as isize + dy, xc as isize + dx);
+                        let want = if (0..h as isize).contains(&sy) && (0..w as isize).contains(&sx)
+                        {
+                            img[(ch * h + sy as usize) * w + sx as usize]
+                        } else {
+                            d.pad_value[ch]
+                        };
+                        assert_eq!(out[(ch * h + y) * w + x], want, "{dy} {dx} {flip}");
+                    }
+                }
+            }
+            assert_eq!(
+                draw.next_u64(),
+                rng.clone().next_u64(),
+                "three draws an image"
+            );
+        }
+        let offsets = |f: fn(&(isize, isize, bool)) -> isize| {
+            seen.iter()
+                .map(f)
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let all: std::collections::BTreeSet<isize> = (-4..=4).collect();
+        assert_eq!(offsets(|s| s.0), all);
+        assert_eq!(offsets(|s| s.1), all);
+        assert_eq!(
+            seen.iter().filter(|s| s.2).count() * 3 / seen.len(),
+            1,
+            "both flips"
+        );
     }
 }

@@ -249,6 +249,8 @@ mod tests {
         assert_eq!((packed.height, packed.width), (3, 4));
         assert_eq!(packed.images, plain.images);
         assert!((packed.images[23] - (230.0 / 255.0 - 0.1307) / 0.3081).abs() < 1e-6);
+        // A black pixel's normalised value: what the crop's zero padding becomes.
+        assert_eq!(packed.pad_value, vec![-0.1307f32 / 0.3081]);
         for (bytes, needle) in [
             (
                 [&images[..], &[0]].concat(),

@@ -178,3 +178,72 @@ pub(crate) fn normalise(
         (0..channels).map(|c| -mean[c] / std[c]).collect(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two() -> Dataset {
+        Dataset {
+            images: vec![0.5, -1.0, 2.0, 0.0],
+            labels: vec![1, 2],
+            channels: 1,
+            height: 1,
+            width: 2,
+            classes: 3,
+            pad_value: vec![0.0],
+        }
+    }
+
+    /// FNV-1a over the shape, labels and pixel bits: a value computed independently (Python:
+    /// the same bytes, `h ^= b; h *= 0x100000001b3` from 0xcbf29ce484222325), and a change of
+    /// any part changes it.
+    #[test]
+    fn fingerprint_is_fnv1a_of_shape_labels_and_pixels() {
+        let d = two();
+        assert_eq!(d.fingerprint(), "bde03008b8d2a975");
+        let mut other = d.clone();
+        other.labels[1] = 0;
+        assert_ne!(other.fingerprint(), d.fingerprint());
+        let mut other = d.clone();
+        other.images[3] = -0.0; // the same value, other bits
+        assert_ne!(other.fingerprint(), d.fingerprint());
+        let mut other = d.clone();
+        other.classes = 4;
+        assert_ne!(other.fingerprint(), d.fingerprint());
+    }
+
+    #[test]
+    fn truncate_keeps_the_first_examples() {
+        let mut d = two();
+        assert!(!d.is_empty());
+        d.truncate(5);
+        assert_eq!(d, two());
+        d.truncate(1);
+        assert_eq!(
+            (d.images.as_slice(), d.labels.as_slice()),
+            (&[0.5, -1.0][..], &[1][..])
+        );
+        d.truncate(0);
+        assert!(d.is_empty() && d.images.is_empty());
+    }
+
+    /// Each (seed, epoch, step) its own stream, and the same one each time it is asked for.
+    #[test]
+    fn streams_differ_by_seed_epoch_and_step() {
+        let first = |s: u64, e: usize, k: usize| stream(s, e, k).next_u64();
+        let all = [
+            first(1, 0, 0),
+            first(2, 0, 0),
+            first(1, 1, 0),
+            first(1, 0, 1),
+            first(1, 0, usize::MAX),
+        ];
+        for i in 0..all.len() {
+            for j in i + 1..all.len() {
+                assert_ne!(all[i], all[j], "{i} {j}");
+            }
+        }
+        assert_eq!(first(2, 3, 4), first(2, 3, 4));
+    }
+}
