@@ -72,3 +72,33 @@ pub(crate) fn fill(buf: &mut [f32], v: f32) {
         buf.fill(v);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Zeros whatever a recycled buffer held; keeps what the last two steps took of a length
+    /// and drops the rest; ignores empty buffers.
+    #[test]
+    fn recycles_zeroes_and_trims_to_recent_demand() {
+        let mut p = BufferPool::default();
+        p.give(vec![7.0; 3]);
+        p.give(Vec::new());
+        assert_eq!(p.held(), 1);
+        assert_eq!(p.zeros(3), vec![0.0; 3]);
+        assert_eq!(p.held(), 0);
+        assert_eq!(p.zeros(PARALLEL_FILL + 3), vec![0.0; PARALLEL_FILL + 3]);
+        // This step took two buffers of length 5 (and one of 3 above): four given back, two kept.
+        let (a, b) = (p.take(5), p.take(5));
+        for buf in [a, b, vec![1.0; 5], vec![1.0; 5], vec![2.0; 3]] {
+            p.give(buf);
+        }
+        p.trim();
+        assert_eq!(p.held(), 3);
+        // The next step takes none: the previous step's demand still holds them; then it lapses.
+        p.trim();
+        assert_eq!(p.held(), 3);
+        p.trim();
+        assert_eq!(p.held(), 0);
+    }
+}

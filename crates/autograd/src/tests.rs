@@ -127,6 +127,12 @@ fn scopes_names_inspection_and_dot() {
             && dot.contains("cluster_0")
             && dot.contains("cells.0.weight")
     );
+    // Leaves are ellipses, ops boxes; one scope is one cluster holding its nodes.
+    assert!(
+        dot.contains("n0 [shape=ellipse") && dot.contains("n2 [shape=box"),
+        "{dot}"
+    );
+    assert!(!dot.contains("cluster_1"), "{dot}");
     assert!(tape.summary().contains("mul"));
 }
 
@@ -147,6 +153,22 @@ fn gradcheck_accepts_a_right_backward_and_rejects_a_planted_one() {
     )
     .unwrap();
     assert!(good.passed, "{good}");
+    // Every element checked, and the worst named even when all pass: d(x^3)/dx = 3 x^2.
+    assert_eq!(good.checked, 4);
+    let w = good
+        .worst
+        .as_ref()
+        .expect("the worst of a passing check is reported too");
+    assert!(
+        (w.analytic - 3.0 * x.data()[w.index].powi(2)).abs() < 1e-6,
+        "{good}"
+    );
+    let text = good.to_string();
+    assert!(
+        text.starts_with("gradcheck passed: 4 elements, max abs error ")
+            && text.contains("; worst: input 0 element "),
+        "{text}"
+    );
     let bad = gradcheck(
         f(0.01),
         std::slice::from_ref(&x),
@@ -154,12 +176,27 @@ fn gradcheck_accepts_a_right_backward_and_rejects_a_planted_one() {
     )
     .unwrap();
     assert!(!bad.passed, "a 1% wrong backward must be rejected: {bad}");
-    let w = bad.worst.unwrap();
+    let w = bad.worst.clone().unwrap();
     assert_eq!(
         (w.input, w.index),
         (0, 2),
         "worst element is the one with the largest gradient"
     );
+    assert!(
+        bad.to_string().starts_with("gradcheck FAILED: 4 elements"),
+        "{bad}"
+    );
+}
+
+/// Min, max, mean and L2 norm over the finite values; the others counted apart.
+#[test]
+fn stats_skip_and_count_non_finite_values() {
+    let s = Stats::of(&[1.0, -2.0, f32::NAN, 3.0, f32::INFINITY]);
+    assert_eq!((s.min, s.max, s.non_finite), (-2.0, 3.0, 2));
+    assert!((s.mean - 2.0 / 3.0).abs() < 1e-7, "{s:?}");
+    assert!((s.l2 - 14f32.sqrt()).abs() < 1e-6, "{s:?}");
+    let e = Stats::of(&[]);
+    assert_eq!((e.mean, e.l2, e.non_finite), (0.0, 0.0, 0));
 }
 
 #[test]
@@ -422,4 +459,17 @@ fn gradcheck_vjp_is_free_of_the_loss_rounding_and_rejects_a_planted_error() {
         !rounded.passed && rounded.max_abs_err > 10.0 * good.max_abs_err,
         "the one-f32 loss was expected to round visibly: {rounded} vs {good}"
     );
+}
+
+#[test]
+fn one_scope_is_one_dot_cluster() {
+    let mut tape = Tape::new();
+    let x = tape.leaf(t(&[2.0, 3.0]), true);
+    let y = tape.scoped("cell", |tp| {
+        let a = mul(tp, x, x);
+        mul(tp, a, x)
+    });
+    sum(&mut tape, y, 0.0);
+    let dot = tape.to_dot();
+    assert_eq!(dot.matches("subgraph cluster_").count(), 1, "{dot}");
 }
