@@ -334,5 +334,55 @@ mod tests {
         .iter()
         .sum();
         assert!((s - 1.0).abs() < 1e-6);
+        // Known values: alpha ln 3 against seven zeros is softmax 3/10 and 1/10 each, and Max-W
+        // 1 - 3/10 + p.
+        let row = [3f32.ln(), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let p = &mixture_weights(&row, Weighting::Softmax)[0];
+        assert!(
+            (p[0] - 0.3).abs() < 1e-6 && (p[7] - 0.1).abs() < 1e-6,
+            "{p:?}"
+        );
+        let m = &mixture_weights(&row, Weighting::Maxw)[0];
+        assert!(
+            (m[0] - 1.0).abs() < 1e-6 && (m[7] - 0.8).abs() < 1e-6,
+            "{m:?}"
+        );
+    }
+
+    /// One row per epoch, cell, edge and primitive: the edge's endpoints, the raw alpha and its
+    /// mixture weight.
+    #[test]
+    fn alphas_csv_has_every_edge_and_primitive() {
+        let mut normal = vec![0.0f32; EDGES * 8];
+        normal[8 + 3] = 3f32.ln(); // edge 1, primitive 3
+        let record = crate::search::EpochRecord {
+            epoch: 4,
+            lr: 0.0,
+            train_loss: 0.0,
+            train_acc: 0.0,
+            val_loss: 0.0,
+            val_acc: 0.0,
+            alphas_normal: normal,
+            alphas_reduce: vec![0.0; EDGES * 8],
+            genotype: Genotype::builtin("DARTS_V2").unwrap(),
+            seconds: 0.0,
+        };
+        let csv = alphas_csv(&[record], Weighting::Softmax);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], "epoch,cell,edge,from,to,primitive,alpha,weight");
+        assert_eq!(lines.len(), 1 + 2 * EDGES * 8);
+        let mut row = [0.0f32; 8];
+        row[3] = 3f32.ln();
+        let w3 = mixture_weights(&row, Weighting::Softmax)[0][3]; // 0.3
+                                                                  // Edge 1 runs from c_{k-1} (input 1) to node 2.
+        assert_eq!(
+            lines[1 + 8 + 3],
+            format!("4,normal,1,1,2,{},{},{w3}", Primitive::ALL[3], row[3])
+        );
+        assert!(
+            lines[1 + EDGES * 8].starts_with("4,reduce,0,0,2,"),
+            "{}",
+            lines[1 + EDGES * 8]
+        );
     }
 }
