@@ -175,6 +175,28 @@ impl StudySpec {
     }
 }
 
+/// The smallest valid study (one arm, one seed, batches of 2): the tests' starting point.
+#[cfg(test)]
+pub(crate) fn smallest() -> StudySpec {
+    let sizes = Sizes {
+        channels: 2,
+        layers: 2,
+        epochs: 1,
+        batch: 2,
+    };
+    StudySpec {
+        data: "synthetic".into(),
+        subset: None,
+        weightings: vec![Weighting::Maxw],
+        grad_transforms: vec![GradTransform::None],
+        orders: vec![Order::First],
+        seeds: vec![1],
+        baselines: Vec::new(),
+        search: sizes.clone(),
+        train: sizes,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,33 +233,13 @@ mod tests {
             .contains("1 to 1000"));
     }
 
-    fn spec() -> StudySpec {
-        let sizes = Sizes {
-            channels: 2,
-            layers: 2,
-            epochs: 1,
-            batch: 2,
-        };
-        StudySpec {
-            data: "synthetic".into(),
-            subset: None,
-            weightings: vec![Weighting::Maxw],
-            grad_transforms: vec![GradTransform::None],
-            orders: vec![Order::First],
-            seeds: vec![1],
-            baselines: Vec::new(),
-            search: sizes.clone(),
-            train: sizes,
-        }
-    }
-
     /// Each rule of `validate` on its own: the smallest valid study passes, and one value
     /// past each bound is refused with the rule named.
     #[test]
     fn validate_names_each_rule() {
-        assert!(spec().validate().is_ok());
+        assert!(smallest().validate().is_ok());
         let refused = |edit: &dyn Fn(&mut StudySpec), says: &str| {
-            let mut s = spec();
+            let mut s = smallest();
             edit(&mut s);
             let e = s.validate().unwrap_err().to_string();
             assert!(e.contains(says), "{e}");
@@ -253,7 +255,7 @@ mod tests {
         refused(&|s| s.train.channels = 0, "train sizes");
         refused(&|s| s.train.batch = 1, "train sizes");
         // Baselines alone are a study (no search arm).
-        let mut s = spec();
+        let mut s = smallest();
         s.weightings.clear();
         s.baselines = vec![Baseline::Random { cells: 1 }];
         assert!(s.validate().is_ok());

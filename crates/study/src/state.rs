@@ -98,27 +98,9 @@ pub fn clear_partial(run: &Run) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::*;
 
     fn plan(dir: &Path) -> Plan {
-        let sizes = Sizes {
-            channels: 2,
-            layers: 2,
-            epochs: 1,
-            batch: 2,
-        };
-        let spec = StudySpec {
-            data: "synthetic".into(),
-            subset: None,
-            weightings: vec![darts::Weighting::Maxw],
-            grad_transforms: vec![darts::optim::GradTransform::None],
-            orders: vec![darts::Order::First],
-            seeds: vec![1],
-            baselines: Vec::new(),
-            search: sizes.clone(),
-            train: sizes,
-        };
-        Plan::new(spec, dir)
+        Plan::new(crate::spec::smallest(), dir)
     }
 
     fn summary(dir: &Path, status: &str) {
